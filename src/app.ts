@@ -1,0 +1,99 @@
+/**
+ * buildApp: the Fastify instance with every route, the OpenAPI document and the error handler. It never
+ * listens; server.ts does, and tests use app.inject().
+ */
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { Config } from './config.js';
+import { ServiceError, ErrorCode, HTTP_STATUS } from './errors.js';
+import type { SandboxService } from './service/sandbox-service.js';
+import { authPlugin } from './routes/auth.js';
+import { sandboxRoutes } from './routes/sandboxes.js';
+import { executionRoutes } from './routes/execution.js';
+import { fileRoutes } from './routes/files.js';
+import { healthRoutes } from './routes/health.js';
+
+export interface AppDeps {
+  readonly config: Config;
+  readonly service: SandboxService;
+  /** A pino logger, or false for none (tests). */
+  readonly logger?: FastifyBaseLogger | boolean | Record<string, unknown>;
+}
+
+function errorBody(code: string, message: string) {
+  return { error: { code, message }, detail: message };
+}
+
+export async function buildApp({ config, service, logger = false }: AppDeps): Promise<FastifyInstance> {
+  const app = Fastify({
+    ...(typeof logger === 'object' && 'child' in logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: logger as boolean | Record<string, unknown> }),
+    // base64 content is 4/3 of the bytes, plus the JSON around it.
+    bodyLimit: Math.ceil(config.MAX_FILE_BYTES * 4 / 3) + 1024 * 1024,
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  // An empty POST (Dify's "none" body, curl -X POST) means "no fields", not a malformed request.
+  const defaultJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
+    (body as string).trim() === '' ? done(null, {}) : defaultJson(req, body as string, done));
+  app.addHook('preValidation', async (req) => {
+    if (req.method === 'POST' && (req.body === undefined || req.body === null)) req.body = {};
+  });
+
+  app.setErrorHandler((err: FastifyError | ServiceError, req, reply) => {
+    if (err instanceof ServiceError) {
+      if (err.status >= 500) req.log.error({ err }, 'service error');
+      return reply.status(err.status).headers(err.headers).send(errorBody(err.code, err.message));
+    }
+    if (err.validation) {
+      return reply.status(400).send(errorBody(ErrorCode.VALIDATION_FAILED, `invalid request: ${err.message}`));
+    }
+    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply.status(HTTP_STATUS.PAYLOAD_TOO_LARGE).send(errorBody(ErrorCode.PAYLOAD_TOO_LARGE,
+        `request body is larger than ${app.initialConfig.bodyLimit} bytes; files are limited to MAX_FILE_BYTES=${config.MAX_FILE_BYTES}`));
+    }
+    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
+      return reply.status(err.statusCode).send(errorBody(ErrorCode.VALIDATION_FAILED, err.message));
+    }
+    req.log.error({ err }, 'unhandled error');
+    return reply.status(500).send(errorBody(ErrorCode.INTERNAL_ERROR, 'internal error; see the service log'));
+  });
+  app.setNotFoundHandler((req, reply) =>
+    reply.status(404).send(errorBody(ErrorCode.ROUTE_NOT_FOUND, `no route ${req.method} ${req.url.split('?')[0]}; see /docs for the API`)));
+
+  await app.register(swagger, {
+    openapi: {
+      openapi: '3.0.3',
+      info: {
+        title: 'Code Interpreter Wrapper',
+        version: '0.1.0',
+        description: 'Isolated, stateful code-interpreter sandboxes over HTTP, for Dify and other LLM applications. '
+          + 'Failures of the user\'s code are HTTP 200 with the failure in the body; 4xx means the request must change.',
+      },
+      components: {
+        securitySchemes: {
+          bearerAuth: { type: 'http', scheme: 'bearer' },
+          apiKeyHeader: { type: 'apiKey', in: 'header', name: 'X-API-Key' },
+        },
+      },
+      security: config.apiKeys.length > 0 ? [{ bearerAuth: [] }, { apiKeyHeader: [] }] : [],
+      tags: [
+        { name: 'sandboxes', description: 'Create, inspect and stop sandboxes' },
+        { name: 'execution', description: 'Run Python and shell commands' },
+        { name: 'files', description: 'Move files in and out' },
+        { name: 'health', description: 'Liveness' },
+      ],
+    },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+  await app.register(authPlugin, { apiKeys: config.apiKeys });
+  await app.register(healthRoutes, { service });
+  await app.register(sandboxRoutes, { service });
+  await app.register(executionRoutes, { service });
+  await app.register(fileRoutes, { service, config });
+  return app;
+}

@@ -1,0 +1,24 @@
+/** The one switch on the configured backend. */
+import type { Config } from '../config.js';
+import type { SandboxBackend } from './types.js';
+import { createLocalBackend } from './local/local-backend.js';
+import { createMemoryBackend } from './memory/memory-backend.js';
+
+export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'error', message: string) => void): SandboxBackend {
+  switch (config.SANDBOX_BACKEND) {
+    case 'memory':
+      return createMemoryBackend();
+    case 'local':
+      return createLocalBackend({
+        rootDir: config.SANDBOX_ROOT,
+        python: config.SANDBOX_PYTHON,
+        workspaceBytes: config.SANDBOX_DISK_BYTES,
+        maxOutputBytes: config.MAX_OUTPUT_BYTES,
+        interruptGraceMs: config.INTERRUPT_GRACE_MS,
+        uidBase: config.SANDBOX_UID_BASE,
+        uidCount: Math.max(1024, config.MAX_SANDBOXES * 4),
+        allowUnsandboxed: config.ALLOW_UNSANDBOXED,
+        log,
+      });
+  }
+}

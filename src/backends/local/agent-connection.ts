@@ -1,0 +1,141 @@
+/**
+ * The service's end of the wire protocol with one in-sandbox agent (see src/agent/agent.py): a frame is
+ * one JSON header line plus, when the header has a positive `blob`, that many raw bytes. One request is in
+ * flight at a time; callers queue behind it.
+ */
+import type { ChildProcess } from 'node:child_process';
+import { ServiceError, ErrorCode, isErrorCode } from '../../errors.js';
+
+export interface AgentReply {
+  readonly header: Record<string, unknown>;
+  readonly blob: Buffer;
+}
+
+interface Pending {
+  resolve(reply: AgentReply): void;
+  reject(error: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const NEWLINE = 0x0a;
+
+export class AgentConnection {
+  private buffer: Buffer = Buffer.alloc(0);
+  private header: Record<string, unknown> | null = null;
+  private pending: Pending | null = null;
+  private queue: Promise<unknown> = Promise.resolve();
+  private nextId = 1;
+  private closedReason: string | null = null;
+  private readyWaiter: ((h: Record<string, unknown>) => void) | null = null;
+
+  constructor(
+    private readonly child: ChildProcess,
+    private readonly onFatal: (reason: string) => void,
+  ) {
+    child.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
+    child.stdin!.on('error', () => undefined);
+  }
+
+  /** Waits for the agent's first frame ({"ready": true}). */
+  ready(timeoutMs: number): Promise<Record<string, unknown>> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`agent did not start within ${timeoutMs} ms`)), timeoutMs);
+      this.readyWaiter = (h) => {
+        clearTimeout(timer);
+        resolve(h);
+      };
+      this.child.once('exit', () => {
+        clearTimeout(timer);
+        reject(new Error(this.closedReason ?? 'agent exited before it was ready'));
+      });
+    });
+  }
+
+  /**
+   * Sends one request and waits for its reply. `deadlineMs` bounds the wait: past it the agent is
+   * considered hung and `onFatal` kills the sandbox.
+   */
+  request(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number): Promise<AgentReply> {
+    const run = () => this.send(header, blob, deadlineMs);
+    const result = this.queue.then(run, run);
+    this.queue = result.catch(() => undefined);
+    return result;
+  }
+
+  /** Marks the connection dead and fails the request in flight. */
+  close(reason: string): void {
+    if (this.closedReason) return;
+    this.closedReason = reason;
+    const p = this.pending;
+    this.pending = null;
+    if (p) {
+      clearTimeout(p.timer);
+      p.reject(new ServiceError(ErrorCode.SANDBOX_LOST, reason));
+    }
+  }
+
+  private send(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number): Promise<AgentReply> {
+    if (this.closedReason) return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LOST, this.closedReason));
+    return new Promise<AgentReply>((resolve, reject) => {
+      const id = this.nextId++;
+      const timer = setTimeout(() => {
+        this.onFatal(`the sandbox agent did not answer within ${Math.round(deadlineMs / 1000)} s and was killed`);
+      }, deadlineMs);
+      this.pending = { resolve, reject, timer };
+      const frame = { ...header, id, ...(blob && blob.length > 0 ? { blob: blob.length } : {}) };
+      const line = Buffer.from(JSON.stringify(frame) + '\n', 'utf8');
+      const stdin = this.child.stdin!;
+      if (blob && blob.length > 0) {
+        stdin.write(line);
+        stdin.write(blob);
+      } else {
+        stdin.write(line);
+      }
+    });
+  }
+
+  private onData(chunk: Buffer): void {
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    for (;;) {
+      if (this.header === null) {
+        const nl = this.buffer.indexOf(NEWLINE);
+        if (nl < 0) return;
+        const text = this.buffer.toString('utf8', 0, nl);
+        this.buffer = this.buffer.subarray(nl + 1);
+        try {
+          this.header = JSON.parse(text) as Record<string, unknown>;
+        } catch {
+          this.onFatal('the sandbox agent sent a malformed frame');
+          return;
+        }
+      }
+      const blobLength = typeof this.header.blob === 'number' ? this.header.blob : 0;
+      if (this.buffer.length < blobLength) return;
+      const blob = blobLength > 0 ? Buffer.from(this.buffer.subarray(0, blobLength)) : Buffer.alloc(0);
+      this.buffer = this.buffer.subarray(blobLength);
+      const header = this.header;
+      this.header = null;
+      this.deliver(header, blob);
+    }
+  }
+
+  private deliver(header: Record<string, unknown>, blob: Buffer): void {
+    if (header.ready === true && this.readyWaiter) {
+      const w = this.readyWaiter;
+      this.readyWaiter = null;
+      w(header);
+      return;
+    }
+    const p = this.pending;
+    if (!p) return;
+    this.pending = null;
+    clearTimeout(p.timer);
+    if (header.ok === true) {
+      p.resolve({ header, blob });
+      return;
+    }
+    const code = String(header.code ?? '');
+    const message = String(header.message ?? 'the sandbox agent reported an error');
+    p.reject(new ServiceError(isErrorCode(code) ? code : ErrorCode.INTERNAL_ERROR, message));
+  }
+}

@@ -1,0 +1,76 @@
+/**
+ * The bubblewrap command line for one sandbox, as a pure function of its inputs, so it can be read and
+ * tested on its own. What it builds: new user, pid, net, ipc, uts, cgroup and mount namespaces; the host's
+ * /usr read-only (merged-/usr symlinks recreated); a handful of /etc files; a fresh /proc, /dev and /tmp;
+ * the workspace as a size-limited tmpfs (a hard disk quota that vanishes with the sandbox); no
+ * capabilities; an empty environment apart from what is listed.
+ */
+
+export interface BwrapInput {
+  /** Host path of the directory holding agent.py (bound read-only at /opt/ciw). */
+  readonly agentDir: string;
+  /** Host files to bind as the sandbox's /etc/passwd and /etc/group. */
+  readonly passwdFile: string;
+  readonly groupFile: string;
+  /** Top-level host paths that are symlinks (merged /usr): name → link target. */
+  readonly rootSymlinks: Readonly<Record<string, string>>;
+  /** /etc entries that exist on the host and should be visible read-only. */
+  readonly etcEntries: readonly string[];
+  readonly workspace: string;
+  readonly workspaceBytes: number;
+  readonly python: string;
+  /** uid/gid as seen inside the sandbox. */
+  readonly innerUid: number;
+  readonly env: Readonly<Record<string, string>>;
+  readonly hostname: string;
+}
+
+/** /etc entries worth seeing inside: dynamic linker cache, alternatives symlinks, time zone, TLS roots, MIME. */
+export const ETC_CANDIDATES = [
+  'alternatives', 'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'localtime', 'timezone', 'ssl/certs',
+  'ca-certificates', 'mime.types', 'fonts', 'matplotlibrc', 'nsswitch.conf', 'protocols', 'services',
+] as const;
+
+export function bwrapArgs(input: BwrapInput): string[] {
+  const args = [
+    '--unshare-user', '--uid', String(input.innerUid), '--gid', String(input.innerUid),
+    '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
+    '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
+    '--hostname', input.hostname,
+    '--ro-bind', '/usr', '/usr',
+  ];
+  for (const [name, target] of Object.entries(input.rootSymlinks)) args.push('--symlink', target, `/${name}`);
+  for (const entry of input.etcEntries) args.push('--ro-bind', `/etc/${entry}`, `/etc/${entry}`);
+  args.push(
+    '--ro-bind', input.passwdFile, '/etc/passwd',
+    '--ro-bind', input.groupFile, '/etc/group',
+    '--proc', '/proc',
+    '--dev', '/dev',
+    '--tmpfs', '/tmp',
+    '--size', String(input.workspaceBytes), '--tmpfs', input.workspace,
+    '--ro-bind', input.agentDir, '/opt/ciw',
+    '--chdir', input.workspace,
+    '--clearenv',
+  );
+  for (const [key, value] of Object.entries(input.env)) args.push('--setenv', key, value);
+  args.push(input.python, '-S', '-u', '/opt/ciw/agent.py');
+  return args;
+}
+
+/** The environment code sees inside a sandbox, before the user's own variables. */
+export function sandboxEnv(workspace: string, user: Readonly<Record<string, string>>, agent: Readonly<Record<string, string>>) {
+  return {
+    PATH: '/usr/local/bin:/usr/bin:/bin',
+    HOME: workspace,
+    USER: 'sandbox',
+    LANG: 'C.UTF-8',
+    LC_ALL: 'C.UTF-8',
+    TERM: 'dumb',
+    TMPDIR: '/tmp',
+    MPLBACKEND: 'Agg',
+    PYTHONDONTWRITEBYTECODE: '1',
+    ...user,
+    ...agent,
+    CIW_WORKSPACE: workspace,
+  };
+}

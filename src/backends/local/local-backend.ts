@@ -1,0 +1,248 @@
+/**
+ * The embedded local backend: one bubblewrap sandbox per sandbox id, with the in-sandbox agent inside.
+ * At start it prepares a runtime directory (a copy of the agent, passwd/group files) and proves that a
+ * sandbox can start; if it cannot, it refuses to run code unless ALLOW_UNSANDBOXED is set.
+ */
+import { spawn, execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { mkdirSync, copyFileSync, writeFileSync, chmodSync, lstatSync, readlinkSync, existsSync, rmSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
+import { ServiceError, ErrorCode } from '../../errors.js';
+import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
+import { bwrapArgs, sandboxEnv, ETC_CANDIDATES } from './bwrap-args.js';
+import { LocalSandbox } from './local-sandbox.js';
+import { UidPool } from './uid-pool.js';
+import { pidsOfUid } from './proc.js';
+
+const execFileAsync = promisify(execFile);
+
+function killAll(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** The agent ships with the package: src/agent/agent.py, found from both src/ and dist/. */
+export const AGENT_SOURCE = fileURLToPath(new URL('../../../src/agent/agent.py', import.meta.url));
+
+const WORKSPACE = '/workspace';
+const INNER_UID = 1000;
+const READY_TIMEOUT_MS = 15_000;
+const ROOT_LINK_CANDIDATES = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
+
+export interface LocalBackendOptions {
+  /** Host directory for the runtime files. */
+  readonly rootDir: string;
+  readonly python: string;
+  readonly workspaceBytes: number;
+  readonly maxOutputBytes: number;
+  readonly interruptGraceMs: number;
+  readonly uidBase: number;
+  readonly uidCount: number;
+  readonly allowUnsandboxed: boolean;
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+}
+
+type Mode = 'bubblewrap' | 'unsandboxed';
+
+export function createLocalBackend(options: LocalBackendOptions): SandboxBackend {
+  return new LocalBackend(options);
+}
+
+class LocalBackend implements SandboxBackend {
+  readonly name = 'local';
+  private readonly live = new Set<LocalSandbox>();
+  private readonly uids: UidPool;
+  private readonly asRoot = process.getuid?.() === 0;
+  private mode: Mode = 'bubblewrap';
+  private current: BackendStatus = { name: 'local', ready: false, isolation: 'none', problem: 'not initialised' };
+  private etcEntries: string[] = [];
+  private rootSymlinks: Record<string, string> = {};
+  private closed = false;
+
+  constructor(private readonly options: LocalBackendOptions) {
+    this.uids = new UidPool(options.uidBase, options.uidCount);
+  }
+
+  status(): BackendStatus {
+    return this.current;
+  }
+
+  async init(): Promise<BackendStatus> {
+    this.prepareRuntimeDir();
+    let version = '';
+    try {
+      version = (await execFileAsync('bwrap', ['--version'])).stdout.trim();
+      this.mode = 'bubblewrap';
+      await this.selfTest();
+      const who = this.asRoot ? 'a dedicated unprivileged host uid per sandbox' : `the service's own uid ${process.getuid?.()}`;
+      this.current = {
+        name: this.name,
+        ready: true,
+        isolation: `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who})`,
+      };
+      if (!this.asRoot) this.log('warn', 'not running as root: sandboxes run as the service\'s own uid (weaker separation from the host)');
+    } catch (err) {
+      const why = version ? `bubblewrap failed its self-test: ${(err as Error).message}` : 'bubblewrap (bwrap) is not installed';
+      if (this.options.allowUnsandboxed) {
+        this.mode = 'unsandboxed';
+        this.current = { name: this.name, ready: true, isolation: `NONE (ALLOW_UNSANDBOXED=true; ${why})` };
+        this.log('error', `${why}; running code WITHOUT isolation because ALLOW_UNSANDBOXED=true`);
+      } else {
+        this.current = { name: this.name, ready: false, isolation: 'none', problem: `${why}; install the Debian package bubblewrap, or set ALLOW_UNSANDBOXED=true to run code without isolation (unsafe)` };
+        this.log('error', this.current.problem!);
+      }
+    }
+    return this.current;
+  }
+
+  async create(opts: CreateSandboxOptions): Promise<Sandbox> {
+    if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the local backend is shutting down');
+    if (!this.current.ready) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, this.current.problem ?? 'the local backend is not ready');
+    const sandbox = this.mode === 'bubblewrap' ? this.spawnBubblewrap(opts) : this.spawnUnsandboxed(opts);
+    this.live.add(sandbox);
+    sandbox.exited.then(() => this.live.delete(sandbox));
+    try {
+      await sandbox.connection.ready(READY_TIMEOUT_MS);
+    } catch (err) {
+      await sandbox.destroy();
+      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `the sandbox failed to start: ${(err as Error).message} ${sandbox.stderr.trim()}`.trim(), { cause: err });
+    }
+    return sandbox;
+  }
+
+  async destroy(sandbox: Sandbox): Promise<void> {
+    await (sandbox as LocalSandbox).destroy();
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all([...this.live].map((s) => s.destroy()));
+  }
+
+  private spawnBubblewrap(opts: CreateSandboxOptions): LocalSandbox {
+    const uid = this.asRoot ? this.uids.acquire() : undefined;
+    const args = bwrapArgs({
+      agentDir: join(this.options.rootDir, 'agent'),
+      passwdFile: join(this.options.rootDir, 'passwd'),
+      groupFile: join(this.options.rootDir, 'group'),
+      rootSymlinks: this.rootSymlinks,
+      etcEntries: this.etcEntries,
+      workspace: WORKSPACE,
+      workspaceBytes: this.options.workspaceBytes,
+      python: this.options.python,
+      innerUid: INNER_UID,
+      hostname: 'sandbox',
+      env: sandboxEnv(WORKSPACE, opts.env, this.agentEnv()),
+    });
+    const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
+    const sandbox = new LocalSandbox({
+      id: opts.id,
+      workspace: WORKSPACE,
+      child,
+      graceMs: this.options.interruptGraceMs,
+      listPids: () => (uid !== undefined ? pidsOfUid(uid) : child.pid ? [child.pid] : []),
+      afterExit: uid !== undefined ? () => this.reapUid(uid) : undefined,
+      // Kill everything inside (the inner bubblewrap, pid 1 of the sandbox, takes its namespace with it)
+      // but not the outer bubblewrap, which then reaps the inner one and exits: no zombie is left for the
+      // host's init to collect.
+      killTree: uid !== undefined ? () => killAll(pidsOfUid(uid).filter((p) => p !== child.pid)) : undefined,
+    });
+    return sandbox;
+  }
+
+  /**
+   * The outer bubblewrap process is gone; its pid namespace dies with it, asynchronously. Wait for every
+   * process of the sandbox's uid to end (killing any that linger), then free the uid. A uid that still
+   * has processes after that is never handed out again.
+   */
+  private async reapUid(uid: number): Promise<void> {
+    for (let attempt = 0; attempt < 200; attempt++) {
+      const left = pidsOfUid(uid);
+      if (left.length === 0) {
+        this.uids.release(uid);
+        return;
+      }
+      killAll(left);
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    this.log('error', `sandbox uid ${uid} still has processes after stop; the uid is retired`);
+  }
+
+  private spawnUnsandboxed(opts: CreateSandboxOptions): LocalSandbox {
+    const workspace = join(this.options.rootDir, 'unsandboxed', opts.id);
+    mkdirSync(workspace, { recursive: true });
+    const child = spawn(this.options.python, ['-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      cwd: workspace,
+      env: sandboxEnv(workspace, opts.env, this.agentEnv()),
+      detached: true,
+    });
+    const sandbox = new LocalSandbox({
+      id: opts.id,
+      workspace,
+      child,
+      graceMs: this.options.interruptGraceMs,
+      listPids: () => (child.pid ? [child.pid] : []),
+      killTree: () => {
+        try {
+          process.kill(-child.pid!, 'SIGKILL');
+        } catch {
+          child.kill('SIGKILL');
+        }
+      },
+    });
+    sandbox.exited.then(() => rmSync(workspace, { recursive: true, force: true }));
+    return sandbox;
+  }
+
+  private agentEnv(): Record<string, string> {
+    return {
+      CIW_MAX_OUTPUT_BYTES: String(this.options.maxOutputBytes),
+      CIW_INTERRUPT_GRACE_MS: String(this.options.interruptGraceMs),
+    };
+  }
+
+  /** Agent copy and passwd files in a directory every sandbox uid can read but none can change. */
+  private prepareRuntimeDir(): void {
+    const root = this.options.rootDir;
+    mkdirSync(join(root, 'agent'), { recursive: true });
+    chmodSync(root, 0o711);
+    chmodSync(join(root, 'agent'), 0o755);
+    copyFileSync(AGENT_SOURCE, join(root, 'agent', 'agent.py'));
+    chmodSync(join(root, 'agent', 'agent.py'), 0o644);
+    writeFileSync(join(root, 'passwd'),
+      `sandbox:x:${INNER_UID}:${INNER_UID}:sandbox:${WORKSPACE}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+      { mode: 0o644 });
+    writeFileSync(join(root, 'group'), `sandbox:x:${INNER_UID}:\nnogroup:x:65534:\n`, { mode: 0o644 });
+    this.etcEntries = ETC_CANDIDATES.filter((e) => existsSync(join('/etc', e)));
+    this.rootSymlinks = {};
+    for (const name of ROOT_LINK_CANDIDATES) {
+      try {
+        if (lstatSync(`/${name}`).isSymbolicLink()) this.rootSymlinks[name] = readlinkSync(`/${name}`);
+      } catch {
+        // absent on this host
+      }
+    }
+  }
+
+  private async selfTest(): Promise<void> {
+    this.current = { name: this.name, ready: true, isolation: 'self-test' };
+    const sandbox = await this.create({ id: 'self-test', env: {} });
+    try {
+      const r = await sandbox.runCode({ code: 'print(6 * 7)', timeoutMs: 10_000 });
+      if (r.stdout !== '42\n') throw new Error(`unexpected self-test output ${JSON.stringify(r.output)}`);
+    } finally {
+      await this.destroy(sandbox);
+    }
+  }
+
+  private log(level: 'info' | 'warn' | 'error', message: string): void {
+    this.options.log?.(level, message);
+  }
+}

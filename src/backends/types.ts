@@ -1,0 +1,131 @@
+/**
+ * The one interface every sandbox backend implements. No HTTP types here: the service and the routes
+ * translate at their edges. Lifecycle (create/destroy) lives on the backend; what runs inside lives on
+ * the Sandbox it returns.
+ */
+
+/** Options for a new sandbox. */
+export interface CreateSandboxOptions {
+  /** Identifier the service chose for the sandbox (used in logs and paths). */
+  readonly id: string;
+  /** Extra environment variables visible to code in the sandbox. */
+  readonly env: Readonly<Record<string, string>>;
+}
+
+/** One rich value produced by code (a Jupyter-style MIME bundle). */
+export interface RichResult {
+  readonly type: 'execute_result' | 'display_data';
+  readonly data: Readonly<Record<string, string>>;
+}
+
+/** A failure raised by user code (not a failure of the request). */
+export interface CodeError {
+  /** Exception class name, or ExecutionTimeout / KernelDied. */
+  readonly name: string;
+  readonly value: string;
+  /** Python-style traceback showing only the user's own frames. */
+  readonly traceback: string;
+}
+
+export interface RunCodeOptions {
+  readonly code: string;
+  /** Timeout of this call in milliseconds. */
+  readonly timeoutMs: number;
+}
+
+export interface RunCodeResult {
+  readonly stdout: string;
+  readonly stderr: string;
+  /** stdout and stderr interleaved in arrival order. */
+  readonly output: string;
+  readonly outputTruncated: boolean;
+  readonly results: readonly RichResult[];
+  readonly error: CodeError | null;
+  readonly timedOut: boolean;
+  /** False when the interpreter had to be restarted (its variables are gone). */
+  readonly statePreserved: boolean;
+  /** Time spent inside the sandbox, in milliseconds. */
+  readonly durationMs: number;
+}
+
+export interface RunCommandOptions {
+  /** Shell command line, run by bash -c in the workspace. */
+  readonly command: string;
+  readonly timeoutMs: number;
+  /** Working directory (absolute, or relative to the workspace). */
+  readonly cwd?: string;
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+export interface RunCommandResult {
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly output: string;
+  readonly outputTruncated: boolean;
+  /** Exit status; 124 on timeout, 128+N when killed by signal N. */
+  readonly exitCode: number;
+  readonly timedOut: boolean;
+  readonly durationMs: number;
+}
+
+export interface FileEntry {
+  readonly name: string;
+  /** Absolute path inside the sandbox. */
+  readonly path: string;
+  readonly type: 'file' | 'directory' | 'symlink' | 'other';
+  readonly size: number;
+  readonly modifiedMs: number;
+}
+
+export interface DirectoryListing {
+  readonly path: string;
+  readonly entries: readonly FileEntry[];
+  /** True when the listing stopped at its entry limit. */
+  readonly truncated: boolean;
+}
+
+/** File operations, all performed inside the sandbox so its own symlinks cannot point outside it. */
+export interface SandboxFiles {
+  /** Writes `data` to `path` (relative paths are inside the workspace), creating parent directories. */
+  write(path: string, data: Uint8Array): Promise<{ path: string; size: number }>;
+  /** Reads a regular file of at most `maxBytes`. */
+  read(path: string, maxBytes: number): Promise<{ path: string; data: Buffer }>;
+  stat(path: string): Promise<FileEntry>;
+  list(path: string, options: { recursive: boolean; limit: number }): Promise<DirectoryListing>;
+}
+
+/** What runs inside one live sandbox. */
+export interface Sandbox {
+  readonly id: string;
+  /** Absolute path of the workspace as code inside the sandbox sees it. */
+  readonly workspace: string;
+  runCode(options: RunCodeOptions): Promise<RunCodeResult>;
+  runCommand(options: RunCommandOptions): Promise<RunCommandResult>;
+  readonly files: SandboxFiles;
+  /** Host process ids that belong to this sandbox (for diagnostics and leak tests); may be empty. */
+  pids(): readonly number[];
+  /** Called once if the sandbox dies by itself (crash, killed); the service then forgets it. */
+  onExit(listener: (reason: string) => void): void;
+}
+
+/** Health and isolation facts reported at start and on /health. */
+export interface BackendStatus {
+  readonly name: string;
+  readonly ready: boolean;
+  /** What isolates code, e.g. "bubblewrap 0.8.0 (user, pid, net, ipc, uts, mount namespaces)". */
+  readonly isolation: string;
+  /** Why the backend cannot run code, when it cannot. */
+  readonly problem?: string;
+}
+
+export interface SandboxBackend {
+  readonly name: string;
+  /** Checks that the backend can run code; called once at start. */
+  init(): Promise<BackendStatus>;
+  status(): BackendStatus;
+  create(options: CreateSandboxOptions): Promise<Sandbox>;
+  /** Kills every process of the sandbox and removes its files. Idempotent. */
+  destroy(sandbox: Sandbox): Promise<void>;
+  /** Destroys everything; the backend is unusable afterwards. */
+  close(): Promise<void>;
+}

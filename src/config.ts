@@ -1,0 +1,88 @@
+/**
+ * The one schema of settings, and the only reader of process.env. Each field's description names the
+ * environment variable that sets it; the README's configuration table is drawn from these.
+ */
+import { Type, type Static } from 'typebox';
+import { Value } from 'typebox/value';
+
+const MiB = 1024 * 1024;
+
+export const ConfigSchema = Type.Object({
+  PORT: Type.Integer({ default: 8000, minimum: 0, maximum: 65535, description: 'TCP port to listen on.' }),
+  HOST: Type.String({
+    default: '',
+    description:
+      'Address to bind. Default: 0.0.0.0 when an API key is set, else 127.0.0.1 (no unauthenticated access from the network by accident).',
+  }),
+  API_KEY: Type.String({ default: '', description: 'One API key; clients send `Authorization: Bearer <key>` or `X-API-Key: <key>`.' }),
+  API_KEYS: Type.String({ default: '', description: 'Comma-separated API keys (each owns the sandboxes it creates).' }),
+  ALLOW_UNAUTHENTICATED: Type.Boolean({
+    default: false,
+    description: 'Allow binding a non-loopback HOST without any API key. Off by default: anyone on the network could run code.',
+  }),
+  PUBLIC_BASE_URL: Type.String({
+    default: '',
+    description: 'Absolute base URL for `download_url` (e.g. http://ciw:8000). Default: taken from the request\'s Host header.',
+  }),
+  SANDBOX_BACKEND: Type.Union([Type.Literal('local'), Type.Literal('memory')], {
+    default: 'local',
+    description: '`local` (bubblewrap sandboxes on this machine) or `memory` (a test double that runs no real code).',
+  }),
+  LOG_LEVEL: Type.Union(
+    ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+    { default: 'info', description: 'pino log level.' },
+  ),
+  MAX_SANDBOXES: Type.Integer({ default: 100, minimum: 1, description: 'Live sandboxes at most; a create beyond it gets 429.' }),
+  SANDBOX_IDLE_TIMEOUT_S: Type.Number({ default: 1800, minimum: 1, description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).' }),
+  SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),
+  EXEC_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Default timeout of one run_code / execute_command call, in seconds.' }),
+  EXEC_MAX_TIMEOUT_S: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'Largest timeout a request may ask for, in seconds.' }),
+  INTERRUPT_GRACE_MS: Type.Integer({ default: 2000, minimum: 100, description: 'After a timeout, how long Python has to stop on KeyboardInterrupt before it is restarted.' }),
+  MAX_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.' }),
+  MAX_FILE_BYTES: Type.Integer({ default: 100 * MiB, minimum: 1024, description: 'Largest file that may be written, uploaded or downloaded.' }),
+  SANDBOX_DISK_BYTES: Type.Integer({ default: 1024 * MiB, minimum: MiB, description: 'Size of each sandbox\'s workspace (a tmpfs: a hard quota).' }),
+  UPLOAD_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Time limit for fetching a `file_url` in /upload_file.' }),
+  UPLOAD_ALLOW_LOOPBACK: Type.Boolean({
+    default: false,
+    description: 'Let /upload_file fetch from loopback addresses (127.0.0.0/8, ::1). Off: the service\'s own port and host-only services stay out of reach.',
+  }),
+  SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Python interpreter used inside sandboxes (must live under /usr).' }),
+  SANDBOX_ROOT: Type.String({ default: '/tmp/code-interpreter-wrapper', description: 'Host directory for the agent copy and per-sandbox runtime files.' }),
+  SANDBOX_UID_BASE: Type.Integer({ default: 1_500_000_000, minimum: 1000, description: 'First host uid given to sandboxes when running as root (each sandbox gets its own).' }),
+  ALLOW_UNSANDBOXED: Type.Boolean({
+    default: false,
+    description: 'If bubblewrap cannot run, run code WITHOUT isolation instead of refusing. Never in production.',
+  }),
+});
+
+export type Config = Readonly<Static<typeof ConfigSchema>> & { readonly apiKeys: readonly string[] };
+
+/** Reads settings from an environment (process.env in production, a literal object in tests). */
+export function loadConfig(env: Record<string, string | undefined>): Config {
+  const picked: Record<string, unknown> = {};
+  for (const key of Object.keys(ConfigSchema.properties)) {
+    const raw = env[key];
+    if (raw !== undefined && raw !== '') picked[key] = raw;
+  }
+  const withDefaults = Value.Default(ConfigSchema, picked);
+  const converted = Value.Convert(ConfigSchema, withDefaults);
+  const cleaned = Value.Clean(ConfigSchema, converted);
+  if (!Value.Check(ConfigSchema, cleaned)) {
+    const problems = [...Value.Errors(ConfigSchema, cleaned)]
+      .map((e) => `${e.instancePath.slice(1) || '(root)'}: ${e.message}`)
+      .join('; ');
+    throw new Error(`invalid configuration: ${problems}`);
+  }
+  const cfg = cleaned as Static<typeof ConfigSchema>;
+  const apiKeys = [cfg.API_KEY, ...cfg.API_KEYS.split(',')].map((k) => k.trim()).filter(Boolean);
+  const host = cfg.HOST || (apiKeys.length > 0 ? '0.0.0.0' : '127.0.0.1');
+  if (cfg.EXEC_TIMEOUT_S > cfg.EXEC_MAX_TIMEOUT_S) {
+    throw new Error('invalid configuration: EXEC_TIMEOUT_S must not exceed EXEC_MAX_TIMEOUT_S');
+  }
+  return Object.freeze({ ...cfg, HOST: host, PUBLIC_BASE_URL: cfg.PUBLIC_BASE_URL.replace(/\/+$/, ''), apiKeys: Object.freeze(apiKeys) });
+}
+
+/** True when `host` only accepts connections from this machine. */
+export function isLoopbackHost(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
+}

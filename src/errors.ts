@@ -1,0 +1,79 @@
+/** One registry of stable error codes, the service's error class, and the one code → HTTP status table. */
+
+export const ErrorCode = {
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+  UNSUPPORTED_LANGUAGE: 'UNSUPPORTED_LANGUAGE',
+  UNAUTHORIZED: 'UNAUTHORIZED',
+  SANDBOX_NOT_FOUND: 'SANDBOX_NOT_FOUND',
+  SANDBOX_LOST: 'SANDBOX_LOST',
+  FILE_NOT_FOUND: 'FILE_NOT_FOUND',
+  IS_A_DIRECTORY: 'IS_A_DIRECTORY',
+  NOT_A_DIRECTORY: 'NOT_A_DIRECTORY',
+  NOT_A_REGULAR_FILE: 'NOT_A_REGULAR_FILE',
+  PATH_OUTSIDE_WORKSPACE: 'PATH_OUTSIDE_WORKSPACE',
+  BAD_PATH: 'BAD_PATH',
+  BAD_CWD: 'BAD_CWD',
+  FILE_TOO_LARGE: 'FILE_TOO_LARGE',
+  PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
+  DISK_QUOTA_EXCEEDED: 'DISK_QUOTA_EXCEEDED',
+  FILE_URL_INVALID: 'FILE_URL_INVALID',
+  FILE_URL_NOT_ALLOWED: 'FILE_URL_NOT_ALLOWED',
+  FILE_URL_FETCH_FAILED: 'FILE_URL_FETCH_FAILED',
+  ROUTE_NOT_FOUND: 'ROUTE_NOT_FOUND',
+  SANDBOX_LIMIT_REACHED: 'SANDBOX_LIMIT_REACHED',
+  BACKEND_UNAVAILABLE: 'BACKEND_UNAVAILABLE',
+  INTERNAL_ERROR: 'INTERNAL_ERROR',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** HTTP status of each code. The compiler demands an entry for every code. */
+export const HTTP_STATUS: Record<ErrorCode, number> = {
+  VALIDATION_FAILED: 400,
+  UNSUPPORTED_LANGUAGE: 400,
+  UNAUTHORIZED: 401,
+  SANDBOX_NOT_FOUND: 404,
+  // A sandbox whose processes died under it: 4xx, so Dify does not retry into a dead sandbox.
+  SANDBOX_LOST: 410,
+  FILE_NOT_FOUND: 404,
+  IS_A_DIRECTORY: 400,
+  NOT_A_DIRECTORY: 400,
+  NOT_A_REGULAR_FILE: 400,
+  PATH_OUTSIDE_WORKSPACE: 400,
+  BAD_PATH: 400,
+  BAD_CWD: 400,
+  FILE_TOO_LARGE: 413,
+  PAYLOAD_TOO_LARGE: 413,
+  // 4xx: a 507 is 5xx, which Dify would retry into the same full disk.
+  DISK_QUOTA_EXCEEDED: 413,
+  FILE_URL_INVALID: 400,
+  FILE_URL_NOT_ALLOWED: 403,
+  // The remote answered badly or not at all: the request must change (URL, expiry), so 4xx, not 502.
+  FILE_URL_FETCH_FAILED: 422,
+  ROUTE_NOT_FOUND: 404,
+  SANDBOX_LIMIT_REACHED: 429,
+  BACKEND_UNAVAILABLE: 503,
+  INTERNAL_ERROR: 500,
+};
+
+/** The only error type backends and the service throw; anything else is a bug and becomes a 500. */
+export class ServiceError extends Error {
+  readonly code: ErrorCode;
+  /** Extra response headers, e.g. Retry-After for 429. */
+  readonly headers: Readonly<Record<string, string>>;
+
+  constructor(code: ErrorCode, message: string, options: { cause?: unknown; headers?: Record<string, string> } = {}) {
+    super(message, { cause: options.cause });
+    this.name = 'ServiceError';
+    this.code = code;
+    this.headers = options.headers ?? {};
+  }
+
+  get status(): number {
+    return HTTP_STATUS[this.code];
+  }
+}
+
+export function isErrorCode(value: string): value is ErrorCode {
+  return Object.prototype.hasOwnProperty.call(ErrorCode, value);
+}

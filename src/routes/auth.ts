@@ -1,0 +1,59 @@
+/**
+ * API-key authentication: `Authorization: Bearer <key>` or `X-API-Key: <key>`, compared in constant time.
+ * Each key owns the sandboxes it creates. With no key configured, everyone is the same owner (and the
+ * server binds to loopback unless told otherwise, see config.ts).
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import { ServiceError, ErrorCode } from '../errors.js';
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Owner of the sandboxes this request may touch (a digest of its API key). */
+    owner: string;
+  }
+  interface FastifyContextConfig {
+    /** Routes that need no API key (health, docs). */
+    public?: boolean;
+  }
+}
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+function presentedKey(req: FastifyRequest): string | null {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string') {
+    const m = /^Bearer\s+(.+)$/i.exec(auth.trim());
+    if (m) return m[1].trim();
+  }
+  const x = req.headers['x-api-key'];
+  if (typeof x === 'string' && x.trim()) return x.trim();
+  return null;
+}
+
+export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: readonly string[] }) => {
+  const keys = opts.apiKeys.map((k) => ({ digest: digest(k), owner: `key:${digest(k).toString('hex').slice(0, 16)}` }));
+  app.decorateRequest('owner', '');
+  app.addHook('onRequest', async (req) => {
+    if (keys.length === 0) {
+      req.owner = 'anonymous';
+      return;
+    }
+    if (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs')) return;
+    const key = presentedKey(req);
+    if (key !== null) {
+      const d = digest(key);
+      let owner: string | null = null;
+      for (const k of keys) if (timingSafeEqual(d, k.digest)) owner = k.owner;
+      if (owner) {
+        req.owner = owner;
+        return;
+      }
+    }
+    throw new ServiceError(ErrorCode.UNAUTHORIZED,
+      key === null
+        ? 'missing API key: send "Authorization: Bearer <key>" or "X-API-Key: <key>"'
+        : 'invalid API key', { headers: { 'www-authenticate': 'Bearer' } });
+  });
+}, { name: 'ciw-auth' });

@@ -1,0 +1,62 @@
+/** Lifecycle routes: create, info, list, stop. */
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { ErrorResponse, SandboxInfoSchema } from '../schemas/common.js';
+import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxIdBody, StopSandboxResponse } from '../schemas/sandboxes.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+import { infoToWire } from './wire.js';
+
+const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
+
+export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
+  app.post('/create_sandbox', {
+    schema: {
+      operationId: 'createSandbox',
+      tags: ['sandboxes'],
+      summary: 'Create a sandbox (or return the conversation\'s live one)',
+      description: 'Starts an isolated sandbox with a stateful Python interpreter and a shell. With conversation_id, returns that conversation\'s live sandbox if there is one (reused: true).',
+      body: CreateSandboxBody,
+      response: { 200: CreateSandboxResponse, ...errors, 429: ErrorResponse, 503: ErrorResponse },
+    },
+  }, async (req) => {
+    const body = req.body;
+    const { info, reused } = await service.create(req.owner, {
+      conversationId: body.conversation_id,
+      idleTimeoutS: body.idle_timeout_seconds,
+      maxLifetimeS: body.max_lifetime_seconds,
+      env: body.env,
+    });
+    return { sandbox_id: info.id, info: infoToWire(info), reused };
+  });
+
+  app.post('/get_sandbox_info', {
+    schema: {
+      operationId: 'getSandboxInfo',
+      tags: ['sandboxes'],
+      summary: 'Describe a sandbox',
+      description: 'Returns the sandbox\'s info object: status, backend, creation and expiry times.',
+      body: SandboxIdBody,
+      response: { 200: SandboxInfoSchema, ...errors },
+    },
+  }, async (req) => infoToWire(service.info(await service.resolve(req.owner, { sandboxId: req.body.sandbox_id }, false))));
+
+  const listSchema = {
+    tags: ['sandboxes'],
+    summary: 'List your live sandboxes',
+    description: 'Every live sandbox created with the caller\'s API key.',
+    response: { 200: ListSandboxesResponse, 401: ErrorResponse },
+  };
+  const list = async (req: { owner: string }) => ({ sandboxes: service.list(req.owner).map(infoToWire) });
+  app.get('/sandboxes', { schema: { ...listSchema, operationId: 'listSandboxes' } }, list);
+  app.post('/list_sandboxes', { schema: { ...listSchema, operationId: 'listSandboxesPost' } }, list);
+
+  app.post('/stop_sandbox', {
+    schema: {
+      operationId: 'stopSandbox',
+      tags: ['sandboxes'],
+      summary: 'Stop a sandbox',
+      description: 'Kills every process of the sandbox and deletes its workspace. Answers status not_found (HTTP 200) for an unknown id, as the original project did.',
+      body: SandboxIdBody,
+      response: { 200: StopSandboxResponse, 400: ErrorResponse, 401: ErrorResponse },
+    },
+  }, async (req) => ({ status: await service.stop(req.owner, req.body.sandbox_id), sandbox_id: req.body.sandbox_id }));
+};

@@ -1,0 +1,59 @@
+/** Schemas of the code and command routes. */
+import { Type } from 'typebox';
+import { SandboxRefFields } from './common.js';
+
+const TimeoutField = Type.Number({
+  minimum: 0.001,
+  description: 'Seconds this call may run (default EXEC_TIMEOUT_S = 60, at most EXEC_MAX_TIMEOUT_S). Past it Python gets a KeyboardInterrupt, a command\'s process tree is killed.',
+});
+
+export const CodeErrorSchema = Type.Object({
+  name: Type.String({ description: 'Exception class (ZeroDivisionError…), or ExecutionTimeout, KernelDied, CommandFailed.' }),
+  value: Type.String(),
+  traceback: Type.String({ description: 'Traceback showing only the user\'s own lines.' }),
+});
+
+export const RichResultSchema = Type.Object({
+  type: Type.Union([Type.Literal('execute_result'), Type.Literal('display_data')]),
+  data: Type.Record(Type.String(), Type.String(), { description: 'MIME bundle, e.g. {"text/plain": "42"}.' }),
+});
+
+export const RunCodeBody = Type.Object({
+  ...SandboxRefFields,
+  code: Type.String({ description: 'Source to run. Python keeps its variables between calls in the same sandbox.', examples: ['x = 41\nprint(x + 1)'] }),
+  language: Type.Optional(Type.String({ default: 'py', description: 'py / python / python3 (stateful Python), bash / sh / shell (a shell command line).' })),
+  timeout: Type.Optional(TimeoutField),
+});
+
+export const RunCodeResponse = Type.Object({
+  sandbox_id: Type.String(),
+  output: Type.String({ description: 'stdout and stderr as they arrived, then the value of a last bare expression (as a notebook shows it).' }),
+  stdout: Type.String(),
+  stderr: Type.String(),
+  error: Type.Union([CodeErrorSchema, Type.Null()], { description: 'The failure of the user\'s code, or null. Failures of code are HTTP 200.' }),
+  results: Type.Array(RichResultSchema, { description: 'Rich values, e.g. the last expression\'s value.' }),
+  exit_code: Type.Union([Type.Integer(), Type.Null()], { description: 'Exit status for shell languages; null for Python.' }),
+  timed_out: Type.Boolean(),
+  state_preserved: Type.Boolean({ description: 'False when Python had to be restarted (variables lost), e.g. after a timeout it ignored.' }),
+  output_truncated: Type.Boolean({ description: 'True when output went past MAX_OUTPUT_BYTES and the rest was dropped.' }),
+  duration_ms: Type.Number({ description: 'Time spent running inside the sandbox.' }),
+});
+
+export const ExecuteCommandBody = Type.Object({
+  ...SandboxRefFields,
+  command: Type.String({ minLength: 1, description: 'Command line run by bash -c in the workspace: pipes, &&, redirects work.', examples: ['ls -la | head -5'] }),
+  timeout: Type.Optional(TimeoutField),
+  cwd: Type.Optional(Type.String({ description: 'Working directory (absolute, or relative to the workspace).' })),
+  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String(), { description: 'Extra environment variables for this command.' })),
+});
+
+export const ExecuteCommandResponse = Type.Object({
+  sandbox_id: Type.String(),
+  output: Type.String({ description: 'stdout and stderr as they arrived.' }),
+  stdout: Type.String(),
+  stderr: Type.String(),
+  exit_code: Type.Integer({ description: 'Exit status; 124 on timeout; 128+N when killed by signal N.' }),
+  timed_out: Type.Boolean(),
+  output_truncated: Type.Boolean(),
+  duration_ms: Type.Number(),
+});

@@ -1,0 +1,29 @@
+/** Schemas of the sandbox lifecycle routes. */
+import { Type } from 'typebox';
+import { ConversationIdField, SandboxIdField, SandboxInfoSchema } from './common.js';
+
+export const CreateSandboxBody = Type.Object({
+  conversation_id: Type.Optional(ConversationIdField),
+  idle_timeout_seconds: Type.Optional(Type.Number({ minimum: 1, description: 'Stop the sandbox after this many idle seconds (default SANDBOX_IDLE_TIMEOUT_S).' })),
+  max_lifetime_seconds: Type.Optional(Type.Number({ minimum: 1, description: 'Stop the sandbox this many seconds after creation at the latest (default and maximum SANDBOX_MAX_LIFETIME_S).' })),
+  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }), {
+    description: 'Environment variables for code in the sandbox.',
+  })),
+});
+
+export const CreateSandboxResponse = Type.Object({
+  sandbox_id: Type.String(),
+  info: SandboxInfoSchema,
+  reused: Type.Boolean({ description: 'True when conversation_id already had a live sandbox and it was returned.' }),
+});
+
+export const SandboxIdBody = Type.Object({ sandbox_id: SandboxIdField });
+
+export const StopSandboxResponse = Type.Object({
+  status: Type.Union([Type.Literal('stopped'), Type.Literal('not_found')]),
+  sandbox_id: Type.String(),
+});
+
+export const ListSandboxesResponse = Type.Object({
+  sandboxes: Type.Array(SandboxInfoSchema),
+});

@@ -1,0 +1,21 @@
+/** The `language` values /run_code accepts, and what runs each. */
+import { ServiceError, ErrorCode } from '../errors.js';
+
+export type Runtime = 'python' | 'shell';
+
+const LANGUAGES: Record<string, Runtime> = {
+  py: 'python', python: 'python', python3: 'python',
+  bash: 'shell', sh: 'shell', shell: 'shell',
+};
+
+export const ACCEPTED_LANGUAGES = Object.keys(LANGUAGES);
+
+export function runtimeOf(language: string | undefined): Runtime {
+  const key = (language ?? 'py').trim().toLowerCase();
+  const runtime = LANGUAGES[key];
+  if (!runtime) {
+    throw new ServiceError(ErrorCode.UNSUPPORTED_LANGUAGE,
+      `language '${language}' is not supported; use one of: ${ACCEPTED_LANGUAGES.join(', ')}`);
+  }
+  return runtime;
+}

@@ -1,0 +1,340 @@
+/**
+ * SandboxService: the registry of live sandboxes and everything around them that is not a backend's
+ * business — ids, owners, the conversation map, idle and lifetime expiry (the reaper), the live-sandbox
+ * cap, timeouts, one call at a time per sandbox. It talks only to a SandboxBackend.
+ */
+import { randomBytes } from 'node:crypto';
+import type { Config } from '../config.js';
+import { ServiceError, ErrorCode } from '../errors.js';
+import type { FileEntry, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
+import { runtimeOf } from './languages.js';
+import { fetchFileUrl } from './fetch-url.js';
+
+/** How a request names its sandbox: by id, or by conversation (created on first use when allowed). */
+export interface SandboxRef {
+  readonly sandboxId?: string;
+  readonly conversationId?: string;
+}
+
+export interface CreateInput {
+  readonly conversationId?: string;
+  readonly idleTimeoutS?: number;
+  readonly maxLifetimeS?: number;
+  readonly env?: Readonly<Record<string, string>>;
+}
+
+export interface SandboxInfo {
+  readonly id: string;
+  readonly status: 'running';
+  readonly backend: string;
+  readonly conversationId: string | null;
+  readonly createdAt: Date;
+  readonly lastUsedAt: Date;
+  readonly expiresAt: Date;
+  readonly idleTimeoutS: number;
+  readonly maxLifetimeS: number;
+  readonly workspace: string;
+}
+
+interface SandboxRecord {
+  readonly id: string;
+  readonly sandbox: Sandbox;
+  readonly owner: string;
+  readonly conversationId: string | null;
+  readonly createdAtMs: number;
+  lastUsedAtMs: number;
+  readonly idleTimeoutMs: number;
+  readonly maxLifetimeMs: number;
+  /** Tail of the chain of calls into this sandbox: calls run one after another, never interleaved. */
+  tail: Promise<unknown>;
+  busy: number;
+}
+
+interface Tombstone {
+  readonly owner: string;
+  readonly message: string;
+}
+
+const TOMBSTONES_KEPT = 10_000;
+const REAP_INTERVAL_MS = 1_000;
+
+export interface ServiceOptions {
+  readonly backend: SandboxBackend;
+  readonly config: Config;
+  readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
+  /** Clock, for tests of expiry. */
+  readonly now?: () => number;
+}
+
+export class SandboxService {
+  readonly backend: SandboxBackend;
+  private readonly config: Config;
+  private readonly now: () => number;
+  private readonly log: NonNullable<ServiceOptions['log']>;
+  private readonly records = new Map<string, SandboxRecord>();
+  private readonly byConversation = new Map<string, string>();
+  private readonly creating = new Map<string, Promise<SandboxRecord>>();
+  private readonly tombstones = new Map<string, Tombstone>();
+  private pendingCreates = 0;
+  private reaper: NodeJS.Timeout | null = null;
+  private closed = false;
+
+  constructor(options: ServiceOptions) {
+    this.backend = options.backend;
+    this.config = options.config;
+    this.now = options.now ?? Date.now;
+    this.log = options.log ?? (() => undefined);
+  }
+
+  /** Starts the reaper. */
+  start(): void {
+    this.reaper ??= setInterval(() => void this.reap(), REAP_INTERVAL_MS);
+    this.reaper.unref();
+  }
+
+  get size(): number {
+    return this.records.size;
+  }
+
+  async create(owner: string, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
+    if (input.conversationId) {
+      const existing = this.conversationRecord(owner, input.conversationId);
+      if (existing) return { info: this.info(existing), reused: true };
+    }
+    const record = await this.createRecord(owner, input);
+    return { info: this.info(record), reused: false };
+  }
+
+  /** Finds the sandbox a request names; a conversation without one gets one when `createMissing`. */
+  async resolve(owner: string, ref: SandboxRef, createMissing = true): Promise<SandboxRecord> {
+    if (ref.sandboxId) return this.get(owner, ref.sandboxId);
+    if (ref.conversationId) {
+      const existing = this.conversationRecord(owner, ref.conversationId);
+      if (existing) return existing;
+      if (!createMissing) throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, `conversation '${ref.conversationId}' has no live sandbox`);
+      return this.createRecord(owner, { conversationId: ref.conversationId });
+    }
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
+  }
+
+  info(record: SandboxRecord): SandboxInfo {
+    return {
+      id: record.id,
+      status: 'running',
+      backend: this.backend.name,
+      conversationId: record.conversationId,
+      createdAt: new Date(record.createdAtMs),
+      lastUsedAt: new Date(record.lastUsedAtMs),
+      expiresAt: new Date(this.expiryMs(record)),
+      idleTimeoutS: record.idleTimeoutMs / 1000,
+      maxLifetimeS: record.maxLifetimeMs / 1000,
+      workspace: record.sandbox.workspace,
+    };
+  }
+
+  list(owner: string): SandboxInfo[] {
+    return [...this.records.values()].filter((r) => r.owner === owner).map((r) => this.info(r));
+  }
+
+  async runCode(owner: string, ref: SandboxRef, input: { code: string; language?: string; timeoutS?: number }): Promise<{ record: SandboxRecord; result: RunCodeResult | RunCommandResult; runtime: 'python' | 'shell' }> {
+    const runtime = runtimeOf(input.language);
+    const timeoutMs = this.timeoutMs(input.timeoutS);
+    const record = await this.resolve(owner, ref);
+    const result = await this.exclusive<RunCodeResult | RunCommandResult>(record, () =>
+      runtime === 'python'
+        ? record.sandbox.runCode({ code: input.code, timeoutMs })
+        : record.sandbox.runCommand({ command: input.code, timeoutMs }));
+    return { record, result, runtime };
+  }
+
+  async runCommand(owner: string, ref: SandboxRef, input: { command: string; timeoutS?: number; cwd?: string; env?: Record<string, string> }): Promise<{ record: SandboxRecord; result: RunCommandResult }> {
+    const timeoutMs = this.timeoutMs(input.timeoutS);
+    const record = await this.resolve(owner, ref);
+    const result = await this.exclusive(record, () =>
+      record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env }));
+    return { record, result };
+  }
+
+  async writeFile(owner: string, ref: SandboxRef, path: string, data: Uint8Array): Promise<{ record: SandboxRecord; path: string; size: number }> {
+    if (data.length > this.config.MAX_FILE_BYTES) {
+      throw new ServiceError(ErrorCode.FILE_TOO_LARGE, `content is ${data.length} bytes, more than the ${this.config.MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES)`);
+    }
+    const record = await this.resolve(owner, ref);
+    const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
+    return { record, ...written };
+  }
+
+  async uploadFromUrl(owner: string, ref: SandboxRef, fileUrl: string, path: string): Promise<{ record: SandboxRecord; path: string; size: number }> {
+    const record = await this.resolve(owner, ref);
+    const { data } = await fetchFileUrl(fileUrl, {
+      maxBytes: this.config.MAX_FILE_BYTES,
+      timeoutMs: this.config.UPLOAD_TIMEOUT_S * 1000,
+      allowLoopback: this.config.UPLOAD_ALLOW_LOOPBACK,
+    });
+    const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
+    return { record, ...written };
+  }
+
+  async readFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; path: string; data: Buffer }> {
+    const record = await this.resolve(owner, ref, false);
+    const read = await this.exclusive(record, () => record.sandbox.files.read(path, this.config.MAX_FILE_BYTES));
+    return { record, ...read };
+  }
+
+  async statFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; entry: FileEntry }> {
+    const record = await this.resolve(owner, ref, false);
+    const entry = await this.exclusive(record, () => record.sandbox.files.stat(path));
+    return { record, entry };
+  }
+
+  async listFiles(owner: string, ref: SandboxRef, path: string, recursive: boolean) {
+    const record = await this.resolve(owner, ref);
+    const listing = await this.exclusive(record, () => record.sandbox.files.list(path, { recursive, limit: 10_000 }));
+    return { record, listing };
+  }
+
+  /** Stops a sandbox: 'not_found' when there is none of that id for this owner. */
+  async stop(owner: string, sandboxId: string): Promise<'stopped' | 'not_found'> {
+    const record = this.records.get(sandboxId);
+    if (!record || record.owner !== owner) return 'not_found';
+    await this.remove(record, 'stopped', `sandbox '${sandboxId}' was stopped at ${new Date(this.now()).toISOString()}`);
+    return 'stopped';
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    if (this.reaper) clearInterval(this.reaper);
+    this.reaper = null;
+    await Promise.allSettled([...this.creating.values()]);
+    await Promise.all([...this.records.values()].map((r) => this.remove(r, 'stopped', 'the service shut down')));
+    await this.backend.close();
+  }
+
+  /** Stops every sandbox whose idle time or lifetime is over. */
+  async reap(): Promise<void> {
+    const now = this.now();
+    const expired = [...this.records.values()].filter((r) => r.busy === 0 && this.expiryMs(r) <= now);
+    await Promise.all(expired.map((r) => {
+      const why = r.createdAtMs + r.maxLifetimeMs <= now ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s` : `was idle for ${r.idleTimeoutMs / 1000} s`;
+      return this.remove(r, 'expired', `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`);
+    }));
+  }
+
+  private get(owner: string, id: string): SandboxRecord {
+    const record = this.records.get(id);
+    if (record && record.owner === owner) return record;
+    const tomb = this.tombstones.get(id);
+    if (tomb && tomb.owner === owner) throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, tomb.message);
+    throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, `sandbox '${id}' not found; create one with /create_sandbox`);
+  }
+
+  private conversationRecord(owner: string, conversationId: string): SandboxRecord | undefined {
+    const id = this.byConversation.get(`${owner}\0${conversationId}`);
+    const record = id ? this.records.get(id) : undefined;
+    return record && record.owner === owner ? record : undefined;
+  }
+
+  private async createRecord(owner: string, input: CreateInput): Promise<SandboxRecord> {
+    const key = input.conversationId ? `${owner}\0${input.conversationId}` : null;
+    const inFlight = key ? this.creating.get(key) : undefined;
+    if (inFlight) return inFlight;
+    const promise = this.doCreate(owner, input);
+    if (key) {
+      this.creating.set(key, promise);
+      promise.finally(() => this.creating.delete(key)).catch(() => undefined);
+    }
+    return promise;
+  }
+
+  private async doCreate(owner: string, input: CreateInput): Promise<SandboxRecord> {
+    if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
+    if (this.records.size + this.pendingCreates >= this.config.MAX_SANDBOXES) {
+      throw new ServiceError(ErrorCode.SANDBOX_LIMIT_REACHED,
+        `${this.config.MAX_SANDBOXES} sandboxes are live (MAX_SANDBOXES); stop one with /stop_sandbox or retry later`,
+        { headers: { 'retry-after': '5' } });
+    }
+    const maxLifetimeS = input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S;
+    const idleTimeoutS = input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S;
+    if (maxLifetimeS > this.config.SANDBOX_MAX_LIFETIME_S) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `max_lifetime_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`);
+    }
+    if (idleTimeoutS > this.config.SANDBOX_MAX_LIFETIME_S) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `idle_timeout_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`);
+    }
+    const id = `sbx_${randomBytes(12).toString('hex')}`;
+    this.pendingCreates++;
+    let sandbox: Sandbox;
+    try {
+      sandbox = await this.backend.create({ id, env: input.env ?? {} });
+    } finally {
+      this.pendingCreates--;
+    }
+    const now = this.now();
+    const record: SandboxRecord = {
+      id, sandbox, owner,
+      conversationId: input.conversationId ?? null,
+      createdAtMs: now, lastUsedAtMs: now,
+      idleTimeoutMs: idleTimeoutS * 1000, maxLifetimeMs: maxLifetimeS * 1000,
+      tail: Promise.resolve(), busy: 0,
+    };
+    if (this.closed) {
+      await this.backend.destroy(sandbox);
+      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
+    }
+    this.records.set(id, record);
+    if (input.conversationId) this.byConversation.set(`${owner}\0${input.conversationId}`, id);
+    sandbox.onExit((reason) => {
+      this.log('warn', `sandbox ${id} ended by itself: ${reason}`);
+      void this.remove(record, 'lost', `sandbox '${id}' is gone: ${reason}; create a new one`);
+    });
+    this.log('info', `sandbox ${id} created${input.conversationId ? ' for a conversation' : ''}`);
+    return record;
+  }
+
+  private async remove(record: SandboxRecord, kind: 'stopped' | 'expired' | 'lost', message: string): Promise<void> {
+    if (this.records.get(record.id) !== record) return;
+    this.records.delete(record.id);
+    if (record.conversationId) {
+      const key = `${record.owner}\0${record.conversationId}`;
+      if (this.byConversation.get(key) === record.id) this.byConversation.delete(key);
+    }
+    this.tombstones.set(record.id, { owner: record.owner, message });
+    if (this.tombstones.size > TOMBSTONES_KEPT) this.tombstones.delete(this.tombstones.keys().next().value!);
+    try {
+      await this.backend.destroy(record.sandbox);
+    } catch (err) {
+      this.log('error', `destroying sandbox ${record.id} failed: ${(err as Error).message}`);
+    }
+    this.log('info', `sandbox ${record.id} ${kind}`);
+  }
+
+  /** Runs `fn` after every earlier call into the same sandbox has finished. */
+  private exclusive<T>(record: SandboxRecord, fn: () => Promise<T>): Promise<T> {
+    record.busy++;
+    const run = async () => {
+      try {
+        return await fn();
+      } finally {
+        record.busy--;
+        record.lastUsedAtMs = this.now();
+      }
+    };
+    const result = record.tail.then(run, run);
+    record.tail = result.catch(() => undefined);
+    return result;
+  }
+
+  private expiryMs(r: SandboxRecord): number {
+    return Math.min(r.createdAtMs + r.maxLifetimeMs, r.lastUsedAtMs + r.idleTimeoutMs);
+  }
+
+  private timeoutMs(timeoutS: number | undefined): number {
+    const s = timeoutS ?? this.config.EXEC_TIMEOUT_S;
+    if (!(s > 0) || s > this.config.EXEC_MAX_TIMEOUT_S) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `timeout must be more than 0 and at most ${this.config.EXEC_MAX_TIMEOUT_S} seconds (EXEC_MAX_TIMEOUT_S)`);
+    }
+    return Math.round(s * 1000);
+  }
+}
+
+export type { SandboxRecord };

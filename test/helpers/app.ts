@@ -1,0 +1,44 @@
+/** Builds a real app over a chosen backend for app.inject() tests, and tears everything down. */
+import type { FastifyInstance } from 'fastify';
+import { loadConfig, type Config } from '../../src/config.js';
+import { buildApp } from '../../src/app.js';
+import { createBackend } from '../../src/backends/index.js';
+import { SandboxService } from '../../src/service/sandbox-service.js';
+import type { SandboxBackend } from '../../src/backends/types.js';
+
+export interface TestApp {
+  app: FastifyInstance;
+  service: SandboxService;
+  backend: SandboxBackend;
+  config: Config;
+  /** POST a JSON body and return status and parsed body. */
+  post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
+  close(): Promise<void>;
+}
+
+export async function startTestApp(env: Record<string, string> = {}, now?: () => number): Promise<TestApp> {
+  const config = loadConfig({ SANDBOX_BACKEND: 'memory', ...env });
+  const backend = createBackend(config);
+  const status = await backend.init();
+  if (!status.ready) throw new Error(`backend not ready: ${status.problem}`);
+  const service = new SandboxService({ backend, config, now });
+  const app = await buildApp({ config, service });
+  await app.ready();
+  return {
+    app, service, backend, config,
+    async post(path, body, headers = {}) {
+      const res = await app.inject({ method: 'POST', url: path, payload: body as object, headers });
+      let parsed: unknown = res.body;
+      try {
+        parsed = JSON.parse(res.body);
+      } catch {
+        // not JSON
+      }
+      return { status: res.statusCode, body: parsed, headers: res.headers };
+    },
+    async close() {
+      await app.close();
+      await service.close();
+    },
+  };
+}

@@ -1,0 +1,59 @@
+import { describe, expect, it } from 'vitest';
+import { bwrapArgs, sandboxEnv } from '../../src/backends/local/bwrap-args.js';
+
+const input = {
+  agentDir: '/run/ciw/agent', passwdFile: '/run/ciw/passwd', groupFile: '/run/ciw/group',
+  rootSymlinks: { bin: 'usr/bin', lib: 'usr/lib' }, etcEntries: ['alternatives', 'ld.so.cache'],
+  workspace: '/workspace', workspaceBytes: 1048576, python: '/usr/bin/python3', innerUid: 1000,
+  env: sandboxEnv('/workspace', { FOO: 'bar' }, { CIW_MAX_OUTPUT_BYTES: '10' }), hostname: 'sandbox',
+};
+
+/** Index of `flag` followed by `values` in args, or -1. */
+function find(args: string[], ...seq: string[]): number {
+  for (let i = 0; i + seq.length <= args.length; i++) if (seq.every((s, j) => args[i + j] === s)) return i;
+  return -1;
+}
+
+describe('bwrapArgs', () => {
+  const args = bwrapArgs(input);
+
+  it('unshares every namespace, network included, and drops all capabilities', () => {
+    for (const flag of ['--unshare-user', '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']) {
+      expect(args).toContain(flag);
+    }
+    expect(find(args, '--cap-drop', 'ALL')).toBeGreaterThanOrEqual(0);
+    expect(args).not.toContain('--share-net');
+  });
+
+  it('binds system directories read-only and never the host root or /home', () => {
+    expect(find(args, '--ro-bind', '/usr', '/usr')).toBeGreaterThanOrEqual(0);
+    expect(find(args, '--bind', '/', '/')).toBe(-1);
+    expect(args.filter((a) => a === '--bind' || a === '--dev-bind')).toEqual([]);
+    expect(args.some((a) => a.startsWith('/home') || a.startsWith('/root'))).toBe(false);
+  });
+
+  it('makes the workspace a size-limited tmpfs', () => {
+    const i = find(args, '--size', '1048576', '--tmpfs', '/workspace');
+    expect(i).toBeGreaterThanOrEqual(0);
+  });
+
+  it('clears the environment before setting only the listed variables', () => {
+    const clear = args.indexOf('--clearenv');
+    const setenvs = args.map((a, i) => (a === '--setenv' ? i : -1)).filter((i) => i >= 0);
+    expect(clear).toBeGreaterThanOrEqual(0);
+    expect(setenvs.every((i) => i > clear)).toBe(true);
+    expect(find(args, '--setenv', 'FOO', 'bar')).toBeGreaterThan(clear);
+    expect(find(args, '--setenv', 'CIW_WORKSPACE', '/workspace')).toBeGreaterThan(clear);
+  });
+
+  it('recreates merged-/usr symlinks and ends with the agent command', () => {
+    expect(find(args, '--symlink', 'usr/bin', '/bin')).toBeGreaterThanOrEqual(0);
+    expect(args.slice(-4)).toEqual(['/usr/bin/python3', '-S', '-u', '/opt/ciw/agent.py']);
+  });
+
+  it('lets user variables not override the agent\'s own', () => {
+    const env = sandboxEnv('/workspace', { CIW_WORKSPACE: '/etc', PATH: '/x' }, {});
+    expect(env.CIW_WORKSPACE).toBe('/workspace');
+    expect(env.PATH).toBe('/x');
+  });
+});
