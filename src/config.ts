@@ -40,7 +40,7 @@ export const ConfigSchema = Type.Object({
   INTERRUPT_GRACE_MS: Type.Integer({ default: 2000, minimum: 100, description: 'After a timeout, how long Python has to stop on KeyboardInterrupt before it is restarted.' }),
   MAX_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.' }),
   MAX_FILE_BYTES: Type.Integer({ default: 100 * MiB, minimum: 1024, description: 'Largest file that may be written, uploaded or downloaded.' }),
-  SANDBOX_DISK_BYTES: Type.Integer({ default: 1024 * MiB, minimum: MiB, description: 'Size of each sandbox\'s workspace (a tmpfs: a hard quota).' }),
+  SANDBOX_DISK_BYTES: Type.Integer({ default: 512 * MiB, minimum: MiB, description: 'Size of each sandbox\'s workspace: a tmpfs, so a hard quota whose pages are memory.' }),
   UPLOAD_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Time limit for fetching a `file_url` in /upload_file.' }),
   UPLOAD_ALLOW_LOOPBACK: Type.Boolean({
     default: false,
