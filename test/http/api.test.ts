@@ -237,8 +237,14 @@ describe('files', () => {
         '/huge': (_req, res) => res.writeHead(200, { 'content-length': String(10 * 1024 * 1024) }).end(),
         '/expired': (_req, res) => res.writeHead(403, { 'content-type': 'text/plain' }).end('Signature expired'),
         '/to-metadata': (_req, res) => res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end(),
+        '/stalls': (_req, res) => res.writeHead(200).write('partial'),
+        '/chunked-huge': (_req, res) => {
+          res.writeHead(200);
+          for (let i = 0; i < 20; i++) res.write(Buffer.alloc(100 * 1024));
+          res.end();
+        },
       });
-      u = await startTestApp({ UPLOAD_ALLOW_LOOPBACK: 'true', MAX_FILE_BYTES: '1048576' });
+      u = await startTestApp({ UPLOAD_ALLOW_LOOPBACK: 'true', MAX_FILE_BYTES: '1048576', UPLOAD_TIMEOUT_S: '0.5' });
     });
     afterAll(async () => {
       await u.close();
@@ -276,6 +282,17 @@ describe('files', () => {
       const meta = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/to-metadata` });
       expect(meta.status).toBe(403);
       expect(meta.body.error.code).toBe('FILE_URL_NOT_ALLOWED');
+    });
+
+    it('gives up on a stalled download and on a body that outgrows the limit', async () => {
+      const id = (await u.post('/create_sandbox', {})).body.sandbox_id;
+      const stalled = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/stalls`, remote_filename: 's' });
+      expect(stalled.status).toBe(422);
+      expect(stalled.body.error.message).toMatch(/longer than 0.5 s \(UPLOAD_TIMEOUT_S\)/);
+      const huge = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/chunked-huge`, remote_filename: 'h' });
+      expect(huge.status).toBe(413);
+      expect(huge.body.error.code).toBe('FILE_TOO_LARGE');
+      expect((await u.post('/list_files', { sandbox_id: id })).body.entries).toEqual([]);
     });
 
     it('refuses loopback unless allowed', async () => {

@@ -80,6 +80,29 @@ describe('stateful Python', () => {
   });
 });
 
+describe('concurrency', () => {
+  it('runs two calls into one sandbox one after the other, never interleaved', async () => {
+    const id = await sandbox();
+    await post('/run_code', { sandbox_id: id, code: 'events = []' });
+    const slow = post('/run_code', { sandbox_id: id, code: 'import time\nevents.append("slow-start")\ntime.sleep(0.5)\nevents.append("slow-end")' });
+    await new Promise((r) => setTimeout(r, 50));
+    const fast = post('/execute_command', { sandbox_id: id, command: 'echo fast' });
+    const quick = post('/run_code', { sandbox_id: id, code: 'events.append("quick")' });
+    await Promise.all([slow, fast, quick]);
+    const r = await post('/run_code', { sandbox_id: id, code: 'events' });
+    expect(r.body.results[0].data['text/plain']).toBe("['slow-start', 'slow-end', 'quick']");
+  });
+
+  it('runs calls into different sandboxes in parallel', async () => {
+    const [a, b] = await Promise.all([sandbox(), sandbox()]);
+    const code = 'import time\nstart = time.time()\ntime.sleep(1)\nprint(start, time.time())';
+    const results = await Promise.all([a, b].map((id) => post('/run_code', { sandbox_id: id, code })));
+    const [[startA, endA], [startB, endB]] = results.map((r) => r.body.stdout.split(' ').map(Number));
+    // Run one after the other, the two intervals could not overlap.
+    expect(startB < endA && startA < endB).toBe(true);
+  });
+});
+
 describe('timeouts', () => {
   it('while True: pass with a 2 s timeout returns within 7 s, and the sandbox keeps its state', async () => {
     const id = await sandbox();
