@@ -7,7 +7,7 @@ describe('README configuration table', () => {
 
   it('documents every setting with its default', () => {
     for (const [key, schema] of Object.entries(ConfigSchema.properties)) {
-      const def = (schema as { default: unknown }).default;
+      const def = (schema as unknown as { default: unknown }).default;
       const shown = def === '' ? '(empty)' : String(def);
       expect(readme, key).toContain(`| \`${key}\` | \`${shown}\` |`);
     }
