@@ -41,6 +41,11 @@ export const ConfigSchema = Type.Object({
   MAX_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.' }),
   MAX_FILE_BYTES: Type.Integer({ default: 100 * MiB, minimum: 1024, description: 'Largest file that may be written, uploaded or downloaded.' }),
   SANDBOX_DISK_BYTES: Type.Integer({ default: 512 * MiB, minimum: MiB, description: 'Size of each sandbox\'s workspace: a tmpfs, so a hard quota whose pages are memory.' }),
+  SANDBOX_MEMORY_BYTES: Type.Integer({ default: 1024 * MiB, minimum: 32 * MiB, description: 'Memory of each sandbox, all its processes and its tmpfs files together (cgroup; per process RLIMIT_DATA as well).' }),
+  SANDBOX_MAX_PROCESSES: Type.Integer({ default: 256, minimum: 8, description: 'Processes and threads a sandbox may have at once (cgroup pids; RLIMIT_NPROC without cgroups).' }),
+  SANDBOX_CPUS: Type.Number({ default: 1, minimum: 0, description: 'CPU cores a sandbox may use at once (cgroup CPU quota); 0 for no cap.' }),
+  EXEC_CPU_LIMIT_S: Type.Number({ default: 600, minimum: 0, description: 'CPU seconds one call may use (RLIMIT_CPU); 0 for no limit.' }),
+  SANDBOX_CGROUPS: Type.Boolean({ default: true, description: 'Use cgroups (v2, or v1) for memory, process and CPU limits when the host allows; false to use rlimits only.' }),
   UPLOAD_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Time limit for fetching a `file_url` in /upload_file.' }),
   UPLOAD_ALLOW_LOOPBACK: Type.Boolean({
     default: false,

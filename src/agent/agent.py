@@ -19,6 +19,7 @@ import errno
 import json
 import linecache
 import os
+import resource
 import select
 import signal
 import stat
@@ -34,8 +35,13 @@ READ_CHUNK = 65536
 
 # --------------------------------------------------------------------------------------------- kernel
 
+class CpuTimeLimitExceeded(BaseException):
+    """Raised in user code when the call used up its CPU-time budget (a BaseException, like
+    KeyboardInterrupt, so that `except Exception` in user code does not swallow it)."""
+
+
 class _Interrupts:
-    """SIGINT raises KeyboardInterrupt only while user code runs, never inside the protocol loop."""
+    """SIGINT / SIGXCPU raise only while user code runs, never inside the protocol loop."""
 
     in_user_code = False
 
@@ -43,6 +49,41 @@ class _Interrupts:
     def handler(cls, _signum, _frame):
         if cls.in_user_code:
             raise KeyboardInterrupt
+
+    @classmethod
+    def cpu_handler(cls, _signum, _frame):
+        if cls.in_user_code:
+            raise CpuTimeLimitExceeded("the call used up its CPU-time limit")
+
+
+def _cpu_used():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _limit_cpu(seconds):
+    """Soft RLIMIT_CPU at what this process has used so far plus `seconds` (None lifts it)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = hard if seconds is None else int(_cpu_used() + seconds) + 1
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _error_of(exc):
+    """The user-visible error of an exception, naming the sandbox limit when one was hit."""
+    name, value = type(exc).__name__, str(exc)
+    if isinstance(exc, MemoryError):
+        name, value = "MemoryLimitExceeded", "out of memory: the sandbox's memory limit was reached (%s)" % (
+            value or "MemoryError")
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        name, value = "DiskQuotaExceeded", "the sandbox's disk space is used up: %s" % value
+    elif isinstance(exc, CpuTimeLimitExceeded):
+        name = "CpuTimeLimitExceeded"
+    return {"name": name, "value": value, "traceback": _user_traceback(exc)}
 
 
 def _user_traceback(exc):
@@ -59,7 +100,7 @@ def _user_traceback(exc):
     return "".join(root.format())
 
 
-def _run_cell(ns, code, cell_no):
+def _run_cell(ns, code, cell_no, cpu_limit_s):
     filename = "<cell-%d>" % cell_no
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
     results = []
@@ -69,6 +110,8 @@ def _run_cell(ns, code, cell_no):
         last = None
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
+        if cpu_limit_s:
+            _limit_cpu(cpu_limit_s)
         _Interrupts.in_user_code = True
         try:
             exec(compile(tree, filename, "exec"), ns)
@@ -81,11 +124,10 @@ def _run_cell(ns, code, cell_no):
             _Interrupts.in_user_code = False
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
         _Interrupts.in_user_code = False
-        error = {
-            "name": type(exc).__name__,
-            "value": str(exc),
-            "traceback": _user_traceback(exc),
-        }
+        error = _error_of(exc)
+    finally:
+        if cpu_limit_s:
+            _limit_cpu(None)
     return results, error
 
 
@@ -98,6 +140,8 @@ def _safe_repr(value):
 
 def kernel_main(request_fd, reply_fd):
     signal.signal(signal.SIGINT, _Interrupts.handler)
+    signal.signal(signal.SIGXCPU, _Interrupts.cpu_handler)
+    cpu_limit_s = float(os.environ.pop("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
     requests = os.fdopen(request_fd, "rb", buffering=0)
     replies = os.fdopen(reply_fd, "wb", buffering=0)
     # Line-buffered, as on a terminal, so prints and child processes' output keep their order.
@@ -118,7 +162,7 @@ def kernel_main(request_fd, reply_fd):
                 return
             req = json.loads(line)
             cell_no += 1
-            results, error = _run_cell(ns, req["code"], cell_no)
+            results, error = _run_cell(ns, req["code"], cell_no, cpu_limit_s)
             for stream in (sys.stdout, sys.stderr):
                 try:
                     stream.flush()
@@ -205,24 +249,47 @@ def _drain(fd, capture, stream):
         capture.add(stream, data)
 
 
-def _kill_session(sid, sig=signal.SIGKILL):
-    """Signal every process of session `sid` (this pid namespace only), so a whole tree dies."""
+def _kill_session(sid):
+    """SIGKILL every process of session `sid` (this pid namespace only), so a whole tree dies. Repeats
+    until none is left, because a fork bomb makes new members while the old ones are being killed."""
     me = os.getpid()
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == me:
-            continue
-        try:
-            with open("/proc/%s/stat" % name, "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if int(fields[3]) == sid:
-                os.kill(int(name), sig)
-        except (OSError, IndexError, ValueError):
-            continue
+    for _ in range(100):
+        found = False
+        for name in os.listdir("/proc"):
+            if not name.isdigit() or int(name) == me:
+                continue
+            try:
+                with open("/proc/%s/stat" % name, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                if int(fields[3]) == sid and fields[0] != b"Z":
+                    os.kill(int(name), signal.SIGKILL)
+                    found = True
+            except (OSError, IndexError, ValueError):
+                continue
+        if not found:
+            return
+
+
+def _limit_error(name, value):
+    return {"name": name, "value": value, "traceback": ""}
+
+
+def _output_error(capture):
+    return _limit_error("OutputLimitExceeded",
+                        "the output passed the %d-byte limit; the call was stopped and the rest of the output "
+                        "dropped" % capture.cap)
+
+
+def _process_limit_error(exc):
+    return _limit_error("ProcessLimitExceeded",
+                        "could not start a process: the sandbox's process limit is reached (%s)" % exc.strerror)
 
 
 class Kernel:
-    def __init__(self, env):
-        self.env = env
+    """The stateful Python process. Restarted, losing its state, when it dies or ignores an interrupt."""
+
+    def __init__(self, env, cpu_limit_s):
+        self.env = dict(env, CIW_CPU_SECONDS_PER_CALL=str(cpu_limit_s))
         self.proc = None
         self.start()
 
@@ -231,20 +298,27 @@ class Kernel:
         rep_r, rep_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-u", AGENT_FILE, "--kernel", str(req_r), str(rep_w)],
-            stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=WORKSPACE, env=self.env,
-            start_new_session=True, pass_fds=(req_r, rep_w),
-        )
-        for fd in (req_r, rep_w, out_w, err_w):
-            os.close(fd)
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-u", AGENT_FILE, "--kernel", str(req_r), str(rep_w)],
+                stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=WORKSPACE, env=self.env,
+                start_new_session=True, pass_fds=(req_r, rep_w),
+            )
+        finally:
+            for fd in (req_r, rep_w, out_w, err_w):
+                os.close(fd)
         self.req_w, self.rep_r, self.out_r, self.err_r = req_w, rep_r, out_r, err_r
         for fd in (rep_r, out_r, err_r):
             _set_nonblocking(fd)
         self.rep_buf = b""
         line = self._wait_reply(time.monotonic() + 30, Capture(0))
         if line is None or not line.startswith(b'{"ready"'):
+            self.stop()
             raise RuntimeError("python kernel failed to start")
+
+    def ensure_started(self):
+        if self.proc is None:
+            self.start()
 
     def stop(self):
         if self.proc is None:
@@ -262,11 +336,12 @@ class Kernel:
                 pass
         self.proc = None
 
-    def _wait_reply(self, deadline, capture):
-        """Wait for one reply line until `deadline`. Returns the line, None on timeout, b"" on death."""
+    def _wait_reply(self, deadline, capture, stop_on_overflow=False):
+        """Wait for one reply line until `deadline`, collecting output. Returns the line, None on timeout
+        (or, with stop_on_overflow, once the output passed its cap), b"" if the kernel died."""
         while b"\n" not in self.rep_buf:
             remaining = deadline - time.monotonic()
-            if remaining <= 0:
+            if remaining <= 0 or (stop_on_overflow and capture.truncated):
                 return None
             ready, _, _ = select.select([self.rep_r, self.out_r, self.err_r], [], [], remaining)
             if self.out_r in ready:
@@ -288,67 +363,88 @@ class Kernel:
         return line
 
     def execute(self, code, timeout_s, grace_s, capture):
+        try:
+            self.ensure_started()
+        except OSError as exc:
+            return {"results": [], "error": _process_limit_error(exc), "timed_out": False, "state_preserved": False}
         started = time.monotonic()
         os.write(self.req_w, json.dumps({"code": code}).encode("utf-8", "surrogatepass") + b"\n")
-        line = self._wait_reply(started + timeout_s, capture)
-        timed_out = line is None
-        if timed_out:
+        line = self._wait_reply(started + timeout_s, capture, stop_on_overflow=True)
+        stopped = None  # why the call was interrupted: "timeout" or "output"
+        if line is None:
+            stopped = "output" if capture.truncated else "timeout"
             try:
                 os.kill(self.proc.pid, signal.SIGINT)
             except OSError:
                 pass
             line = self._wait_reply(time.monotonic() + grace_s, capture)
+        timed_out = stopped == "timeout"
         if line:
             reply = json.loads(line)
             results, error = reply["results"], reply["error"]
             if timed_out:
-                error = {
-                    "name": "ExecutionTimeout",
-                    "value": "execution exceeded the %g s timeout and was interrupted; "
-                             "the Python state is preserved" % timeout_s,
-                    "traceback": (error or {}).get("traceback", ""),
-                }
+                error = _limit_error("ExecutionTimeout", "execution exceeded the %g s timeout and was interrupted; "
+                                     "the Python state is preserved" % timeout_s)
+                error["traceback"] = (reply["error"] or {}).get("traceback", "")
+            elif capture.truncated and (stopped == "output" or error is None):
+                error = _output_error(capture)
             return {"results": results, "error": error, "timed_out": timed_out, "state_preserved": True}
         # No reply: the kernel ignored the interrupt or died. Restart it; its state is gone.
-        code_ = self.proc.poll()
+        exit_code = self.proc.poll()
         self.stop()
-        self.start()
+        try:
+            self.start()
+        except (OSError, RuntimeError):
+            pass  # tried again on the next call
+        lost = "the Python process was restarted and its state (variables, imports) is lost"
         if timed_out:
-            error = {
-                "name": "ExecutionTimeout",
-                "value": "execution exceeded the %g s timeout and did not stop when interrupted; "
-                         "the Python process was restarted and its state (variables, imports) is lost"
-                         % timeout_s,
-                "traceback": "",
-            }
+            error = _limit_error("ExecutionTimeout", "execution exceeded the %g s timeout and did not stop when "
+                                 "interrupted; %s" % (timeout_s, lost))
+        elif stopped == "output":
+            error = _output_error(capture)
+            error["value"] += "; it did not stop when interrupted, so " + lost
         else:
-            error = {
-                "name": "KernelDied",
-                "value": "the Python process exited (code %s) while running this code; it was restarted "
-                         "and its state (variables, imports) is lost" % code_,
-                "traceback": "",
-            }
+            error = _limit_error("KernelDied", "the Python process exited (%s) while running this code; %s" % (
+                "signal %d" % -exit_code if exit_code is not None and exit_code < 0 else "code %s" % exit_code, lost))
         return {"results": [], "error": error, "timed_out": timed_out, "state_preserved": False}
 
 
-def run_shell(command, timeout_s, cwd, env, capture):
+def _disk_full():
+    try:
+        st = os.statvfs(WORKSPACE)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 64 * 1024
+
+
+def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
+    def limits():
+        if cpu_limit_s:
+            seconds = int(cpu_limit_s) + 1
+            resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 2))
+
     try:
         proc = subprocess.Popen(
             ["/bin/bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
+            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True, preexec_fn=limits,
         )
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise AgentError("BAD_CWD", "cannot run in working directory %r: %s" % (cwd, exc.strerror))
+    except BlockingIOError as exc:
+        return {"exit_code": 126, "timed_out": False, "error": _process_limit_error(exc)}
     fds = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
     for fd in fds:
         _set_nonblocking(fd)
     deadline = time.monotonic() + timeout_s
-    timed_out = False
+    stopped = None
     exited_at = None
     while fds:
         now = time.monotonic()
+        if capture.truncated:
+            stopped = "output"
+            break
         if now >= deadline:
-            timed_out = proc.poll() is None
+            stopped = "timeout" if proc.poll() is None else None
             break
         # Once bash has exited, give background children a moment, then stop reading their pipes.
         if exited_at is None and proc.poll() is not None:
@@ -360,18 +456,29 @@ def run_shell(command, timeout_s, cwd, env, capture):
         for fd in ready:
             if not _drain(fd, capture, fds[fd]):
                 del fds[fd]
-    if timed_out:
+    if stopped:
         _kill_session(proc.pid)
     exit_code = proc.wait()
     for fd in list(fds):
         _drain(fd, capture, fds[fd])
     proc.stdout.close()
     proc.stderr.close()
-    if timed_out:
+    error = None
+    if stopped == "timeout":
         exit_code = 124
-    elif exit_code < 0:
+        error = _limit_error("ExecutionTimeout", "the command exceeded the %g s timeout and its processes "
+                             "were killed" % timeout_s)
+    elif stopped == "output":
+        error = _output_error(capture)
+    elif exit_code == -signal.SIGXCPU:
+        error = _limit_error("CpuTimeLimitExceeded", "a process used up the %g s CPU-time limit" % cpu_limit_s)
+    elif exit_code != 0 and _disk_full():
+        error = _limit_error("DiskQuotaExceeded", "the sandbox's disk space is used up")
+    if exit_code < 0:
         exit_code = 128 - exit_code
-    return {"exit_code": exit_code, "timed_out": timed_out}
+    if error is None and exit_code != 0:
+        error = _limit_error("CommandFailed", "exit code %d" % exit_code)
+    return {"exit_code": exit_code, "timed_out": stopped == "timeout", "error": error}
 
 
 # ------------------------------------------------------------------------------------------ files
@@ -488,9 +595,11 @@ def supervisor_main():
     env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_") or k == "CIW_WORKSPACE"}
     max_output = int(os.environ.get("CIW_MAX_OUTPUT_BYTES", "1048576"))
     grace_s = float(os.environ.get("CIW_INTERRUPT_GRACE_MS", "2000")) / 1000
+    cpu_limit_s = float(os.environ.get("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
+    apply_rlimits(json.loads(os.environ.get("CIW_RLIMITS", "{}")))
     stdin = _LineReader(os.fdopen(0, "rb", buffering=0))
     out = os.fdopen(1, "wb", buffering=0)
-    kernel = Kernel(env)
+    kernel = Kernel(env, cpu_limit_s)
 
     def send(header, blob=b""):
         if blob:
@@ -508,7 +617,7 @@ def supervisor_main():
         rid = req.get("id")
         started = time.monotonic()
         try:
-            reply, reply_blob = handle(req, blob, kernel, env, max_output, grace_s)
+            reply, reply_blob = handle(req, blob, kernel, env, max_output, grace_s, cpu_limit_s)
             reply.update({"id": rid, "ok": True})
         except AgentError as exc:
             reply, reply_blob = {"id": rid, "ok": False, "code": exc.code, "message": exc.message}, b""
@@ -519,7 +628,16 @@ def supervisor_main():
         send(reply, reply_blob)
 
 
-def handle(req, blob, kernel, env, max_output, grace_s):
+def apply_rlimits(limits):
+    """Limits every process of the sandbox inherits: no core dumps, and whatever the service asks for
+    (address-space data, process count) — the fallback where cgroups are not available."""
+    names = {"core": resource.RLIMIT_CORE, "data": resource.RLIMIT_DATA, "nproc": resource.RLIMIT_NPROC}
+    for key, value in dict({"core": 0}, **limits).items():
+        if key in names and value is not None:
+            resource.setrlimit(names[key], (int(value), int(value)))
+
+
+def handle(req, blob, kernel, env, max_output, grace_s, cpu_limit_s):
     op = req["op"]
     if op == "exec":
         capture = Capture(int(req.get("max_output_bytes") or max_output))
@@ -533,7 +651,7 @@ def handle(req, blob, kernel, env, max_output, grace_s):
         shell_env.update(req.get("env") or {})
         cwd = req.get("cwd") or WORKSPACE
         cwd = cwd if os.path.isabs(cwd) else os.path.join(WORKSPACE, cwd)
-        res = run_shell(req["command"], req["timeout_ms"] / 1000, cwd, shell_env, capture)
+        res = run_shell(req["command"], req["timeout_ms"] / 1000, cwd, shell_env, capture, cpu_limit_s)
         res["stdout"], res["stderr"], res["output"] = capture.texts()
         res["output_truncated"] = capture.truncated
         return res, b""
@@ -549,6 +667,7 @@ def handle(req, blob, kernel, env, max_output, grace_s):
         return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
     if op == "ping":
         return {"kernel_alive": kernel.proc is not None and kernel.proc.poll() is None}, b""
+
     raise AgentError("UNKNOWN_OP", "unknown operation %r" % op)
 
 

@@ -18,6 +18,13 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         uidBase: config.SANDBOX_UID_BASE,
         uidCount: Math.max(1024, config.MAX_SANDBOXES * 4),
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
+        cgroups: config.SANDBOX_CGROUPS,
+        limits: {
+          memoryBytes: config.SANDBOX_MEMORY_BYTES,
+          maxProcesses: config.SANDBOX_MAX_PROCESSES,
+          cpus: config.SANDBOX_CPUS,
+          cpuSecondsPerCall: config.EXEC_CPU_LIMIT_S,
+        },
         log,
       });
   }

@@ -20,7 +20,10 @@ export interface RichResult {
 
 /** A failure raised by user code (not a failure of the request). */
 export interface CodeError {
-  /** Exception class name, or ExecutionTimeout / KernelDied. */
+  /**
+   * Exception class name, or what stopped the code: ExecutionTimeout, KernelDied, CommandFailed, or a limit —
+   * MemoryLimitExceeded, ProcessLimitExceeded, CpuTimeLimitExceeded, DiskQuotaExceeded, OutputLimitExceeded.
+   */
   readonly name: string;
   readonly value: string;
   /** Python-style traceback showing only the user's own frames. */
@@ -64,6 +67,8 @@ export interface RunCommandResult {
   readonly outputTruncated: boolean;
   /** Exit status; 124 on timeout, 128+N when killed by signal N. */
   readonly exitCode: number;
+  /** Why the command failed: CommandFailed, ExecutionTimeout or the limit it hit; null on exit 0. */
+  readonly error: CodeError | null;
   readonly timedOut: boolean;
   readonly durationMs: number;
 }

@@ -8,12 +8,6 @@ import { refOf } from './wire.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
 
-function commandError(r: RunCommandResult) {
-  if (r.timedOut) return { name: 'ExecutionTimeout', value: 'the command exceeded its timeout and its process tree was killed', traceback: '' };
-  if (r.exitCode !== 0) return { name: 'CommandFailed', value: `exit code ${r.exitCode}`, traceback: '' };
-  return null;
-}
-
 export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
   app.post('/run_code', {
     schema: {
@@ -31,7 +25,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
     if (runtime === 'shell') {
       const r = result as RunCommandResult;
       return {
-        sandbox_id: record.id, output: r.output, stdout: r.stdout, stderr: r.stderr, error: commandError(r), results: [],
+        sandbox_id: record.id, output: r.output, stdout: r.stdout, stderr: r.stderr, error: r.error, results: [],
         exit_code: r.exitCode, timed_out: r.timedOut, state_preserved: true, output_truncated: r.outputTruncated, duration_ms: r.durationMs,
       };
     }
@@ -59,7 +53,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
     const { command, timeout, cwd, env } = req.body;
     const { record, result: r } = await service.runCommand(req.owner, refOf(req.body), { command, timeoutS: timeout, cwd, env });
     return {
-      sandbox_id: record.id, output: r.output, stdout: r.stdout, stderr: r.stderr, exit_code: r.exitCode,
+      sandbox_id: record.id, output: r.output, stdout: r.stdout, stderr: r.stderr, exit_code: r.exitCode, error: r.error,
       timed_out: r.timedOut, output_truncated: r.outputTruncated, duration_ms: r.durationMs,
     };
   });

@@ -8,7 +8,7 @@ const TimeoutField = Type.Number({
 });
 
 export const CodeErrorSchema = Type.Object({
-  name: Type.String({ description: 'Exception class (ZeroDivisionError…), or ExecutionTimeout, KernelDied, CommandFailed.' }),
+  name: Type.String({ description: 'Exception class (ZeroDivisionError…), or ExecutionTimeout, KernelDied, CommandFailed, or the limit hit: MemoryLimitExceeded, ProcessLimitExceeded, CpuTimeLimitExceeded, DiskQuotaExceeded, OutputLimitExceeded.' }),
   value: Type.String(),
   traceback: Type.String({ description: 'Traceback showing only the user\'s own lines.' }),
 });
@@ -53,6 +53,7 @@ export const ExecuteCommandResponse = Type.Object({
   stdout: Type.String(),
   stderr: Type.String(),
   exit_code: Type.Integer({ description: 'Exit status; 124 on timeout; 128+N when killed by signal N.' }),
+  error: Type.Union([CodeErrorSchema, Type.Null()], { description: 'Null on exit 0; else CommandFailed, ExecutionTimeout, or the sandbox limit the command hit.' }),
   timed_out: Type.Boolean(),
   output_truncated: Type.Boolean(),
   duration_ms: Type.Number(),

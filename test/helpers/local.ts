@@ -14,6 +14,8 @@ export function localOptions(overrides: Partial<LocalBackendOptions> = {}): Loca
     uidBase: 1_600_000_000 + (process.pid % 1000) * 10_000,
     uidCount: 1024,
     allowUnsandboxed: false,
+    cgroups: true,
+    limits: { memoryBytes: 512 * 1024 * 1024, maxProcesses: 128, cpus: 1, cpuSecondsPerCall: 600 },
     ...overrides,
   };
 }

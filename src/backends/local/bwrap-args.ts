@@ -46,7 +46,7 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--ro-bind', input.groupFile, '/etc/group',
     '--proc', '/proc',
     '--dev', '/dev',
-    '--tmpfs', '/tmp',
+    '--size', String(input.workspaceBytes), '--tmpfs', '/tmp',
     '--size', String(input.workspaceBytes), '--tmpfs', input.workspace,
     '--ro-bind', input.agentDir, '/opt/ciw',
     '--chdir', input.workspace,

@@ -14,6 +14,7 @@ import { bwrapArgs, sandboxEnv, ETC_CANDIDATES } from './bwrap-args.js';
 import { LocalSandbox } from './local-sandbox.js';
 import { UidPool } from './uid-pool.js';
 import { pidsOfUid } from './proc.js';
+import { detectCgroups, type CgroupManager } from './cgroups.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -45,10 +46,25 @@ export interface LocalBackendOptions {
   readonly uidBase: number;
   readonly uidCount: number;
   readonly allowUnsandboxed: boolean;
+  readonly limits: SandboxLimits;
+  /** Whether to use cgroups when the host allows. */
+  readonly cgroups: boolean;
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 
 type Mode = 'bubblewrap' | 'unsandboxed';
+
+/** Resource limits of every sandbox. */
+export interface SandboxLimits {
+  /** Memory of all processes and tmpfs files of a sandbox, in bytes. */
+  readonly memoryBytes: number;
+  /** Processes (and threads) at once. */
+  readonly maxProcesses: number;
+  /** CPU cores' worth of time a sandbox may use at once; 0 for no cap. */
+  readonly cpus: number;
+  /** CPU seconds per call; 0 for no limit. */
+  readonly cpuSecondsPerCall: number;
+}
 
 export function createLocalBackend(options: LocalBackendOptions): SandboxBackend {
   return new LocalBackend(options);
@@ -64,6 +80,7 @@ class LocalBackend implements SandboxBackend {
   private etcEntries: string[] = [];
   private rootSymlinks: Record<string, string> = {};
   private closed = false;
+  private cgroups: CgroupManager | null = null;
 
   constructor(private readonly options: LocalBackendOptions) {
     this.uids = new UidPool(options.uidBase, options.uidCount);
@@ -75,6 +92,8 @@ class LocalBackend implements SandboxBackend {
 
   async init(): Promise<BackendStatus> {
     this.prepareRuntimeDir();
+    this.cgroups = detectCgroups(this.options.cgroups && this.asRoot);
+    this.log('info', `resource limits: ${this.cgroups.description}`);
     let version = '';
     try {
       version = (await execFileAsync('bwrap', ['--version'])).stdout.trim();
@@ -84,7 +103,7 @@ class LocalBackend implements SandboxBackend {
       this.current = {
         name: this.name,
         ready: true,
-        isolation: `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who})`,
+        isolation: `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who}); limits: ${this.cgroups.description}`,
       };
       if (!this.asRoot) this.log('warn', 'not running as root: sandboxes run as the service\'s own uid (weaker separation from the host)');
     } catch (err) {
@@ -109,6 +128,8 @@ class LocalBackend implements SandboxBackend {
     sandbox.exited.then(() => this.live.delete(sandbox));
     try {
       await sandbox.connection.ready(READY_TIMEOUT_MS);
+      // Processes forked before the cgroup was joined join it now, before any user code runs.
+      sandbox.joinLimits();
     } catch (err) {
       await sandbox.destroy();
       throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `the sandbox failed to start: ${(err as Error).message} ${sandbox.stderr.trim()}`.trim(), { cause: err });
@@ -123,6 +144,7 @@ class LocalBackend implements SandboxBackend {
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all([...this.live].map((s) => s.destroy()));
+    this.cgroups?.close();
   }
 
   private spawnBubblewrap(opts: CreateSandboxOptions): LocalSandbox {
@@ -141,13 +163,18 @@ class LocalBackend implements SandboxBackend {
       env: sandboxEnv(WORKSPACE, opts.env, this.agentEnv()),
     });
     const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
+    const cgroup = this.cgroups!.create(`${opts.id}-${child.pid}`, this.options.limits);
     const sandbox = new LocalSandbox({
+      cgroup,
       id: opts.id,
       workspace: WORKSPACE,
       child,
       graceMs: this.options.interruptGraceMs,
       listPids: () => (uid !== undefined ? pidsOfUid(uid) : child.pid ? [child.pid] : []),
-      afterExit: uid !== undefined ? () => this.reapUid(uid) : undefined,
+      afterExit: async () => {
+        if (uid !== undefined) await this.reapUid(uid);
+        await cgroup.remove();
+      },
       // Kill everything inside (the inner bubblewrap, pid 1 of the sandbox, takes its namespace with it)
       // but not the outer bubblewrap, which then reaps the inner one and exits: no zombie is left for the
       // host's init to collect.
@@ -202,9 +229,15 @@ class LocalBackend implements SandboxBackend {
   }
 
   private agentEnv(): Record<string, string> {
+    const { memoryBytes, maxProcesses, cpuSecondsPerCall } = this.options.limits;
+    const rlimits: Record<string, number> = { data: memoryBytes };
+    // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
+    if (this.cgroups?.mode === 'none') rlimits.nproc = maxProcesses;
     return {
       CIW_MAX_OUTPUT_BYTES: String(this.options.maxOutputBytes),
       CIW_INTERRUPT_GRACE_MS: String(this.options.interruptGraceMs),
+      CIW_CPU_SECONDS_PER_CALL: String(cpuSecondsPerCall),
+      CIW_RLIMITS: JSON.stringify(rlimits),
     };
   }
 

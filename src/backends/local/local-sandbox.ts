@@ -1,6 +1,8 @@
 /** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes. */
 import type { ChildProcess } from 'node:child_process';
 import { AgentConnection } from './agent-connection.js';
+import type { LimitCounters, SandboxCgroup } from './cgroups.js';
+import { processTree } from './proc.js';
 import type {
   CodeError, DirectoryListing, FileEntry, RichResult, RunCodeOptions, RunCodeResult, RunCommandOptions,
   RunCommandResult, Sandbox, SandboxFiles,
@@ -13,6 +15,8 @@ const FILE_OP_DEADLINE_MS = 120_000;
 
 export interface LocalSandboxParts {
   readonly id: string;
+  /** The sandbox's cgroups (a no-op object when the host has none). */
+  readonly cgroup?: SandboxCgroup;
   readonly workspace: string;
   readonly child: ChildProcess;
   readonly graceMs: number;
@@ -36,6 +40,8 @@ export class LocalSandbox implements Sandbox {
   private readonly exitListeners: Array<(reason: string) => void> = [];
   private destroying = false;
   private stderrTail = '';
+  private readonly cgroup: SandboxCgroup | undefined;
+  private lastCounters: LimitCounters = { oomKills: 0, pidsRefused: 0 };
 
   constructor(parts: LocalSandboxParts) {
     this.id = parts.id;
@@ -44,6 +50,8 @@ export class LocalSandbox implements Sandbox {
     this.graceMs = parts.graceMs;
     this.listPids = parts.listPids;
     this.killTree = parts.killTree ?? (() => this.child.kill('SIGKILL'));
+    this.cgroup = parts.cgroup;
+    if (this.cgroup && parts.child.pid) this.cgroup.addProcess(parts.child.pid);
     this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason));
     parts.child.stderr!.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4000);
@@ -82,6 +90,36 @@ export class LocalSandbox implements Sandbox {
     };
   }
 
+  /** Puts every process of the sandbox into its cgroups (call once it is ready, before user code runs). */
+  joinLimits(): void {
+    if (!this.cgroup || !this.child.pid) return;
+    for (const pid of processTree(this.child.pid)) {
+      try {
+        this.cgroup.addProcess(pid);
+      } catch {
+        // ended meanwhile
+      }
+    }
+  }
+
+  /**
+   * The kernel-enforced limit this call ran into, if the cgroup counters moved: the OOM killer or a refused
+   * fork explain a dead interpreter or a failed command better than the symptom does.
+   */
+  private limitHit(): CodeError | null {
+    if (!this.cgroup) return null;
+    const now = this.cgroup.counters();
+    const before = this.lastCounters;
+    this.lastCounters = now;
+    if (now.oomKills > before.oomKills) {
+      return { name: 'MemoryLimitExceeded', value: 'the sandbox ran out of memory and the kernel killed a process (memory limit reached)', traceback: '' };
+    }
+    if (now.pidsRefused > before.pidsRefused) {
+      return { name: 'ProcessLimitExceeded', value: 'the sandbox tried to start more processes than its limit allows', traceback: '' };
+    }
+    return null;
+  }
+
   get stderr(): string {
     return this.stderrTail;
   }
@@ -92,13 +130,15 @@ export class LocalSandbox implements Sandbox {
       null,
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
     );
+    const error = (h.error as CodeError | null) ?? null;
+    const limit = this.limitHit();
     return {
       stdout: String(h.stdout),
       stderr: String(h.stderr),
       output: String(h.output),
       outputTruncated: h.output_truncated === true,
       results: h.results as RichResult[],
-      error: (h.error as CodeError | null) ?? null,
+      error: limit && error?.name !== 'MemoryLimitExceeded' ? { ...limit, value: `${limit.value}${error ? `; ${error.value}` : ''}` } : error,
       timedOut: h.timed_out === true,
       statePreserved: h.state_preserved !== false,
       durationMs: Number(h.duration_ms),
@@ -117,6 +157,7 @@ export class LocalSandbox implements Sandbox {
       output: String(h.output),
       outputTruncated: h.output_truncated === true,
       exitCode: Number(h.exit_code),
+      error: this.limitHit() ?? (h.error as CodeError | null) ?? null,
       timedOut: h.timed_out === true,
       durationMs: Number(h.duration_ms),
     };

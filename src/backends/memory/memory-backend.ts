@@ -92,7 +92,8 @@ class MemorySandbox implements Sandbox {
   }
 
   private commandResult(stdout: string, stderr: string, exitCode: number): RunCommandResult {
-    return { stdout, stderr, output: stdout + stderr, outputTruncated: false, exitCode, timedOut: false, durationMs: 0 };
+    const error = exitCode === 0 ? null : { name: 'CommandFailed', value: `exit code ${exitCode}`, traceback: '' };
+    return { stdout, stderr, output: stdout + stderr, outputTruncated: false, exitCode, error, timedOut: false, durationMs: 0 };
   }
 
   readonly files = {
