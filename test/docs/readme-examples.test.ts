@@ -1,9 +1,10 @@
 /**
  * Runs the README's curl examples, in order, against a real service on the local backend and compares
- * what they print with what the README shows (sandbox ids, times, durations and the port aside).
+ * what they print with what the README shows (sandbox ids, times, durations, the port and the host's
+ * isolation facts aside). `UPDATE_README=1 npx vitest run test/docs` writes the new outputs into the README.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { AddressInfo } from 'node:net';
@@ -15,8 +16,10 @@ interface Example {
   expected: string;
 }
 
+const README = new URL('../../README.md', import.meta.url);
+
 function readmeExamples(): Example[] {
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(README, 'utf8');
   const section = readme.split('<!-- examples:start -->')[1].split('<!-- examples:end -->')[0];
   const examples: Example[] = [];
   for (const block of section.matchAll(/```console\n([\s\S]*?)```/g)) {
@@ -35,6 +38,7 @@ function normalize(text: string, port: number): string {
     .replace(/sbx_[0-9a-f]{24}/g, 'sbx_ID')
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g, 'TIME')
     .replace(/"duration_ms":[0-9.]+/g, '"duration_ms":N')
+    .replace(/"isolation":"[^"]*"/g, '"isolation":"…"')
     .replace(/^Date: .*\n/m, '')
     .trimEnd();
 }
@@ -56,6 +60,14 @@ describe('README examples', () => {
     // Asynchronous: the service answering these requests runs in this very process.
     const run = await promisify(execFile)('bash', ['-c', script], { encoding: 'utf8', timeout: 60_000, cwd: '/tmp' });
     outputs.push(...run.stdout.split(`\n${marker}\n`).slice(0, examples.length));
+    if (process.env.UPDATE_README) {
+      let readme = readFileSync(README, 'utf8');
+      examples.forEach((e, i) => {
+        const actual = outputs[i].replace(/\r/g, '').replace(/^Date: .*\n/m, '').replace(new RegExp(`127\\.0\\.0\\.1:${port}`, 'g'), 'localhost:8000').trimEnd();
+        readme = readme.replace(`$ ${e.command}\n${e.expected}`, `$ ${e.command}\n${actual}`);
+      });
+      writeFileSync(README, readme);
+    }
   }, 90_000);
   afterAll(async () => t?.close());
 
