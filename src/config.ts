@@ -4,6 +4,7 @@
  */
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
+import { parsePolicy, type OutboundPolicy } from './service/outbound.js';
 
 const MiB = 1024 * 1024;
 
@@ -47,9 +48,17 @@ export const ConfigSchema = Type.Object({
   EXEC_CPU_LIMIT_S: Type.Number({ default: 600, minimum: 0, description: 'CPU seconds one call may use (RLIMIT_CPU); 0 for no limit.' }),
   SANDBOX_CGROUPS: Type.Boolean({ default: true, description: 'Use cgroups (v2, or v1) for memory, process and CPU limits when the host allows; false to use rlimits only.' }),
   UPLOAD_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Time limit for fetching a `file_url` in /upload_file.' }),
-  UPLOAD_ALLOW_LOOPBACK: Type.Boolean({
-    default: false,
-    description: 'Let /upload_file fetch from loopback addresses (127.0.0.0/8, ::1). Off: the service\'s own port and host-only services stay out of reach.',
+  SANDBOX_NETWORK_ALLOWED: Type.Boolean({
+    default: true,
+    description: 'Whether create_sandbox may ask for `network: true` (HTTP(S) through the filtering egress proxy). Sandboxes have no network unless they ask.',
+  }),
+  OUTBOUND_ALLOW_CIDRS: Type.String({
+    default: '',
+    description: 'Comma-separated IPs/CIDRs that /upload_file and sandbox network may reach although not public (e.g. 10.0.0.0/8). Default: public addresses only.',
+  }),
+  OUTBOUND_ALLOW_HOSTS: Type.String({
+    default: '',
+    description: 'Comma-separated host names reachable whatever they resolve to (`*.example.com` for subdomains), e.g. Dify\'s internal file host `api`.',
   }),
   SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Python interpreter used inside sandboxes (must live under /usr).' }),
   SANDBOX_ROOT: Type.String({ default: '/tmp/code-interpreter-wrapper', description: 'Host directory for the agent copy and per-sandbox runtime files.' }),
@@ -60,7 +69,11 @@ export const ConfigSchema = Type.Object({
   }),
 });
 
-export type Config = Readonly<Static<typeof ConfigSchema>> & { readonly apiKeys: readonly string[] };
+export type Config = Readonly<Static<typeof ConfigSchema>> & {
+  readonly apiKeys: readonly string[];
+  /** OUTBOUND_ALLOW_CIDRS and OUTBOUND_ALLOW_HOSTS, parsed. */
+  readonly outbound: OutboundPolicy;
+};
 
 /** Reads settings from an environment (process.env in production, a literal object in tests). */
 export function loadConfig(env: Record<string, string | undefined>): Config {
@@ -84,7 +97,13 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   if (cfg.EXEC_TIMEOUT_S > cfg.EXEC_MAX_TIMEOUT_S) {
     throw new Error('invalid configuration: EXEC_TIMEOUT_S must not exceed EXEC_MAX_TIMEOUT_S');
   }
-  return Object.freeze({ ...cfg, HOST: host, PUBLIC_BASE_URL: cfg.PUBLIC_BASE_URL.replace(/\/+$/, ''), apiKeys: Object.freeze(apiKeys) });
+  return Object.freeze({
+    ...cfg,
+    HOST: host,
+    PUBLIC_BASE_URL: cfg.PUBLIC_BASE_URL.replace(/\/+$/, ''),
+    apiKeys: Object.freeze(apiKeys),
+    outbound: parsePolicy(cfg.OUTBOUND_ALLOW_CIDRS, cfg.OUTBOUND_ALLOW_HOSTS),
+  });
 }
 
 /** True when `host` only accepts connections from this machine. */

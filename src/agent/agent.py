@@ -22,9 +22,11 @@ import os
 import resource
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
+import threading
 import time
 import traceback
 
@@ -585,6 +587,76 @@ def list_dir(path, recursive, limit):
     return {"path": real, "entries": entries, "truncated": truncated}
 
 
+# ------------------------------------------------------------------------------------ network relay
+
+def _pipe(src, dst):
+    try:
+        while True:
+            data = src.recv(READ_CHUNK)
+            if not data:
+                break
+            dst.sendall(data)
+    except OSError:
+        pass
+    finally:
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+
+def _relay_connection(client, socket_path):
+    upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        upstream.connect(socket_path)
+    except OSError:
+        client.close()
+        upstream.close()
+        return
+    back = threading.Thread(target=_pipe, args=(upstream, client), daemon=True)
+    back.start()
+    _pipe(client, upstream)
+    back.join()
+    client.close()
+    upstream.close()
+
+
+def relay_main(socket_path, port):
+    """Turns 127.0.0.1:<port> inside the sandbox into the service's egress proxy socket."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    server.bind(("127.0.0.1", port))
+    server.listen(64)
+    while True:
+        client, _ = server.accept()
+        threading.Thread(target=_relay_connection, args=(client, socket_path), daemon=True).start()
+
+
+class Relay:
+    """The relay process of a sandbox with network; restarted if user code killed it."""
+
+    def __init__(self, socket_path, port):
+        self.socket_path = socket_path
+        self.port = port
+        self.proc = None
+        self.ensure()
+
+    def ensure(self):
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.proc = subprocess.Popen(
+            [sys.executable, "-S", AGENT_FILE, "--relay", self.socket_path, str(self.port)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.01)
+
+
 # ----------------------------------------------------------------------------------------- main loop
 
 def supervisor_main():
@@ -599,6 +671,9 @@ def supervisor_main():
     apply_rlimits(json.loads(os.environ.get("CIW_RLIMITS", "{}")))
     stdin = _LineReader(os.fdopen(0, "rb", buffering=0))
     out = os.fdopen(1, "wb", buffering=0)
+    relay = None
+    if os.environ.get("CIW_PROXY_SOCKET"):
+        relay = Relay(os.environ["CIW_PROXY_SOCKET"], int(os.environ.get("CIW_PROXY_PORT", "3128")))
     kernel = Kernel(env, cpu_limit_s)
 
     def send(header, blob=b""):
@@ -616,6 +691,8 @@ def supervisor_main():
         blob = stdin.read_exact(req["blob"]) if req.get("blob") else b""
         rid = req.get("id")
         started = time.monotonic()
+        if relay is not None and req.get("op") in ("exec", "shell"):
+            relay.ensure()
         try:
             reply, reply_blob = handle(req, blob, kernel, env, max_output, grace_s, cpu_limit_s)
             reply.update({"id": rid, "ok": True})
@@ -674,5 +751,7 @@ def handle(req, blob, kernel, env, max_output, grace_s, cpu_limit_s):
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--kernel"]:
         kernel_main(int(sys.argv[2]), int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--relay"]:
+        relay_main(sys.argv[2], int(sys.argv[3]))
     else:
         supervisor_main()

@@ -19,6 +19,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         uidCount: Math.max(1024, config.MAX_SANDBOXES * 4),
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
         cgroups: config.SANDBOX_CGROUPS,
+        outbound: config.outbound,
         limits: {
           memoryBytes: config.SANDBOX_MEMORY_BYTES,
           maxProcesses: config.SANDBOX_MAX_PROCESSES,

@@ -10,6 +10,8 @@ export interface CreateSandboxOptions {
   readonly id: string;
   /** Extra environment variables visible to code in the sandbox. */
   readonly env: Readonly<Record<string, string>>;
+  /** Outbound HTTP(S) through the service's filtering proxy; false (the default) for no network at all. */
+  readonly network?: boolean;
 }
 
 /** One rich value produced by code (a Jupyter-style MIME bundle). */

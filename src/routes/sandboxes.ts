@@ -15,7 +15,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
       summary: 'Create a sandbox (or return the conversation\'s live one)',
       description: 'Starts an isolated sandbox with a stateful Python interpreter and a shell. With conversation_id, returns that conversation\'s live sandbox if there is one (reused: true).',
       body: CreateSandboxBody,
-      response: { 200: CreateSandboxResponse, ...errors, 429: ErrorResponse, 503: ErrorResponse },
+      response: { 200: CreateSandboxResponse, ...errors, 403: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
     },
   }, async (req) => {
     const body = req.body;
@@ -24,6 +24,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
       idleTimeoutS: body.idle_timeout_seconds,
       maxLifetimeS: body.max_lifetime_seconds,
       env: body.env,
+      network: body.network,
     });
     return { sandbox_id: info.id, info: infoToWire(info), reused };
   });

@@ -17,6 +17,7 @@ export function infoToWire(info: SandboxInfo): SandboxInfoWire {
     idle_timeout_seconds: info.idleTimeoutS,
     max_lifetime_seconds: info.maxLifetimeS,
     workspace: info.workspace,
+    network: info.network,
   };
 }
 

@@ -38,6 +38,7 @@ export const SandboxInfoSchema = Type.Object({
   idle_timeout_seconds: Type.Number(),
   max_lifetime_seconds: Type.Number(),
   workspace: Type.String({ description: 'Working directory inside the sandbox; relative paths are resolved against it.' }),
+  network: Type.Boolean({ description: 'Whether the sandbox has outbound HTTP(S) through the filtering proxy.' }),
 }, { $id: 'SandboxInfo' });
 
 export type SandboxInfoWire = Static<typeof SandboxInfoSchema>;

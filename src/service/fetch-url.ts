@@ -1,58 +1,19 @@
 /**
- * Downloads a `file_url` for /upload_file: http(s) only, a size cap, a time limit, and an address check
- * on every connection (redirects included, after DNS, so rebinding does not help): never link-local
- * (cloud metadata at 169.254.169.254), unspecified, multicast or broadcast addresses, and loopback only
- * when the operator allows it. A non-2xx answer is an error, never a file holding an error page.
+ * Downloads a `file_url` for /upload_file: http(s) only, a size cap, a time limit, and the outbound
+ * address policy (outbound.ts) on every connection, redirects included. A non-2xx answer is an error,
+ * never a file holding an error page.
  */
-import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
-import ipaddr from 'ipaddr.js';
 import { Agent, request } from 'undici';
 import { ServiceError, ErrorCode } from '../errors.js';
+import { guardedLookup, literalDenied, type OutboundPolicy } from './outbound.js';
 
 export interface FetchLimits {
   readonly maxBytes: number;
   readonly timeoutMs: number;
-  readonly allowLoopback: boolean;
+  readonly policy: OutboundPolicy;
 }
 
-const ALWAYS_DENIED = new Set(['unspecified', 'linkLocal', 'multicast', 'broadcast', 'reserved']);
 const MAX_REDIRECTS = 5;
-
-/** Why an address may not be fetched, or null when it may. */
-export function deniedReason(address: string, allowLoopback: boolean): string | null {
-  let ip: ipaddr.IPv4 | ipaddr.IPv6;
-  try {
-    ip = ipaddr.process(address);
-  } catch {
-    return `'${address}' is not an IP address`;
-  }
-  const range = ip.range();
-  if (ALWAYS_DENIED.has(range)) return `${address} is a ${range} address`;
-  if (range === 'loopback' && !allowLoopback) return `${address} is a loopback address (set UPLOAD_ALLOW_LOOPBACK=true to allow)`;
-  return null;
-}
-
-function guardedAgent(limits: FetchLimits): Agent {
-  return new Agent({
-    connect: {
-      lookup: (hostname, options, callback) => {
-        dnsLookup(hostname, { ...options, all: true }, (err, addresses) => {
-          if (err) return callback(err, '', 4);
-          const list = addresses as unknown as LookupAddress[];
-          for (const a of list) {
-            const why = deniedReason(a.address, limits.allowLoopback);
-            if (why) {
-              return callback(Object.assign(new Error(`refused to connect to ${hostname}: ${why}`), { code: 'CIW_ADDRESS_DENIED' }), '', 4);
-            }
-          }
-          const first = list[0];
-          if ((options as { all?: boolean }).all) return (callback as unknown as (e: null, a: LookupAddress[]) => void)(null, list);
-          callback(null, first.address, first.family);
-        });
-      },
-    },
-  });
-}
 
 export function parseFileUrl(raw: string): URL {
   let url: URL;
@@ -71,15 +32,12 @@ export function parseFileUrl(raw: string): URL {
 /** Fetches `raw` and returns its bytes, or throws a ServiceError that says what to change. */
 export async function fetchFileUrl(raw: string, limits: FetchLimits): Promise<{ data: Buffer; finalUrl: string }> {
   let url = parseFileUrl(raw);
-  const agent = guardedAgent(limits);
+  const agent = new Agent({ connect: { lookup: guardedLookup(limits.policy) as never } });
   const signal = AbortSignal.timeout(limits.timeoutMs);
   try {
     for (let hop = 0; ; hop++) {
-      const literal = url.hostname.replace(/^\[|\]$/g, '');
-      if (ipaddr.isValid(literal)) {
-        const why = deniedReason(literal, limits.allowLoopback);
-        if (why) throw new ServiceError(ErrorCode.FILE_URL_NOT_ALLOWED, `file_url points to a forbidden address: ${why}`);
-      }
+      const why = literalDenied(limits.policy, url.hostname);
+      if (why) throw new ServiceError(ErrorCode.FILE_URL_NOT_ALLOWED, `file_url points to a forbidden address: ${why}`);
       const res = await request(url, { method: 'GET', dispatcher: agent, signal, headers: { 'user-agent': 'code-interpreter-wrapper' } });
       if (res.statusCode >= 300 && res.statusCode < 400 && res.headers.location) {
         await res.body.dump();

@@ -21,6 +21,8 @@ export interface CreateInput {
   readonly idleTimeoutS?: number;
   readonly maxLifetimeS?: number;
   readonly env?: Readonly<Record<string, string>>;
+  /** Outbound HTTP(S) through the filtering proxy. */
+  readonly network?: boolean;
 }
 
 export interface SandboxInfo {
@@ -34,6 +36,7 @@ export interface SandboxInfo {
   readonly idleTimeoutS: number;
   readonly maxLifetimeS: number;
   readonly workspace: string;
+  readonly network: boolean;
 }
 
 interface SandboxRecord {
@@ -45,6 +48,7 @@ interface SandboxRecord {
   lastUsedAtMs: number;
   readonly idleTimeoutMs: number;
   readonly maxLifetimeMs: number;
+  readonly network: boolean;
   /** Tail of the chain of calls into this sandbox: calls run one after another, never interleaved. */
   tail: Promise<unknown>;
   busy: number;
@@ -129,6 +133,7 @@ export class SandboxService {
       idleTimeoutS: record.idleTimeoutMs / 1000,
       maxLifetimeS: record.maxLifetimeMs / 1000,
       workspace: record.sandbox.workspace,
+      network: record.network,
     };
   }
 
@@ -169,7 +174,7 @@ export class SandboxService {
     const { data } = await fetchFileUrl(fileUrl, {
       maxBytes: this.config.MAX_FILE_BYTES,
       timeoutMs: this.config.UPLOAD_TIMEOUT_S * 1000,
-      allowLoopback: this.config.UPLOAD_ALLOW_LOOPBACK,
+      policy: this.config.outbound,
     });
     const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
     return { record, ...written };
@@ -261,11 +266,15 @@ export class SandboxService {
     if (idleTimeoutS > this.config.SANDBOX_MAX_LIFETIME_S) {
       throw new ServiceError(ErrorCode.VALIDATION_FAILED, `idle_timeout_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`);
     }
+    const network = input.network === true;
+    if (network && !this.config.SANDBOX_NETWORK_ALLOWED) {
+      throw new ServiceError(ErrorCode.NETWORK_NOT_ALLOWED, 'this service does not give sandboxes network access (SANDBOX_NETWORK_ALLOWED=false); create the sandbox without network');
+    }
     const id = `sbx_${randomBytes(12).toString('hex')}`;
     this.pendingCreates++;
     let sandbox: Sandbox;
     try {
-      sandbox = await this.backend.create({ id, env: input.env ?? {} });
+      sandbox = await this.backend.create({ id, env: input.env ?? {}, network });
     } finally {
       this.pendingCreates--;
     }
@@ -274,7 +283,7 @@ export class SandboxService {
       id, sandbox, owner,
       conversationId: input.conversationId ?? null,
       createdAtMs: now, lastUsedAtMs: now,
-      idleTimeoutMs: idleTimeoutS * 1000, maxLifetimeMs: maxLifetimeS * 1000,
+      idleTimeoutMs: idleTimeoutS * 1000, maxLifetimeMs: maxLifetimeS * 1000, network,
       tail: Promise.resolve(), busy: 0,
     };
     if (this.closed) {

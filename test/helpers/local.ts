@@ -3,6 +3,7 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalBackend, type LocalBackendOptions } from '../../src/backends/local/local-backend.js';
+import { parsePolicy } from '../../src/service/outbound.js';
 
 export function localOptions(overrides: Partial<LocalBackendOptions> = {}): LocalBackendOptions {
   return {
@@ -15,6 +16,7 @@ export function localOptions(overrides: Partial<LocalBackendOptions> = {}): Loca
     uidCount: 1024,
     allowUnsandboxed: false,
     cgroups: true,
+    outbound: parsePolicy('', ''),
     limits: { memoryBytes: 512 * 1024 * 1024, maxProcesses: 128, cpus: 1, cpuSecondsPerCall: 600 },
     ...overrides,
   };

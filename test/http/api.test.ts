@@ -236,7 +236,8 @@ describe('files', () => {
         '/data.bin': (_req, res) => res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(payload),
         '/huge': (_req, res) => res.writeHead(200, { 'content-length': String(10 * 1024 * 1024) }).end(),
         '/expired': (_req, res) => res.writeHead(403, { 'content-type': 'text/plain' }).end('Signature expired'),
-        '/to-metadata': (_req, res) => res.writeHead(302, { location: 'http://169.254.169.254/latest/meta-data/' }).end(),
+        // Loopback outside the allow-list (127.0.0.1/32): a regression must not send traffic off this machine.
+        '/to-elsewhere': (_req, res) => res.writeHead(302, { location: 'http://127.0.0.2:9/latest/meta-data/' }).end(),
         '/stalls': (_req, res) => res.writeHead(200).write('partial'),
         '/chunked-huge': (_req, res) => {
           res.writeHead(200);
@@ -244,7 +245,7 @@ describe('files', () => {
           res.end();
         },
       });
-      u = await startTestApp({ UPLOAD_ALLOW_LOOPBACK: 'true', MAX_FILE_BYTES: '1048576', UPLOAD_TIMEOUT_S: '0.5' });
+      u = await startTestApp({ OUTBOUND_ALLOW_CIDRS: '127.0.0.1/32', MAX_FILE_BYTES: '1048576', UPLOAD_TIMEOUT_S: '0.5' });
     });
     afterAll(async () => {
       await u.close();
@@ -272,14 +273,14 @@ describe('files', () => {
       expect((await u.post('/download_file', { sandbox_id: id, remote_path: 'x' })).status).toBe(404);
     });
 
-    it('refuses files over the limit, bad URLs and metadata redirects', async () => {
+    it('refuses files over the limit, bad URLs and redirects to forbidden addresses', async () => {
       const id = (await u.post('/create_sandbox', {})).body.sandbox_id;
       expect((await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/huge` })).body.error.code).toBe('FILE_TOO_LARGE');
       const rel = await u.post('/upload_file', { sandbox_id: id, file_url: '/files/tools/abc.png' });
       expect(rel.status).toBe(400);
       expect(rel.body.error.message).toMatch(/FILES_URL/);
       expect((await u.post('/upload_file', { sandbox_id: id, file_url: 'file:///etc/passwd' })).body.error.code).toBe('FILE_URL_INVALID');
-      const meta = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/to-metadata` });
+      const meta = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/to-elsewhere` });
       expect(meta.status).toBe(403);
       expect(meta.body.error.code).toBe('FILE_URL_NOT_ALLOWED');
     });
@@ -295,11 +296,11 @@ describe('files', () => {
       expect((await u.post('/list_files', { sandbox_id: id })).body.entries).toEqual([]);
     });
 
-    it('refuses loopback unless allowed', async () => {
+    it('refuses loopback unless allow-listed', async () => {
       const id = await create();
       const r = await t.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/data.bin` });
       expect(r.status).toBe(403);
-      expect(r.body.error.message).toMatch(/UPLOAD_ALLOW_LOOPBACK/);
+      expect(r.body.error.message).toMatch(/loopback address; allow it with OUTBOUND_ALLOW_CIDRS/);
       const byName = await t.post('/upload_file', { sandbox_id: id, file_url: `${origin.url.replace('127.0.0.1', 'localhost')}/data.bin` });
       expect(byName.status).toBe(403);
     });

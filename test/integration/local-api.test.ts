@@ -221,7 +221,7 @@ describe('files', () => {
 
   it('uploads from a URL into the sandbox', async () => {
     const origin = await startServer({ '/report.csv': (_q, s) => s.writeHead(200, { 'content-type': 'text/csv' }).end('a,b\n1,2\n') });
-    const u = await startTestApp(localEnv({ UPLOAD_ALLOW_LOOPBACK: 'true' }));
+    const u = await startTestApp(localEnv({ OUTBOUND_ALLOW_CIDRS: '127.0.0.1/32' }));
     try {
       const id = (await u.post('/create_sandbox', {})).body.sandbox_id;
       const r = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/report.csv`, remote_filename: 'data/report.csv' });

@@ -17,16 +17,17 @@ describe('loadConfig', () => {
   });
 
   it('converts strings from the environment and merges API_KEY with API_KEYS', () => {
-    const c = loadConfig({ PORT: '9001', API_KEY: 'a', API_KEYS: 'b, c,,', UPLOAD_ALLOW_LOOPBACK: 'true' });
+    const c = loadConfig({ PORT: '9001', API_KEY: 'a', API_KEYS: 'b, c,,', SANDBOX_CGROUPS: 'false' });
     expect(c.PORT).toBe(9001);
     expect(c.apiKeys).toEqual(['a', 'b', 'c']);
-    expect(c.UPLOAD_ALLOW_LOOPBACK).toBe(true);
+    expect(c.SANDBOX_CGROUPS).toBe(false);
   });
 
   it('names the setting that is wrong', () => {
     expect(() => loadConfig({ PORT: 'eighty' })).toThrow(/PORT/);
     expect(() => loadConfig({ SANDBOX_BACKEND: 'docker' })).toThrow(/SANDBOX_BACKEND/);
     expect(() => loadConfig({ EXEC_TIMEOUT_S: '900' })).toThrow(/EXEC_TIMEOUT_S/);
+    expect(() => loadConfig({ OUTBOUND_ALLOW_CIDRS: '10.0.0.0/8, not-an-ip' })).toThrow(/OUTBOUND_ALLOW_CIDRS: 'not-an-ip'/);
   });
 
   it('strips a trailing slash from PUBLIC_BASE_URL', () => {

@@ -23,7 +23,13 @@ export interface BwrapInput {
   readonly innerUid: number;
   readonly env: Readonly<Record<string, string>>;
   readonly hostname: string;
+  /** Host path of the egress proxy socket, for a sandbox with network (bound at PROXY_SOCKET). */
+  readonly proxySocket?: string;
 }
+
+/** Where a sandbox with network finds the egress proxy socket, and the port the agent relays it to. */
+export const PROXY_SOCKET = '/run/ciw/proxy.sock';
+export const PROXY_PORT = 3128;
 
 /** /etc entries worth seeing inside: dynamic linker cache, alternatives symlinks, time zone, TLS roots, MIME. */
 export const ETC_CANDIDATES = [
@@ -49,6 +55,7 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--size', String(input.workspaceBytes), '--tmpfs', '/tmp',
     '--size', String(input.workspaceBytes), '--tmpfs', input.workspace,
     '--ro-bind', input.agentDir, '/opt/ciw',
+    ...(input.proxySocket ? ['--ro-bind', input.proxySocket, PROXY_SOCKET] : []),
     '--chdir', input.workspace,
     '--clearenv',
   );
@@ -57,8 +64,20 @@ export function bwrapArgs(input: BwrapInput): string[] {
   return args;
 }
 
-/** The environment code sees inside a sandbox, before the user's own variables. */
-export function sandboxEnv(workspace: string, user: Readonly<Record<string, string>>, agent: Readonly<Record<string, string>>) {
+/** Proxy variables for a sandbox with network: HTTP(S) goes through the filtering egress proxy. */
+function proxyEnv(): Record<string, string> {
+  const url = `http://127.0.0.1:${PROXY_PORT}`;
+  return {
+    HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url,
+    NO_PROXY: 'localhost,127.0.0.1,::1', no_proxy: 'localhost,127.0.0.1,::1',
+  };
+}
+
+/**
+ * The environment code sees inside a sandbox: defaults, then the user's variables, then the agent's own
+ * (CIW_*, which the agent removes before running user code).
+ */
+export function sandboxEnv(workspace: string, user: Readonly<Record<string, string>>, agent: Readonly<Record<string, string>>, network = false) {
   return {
     PATH: '/usr/local/bin:/usr/bin:/bin',
     HOME: workspace,
@@ -69,8 +88,10 @@ export function sandboxEnv(workspace: string, user: Readonly<Record<string, stri
     TMPDIR: '/tmp',
     MPLBACKEND: 'Agg',
     PYTHONDONTWRITEBYTECODE: '1',
+    ...(network ? proxyEnv() : {}),
     ...user,
     ...agent,
+    ...(network ? { CIW_PROXY_SOCKET: PROXY_SOCKET, CIW_PROXY_PORT: String(PROXY_PORT) } : {}),
     CIW_WORKSPACE: workspace,
   };
 }

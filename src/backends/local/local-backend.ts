@@ -15,6 +15,9 @@ import { LocalSandbox } from './local-sandbox.js';
 import { UidPool } from './uid-pool.js';
 import { pidsOfUid } from './proc.js';
 import { detectCgroups, type CgroupManager } from './cgroups.js';
+import { startEgressProxy, type EgressProxy } from './egress-proxy.js';
+import type { OutboundPolicy } from '../../service/outbound.js';
+import { randomBytes } from 'node:crypto';
 
 const execFileAsync = promisify(execFile);
 
@@ -47,6 +50,8 @@ export interface LocalBackendOptions {
   readonly uidCount: number;
   readonly allowUnsandboxed: boolean;
   readonly limits: SandboxLimits;
+  /** What sandboxes with network may reach. */
+  readonly outbound: OutboundPolicy;
   /** Whether to use cgroups when the host allows. */
   readonly cgroups: boolean;
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -123,7 +128,7 @@ class LocalBackend implements SandboxBackend {
   async create(opts: CreateSandboxOptions): Promise<Sandbox> {
     if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the local backend is shutting down');
     if (!this.current.ready) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, this.current.problem ?? 'the local backend is not ready');
-    const sandbox = this.mode === 'bubblewrap' ? this.spawnBubblewrap(opts) : this.spawnUnsandboxed(opts);
+    const sandbox = this.mode === 'bubblewrap' ? await this.spawnBubblewrap(opts) : this.spawnUnsandboxed(opts);
     this.live.add(sandbox);
     sandbox.exited.then(() => this.live.delete(sandbox));
     try {
@@ -147,9 +152,20 @@ class LocalBackend implements SandboxBackend {
     this.cgroups?.close();
   }
 
-  private spawnBubblewrap(opts: CreateSandboxOptions): LocalSandbox {
+  private async spawnBubblewrap(opts: CreateSandboxOptions): Promise<LocalSandbox> {
     const uid = this.asRoot ? this.uids.acquire() : undefined;
+    let proxy: EgressProxy | undefined;
+    if (opts.network) {
+      const socketPath = join(this.options.rootDir, 'net', `${randomBytes(12).toString('hex')}.sock`);
+      try {
+        proxy = await startEgressProxy(socketPath, this.options.outbound, uid !== undefined ? { uid, gid: uid } : undefined);
+      } catch (err) {
+        if (uid !== undefined) this.uids.release(uid);
+        throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `could not start the sandbox's network proxy: ${(err as Error).message}`, { cause: err });
+      }
+    }
     const args = bwrapArgs({
+      proxySocket: proxy?.socketPath,
       agentDir: join(this.options.rootDir, 'agent'),
       passwdFile: join(this.options.rootDir, 'passwd'),
       groupFile: join(this.options.rootDir, 'group'),
@@ -160,7 +176,7 @@ class LocalBackend implements SandboxBackend {
       python: this.options.python,
       innerUid: INNER_UID,
       hostname: 'sandbox',
-      env: sandboxEnv(WORKSPACE, opts.env, this.agentEnv()),
+      env: sandboxEnv(WORKSPACE, opts.env, this.agentEnv(), opts.network === true),
     });
     const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
     const cgroup = this.cgroups!.create(`${opts.id}-${child.pid}`, this.options.limits);
@@ -174,6 +190,7 @@ class LocalBackend implements SandboxBackend {
       afterExit: async () => {
         if (uid !== undefined) await this.reapUid(uid);
         await cgroup.remove();
+        await proxy?.close();
       },
       // Kill everything inside (the inner bubblewrap, pid 1 of the sandbox, takes its namespace with it)
       // but not the outer bubblewrap, which then reaps the inner one and exits: no zombie is left for the
@@ -245,7 +262,9 @@ class LocalBackend implements SandboxBackend {
   private prepareRuntimeDir(): void {
     const root = this.options.rootDir;
     mkdirSync(join(root, 'agent'), { recursive: true });
+    mkdirSync(join(root, 'net'), { recursive: true });
     chmodSync(root, 0o711);
+    chmodSync(join(root, 'net'), 0o711);
     chmodSync(join(root, 'agent'), 0o755);
     copyFileSync(AGENT_SOURCE, join(root, 'agent', 'agent.py'));
     chmodSync(join(root, 'agent', 'agent.py'), 0o644);
