@@ -62,7 +62,8 @@ export const ConfigSchema = Type.Object({
   }),
   SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Python interpreter used inside sandboxes (must live under /usr).' }),
   SANDBOX_ROOT: Type.String({ default: '/tmp/code-interpreter-wrapper', description: 'Host directory for the agent copy and per-sandbox runtime files.' }),
-  SANDBOX_UID_BASE: Type.Integer({ default: 1_500_000_000, minimum: 1000, description: 'First host uid given to sandboxes when running as root (each sandbox gets its own).' }),
+  SANDBOX_UID_BASE: Type.Integer({ default: 1_500_000_000, minimum: 1000, maximum: 4_000_000_000, description: 'First host uid given to sandboxes when running as root (each sandbox gets its own). No other user or service may use the range.' }),
+  SANDBOX_UID_COUNT: Type.Integer({ default: 65536, minimum: 16, maximum: 16_777_216, description: 'Size of the sandbox uid range; at start, processes left in it by an earlier run are killed.' }),
   ALLOW_UNSANDBOXED: Type.Boolean({
     default: false,
     description: 'If bubblewrap cannot run, run code WITHOUT isolation instead of refusing. Never in production.',

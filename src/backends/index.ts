@@ -16,7 +16,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         maxOutputBytes: config.MAX_OUTPUT_BYTES,
         interruptGraceMs: config.INTERRUPT_GRACE_MS,
         uidBase: config.SANDBOX_UID_BASE,
-        uidCount: Math.max(1024, config.MAX_SANDBOXES * 4),
+        uidCount: config.SANDBOX_UID_COUNT,
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
         cgroups: config.SANDBOX_CGROUPS,
         outbound: config.outbound,

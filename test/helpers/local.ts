@@ -1,19 +1,32 @@
 /** Options for real local-backend tests: a private runtime dir per test file, short grace. */
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalBackend, type LocalBackendOptions } from '../../src/backends/local/local-backend.js';
 import { parsePolicy } from '../../src/service/outbound.js';
 
+/**
+ * A uid range of its own for every backend a test process makes: ranges never overlap across processes
+ * (pid × 512) or within one (64 each, up to 8 at a time), because a starting backend kills whatever runs in
+ * its range.
+ */
+let made = 0;
+function uidRange(): { base: number; count: number } {
+  const pidMax = Number(readFileSync('/proc/sys/kernel/pid_max', 'utf8'));
+  const slot = (process.pid % Math.min(pidMax, 4_194_304)) * 512 + (made++ % 8) * 64;
+  return { base: 1_600_000_000 + slot, count: 64 };
+}
+
 export function localOptions(overrides: Partial<LocalBackendOptions> = {}): LocalBackendOptions {
+  const uids = uidRange();
   return {
     rootDir: mkdtempSync(join(tmpdir(), 'ciw-test-')),
     python: '/usr/bin/python3',
     workspaceBytes: 64 * 1024 * 1024,
     maxOutputBytes: 1024 * 1024,
     interruptGraceMs: 1000,
-    uidBase: 1_600_000_000 + (process.pid % 1000) * 10_000,
-    uidCount: 1024,
+    uidBase: uids.base,
+    uidCount: uids.count,
     allowUnsandboxed: false,
     cgroups: true,
     outbound: parsePolicy('', ''),
@@ -31,6 +44,7 @@ export function localEnv(extra: Record<string, string> = {}): Record<string, str
     SANDBOX_BACKEND: 'local',
     SANDBOX_ROOT: o.rootDir,
     SANDBOX_UID_BASE: String(o.uidBase),
+    SANDBOX_UID_COUNT: String(o.uidCount),
     INTERRUPT_GRACE_MS: '1000',
     SANDBOX_DISK_BYTES: String(64 * 1024 * 1024),
     ...extra,

@@ -5,12 +5,13 @@
  */
 import { spawn, execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdirSync, copyFileSync, writeFileSync, chmodSync, lstatSync, readlinkSync, existsSync, rmSync } from 'node:fs';
+import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
-import { bwrapArgs, sandboxEnv, ETC_CANDIDATES } from './bwrap-args.js';
+import { bwrapArgs, sandboxEnv } from './bwrap-args.js';
+import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
 import { UidPool } from './uid-pool.js';
 import { pidsOfUid } from './proc.js';
@@ -35,9 +36,7 @@ function killAll(pids: readonly number[]): void {
 export const AGENT_SOURCE = fileURLToPath(new URL('../../../src/agent/agent.py', import.meta.url));
 
 const WORKSPACE = '/workspace';
-const INNER_UID = 1000;
 const READY_TIMEOUT_MS = 15_000;
-const ROOT_LINK_CANDIDATES = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
 
 export interface LocalBackendOptions {
   /** Host directory for the runtime files. */
@@ -96,7 +95,16 @@ class LocalBackend implements SandboxBackend {
   }
 
   async init(): Promise<BackendStatus> {
-    this.prepareRuntimeDir();
+    try {
+      const layout = prepareRuntimeDir(this.options.rootDir, AGENT_SOURCE,
+        this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount } : null, (m) => this.log('warn', m));
+      this.etcEntries = layout.etcEntries;
+      this.rootSymlinks = layout.rootSymlinks;
+    } catch (err) {
+      this.current = { name: this.name, ready: false, isolation: 'none', problem: (err as Error).message };
+      this.log('error', this.current.problem!);
+      return this.current;
+    }
     this.cgroups = detectCgroups(this.options.cgroups && this.asRoot);
     this.log('info', `resource limits: ${this.cgroups.description}`);
     let version = '';
@@ -150,6 +158,7 @@ class LocalBackend implements SandboxBackend {
     this.closed = true;
     await Promise.all([...this.live].map((s) => s.destroy()));
     this.cgroups?.close();
+    releaseRuntimeDir(this.options.rootDir);
   }
 
   private async spawnBubblewrap(opts: CreateSandboxOptions): Promise<LocalSandbox> {
@@ -256,31 +265,6 @@ class LocalBackend implements SandboxBackend {
       CIW_CPU_SECONDS_PER_CALL: String(cpuSecondsPerCall),
       CIW_RLIMITS: JSON.stringify(rlimits),
     };
-  }
-
-  /** Agent copy and passwd files in a directory every sandbox uid can read but none can change. */
-  private prepareRuntimeDir(): void {
-    const root = this.options.rootDir;
-    mkdirSync(join(root, 'agent'), { recursive: true });
-    mkdirSync(join(root, 'net'), { recursive: true });
-    chmodSync(root, 0o711);
-    chmodSync(join(root, 'net'), 0o711);
-    chmodSync(join(root, 'agent'), 0o755);
-    copyFileSync(AGENT_SOURCE, join(root, 'agent', 'agent.py'));
-    chmodSync(join(root, 'agent', 'agent.py'), 0o644);
-    writeFileSync(join(root, 'passwd'),
-      `sandbox:x:${INNER_UID}:${INNER_UID}:sandbox:${WORKSPACE}:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-      { mode: 0o644 });
-    writeFileSync(join(root, 'group'), `sandbox:x:${INNER_UID}:\nnogroup:x:65534:\n`, { mode: 0o644 });
-    this.etcEntries = ETC_CANDIDATES.filter((e) => existsSync(join('/etc', e)));
-    this.rootSymlinks = {};
-    for (const name of ROOT_LINK_CANDIDATES) {
-      try {
-        if (lstatSync(`/${name}`).isSymbolicLink()) this.rootSymlinks[name] = readlinkSync(`/${name}`);
-      } catch {
-        // absent on this host
-      }
-    }
   }
 
   private async selfTest(): Promise<void> {

@@ -1,0 +1,98 @@
+/**
+ * The local backend's runtime directory (SANDBOX_ROOT): a copy of the agent every sandbox uid can read,
+ * passwd/group files for inside, the egress proxy sockets, and the workspaces of unsandboxed mode. One
+ * service instance owns it at a time (owner.pid); on start, whatever a crashed earlier instance left —
+ * processes under the sandbox uids, sockets, workspaces — is removed before anything is served.
+ */
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { readdirSync } from 'node:fs';
+import { ETC_CANDIDATES } from './bwrap-args.js';
+
+export const INNER_UID = 1000;
+const ROOT_LINK_CANDIDATES = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
+
+export interface HostLayout {
+  /** /etc entries that exist on this host and are shown read-only inside. */
+  readonly etcEntries: string[];
+  /** Top-level merged-/usr symlinks: name → target. */
+  readonly rootSymlinks: Record<string, string>;
+}
+
+/** Pids of live processes whose uid is in [first, first + count). */
+export function pidsInUidRange(first: number, count: number): number[] {
+  const found: number[] = [];
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const status = readFileSync(`/proc/${name}/status`, 'utf8');
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
+      if (uid >= first && uid < first + count && !/^State:\s+Z/m.test(status)) found.push(Number(name));
+    } catch {
+      // ended while we looked
+    }
+  }
+  return found;
+}
+
+function claim(root: string): void {
+  const lock = join(root, 'owner.pid');
+  const owner = existsSync(lock) ? Number(readFileSync(lock, 'utf8').trim()) : NaN;
+  if (Number.isInteger(owner) && owner !== process.pid && existsSync(`/proc/${owner}`)) {
+    throw new Error(`${root} is in use by another running service (pid ${owner}); give each instance its own SANDBOX_ROOT and SANDBOX_UID_BASE`);
+  }
+  writeFileSync(lock, `${process.pid}\n`);
+}
+
+/**
+ * Claims and prepares `root`; kills leftover sandbox processes (uids [uidBase, uidBase + uidCount)) when
+ * running as root. Returns what the bubblewrap arguments need to know about this host.
+ */
+export function prepareRuntimeDir(root: string, agentSource: string, uids: { base: number; count: number } | null, log: (m: string) => void): HostLayout {
+  mkdirSync(root, { recursive: true });
+  claim(root);
+  if (uids) {
+    const left = pidsInUidRange(uids.base, uids.count);
+    if (left.length > 0) {
+      log(`killing ${left.length} process(es) left by an earlier run under sandbox uids`);
+      for (const pid of left) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone
+        }
+      }
+    }
+  }
+  for (const dir of ['net', 'unsandboxed']) rmSync(join(root, dir), { recursive: true, force: true });
+  for (const dir of ['agent', 'net']) mkdirSync(join(root, dir), { recursive: true });
+  chmodSync(root, 0o711);
+  chmodSync(join(root, 'net'), 0o711);
+  chmodSync(join(root, 'agent'), 0o755);
+  copyFileSync(agentSource, join(root, 'agent', 'agent.py'));
+  chmodSync(join(root, 'agent', 'agent.py'), 0o644);
+  writeFileSync(join(root, 'passwd'),
+    `sandbox:x:${INNER_UID}:${INNER_UID}:sandbox:/workspace:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
+    { mode: 0o644 });
+  writeFileSync(join(root, 'group'), `sandbox:x:${INNER_UID}:\nnogroup:x:65534:\n`, { mode: 0o644 });
+
+  const rootSymlinks: Record<string, string> = {};
+  for (const name of ROOT_LINK_CANDIDATES) {
+    try {
+      if (lstatSync(`/${name}`).isSymbolicLink()) rootSymlinks[name] = readlinkSync(`/${name}`);
+    } catch {
+      // absent on this host
+    }
+  }
+  return { etcEntries: ETC_CANDIDATES.filter((e) => existsSync(join('/etc', e))), rootSymlinks };
+}
+
+/** Gives the directory up at shutdown. */
+export function releaseRuntimeDir(root: string): void {
+  const lock = join(root, 'owner.pid');
+  try {
+    if (Number(readFileSync(lock, 'utf8').trim()) === process.pid) rmSync(lock);
+  } catch {
+    // not ours, or already gone
+  }
+}
