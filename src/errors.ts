@@ -13,6 +13,7 @@ export const ErrorCode = {
   PATH_OUTSIDE_WORKSPACE: 'PATH_OUTSIDE_WORKSPACE',
   BAD_PATH: 'BAD_PATH',
   BAD_CWD: 'BAD_CWD',
+  FILE_IO_FAILED: 'FILE_IO_FAILED',
   FILE_TOO_LARGE: 'FILE_TOO_LARGE',
   PAYLOAD_TOO_LARGE: 'PAYLOAD_TOO_LARGE',
   DISK_QUOTA_EXCEEDED: 'DISK_QUOTA_EXCEEDED',
@@ -43,6 +44,8 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   PATH_OUTSIDE_WORKSPACE: 400,
   BAD_PATH: 400,
   BAD_CWD: 400,
+  // The OS refused a file operation on a path the user chose (read-only place, odd file type…).
+  FILE_IO_FAILED: 400,
   FILE_TOO_LARGE: 413,
   PAYLOAD_TOO_LARGE: 413,
   // 4xx: a 507 is 5xx, which Dify would retry into the same full disk.

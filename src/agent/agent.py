@@ -501,7 +501,7 @@ def resolve(path, must_exist=True):
     root = os.path.realpath(WORKSPACE)
     if real != root and not real.startswith(root + os.sep):
         raise AgentError("PATH_OUTSIDE_WORKSPACE",
-                         "path %r resolves outside the workspace %s" % (path, WORKSPACE))
+                         "path %r resolves outside the workspace %s" % (path[:200], WORKSPACE))
     if must_exist and not os.path.lexists(real):
         raise AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % full)
     return real
@@ -516,9 +516,11 @@ def _os_error(exc, path):
         return AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % path)
     if exc.errno == errno.ENOTDIR:
         return AgentError("NOT_A_DIRECTORY", "a component of %s is not a directory" % path)
+    if exc.errno == errno.ENAMETOOLONG:
+        return AgentError("BAD_PATH", "the path or one of its names is too long: %s" % path[:200])
     if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
         return AgentError("PATH_OUTSIDE_WORKSPACE", "%s cannot be accessed (%s)" % (path, exc.strerror))
-    return AgentError("FILE_IO_FAILED", "%s: %s" % (path, exc.strerror))
+    return AgentError("FILE_IO_FAILED", "%s: %s" % (path[:500], exc.strerror))
 
 
 def write_file(path, data, append=False):
@@ -659,7 +661,18 @@ class Relay:
 
 # ----------------------------------------------------------------------------------------- main loop
 
+def _make_undumpable():
+    """PR_SET_DUMPABLE 0: code running as the same uid in this sandbox can then neither ptrace the
+    supervisor nor open /proc/<pid>/fd/* to write forged frames on the service's pipe."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def supervisor_main():
+    _make_undumpable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.makedirs(WORKSPACE, exist_ok=True)

@@ -14,6 +14,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         python: config.SANDBOX_PYTHON,
         workspaceBytes: config.SANDBOX_DISK_BYTES,
         maxOutputBytes: config.MAX_OUTPUT_BYTES,
+        maxFileBytes: config.MAX_FILE_BYTES,
         interruptGraceMs: config.INTERRUPT_GRACE_MS,
         uidBase: config.SANDBOX_UID_BASE,
         uidCount: config.SANDBOX_UID_COUNT,

@@ -18,6 +18,15 @@ export const SandboxRefFields = {
   conversation_id: Type.Optional(ConversationIdField),
 };
 
+/** Environment variables: POSIX names only (a record's pattern alone would let other keys through). */
+export function envSchema(description: string) {
+  return Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$' }), Type.String({ maxLength: 65536 }), {
+    additionalProperties: false,
+    maxProperties: 256,
+    description: `${description} Names are letters, digits and _, not starting with a digit.`,
+  });
+}
+
 export const ErrorResponse = Type.Object({
   error: Type.Object({
     code: Type.String({ description: 'Stable machine-readable code, e.g. SANDBOX_NOT_FOUND.' }),

@@ -1,6 +1,6 @@
 /** Schemas of the code and command routes. */
 import { Type } from 'typebox';
-import { SandboxRefFields } from './common.js';
+import { SandboxRefFields, envSchema } from './common.js';
 
 const TimeoutField = Type.Number({
   minimum: 0.001,
@@ -44,7 +44,7 @@ export const ExecuteCommandBody = Type.Object({
   command: Type.String({ minLength: 1, description: 'Command line run by bash -c in the workspace: pipes, &&, redirects work.', examples: ['ls -la | head -5'] }),
   timeout: Type.Optional(TimeoutField),
   cwd: Type.Optional(Type.String({ description: 'Working directory (absolute, or relative to the workspace).' })),
-  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String(), { description: 'Extra environment variables for this command.' })),
+  env: Type.Optional(envSchema('Extra environment variables for this command.')),
 });
 
 export const ExecuteCommandResponse = Type.Object({

@@ -1,6 +1,6 @@
 /** Schemas of the sandbox lifecycle routes. */
 import { Type } from 'typebox';
-import { ConversationIdField, SandboxIdField, SandboxInfoSchema } from './common.js';
+import { ConversationIdField, SandboxIdField, SandboxInfoSchema, envSchema } from './common.js';
 
 export const CreateSandboxBody = Type.Object({
   conversation_id: Type.Optional(ConversationIdField),
@@ -10,9 +10,7 @@ export const CreateSandboxBody = Type.Object({
     default: false,
     description: 'Outbound HTTP(S) for this sandbox, through a proxy that refuses loopback, private and metadata addresses (HTTP_PROXY/HTTPS_PROXY are set). Off by default: no network at all.',
   })),
-  env: Type.Optional(Type.Record(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]*$' }), Type.String({ maxLength: 65536 }), {
-    description: 'Environment variables for code in the sandbox.',
-  })),
+  env: Type.Optional(envSchema('Environment variables for code in the sandbox.')),
 });
 
 export const CreateSandboxResponse = Type.Object({

@@ -24,6 +24,7 @@ export function localOptions(overrides: Partial<LocalBackendOptions> = {}): Loca
     python: '/usr/bin/python3',
     workspaceBytes: 64 * 1024 * 1024,
     maxOutputBytes: 1024 * 1024,
+    maxFileBytes: 100 * 1024 * 1024,
     interruptGraceMs: 1000,
     uidBase: uids.base,
     uidCount: uids.count,

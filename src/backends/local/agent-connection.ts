@@ -19,6 +19,14 @@ interface Pending {
 
 const NEWLINE = 0x0a;
 
+/** Bounds on what the agent may send: it runs inside the sandbox, so its frames are untrusted input. */
+export interface FrameLimits {
+  /** Longest header line, in bytes. */
+  readonly maxHeaderBytes: number;
+  /** Largest binary payload, in bytes. */
+  readonly maxBlobBytes: number;
+}
+
 export class AgentConnection {
   private buffer: Buffer = Buffer.alloc(0);
   private header: Record<string, unknown> | null = null;
@@ -31,6 +39,7 @@ export class AgentConnection {
   constructor(
     private readonly child: ChildProcess,
     private readonly onFatal: (reason: string) => void,
+    private readonly limits: FrameLimits,
   ) {
     child.stdout!.on('data', (chunk: Buffer) => this.onData(chunk));
     child.stdin!.on('error', () => undefined);
@@ -99,17 +108,28 @@ export class AgentConnection {
     for (;;) {
       if (this.header === null) {
         const nl = this.buffer.indexOf(NEWLINE);
-        if (nl < 0) return;
+        if (nl < 0) {
+          if (this.buffer.length > this.limits.maxHeaderBytes) this.violation('an oversized frame header');
+          return;
+        }
         const text = this.buffer.toString('utf8', 0, nl);
         this.buffer = this.buffer.subarray(nl + 1);
         try {
           this.header = JSON.parse(text) as Record<string, unknown>;
         } catch {
-          this.onFatal('the sandbox agent sent a malformed frame');
+          this.violation('a malformed frame');
+          return;
+        }
+        if (typeof this.header !== 'object' || this.header === null) {
+          this.violation('a malformed frame');
           return;
         }
       }
       const blobLength = typeof this.header.blob === 'number' ? this.header.blob : 0;
+      if (!Number.isSafeInteger(blobLength) || blobLength < 0 || blobLength > this.limits.maxBlobBytes) {
+        this.violation('an oversized or malformed payload');
+        return;
+      }
       if (this.buffer.length < blobLength) return;
       const blob = blobLength > 0 ? Buffer.from(this.buffer.subarray(0, blobLength)) : Buffer.alloc(0);
       this.buffer = this.buffer.subarray(blobLength);
@@ -117,6 +137,14 @@ export class AgentConnection {
       this.header = null;
       this.deliver(header, blob);
     }
+  }
+
+  /** The agent broke the protocol: stop reading and kill the sandbox. */
+  private violation(what: string): void {
+    this.buffer = Buffer.alloc(0);
+    this.header = null;
+    this.child.stdout!.removeAllListeners('data');
+    this.onFatal(`the sandbox agent sent ${what} and the sandbox was stopped`);
   }
 
   private deliver(header: Record<string, unknown>, blob: Buffer): void {
@@ -127,7 +155,10 @@ export class AgentConnection {
       return;
     }
     const p = this.pending;
-    if (!p) return;
+    if (!p) {
+      this.violation('a frame nobody asked for');
+      return;
+    }
     this.pending = null;
     clearTimeout(p.timer);
     if (header.ok === true) {

@@ -1,6 +1,6 @@
 /**
  * The bubblewrap command line for one sandbox, as a pure function of its inputs, so it can be read and
- * tested on its own. What it builds: new user, pid, net, ipc, uts, cgroup and mount namespaces; the host's
+ * tested on its own. What it builds: new user (no nested ones), pid, net, ipc, uts, cgroup and mount namespaces; the host's
  * /usr read-only (merged-/usr symlinks recreated); a handful of /etc files; a fresh /proc, /dev and /tmp;
  * the workspace as a size-limited tmpfs (a hard disk quota that vanishes with the sandbox); no
  * capabilities; an empty environment apart from what is listed.
@@ -39,7 +39,7 @@ export const ETC_CANDIDATES = [
 
 export function bwrapArgs(input: BwrapInput): string[] {
   const args = [
-    '--unshare-user', '--uid', String(input.innerUid), '--gid', String(input.innerUid),
+    '--unshare-user', '--disable-userns', '--uid', String(input.innerUid), '--gid', String(input.innerUid),
     '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
     '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
     '--hostname', input.hostname,

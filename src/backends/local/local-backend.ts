@@ -44,6 +44,8 @@ export interface LocalBackendOptions {
   readonly python: string;
   readonly workspaceBytes: number;
   readonly maxOutputBytes: number;
+  /** Largest file read out of a sandbox. */
+  readonly maxFileBytes: number;
   readonly interruptGraceMs: number;
   readonly uidBase: number;
   readonly uidCount: number;
@@ -195,6 +197,7 @@ class LocalBackend implements SandboxBackend {
       workspace: WORKSPACE,
       child,
       graceMs: this.options.interruptGraceMs,
+      frameLimits: this.frameLimits(),
       listPids: () => (uid !== undefined ? pidsOfUid(uid) : child.pid ? [child.pid] : []),
       afterExit: async () => {
         if (uid !== undefined) await this.reapUid(uid);
@@ -241,6 +244,7 @@ class LocalBackend implements SandboxBackend {
       workspace,
       child,
       graceMs: this.options.interruptGraceMs,
+      frameLimits: this.frameLimits(),
       listPids: () => (child.pid ? [child.pid] : []),
       killTree: () => {
         try {
@@ -252,6 +256,11 @@ class LocalBackend implements SandboxBackend {
     });
     sandbox.exited.then(() => rmSync(workspace, { recursive: true, force: true }));
     return sandbox;
+  }
+
+  /** stdout, stderr and output each hold at most maxOutputBytes, and JSON escaping can grow text 6-fold. */
+  private frameLimits() {
+    return { maxHeaderBytes: 3 * 6 * this.options.maxOutputBytes + 4 * 1024 * 1024, maxBlobBytes: this.options.maxFileBytes };
   }
 
   private agentEnv(): Record<string, string> {

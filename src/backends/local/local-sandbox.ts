@@ -1,6 +1,6 @@
 /** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes. */
 import type { ChildProcess } from 'node:child_process';
-import { AgentConnection } from './agent-connection.js';
+import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
 import type {
@@ -21,6 +21,8 @@ export interface LocalSandboxParts {
   readonly child: ChildProcess;
   readonly graceMs: number;
   readonly listPids: () => number[];
+  /** Bounds on the agent's frames. */
+  readonly frameLimits: FrameLimits;
   /** Kills every process of the sandbox (default: SIGKILL to the child, enough under bubblewrap). */
   readonly killTree?: () => void;
   /** Runs after the child has exited, before destroy() resolves: makes sure nothing is left behind. */
@@ -52,7 +54,7 @@ export class LocalSandbox implements Sandbox {
     this.killTree = parts.killTree ?? (() => this.child.kill('SIGKILL'));
     this.cgroup = parts.cgroup;
     if (this.cgroup && parts.child.pid) this.cgroup.addProcess(parts.child.pid);
-    this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason));
+    this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason), parts.frameLimits);
     parts.child.stderr!.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4000);
     });
@@ -83,7 +85,7 @@ export class LocalSandbox implements Sandbox {
           { op: 'list', path, recursive: options.recursive, limit: options.limit }, null, FILE_OP_DEADLINE_MS);
         return {
           path: String(header.path),
-          entries: (header.entries as Record<string, unknown>[]).map(toEntry),
+          entries: (Array.isArray(header.entries) ? header.entries as Record<string, unknown>[] : []).map(toEntry),
           truncated: header.truncated === true,
         };
       },
@@ -130,14 +132,14 @@ export class LocalSandbox implements Sandbox {
       null,
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
     );
-    const error = (h.error as CodeError | null) ?? null;
+    const error = toCodeError(h.error);
     const limit = this.limitHit();
     return {
       stdout: String(h.stdout),
       stderr: String(h.stderr),
       output: String(h.output),
       outputTruncated: h.output_truncated === true,
-      results: h.results as RichResult[],
+      results: toResults(h.results),
       error: limit && error?.name !== 'MemoryLimitExceeded' ? { ...limit, value: `${limit.value}${error ? `; ${error.value}` : ''}` } : error,
       timedOut: h.timed_out === true,
       statePreserved: h.state_preserved !== false,
@@ -157,7 +159,7 @@ export class LocalSandbox implements Sandbox {
       output: String(h.output),
       outputTruncated: h.output_truncated === true,
       exitCode: Number(h.exit_code),
-      error: this.limitHit() ?? (h.error as CodeError | null) ?? null,
+      error: this.limitHit() ?? toCodeError(h.error),
       timedOut: h.timed_out === true,
       durationMs: Number(h.duration_ms),
     };
@@ -189,11 +191,28 @@ export class LocalSandbox implements Sandbox {
   }
 }
 
+// The agent runs inside the sandbox: its replies are shaped here, never trusted as typed.
+
+function toCodeError(v: unknown): CodeError | null {
+  if (typeof v !== 'object' || v === null) return null;
+  const e = v as Record<string, unknown>;
+  return { name: String(e.name ?? 'Error'), value: String(e.value ?? ''), traceback: String(e.traceback ?? '') };
+}
+
+function toResults(v: unknown): RichResult[] {
+  if (!Array.isArray(v)) return [];
+  return v.flatMap((r): RichResult[] => {
+    if (typeof r !== 'object' || r === null || typeof r.data !== 'object' || r.data === null) return [];
+    const data = Object.fromEntries(Object.entries(r.data as Record<string, unknown>).map(([k, x]) => [k, String(x)]));
+    return [{ type: r.type === 'display_data' ? 'display_data' : 'execute_result', data }];
+  });
+}
+
 function toEntry(h: Record<string, unknown>): FileEntry {
   return {
     name: String(h.name),
     path: String(h.path),
-    type: h.type as FileEntry['type'],
+    type: (['file', 'directory', 'symlink'] as const).find((t) => t === h.type) ?? 'other',
     size: Number(h.size),
     modifiedMs: Number(h.modified_ms),
   };
