@@ -316,6 +316,25 @@ describe('boundary', () => {
     for (const pid of before) expect(() => process.kill(pid, 0)).toThrow();
   });
 
+  it('an expired sandbox is reaped with all its processes, and later calls say it expired', async () => {
+    let now = Date.now();
+    const e = await startTestApp(localEnv(), () => now);
+    try {
+      const id = (await e.post('/create_sandbox', { idle_timeout_seconds: 60 })).body.sandbox_id;
+      await e.post('/execute_command', { sandbox_id: id, command: 'nohup sleep 600 >/dev/null 2>&1 &' });
+      const handle = (e.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(id)!.sandbox;
+      expect(handle.pids().length).toBeGreaterThan(0);
+      now += 61_000;
+      await e.service.reap();
+      expect(handle.pids()).toEqual([]);
+      const r = await e.post('/run_code', { sandbox_id: id, code: 'print(1)' });
+      expect(r.status).toBe(404);
+      expect(r.body.error.message).toMatch(/expired at/);
+    } finally {
+      await e.close();
+    }
+  });
+
   it('kill -9 -1 inside hurts nobody outside, and the sandbox says it was lost', async () => {
     const a = await sandbox();
     const b = await sandbox();

@@ -145,6 +145,8 @@ describe('attacks from inside a sandbox', () => {
       command: [
         'grep -E "^(CapEff|CapBnd|NoNewPrivs)" /proc/self/status',
         'touch /usr/pwned 2>/dev/null && echo usr-writable || echo usr-readonly',
+        'for d in / /etc /dev /opt/ciw; do touch $d/pwned 2>/dev/null && echo $d-writable; done; echo rootfs-checked',
+        'df --output=size -B1M /dev/shm | tail -1 | tr -d " "',
         'echo 1 > /proc/sys/kernel/sysrq 2>/dev/null && echo sysctl-writable || echo sysctl-readonly',
         'ls /sys 2>/dev/null | head -1; echo sys-checked',
         'unshare -U true 2>/dev/null && echo userns-allowed || echo userns-denied',
@@ -155,7 +157,7 @@ describe('attacks from inside a sandbox', () => {
     });
     expect(r.body.stdout).toBe([
       'CapEff:\t0000000000000000', 'CapBnd:\t0000000000000000', 'NoNewPrivs:\t1',
-      'usr-readonly', 'sysctl-readonly', 'sys-checked', 'userns-denied', 'mount-denied', 'su-failed', '1000', '',
+      'usr-readonly', 'rootfs-checked', '64', 'sysctl-readonly', 'sys-checked', 'userns-denied', 'mount-denied', 'su-failed', '1000', '',
     ].join('\n'));
   });
 

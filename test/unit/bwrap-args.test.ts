@@ -32,9 +32,17 @@ describe('bwrapArgs', () => {
     expect(args.some((a) => a.startsWith('/home') || a.startsWith('/root'))).toBe(false);
   });
 
-  it('makes the workspace a size-limited tmpfs', () => {
-    const i = find(args, '--size', '1048576', '--tmpfs', '/workspace');
-    expect(i).toBeGreaterThanOrEqual(0);
+  it('makes every writable place a size-limited tmpfs and the rest read-only', () => {
+    expect(find(args, '--size', '1048576', '--tmpfs', '/workspace')).toBeGreaterThanOrEqual(0);
+    expect(find(args, '--size', '1048576', '--tmpfs', '/tmp')).toBeGreaterThanOrEqual(0);
+    expect(find(args, '--size', '1048576', '--tmpfs', '/dev/shm')).toBeGreaterThanOrEqual(0);
+    expect(find(args, '--remount-ro', '/')).toBeGreaterThan(args.indexOf('/workspace'));
+    expect(find(args, '--remount-ro', '/dev')).toBeGreaterThan(args.indexOf('/dev/shm'));
+    expect(args.filter((a, i) => a === '--tmpfs' && args[i - 2] !== '--size')).toEqual([]);
+  });
+
+  it('forbids nested user namespaces', () => {
+    expect(args).toContain('--disable-userns');
   });
 
   it('clears the environment before setting only the listed variables', () => {

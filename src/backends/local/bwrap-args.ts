@@ -37,6 +37,9 @@ export const ETC_CANDIDATES = [
   'ca-certificates', 'mime.types', 'fonts', 'matplotlibrc', 'nsswitch.conf', 'protocols', 'services',
 ] as const;
 
+/** Size of /dev/shm (POSIX shared memory, multiprocessing semaphores). */
+const SHM_BYTES = 64 * 1024 * 1024;
+
 export function bwrapArgs(input: BwrapInput): string[] {
   const args = [
     '--unshare-user', '--disable-userns', '--uid', String(input.innerUid), '--gid', String(input.innerUid),
@@ -52,10 +55,14 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--ro-bind', input.groupFile, '/etc/group',
     '--proc', '/proc',
     '--dev', '/dev',
+    '--size', String(Math.min(SHM_BYTES, input.workspaceBytes)), '--tmpfs', '/dev/shm',
     '--size', String(input.workspaceBytes), '--tmpfs', '/tmp',
     '--size', String(input.workspaceBytes), '--tmpfs', input.workspace,
     '--ro-bind', input.agentDir, '/opt/ciw',
     ...(input.proxySocket ? ['--ro-bind', input.proxySocket, PROXY_SOCKET] : []),
+    // Every writable place is a size-limited tmpfs: the root and /dev themselves become read-only.
+    '--remount-ro', '/dev',
+    '--remount-ro', '/',
     '--chdir', input.workspace,
     '--clearenv',
   );
