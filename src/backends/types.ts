@@ -17,8 +17,24 @@ export interface CreateSandboxOptions {
 /** One rich value produced by code (a Jupyter-style MIME bundle). */
 export interface RichResult {
   readonly type: 'execute_result' | 'display_data';
+  /** MIME type → content (images base64, only when inline images were asked for). */
   readonly data: Readonly<Record<string, string>>;
+  /** Where an image result was saved in the sandbox (under /workspace/outputs). */
+  readonly path?: string;
 }
+
+/** A file a call created or changed in the workspace. */
+export interface ArtifactFile {
+  /** Absolute path inside the sandbox. */
+  readonly path: string;
+  readonly size: number;
+}
+
+/** Receives output while a call runs (streaming). */
+export type OutputListener = (stream: 'stdout' | 'stderr', text: string) => void;
+
+/** Languages with a stateful interpreter in the sandbox. */
+export type KernelLanguage = 'python' | 'javascript';
 
 /** A failure raised by user code (not a failure of the request). */
 export interface CodeError {
@@ -36,9 +52,22 @@ export interface RunCodeOptions {
   readonly code: string;
   /** Timeout of this call in milliseconds. */
   readonly timeoutMs: number;
+  /** Interpreter to run the code in (default python). */
+  readonly language?: KernelLanguage;
+  /** Put image bytes (base64) into results, besides saving them as files. */
+  readonly inlineImages?: boolean;
+  /** Called with output as it arrives. */
+  readonly onOutput?: OutputListener;
 }
 
-export interface RunCodeResult {
+/** Files a call created or changed (at most 100). */
+interface ArtifactFields {
+  readonly files: readonly ArtifactFile[];
+  /** True when more files changed than were listed. */
+  readonly filesTruncated: boolean;
+}
+
+export interface RunCodeResult extends ArtifactFields {
   readonly stdout: string;
   readonly stderr: string;
   /** stdout and stderr interleaved in arrival order. */
@@ -60,9 +89,11 @@ export interface RunCommandOptions {
   /** Working directory (absolute, or relative to the workspace). */
   readonly cwd?: string;
   readonly env?: Readonly<Record<string, string>>;
+  /** Called with output as it arrives. */
+  readonly onOutput?: OutputListener;
 }
 
-export interface RunCommandResult {
+export interface RunCommandResult extends ArtifactFields {
   readonly stdout: string;
   readonly stderr: string;
   readonly output: string;

@@ -15,7 +15,11 @@ interface Pending {
   resolve(reply: AgentReply): void;
   reject(error: Error): void;
   timer: NodeJS.Timeout;
+  onEvent?: EventListener;
 }
+
+/** Receives the event frames ({"event": "stdout", "data": "..."}) that precede a streamed call's reply. */
+export type EventListener = (event: string, data: string) => void;
 
 const NEWLINE = 0x0a;
 
@@ -64,8 +68,8 @@ export class AgentConnection {
    * Sends one request and waits for its reply. `deadlineMs` bounds the wait: past it the agent is
    * considered hung and `onFatal` kills the sandbox.
    */
-  request(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number): Promise<AgentReply> {
-    const run = () => this.send(header, blob, deadlineMs);
+  request(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener): Promise<AgentReply> {
+    const run = () => this.send(header, blob, deadlineMs, onEvent);
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
     return result;
@@ -83,14 +87,14 @@ export class AgentConnection {
     }
   }
 
-  private send(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number): Promise<AgentReply> {
+  private send(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener): Promise<AgentReply> {
     if (this.closedReason) return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LOST, this.closedReason));
     return new Promise<AgentReply>((resolve, reject) => {
       const id = this.nextId++;
       const timer = setTimeout(() => {
         this.onFatal(`the sandbox agent did not answer within ${Math.round(deadlineMs / 1000)} s and was killed`);
       }, deadlineMs);
-      this.pending = { resolve, reject, timer };
+      this.pending = { resolve, reject, timer, onEvent };
       const frame = { ...header, id, ...(blob && blob.length > 0 ? { blob: blob.length } : {}) };
       const line = Buffer.from(JSON.stringify(frame) + '\n', 'utf8');
       const stdin = this.child.stdin!;
@@ -157,6 +161,10 @@ export class AgentConnection {
     const p = this.pending;
     if (!p) {
       this.violation('a frame nobody asked for');
+      return;
+    }
+    if (typeof header.event === 'string') {
+      p.onEvent?.(header.event, String(header.data ?? ''));
       return;
     }
     this.pending = null;

@@ -32,8 +32,8 @@ function killAll(pids: readonly number[]): void {
   }
 }
 
-/** The agent ships with the package: src/agent/agent.py, found from both src/ and dist/. */
-export const AGENT_SOURCE = fileURLToPath(new URL('../../../src/agent/agent.py', import.meta.url));
+/** The agent ships with the package: src/agent/, found from both src/ and dist/. */
+export const AGENT_SOURCE = fileURLToPath(new URL('../../../src/agent/', import.meta.url));
 
 const WORKSPACE = '/workspace';
 const READY_TIMEOUT_MS = 15_000;

@@ -4,7 +4,7 @@ import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
 import type {
-  CodeError, DirectoryListing, FileEntry, RichResult, RunCodeOptions, RunCodeResult, RunCommandOptions,
+  ArtifactFile, CodeError, DirectoryListing, OutputListener, FileEntry, RichResult, RunCodeOptions, RunCodeResult, RunCommandOptions,
   RunCommandResult, Sandbox, SandboxFiles,
 } from '../types.js';
 
@@ -128,9 +128,13 @@ export class LocalSandbox implements Sandbox {
 
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
     const { header: h } = await this.connection.request(
-      { op: 'exec', code: options.code, timeout_ms: options.timeoutMs },
+      {
+        op: 'exec', code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python',
+        inline_images: options.inlineImages === true, stream: options.onOutput !== undefined,
+      },
       null,
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
+      streamTo(options.onOutput),
     );
     const error = toCodeError(h.error);
     const limit = this.limitHit();
@@ -144,14 +148,19 @@ export class LocalSandbox implements Sandbox {
       timedOut: h.timed_out === true,
       statePreserved: h.state_preserved !== false,
       durationMs: Number(h.duration_ms),
+      ...toArtifacts(h),
     };
   }
 
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
     const { header: h } = await this.connection.request(
-      { op: 'shell', command: options.command, timeout_ms: options.timeoutMs, cwd: options.cwd, env: options.env },
+      {
+        op: 'shell', command: options.command, timeout_ms: options.timeoutMs, cwd: options.cwd, env: options.env,
+        stream: options.onOutput !== undefined,
+      },
       null,
       options.timeoutMs + AGENT_SLACK_MS,
+      streamTo(options.onOutput),
     );
     return {
       stdout: String(h.stdout),
@@ -162,6 +171,7 @@ export class LocalSandbox implements Sandbox {
       error: this.limitHit() ?? toCodeError(h.error),
       timedOut: h.timed_out === true,
       durationMs: Number(h.duration_ms),
+      ...toArtifacts(h),
     };
   }
 
@@ -204,8 +214,24 @@ function toResults(v: unknown): RichResult[] {
   return v.flatMap((r): RichResult[] => {
     if (typeof r !== 'object' || r === null || typeof r.data !== 'object' || r.data === null) return [];
     const data = Object.fromEntries(Object.entries(r.data as Record<string, unknown>).map(([k, x]) => [k, String(x)]));
-    return [{ type: r.type === 'display_data' ? 'display_data' : 'execute_result', data }];
+    const type = r.type === 'display_data' ? 'display_data' : 'execute_result';
+    return [typeof r.path === 'string' ? { type, data, path: r.path } : { type, data }];
   });
+}
+
+function toArtifacts(h: Record<string, unknown>): { files: ArtifactFile[]; filesTruncated: boolean } {
+  const files = Array.isArray(h.files) ? h.files : [];
+  return {
+    files: files.filter((f) => typeof f?.path === 'string').map((f) => ({ path: String(f.path), size: Number(f.size) || 0 })),
+    filesTruncated: h.files_truncated === true,
+  };
+}
+
+function streamTo(listener: OutputListener | undefined) {
+  if (!listener) return undefined;
+  return (event: string, data: string) => {
+    if (event === 'stdout' || event === 'stderr') listener(event, data);
+  };
 }
 
 function toEntry(h: Record<string, unknown>): FileEntry {

@@ -48,7 +48,7 @@ function claim(root: string): void {
  * Claims and prepares `root`; kills leftover sandbox processes (uids [uidBase, uidBase + uidCount)) when
  * running as root. Returns what the bubblewrap arguments need to know about this host.
  */
-export function prepareRuntimeDir(root: string, agentSource: string, uids: { base: number; count: number } | null, log: (m: string) => void): HostLayout {
+export function prepareRuntimeDir(root: string, agentSource: string /* the agent's source directory */, uids: { base: number; count: number } | null, log: (m: string) => void): HostLayout {
   mkdirSync(root, { recursive: true });
   claim(root);
   if (uids) {
@@ -65,12 +65,17 @@ export function prepareRuntimeDir(root: string, agentSource: string, uids: { bas
     }
   }
   for (const dir of ['net', 'unsandboxed']) rmSync(join(root, dir), { recursive: true, force: true });
-  for (const dir of ['agent', 'net']) mkdirSync(join(root, dir), { recursive: true });
+  mkdirSync(join(root, 'net'), { recursive: true });
   chmodSync(root, 0o711);
   chmodSync(join(root, 'net'), 0o711);
+  rmSync(join(root, 'agent'), { recursive: true, force: true });
+  mkdirSync(join(root, 'agent'), { mode: 0o755 });
   chmodSync(join(root, 'agent'), 0o755);
-  copyFileSync(agentSource, join(root, 'agent', 'agent.py'));
-  chmodSync(join(root, 'agent', 'agent.py'), 0o644);
+  for (const name of readdirSync(agentSource)) {
+    if (!/\.(py|mjs)$/.test(name)) continue;
+    copyFileSync(join(agentSource, name), join(root, 'agent', name));
+    chmodSync(join(root, 'agent', name), 0o644);
+  }
   writeFileSync(join(root, 'passwd'),
     `sandbox:x:${INNER_UID}:${INNER_UID}:sandbox:/workspace:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
     { mode: 0o644 });

@@ -6,7 +6,8 @@
 import { posix } from 'node:path';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type {
-  BackendStatus, CreateSandboxOptions, FileEntry, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend,
+  BackendStatus, CreateSandboxOptions, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox,
+  SandboxBackend,
 } from '../types.js';
 import { runMiniPython } from './mini-python.js';
 
@@ -63,16 +64,20 @@ class MemorySandbox implements Sandbox {
     return false;
   }
 
-  async runCode(options: { code: string }): Promise<RunCodeResult> {
+  async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
     this.alive();
+    if (options.language && options.language !== 'python') {
+      throw new ServiceError(ErrorCode.UNSUPPORTED_LANGUAGE, 'the memory backend only runs its mini-Python');
+    }
     const r = runMiniPython(options.code, this.ns, ++this.cell);
+    if (r.stdout) options.onOutput?.('stdout', r.stdout);
     return {
       stdout: r.stdout, stderr: '', output: r.stdout, outputTruncated: false, results: r.results, error: r.error,
-      timedOut: false, statePreserved: true, durationMs: 0,
+      timedOut: false, statePreserved: true, durationMs: 0, files: [], filesTruncated: false,
     };
   }
 
-  async runCommand(options: { command: string }): Promise<RunCommandResult> {
+  async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
     this.alive();
     let stdout = '';
     let exitCode = 0;
@@ -80,7 +85,7 @@ class MemorySandbox implements Sandbox {
       const m = /^(echo|exit)\b\s*(.*)$/.exec(part.trim());
       if (!m) {
         const name = part.trim().split(/\s+/)[0];
-        return this.commandResult(stdout, `bash: ${name}: command not found\n`, 127);
+        return this.commandResult(stdout, `bash: ${name}: command not found\n`, 127, options);
       }
       if (m[1] === 'exit') {
         exitCode = Number(m[2] || 0);
@@ -88,12 +93,17 @@ class MemorySandbox implements Sandbox {
       }
       stdout += m[2].replace(/^(['"])(.*)\1$/, '$2') + '\n';
     }
-    return this.commandResult(stdout, '', exitCode);
+    return this.commandResult(stdout, '', exitCode, options);
   }
 
-  private commandResult(stdout: string, stderr: string, exitCode: number): RunCommandResult {
+  private commandResult(stdout: string, stderr: string, exitCode: number, options: RunCommandOptions): RunCommandResult {
+    if (stdout) options.onOutput?.('stdout', stdout);
+    if (stderr) options.onOutput?.('stderr', stderr);
     const error = exitCode === 0 ? null : { name: 'CommandFailed', value: `exit code ${exitCode}`, traceback: '' };
-    return { stdout, stderr, output: stdout + stderr, outputTruncated: false, exitCode, error, timedOut: false, durationMs: 0 };
+    return {
+      stdout, stderr, output: stdout + stderr, outputTruncated: false, exitCode, error, timedOut: false, durationMs: 0,
+      files: [], filesTruncated: false,
+    };
   }
 
   readonly files = {

@@ -1,0 +1,137 @@
+"""File operations, done inside the sandbox so that no path or planted symlink leads outside /workspace."""
+import errno
+import os
+import stat
+
+from ciw_common import WORKSPACE, AgentError
+
+def resolve(path, must_exist=True):
+    """Map a user path to a real path inside the workspace; refuse anything that lands outside."""
+    if not isinstance(path, str) or path == "" or "\0" in path:
+        raise AgentError("BAD_PATH", "path must be a non-empty string without NUL bytes")
+    full = os.path.normpath(os.path.join(WORKSPACE, path))
+    real = os.path.realpath(full)
+    root = os.path.realpath(WORKSPACE)
+    if real != root and not real.startswith(root + os.sep):
+        raise AgentError("PATH_OUTSIDE_WORKSPACE",
+                         "path %r resolves outside the workspace %s" % (path[:200], WORKSPACE))
+    if must_exist and not os.path.lexists(real):
+        raise AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % full)
+    return real
+
+
+def _os_error(exc, path):
+    if exc.errno == errno.ENOSPC or exc.errno == errno.EDQUOT:
+        return AgentError("DISK_QUOTA_EXCEEDED", "the sandbox workspace is full while writing %s" % path)
+    if exc.errno == errno.EISDIR:
+        return AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % path)
+    if exc.errno == errno.ENOENT:
+        return AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % path)
+    if exc.errno == errno.ENOTDIR:
+        return AgentError("NOT_A_DIRECTORY", "a component of %s is not a directory" % path)
+    if exc.errno == errno.ENAMETOOLONG:
+        return AgentError("BAD_PATH", "the path or one of its names is too long: %s" % path[:200])
+    if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
+        return AgentError("PATH_OUTSIDE_WORKSPACE", "%s cannot be accessed (%s)" % (path, exc.strerror))
+    return AgentError("FILE_IO_FAILED", "%s: %s" % (path[:500], exc.strerror))
+
+
+def write_file(path, data, append=False):
+    real = resolve(path, must_exist=False)
+    if os.path.isdir(real):
+        raise AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % real)
+    try:
+        os.makedirs(os.path.dirname(real), exist_ok=True)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+        fd = os.open(real, flags, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    except OSError as exc:
+        raise _os_error(exc, real)
+    return {"path": real, "size": os.stat(real).st_size}
+
+
+def read_file(path, max_bytes):
+    real = resolve(path)
+    try:
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(f.fileno())
+            if stat.S_ISDIR(st.st_mode):
+                raise AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % real)
+            if not stat.S_ISREG(st.st_mode):
+                raise AgentError("NOT_A_REGULAR_FILE", "%s is not a regular file" % real)
+            if st.st_size > max_bytes:
+                raise AgentError("FILE_TOO_LARGE", "%s is %d bytes, more than the %d-byte limit"
+                                 % (real, st.st_size, max_bytes))
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        raise _os_error(exc, real)
+    if len(data) > max_bytes:
+        raise AgentError("FILE_TOO_LARGE", "%s is larger than the %d-byte limit" % (real, max_bytes))
+    return real, data
+
+
+def _entry(real, name):
+    st = os.lstat(real)
+    kind = "directory" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) \
+        else "file" if stat.S_ISREG(st.st_mode) else "other"
+    return {"name": name, "path": real, "type": kind, "size": st.st_size, "modified_ms": int(st.st_mtime * 1000)}
+
+
+def stat_path(path):
+    real = resolve(path)
+    return _entry(real, os.path.basename(real))
+
+
+def list_dir(path, recursive, limit):
+    real = resolve(path)
+    if not os.path.isdir(real):
+        raise AgentError("NOT_A_DIRECTORY", "%s is not a directory" % real)
+    entries = []
+    truncated = False
+    for dirpath, dirnames, filenames in os.walk(real):
+        dirnames.sort()
+        for name in dirnames + sorted(filenames):
+            if len(entries) >= limit:
+                truncated = True
+                break
+            entries.append(_entry(os.path.join(dirpath, name), name))
+        if truncated or not recursive:
+            break
+    return {"path": real, "entries": entries, "truncated": truncated}
+
+
+SNAPSHOT_LIMIT = 20000
+ARTIFACTS_LIMIT = 100
+
+
+def snapshot():
+    """{path: (mtime_ns, size)} of the workspace's regular files, skipping hidden and cache directories
+    (pip's ~/.local, __pycache__…), at most SNAPSHOT_LIMIT files."""
+    files = {}
+    stack = [WORKSPACE]
+    while stack and len(files) < SNAPSHOT_LIMIT:
+        try:
+            entries = os.scandir(stack.pop())
+        except OSError:
+            continue
+        with entries:
+            for e in entries:
+                if e.name.startswith(".") or e.name == "__pycache__":
+                    continue
+                try:
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append(e.path)
+                    elif e.is_file(follow_symlinks=False):
+                        st = e.stat(follow_symlinks=False)
+                        files[e.path] = (st.st_mtime_ns, st.st_size)
+                except OSError:
+                    continue
+    return files
+
+
+def changed_files(before, after):
+    """Files created or modified between two snapshots, as [{path, size}], and whether the list was cut."""
+    changed = sorted(p for p, sig in after.items() if before.get(p) != sig)
+    return [{"path": p, "size": after[p][1]} for p in changed[:ARTIFACTS_LIMIT]], len(changed) > ARTIFACTS_LIMIT

@@ -1,0 +1,183 @@
+"""The Python kernel: keeps the user's namespace between calls (agent.py --kernel).
+
+It reads requests on one inherited fd and answers on another; user code's stdout/stderr (fd 1/2) are pipes
+the supervisor reads, so output of child processes (os.system) is captured too.
+"""
+import ast
+import errno
+import json
+import linecache
+import os
+import resource
+import signal
+import sys
+import traceback
+
+from ciw_common import AGENT_DIR, WORKSPACE, LineReader
+import ciw_rich
+
+class CpuTimeLimitExceeded(BaseException):
+    """Raised in user code when the call used up its CPU-time budget (a BaseException, like
+    KeyboardInterrupt, so that `except Exception` in user code does not swallow it)."""
+
+
+class _Interrupts:
+    """SIGINT / SIGXCPU raise only while user code runs, never inside the protocol loop."""
+
+    in_user_code = False
+
+    @classmethod
+    def handler(cls, _signum, _frame):
+        if cls.in_user_code:
+            raise KeyboardInterrupt
+
+    @classmethod
+    def cpu_handler(cls, _signum, _frame):
+        if cls.in_user_code:
+            raise CpuTimeLimitExceeded("the call used up its CPU-time limit")
+
+
+def _cpu_used():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _limit_cpu(seconds):
+    """Soft RLIMIT_CPU at what this process has used so far plus `seconds` (None lifts it)."""
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+    soft = hard if seconds is None else int(_cpu_used() + seconds) + 1
+    if hard != resource.RLIM_INFINITY:
+        soft = min(soft, hard)
+    try:
+        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+    except (ValueError, OSError):
+        pass
+
+
+def _error_of(exc):
+    """The user-visible error of an exception, naming the sandbox limit when one was hit."""
+    name, value = type(exc).__name__, str(exc)
+    if isinstance(exc, MemoryError):
+        name, value = "MemoryLimitExceeded", "out of memory: the sandbox's memory limit was reached (%s)" % (
+            value or "MemoryError")
+    elif isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        name, value = "DiskQuotaExceeded", "the sandbox's disk space is used up: %s" % value
+    elif isinstance(exc, CpuTimeLimitExceeded):
+        name = "CpuTimeLimitExceeded"
+    return {"name": name, "value": value, "traceback": _user_traceback(exc)}
+
+
+def _user_traceback(exc):
+    """Format `exc` without the agent's own frames, so the user sees only their cells' lines."""
+    root = traceback.TracebackException(type(exc), exc, exc.__traceback__)
+    te, seen = root, set()
+    while te is not None and id(te) not in seen:
+        seen.add(id(te))
+        frames = [f for f in te.stack if not f.filename.startswith(AGENT_DIR + os.sep)]
+        while frames and frames[0].filename == ast.__file__:
+            frames.pop(0)
+        te.stack = traceback.StackSummary.from_list(frames)
+        te = te.__cause__ or te.__context__
+    return "".join(root.format())
+
+
+_current = None  # the Cell being run, for display() and plt.show()
+
+
+def on_show():
+    """plt.show(): the figures shown so far become results now, in order with display() calls."""
+    if _current is not None:
+        ciw_rich.capture_figures(_current)
+
+
+def display(*values):
+    """Shows values as rich results of the current call, as IPython's display() does."""
+    if _current is not None:
+        for value in values:
+            ciw_rich.add_result("display_data", value, _current, _safe_repr)
+
+
+def _run_cell(ns, code, cell, cpu_limit_s):
+    global _current
+    filename = "<cell-%d>" % cell.number
+    linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
+    error = None
+    _current = cell
+    try:
+        tree = ast.parse(code, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        if cpu_limit_s:
+            _limit_cpu(cpu_limit_s)
+        _Interrupts.in_user_code = True
+        try:
+            exec(compile(tree, filename, "exec"), ns)
+            if last is not None:
+                value = eval(compile(last, filename, "eval"), ns)
+                if value is not None:
+                    ns["_"] = value
+                    ciw_rich.add_result("execute_result", value, cell, _safe_repr)
+        finally:
+            _Interrupts.in_user_code = False
+    except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
+        _Interrupts.in_user_code = False
+        error = _error_of(exc)
+    finally:
+        if cpu_limit_s:
+            _limit_cpu(None)
+    try:
+        ciw_rich.capture_figures(cell)
+    except Exception as exc:  # noqa: BLE001 - never lose the call's result over a figure
+        cell.results.append({"type": "display_data", "data": {"text/plain": "<figures could not be saved: %s>" % exc}})
+    _current = None
+    return cell.results, error
+
+
+def _safe_repr(value):
+    try:
+        return repr(value)
+    except BaseException as exc:  # noqa: BLE001 - a broken __repr__ must not kill the kernel
+        return "<unrepresentable %s: %s>" % (type(value).__name__, exc)
+
+
+def kernel_main(request_fd, reply_fd):
+    signal.signal(signal.SIGINT, _Interrupts.handler)
+    signal.signal(signal.SIGXCPU, _Interrupts.cpu_handler)
+    cpu_limit_s = float(os.environ.pop("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
+    requests = os.fdopen(request_fd, "rb", buffering=0)
+    replies = os.fdopen(reply_fd, "wb", buffering=0)
+    # Line-buffered, as on a terminal, so prints and child processes' output keep their order.
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stdin = open(os.devnull, "r")
+    os.chdir(WORKSPACE)
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    # Figures render with Agg and plt.show() reports them; child Python processes can load the backend too.
+    os.environ["MPLBACKEND"] = "module://ciw_mpl_backend"
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [AGENT_DIR, os.environ.get("PYTHONPATH")]))
+    ns = {"__name__": "__main__", "__builtins__": __builtins__, "display": display}
+    reader = LineReader(requests)
+    replies.write(b'{"ready":true}\n')
+    cell_no = 0
+    while True:
+        try:
+            line = reader.readline()
+            if not line:
+                return
+            req = json.loads(line)
+            cell_no += 1
+            cell = ciw_rich.Cell(cell_no, bool(req.get("inline_images")))
+            results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
+            for stream in (sys.stdout, sys.stderr):
+                try:
+                    stream.flush()
+                except BaseException:  # noqa: BLE001 - user may have closed or replaced the stream
+                    pass
+            reply = json.dumps({"results": results, "error": error}, ensure_ascii=False)
+            replies.write(reply.encode("utf-8", "backslashreplace") + b"\n")
+        except KeyboardInterrupt:
+            continue
+
+

@@ -1,0 +1,150 @@
+"""The supervisor: speaks the wire protocol with the service on stdin/stdout and dispatches requests."""
+import codecs
+import json
+import os
+import resource
+import shutil
+import signal
+import time
+
+from ciw_common import WORKSPACE, AgentError, LineReader
+from ciw_files import changed_files, list_dir, read_file, snapshot, stat_path, write_file
+from ciw_process import Capture, Kernel, js_kernel_argv, python_kernel_argv, run_shell
+from ciw_relay import Relay
+
+
+def _make_undumpable():
+    """PR_SET_DUMPABLE 0: code running as the same uid in this sandbox can then neither ptrace the
+    supervisor nor open /proc/<pid>/fd/* to write forged frames on the service's pipe."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
+def apply_rlimits(limits):
+    """Limits every process of the sandbox inherits: no core dumps, and whatever the service asks for
+    (address-space data, process count) — the fallback where cgroups are not available."""
+    names = {"core": resource.RLIMIT_CORE, "data": resource.RLIMIT_DATA, "nproc": resource.RLIMIT_NPROC}
+    for key, value in dict({"core": 0}, **limits).items():
+        if key in names and value is not None:
+            resource.setrlimit(names[key], (int(value), int(value)))
+
+
+class Supervisor:
+    def __init__(self, out):
+        self.out = out
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_") or k == "CIW_WORKSPACE"}
+        self.max_output = int(os.environ.get("CIW_MAX_OUTPUT_BYTES", "1048576"))
+        self.grace_s = float(os.environ.get("CIW_INTERRUPT_GRACE_MS", "2000")) / 1000
+        self.cpu_limit_s = float(os.environ.get("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
+        self.relay = None
+        if os.environ.get("CIW_PROXY_SOCKET"):
+            self.relay = Relay(os.environ["CIW_PROXY_SOCKET"], int(os.environ.get("CIW_PROXY_PORT", "3128")))
+        self.kernels = {
+            "python": Kernel("Python", python_kernel_argv, self.env, self.cpu_limit_s),
+            # Node starts on the first JavaScript call: most sandboxes never need it.
+            "javascript": Kernel("JavaScript", js_kernel_argv, self.env, self.cpu_limit_s, start=False),
+        }
+        self.files = snapshot()
+
+    def send(self, header, blob=b""):
+        if blob:
+            header["blob"] = len(blob)
+        self.out.write(json.dumps(header, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n" + blob)
+
+    def capture(self, req):
+        """An output capture for a call; with "stream", each chunk is also sent at once as an event frame."""
+        capture = Capture(int(req.get("max_output_bytes") or self.max_output))
+        if req.get("stream"):
+            decoders = {1: codecs.getincrementaldecoder("utf-8")("replace"), 2: codecs.getincrementaldecoder("utf-8")("replace")}
+            names = {1: "stdout", 2: "stderr"}
+
+            def on_chunk(stream, data):
+                text = decoders[stream].decode(data)
+                if text:
+                    self.send({"id": req.get("id"), "event": names[stream], "data": text})
+            capture.on_chunk = on_chunk
+        return capture
+
+    def finish(self, res, capture):
+        """Adds output and the artifacts (files created or changed by the call) to a result."""
+        res["stdout"], res["stderr"], res["output"] = capture.texts()
+        res["output_truncated"] = capture.truncated
+        after = snapshot()
+        res["files"], res["files_truncated"] = changed_files(self.files, after)
+        self.files = after
+        return res
+
+    def handle(self, req, blob):
+        op = req["op"]
+        if op == "exec":
+            language = req.get("language") or "python"
+            kernel = self.kernels.get(language)
+            if kernel is None:
+                raise AgentError("UNSUPPORTED_LANGUAGE", "no kernel for language %r" % language)
+            if language == "javascript" and shutil.which("node", path=self.env.get("PATH")) is None:
+                raise AgentError("UNSUPPORTED_LANGUAGE", "JavaScript needs Node.js under /usr on the host (e.g. /usr/bin/node); "
+                                 "it is not installed there")
+            capture = self.capture(req)
+            res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"))
+            return self.finish(res, capture), b""
+        if op == "shell":
+            capture = self.capture(req)
+            shell_env = dict(self.env)
+            shell_env.update(req.get("env") or {})
+            cwd = req.get("cwd") or WORKSPACE
+            cwd = cwd if os.path.isabs(cwd) else os.path.join(WORKSPACE, cwd)
+            res = run_shell(req["command"], req["timeout_ms"] / 1000, cwd, shell_env, capture, self.cpu_limit_s)
+            return self.finish(res, capture), b""
+        if op == "write":
+            written = write_file(req["path"], blob, bool(req.get("append")))
+            # A file put in by the client is not an artifact of the next call.
+            st = os.stat(written["path"])
+            self.files[written["path"]] = (st.st_mtime_ns, st.st_size)
+            return written, b""
+        if op == "read":
+            real, data = read_file(req["path"], int(req["max_bytes"]))
+            return {"path": real, "size": len(data)}, data
+        if op == "stat":
+            return stat_path(req["path"]), b""
+        if op == "list":
+            return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
+        raise AgentError("UNKNOWN_OP", "unknown operation %r" % op)
+
+    def serve(self, stdin):
+        self.send({"ready": True, "pid": os.getpid(), "kernel_pid": self.kernels["python"].proc.pid})
+        while True:
+            line = stdin.readline()
+            if not line:
+                for kernel in self.kernels.values():
+                    kernel.stop()
+                return
+            req = json.loads(line)
+            blob = stdin.read_exact(req["blob"]) if req.get("blob") else b""
+            rid = req.get("id")
+            started = time.monotonic()
+            if self.relay is not None and req.get("op") in ("exec", "shell"):
+                self.relay.ensure()
+            try:
+                reply, reply_blob = self.handle(req, blob)
+                reply.update({"id": rid, "ok": True})
+            except AgentError as exc:
+                reply, reply_blob = {"id": rid, "ok": False, "code": exc.code, "message": exc.message}, b""
+            except Exception as exc:  # noqa: BLE001 - report, never die
+                reply, reply_blob = {"id": rid, "ok": False, "code": "AGENT_FAILURE",
+                                     "message": "%s: %s" % (type(exc).__name__, exc)}, b""
+            reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
+            self.send(reply, reply_blob)
+
+
+def supervisor_main():
+    _make_undumpable()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    os.makedirs(WORKSPACE, exist_ok=True)
+    os.chdir(WORKSPACE)
+    apply_rlimits(json.loads(os.environ.get("CIW_RLIMITS", "{}")))
+    supervisor = Supervisor(os.fdopen(1, "wb", buffering=0))
+    supervisor.serve(LineReader(os.fdopen(0, "rb", buffering=0)))
