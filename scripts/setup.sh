@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the service needs on Debian/Ubuntu and builds it. Idempotent: safe to run again.
-#   - Debian packages: bubblewrap (the sandbox), python3 (runs inside sandboxes), procps (ps inside
-#     sandboxes), curl (the README examples and their test)
+#   - Debian packages: bubblewrap (the sandbox), python3 (runs inside sandboxes) with numpy, pandas,
+#     matplotlib, jinja2, requests, httpx and tabulate, procps (ps inside sandboxes), curl (the README
+#     examples and their test)
 #   - npm packages from package-lock.json, then the TypeScript build (dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,11 @@ command -v bwrap >/dev/null 2>&1 || packages+=(bubblewrap)
 [ -x /usr/bin/python3 ] || packages+=(python3)
 command -v ps >/dev/null 2>&1 || packages+=(procps)
 command -v curl >/dev/null 2>&1 || packages+=(curl ca-certificates)
+# The Python inside sandboxes is the host's /usr/bin/python3: the data stack and what Dify's templates import.
+for module in numpy:python3-numpy pandas:python3-pandas matplotlib:python3-matplotlib jinja2:python3-jinja2 \
+              requests:python3-requests httpx:python3-httpx tabulate:python3-tabulate; do
+  /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null || packages+=("${module##*:}")
+done
 if [ "${#packages[@]}" -gt 0 ]; then
   SUDO=""
   if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi

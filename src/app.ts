@@ -93,7 +93,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   await app.register(authPlugin, { apiKeys: config.apiKeys });
   await app.register(healthRoutes, { service });
   await app.register(sandboxRoutes, { service });
-  await app.register(executionRoutes, { service });
+  await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
   return app;
 }

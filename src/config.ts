@@ -25,6 +25,11 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: 'Absolute base URL for `download_url` (e.g. http://ciw:8000). Default: taken from the request\'s Host header.',
   }),
+  URL_SIGNING_KEY: Type.String({
+    default: '',
+    description: 'Secret for signing file URLs (download_url, artifact urls). Default: random at each start, so links die with a restart.',
+  }),
+  FILE_URL_TTL_S: Type.Number({ default: 3600, minimum: 1, description: 'How long signed file URLs stay valid, in seconds.' }),
   SANDBOX_BACKEND: Type.Union([Type.Literal('local'), Type.Literal('memory')], {
     default: 'local',
     description: '`local` (bubblewrap sandboxes on this machine) or `memory` (a test double that runs no real code).',
@@ -59,6 +64,10 @@ export const ConfigSchema = Type.Object({
   OUTBOUND_ALLOW_HOSTS: Type.String({
     default: '',
     description: 'Comma-separated host names reachable whatever they resolve to (`*.example.com` for subdomains), e.g. Dify\'s internal file host `api`.',
+  }),
+  SANDBOX_EXTRA_PYTHONPATH: Type.String({
+    default: '',
+    description: 'Colon-separated host directories of extra Python packages (e.g. made with `pip install --target`), mounted read-only in every sandbox and put on its PYTHONPATH.',
   }),
   SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Python interpreter used inside sandboxes (must live under /usr).' }),
   SANDBOX_ROOT: Type.String({ default: '/tmp/code-interpreter-wrapper', description: 'Host directory for the agent copy and per-sandbox runtime files.' }),

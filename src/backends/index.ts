@@ -21,6 +21,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
         cgroups: config.SANDBOX_CGROUPS,
         outbound: config.outbound,
+        extraPythonPaths: config.SANDBOX_EXTRA_PYTHONPATH.split(':').map((d) => d.trim()).filter(Boolean),
         limits: {
           memoryBytes: config.SANDBOX_MEMORY_BYTES,
           maxProcesses: config.SANDBOX_MAX_PROCESSES,

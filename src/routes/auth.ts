@@ -13,6 +13,10 @@ declare module 'fastify' {
     /** Owner of the sandboxes this request may touch (a digest of its API key). */
     owner: string;
   }
+  interface FastifyInstance {
+    /** Checks the request's API key and sets req.owner; throws 401. For public routes that need it sometimes. */
+    authenticate(req: FastifyRequest): void;
+  }
   interface FastifyContextConfig {
     /** Routes that need no API key (health, docs). */
     public?: boolean;
@@ -35,12 +39,11 @@ function presentedKey(req: FastifyRequest): string | null {
 export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: readonly string[] }) => {
   const keys = opts.apiKeys.map((k) => ({ digest: digest(k), owner: `key:${digest(k).toString('hex').slice(0, 16)}` }));
   app.decorateRequest('owner', '');
-  app.addHook('onRequest', async (req) => {
+  const authenticate = (req: FastifyRequest): void => {
     if (keys.length === 0) {
       req.owner = 'anonymous';
       return;
     }
-    if (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs')) return;
     const key = presentedKey(req);
     if (key !== null) {
       const d = digest(key);
@@ -55,5 +58,10 @@ export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: reado
       key === null
         ? 'missing API key: send "Authorization: Bearer <key>" or "X-API-Key: <key>"'
         : 'invalid API key', { headers: { 'www-authenticate': 'Bearer' } });
+  };
+  app.decorate('authenticate', authenticate);
+  app.addHook('onRequest', async (req) => {
+    if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) return;
+    authenticate(req);
   });
 }, { name: 'ciw-auth' });

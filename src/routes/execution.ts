@@ -1,43 +1,46 @@
 /** Running code and commands. A failure of the user's code is HTTP 200 with the failure in the body. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { Config } from '../config.js';
 import { ErrorResponse } from '../schemas/common.js';
 import { ExecuteCommandBody, ExecuteCommandResponse, RunCodeBody, RunCodeResponse } from '../schemas/execution.js';
 import type { SandboxService } from '../service/sandbox-service.js';
-import type { RunCodeResult, RunCommandResult } from '../backends/types.js';
-import { refOf } from './wire.js';
+import type { OutputListener } from '../backends/types.js';
+import { baseUrl, refOf } from './wire.js';
+import { commandToWire, linker, runCodeToWire } from './responses.js';
+import { streamFormat, streamReply, type Emit } from './streaming.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
+const STREAM_NOTE = ' With `stream` (true / "ndjson" / "sse", or `Accept: text/event-stream`) the answer is a stream of '
+  + 'stdout/stderr events, then result and file events, then `end` carrying this same object.';
 
-export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
+const toEmit = (emit: Emit): OutputListener => (stream, text) => emit(stream, { data: text });
+
+export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   app.post('/run_code', {
     schema: {
       operationId: 'runCode',
       tags: ['execution'],
       summary: 'Run code in a sandbox',
-      description: 'Runs Python (stateful: variables, imports and functions survive between calls) or a shell command line. '
-        + 'Errors in the code, timeouts and non-zero exits are reported in the body with HTTP 200.',
+      description: 'Runs Python or JavaScript (stateful: variables, imports and functions survive between calls) or a shell '
+        + 'command line. Errors in the code, timeouts and limits are reported in the body with HTTP 200. Figures and other '
+        + 'files the code creates come back in `files` with signed URLs, and `markdown` shows it all in a chat.' + STREAM_NOTE,
       body: RunCodeBody,
       response: { 200: RunCodeResponse, ...errors },
     },
-  }, async (req) => {
-    const { code, language, timeout } = req.body;
-    const { record, result, runtime } = await service.runCode(req.owner, refOf(req.body), { code, language, timeoutS: timeout });
-    if (runtime === 'shell') {
-      const r = result as RunCommandResult;
-      return {
-        sandbox_id: record.id, output: r.output, stdout: r.stdout, stderr: r.stderr, error: r.error, results: [],
-        exit_code: r.exitCode, timed_out: r.timedOut, state_preserved: true, output_truncated: r.outputTruncated, duration_ms: r.durationMs,
-      };
+  }, async (req, reply) => {
+    const { code, language, timeout, inline_images: inlineImages } = req.body;
+    const base = baseUrl(config, req);
+    const format = streamFormat(req, req.body.stream);
+    if (format) {
+      // Problems with the request itself (unknown sandbox, bad timeout) are still plain 4xx answers.
+      const record = await service.resolve(req.owner, refOf(req.body));
+      return streamReply(req, reply, format, async (emit) => {
+        const outcome = await service.runCode(req.owner, { sandboxId: record.id }, { code, language, timeoutS: timeout, inlineImages, onOutput: toEmit(emit) });
+        return runCodeToWire(outcome, linker(service, base, record.id, record.sandbox.workspace));
+      });
     }
-    const r = result as RunCodeResult;
-    const shown = r.results.find((x) => x.type === 'execute_result')?.data['text/plain'];
-    const output = shown === undefined ? r.output : `${r.output}${r.output && !r.output.endsWith('\n') ? '\n' : ''}${shown}\n`;
-    return {
-      sandbox_id: record.id,
-      output: r.error ? `${output}${output && !output.endsWith('\n') ? '\n' : ''}${r.error.traceback || `${r.error.name}: ${r.error.value}\n`}` : output,
-      stdout: r.stdout, stderr: r.stderr, error: r.error, results: [...r.results], exit_code: null,
-      timed_out: r.timedOut, state_preserved: r.statePreserved, output_truncated: r.outputTruncated, duration_ms: r.durationMs,
-    };
+    const outcome = await service.runCode(req.owner, refOf(req.body), { code, language, timeoutS: timeout, inlineImages });
+    return runCodeToWire(outcome, linker(service, base, outcome.record.id, outcome.record.sandbox.workspace));
   });
 
   app.post('/execute_command', {
@@ -45,16 +48,23 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
       operationId: 'executeCommand',
       tags: ['execution'],
       summary: 'Run a shell command in a sandbox',
-      description: 'Runs the command line with bash -c in the workspace, sharing files with Python. A non-zero exit or a timeout is HTTP 200 with exit_code / timed_out.',
+      description: 'Runs the command line with bash -c in the workspace, sharing files with Python. A non-zero exit, a timeout '
+        + 'or a limit is HTTP 200 with exit_code / timed_out / error.' + STREAM_NOTE,
       body: ExecuteCommandBody,
       response: { 200: ExecuteCommandResponse, ...errors },
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const { command, timeout, cwd, env } = req.body;
-    const { record, result: r } = await service.runCommand(req.owner, refOf(req.body), { command, timeoutS: timeout, cwd, env });
-    return {
-      sandbox_id: record.id, output: r.output, stdout: r.stdout, stderr: r.stderr, exit_code: r.exitCode, error: r.error,
-      timed_out: r.timedOut, output_truncated: r.outputTruncated, duration_ms: r.durationMs,
-    };
+    const base = baseUrl(config, req);
+    const format = streamFormat(req, req.body.stream);
+    if (format) {
+      const record = await service.resolve(req.owner, refOf(req.body));
+      return streamReply(req, reply, format, async (emit) => {
+        const { result } = await service.runCommand(req.owner, { sandboxId: record.id }, { command, timeoutS: timeout, cwd, env, onOutput: toEmit(emit) });
+        return commandToWire(record.id, result, linker(service, base, record.id, record.sandbox.workspace));
+      });
+    }
+    const { record, result } = await service.runCommand(req.owner, refOf(req.body), { command, timeoutS: timeout, cwd, env });
+    return commandToWire(record.id, result, linker(service, base, record.id, record.sandbox.workspace));
   });
 };

@@ -4,13 +4,15 @@ import { posix } from 'node:path';
 import { Type } from 'typebox';
 import { ErrorResponse } from '../schemas/common.js';
 import {
-  DownloadFileBody, DownloadFileResponse, FileParams, FileWrittenResponse, ListFilesBody, ListFilesResponse, UploadFileBody, WriteFileBody,
+  DownloadFileBody, DownloadFileResponse, FileParams, FileQuery, FileWrittenResponse, ListFilesBody, ListFilesResponse, UploadFileBody, WriteFileBody,
 } from '../schemas/files.js';
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { mimeTypeOf } from '../service/mime.js';
-import { baseUrl, encodePath, refOf } from './wire.js';
+import { baseUrl, refOf } from './wire.js';
+import { linker } from './responses.js';
+import type { FastifyReply } from 'fastify';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 413: ErrorResponse };
 
@@ -21,6 +23,18 @@ function requirePath(...candidates: Array<string | undefined>): string {
 }
 
 const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
+
+function sendFile(reply: FastifyReply, path: string, data: Buffer) {
+  const name = posix.basename(path);
+  return reply
+    .header('content-type', mimeTypeOf(name))
+    .header('content-disposition', contentDisposition(name))
+    .header('content-length', data.length)
+    .header('x-content-type-options', 'nosniff')
+    // A sandbox's HTML must not run scripts in the service's origin.
+    .header('content-security-policy', "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox")
+    .send(data);
+}
 
 /** RFC 6266 header that keeps non-ASCII names intact and ASCII clients working. */
 export function contentDisposition(filename: string): string {
@@ -79,16 +93,21 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
       operationId: 'downloadFile',
       tags: ['files'],
       summary: 'Get a download link for a file in a sandbox',
-      description: 'Checks that remote_path is a file and returns download_url, which serves its bytes with Content-Disposition: attachment.',
+      description: 'Checks that remote_path is a file and returns download_url: an absolute, signed, time-limited URL that serves its bytes '
+        + 'with Content-Disposition: attachment, no API key needed. With as_file=true the answer is the file itself (Dify\'s HTTP node then puts it in `files`).',
       body: DownloadFileBody,
       response: { 200: DownloadFileResponse, ...errors },
+      produces: ['application/json', 'application/octet-stream'],
     },
-  }, async (req) => {
+  }, async (req, reply) => {
     const path = requirePath(req.body.remote_path, req.body.path);
+    if (req.body.as_file) {
+      const { data, path: real } = await service.readFile(req.owner, refOf(req.body), path);
+      return sendFile(reply, real, data);
+    }
     const { record, entry } = await service.statFile(req.owner, refOf(req.body), path);
     if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
-    const relative = posix.relative(record.sandbox.workspace, entry.path);
-    const url = `${baseUrl(config, req)}/files/${encodeURIComponent(record.id)}/${encodePath(relative)}`;
+    const url = linker(service, baseUrl(config, req), record.id, record.sandbox.workspace)(entry.path);
     return { sandbox_id: record.id, filename: entry.name, remote_path: entry.path, download_url: url, size: entry.size, mime_type: mimeTypeOf(entry.name) };
   });
 
@@ -112,25 +131,36 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
   });
 
   app.get('/files/:sandbox_id/*', {
+    config: { public: true },
     schema: {
       operationId: 'getFile',
       tags: ['files'],
       summary: 'The bytes of a file in a sandbox',
-      description: 'Serves the file with its Content-Type and Content-Disposition: attachment, so Dify\'s HTTP Request node exposes it as a file. The path is relative to the workspace.',
+      description: 'Serves the file with its Content-Type and Content-Disposition: attachment, so Dify\'s HTTP Request node exposes it as a file. '
+        + 'The path is relative to the workspace. With the exp and sig of a signed URL (download_url, files[].url) no API key is needed; '
+        + 'a bad or expired signature is 403. Without them, the API key is.',
       params: FileParams,
+      querystring: FileQuery,
       response: {
         200: Type.Unsafe<Buffer>({ type: 'string', format: 'binary', description: 'The file\'s bytes.' }),
-        400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 413: ErrorResponse,
+        400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 413: ErrorResponse,
       },
     },
   }, async (req, reply) => {
-    const { data, path: real } = await service.readFile(req.owner, { sandboxId: req.params.sandbox_id }, req.params['*']);
-    const name = posix.basename(real);
-    return reply
-      .header('content-type', mimeTypeOf(name))
-      .header('content-disposition', contentDisposition(name))
-      .header('content-length', data.length)
-      .header('x-content-type-options', 'nosniff')
-      .send(data);
+    const { sandbox_id: sandboxId, '*': path } = req.params;
+    const { exp, sig } = req.query;
+    if (exp !== undefined || sig !== undefined) {
+      const verdict = service.signer.verify(sandboxId, path, exp, sig);
+      if (verdict !== 'ok') {
+        throw new ServiceError(ErrorCode.URL_SIGNATURE_INVALID, verdict === 'expired'
+          ? 'this file link has expired; ask /download_file (or run the code again) for a fresh one'
+          : 'this file link\'s signature is not valid for this file; use the URL exactly as the service gave it');
+      }
+      const { data, path: real } = await service.readFileBySignature(sandboxId, path);
+      return sendFile(reply, real, data);
+    }
+    app.authenticate(req);
+    const { data, path: real } = await service.readFile(req.owner, { sandboxId }, path);
+    return sendFile(reply, real, data);
   });
 };

@@ -15,18 +15,46 @@ export const CodeErrorSchema = Type.Object({
 
 export const RichResultSchema = Type.Object({
   type: Type.Union([Type.Literal('execute_result'), Type.Literal('display_data')]),
-  data: Type.Record(Type.String(), Type.String(), { description: 'MIME bundle, e.g. {"text/plain": "42"}.' }),
+  data: Type.Record(Type.String(), Type.String(), {
+    description: 'MIME bundle: text/plain always; text/html and text/markdown when the value provides them (a pandas DataFrame gives both); '
+      + 'image/png, image/svg+xml base64/text only with inline_images.',
+  }),
+  path: Type.Optional(Type.String({ description: 'For images: where the image was saved in the sandbox.' })),
+  url: Type.Optional(Type.String({ description: 'For images: a signed URL that serves it without the API key.' })),
 });
+
+export const ArtifactSchema = Type.Object({
+  path: Type.String({ description: 'Absolute path inside the sandbox.' }),
+  name: Type.String(),
+  size: Type.Integer(),
+  mime_type: Type.String(),
+  url: Type.String({ description: 'Absolute, signed, time-limited URL (FILE_URL_TTL_S) that serves the file without the API key.' }),
+}, { description: 'A file the call created or changed in the workspace (hidden and cache directories are not watched).' });
+
+const StreamField = Type.Optional(Type.Union([Type.Boolean(), Type.Literal('ndjson'), Type.Literal('sse')], {
+  description: 'Stream the answer: true or "ndjson" for NDJSON, "sse" for server-sent events (also chosen by Accept: text/event-stream).',
+}));
+
+const ArtifactFields = {
+  files: Type.Array(ArtifactSchema),
+  files_truncated: Type.Boolean({ description: 'True when more than 100 files changed and only 100 are listed.' }),
+};
 
 export const RunCodeBody = Type.Object({
   ...SandboxRefFields,
   code: Type.String({ description: 'Source to run. Python keeps its variables between calls in the same sandbox.', examples: ['x = 41\nprint(x + 1)'] }),
-  language: Type.Optional(Type.String({ default: 'py', description: 'py / python / python3 (stateful Python), bash / sh / shell (a shell command line).' })),
+  language: Type.Optional(Type.String({
+    default: 'py',
+    description: 'py / python / python3 (stateful Python), js / javascript / node (stateful JavaScript on Node), bash / sh / shell (a shell command line).',
+  })),
   timeout: Type.Optional(TimeoutField),
+  inline_images: Type.Optional(Type.Boolean({ default: false, description: 'Also put image bytes (base64) into results, for clients that cannot fetch URLs. Off by default: Dify caps text answers at 1 MiB.' })),
+  stream: StreamField,
 });
 
 export const RunCodeResponse = Type.Object({
   sandbox_id: Type.String(),
+  language: Type.Union([Type.Literal('python'), Type.Literal('javascript'), Type.Literal('shell')]),
   output: Type.String({ description: 'stdout and stderr as they arrived, then the value of a last bare expression (as a notebook shows it).' }),
   stdout: Type.String(),
   stderr: Type.String(),
@@ -36,6 +64,8 @@ export const RunCodeResponse = Type.Object({
   timed_out: Type.Boolean(),
   state_preserved: Type.Boolean({ description: 'False when Python had to be restarted (variables lost), e.g. after a timeout it ignored.' }),
   output_truncated: Type.Boolean({ description: 'True when output went past MAX_OUTPUT_BYTES and the rest was dropped.' }),
+  ...ArtifactFields,
+  markdown: Type.String({ description: 'Output, error, tables, images (as ![..](url)) and file links as markdown, ready for a Dify Answer node.' }),
   duration_ms: Type.Number({ description: 'Time spent running inside the sandbox.' }),
 });
 
@@ -45,6 +75,7 @@ export const ExecuteCommandBody = Type.Object({
   timeout: Type.Optional(TimeoutField),
   cwd: Type.Optional(Type.String({ description: 'Working directory (absolute, or relative to the workspace).' })),
   env: Type.Optional(envSchema('Extra environment variables for this command.')),
+  stream: StreamField,
 });
 
 export const ExecuteCommandResponse = Type.Object({
@@ -56,5 +87,6 @@ export const ExecuteCommandResponse = Type.Object({
   error: Type.Union([CodeErrorSchema, Type.Null()], { description: 'Null on exit 0; else CommandFailed, ExecutionTimeout, or the sandbox limit the command hit.' }),
   timed_out: Type.Boolean(),
   output_truncated: Type.Boolean(),
+  ...ArtifactFields,
   duration_ms: Type.Number(),
 });

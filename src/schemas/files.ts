@@ -30,13 +30,14 @@ export const DownloadFileBody = Type.Object({
   ...SandboxRefFields,
   remote_path: Type.Optional(RemotePath),
   path: Type.Optional(RemotePath),
+  as_file: Type.Optional(Type.Boolean({ default: false, description: 'Answer with the file itself (Content-Disposition: attachment) instead of a link.' })),
 });
 
 export const DownloadFileResponse = Type.Object({
   sandbox_id: Type.String(),
   filename: Type.String(),
   remote_path: Type.String(),
-  download_url: Type.String({ description: 'GET it (with the API key) for the bytes.' }),
+  download_url: Type.String({ description: 'Absolute, signed, time-limited URL serving the bytes without the API key (FILE_URL_TTL_S).' }),
   size: Type.Integer(),
   mime_type: Type.String(),
 });
@@ -60,6 +61,11 @@ export const ListFilesResponse = Type.Object({
   path: Type.String(),
   entries: Type.Array(FileEntrySchema),
   truncated: Type.Boolean(),
+});
+
+export const FileQuery = Type.Object({
+  exp: Type.Optional(Type.String({ description: 'Expiry of a signed URL (Unix seconds).' })),
+  sig: Type.Optional(Type.String({ description: 'Signature of a signed URL.' })),
 });
 
 export const FileParams = Type.Object({

@@ -1,10 +1,11 @@
 /** The `language` values /run_code accepts, and what runs each. */
 import { ServiceError, ErrorCode } from '../errors.js';
 
-export type Runtime = 'python' | 'shell';
+export type Runtime = 'python' | 'javascript' | 'shell';
 
 const LANGUAGES: Record<string, Runtime> = {
   py: 'python', python: 'python', python3: 'python',
+  js: 'javascript', javascript: 'javascript', node: 'javascript', nodejs: 'javascript',
   bash: 'shell', sh: 'shell', shell: 'shell',
 };
 

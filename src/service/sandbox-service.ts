@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
-import type { FileEntry, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
+import type { FileEntry, OutputListener, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
+import { createUrlSigner, type UrlSigner } from './signing.js';
 import { runtimeOf } from './languages.js';
 import { fetchFileUrl } from './fetch-url.js';
 
@@ -24,6 +25,28 @@ export interface CreateInput {
   /** Outbound HTTP(S) through the filtering proxy. */
   readonly network?: boolean;
 }
+
+export interface RunCodeInput {
+  readonly code: string;
+  /** py / python / python3, js / javascript / node, bash / sh / shell. */
+  readonly language?: string;
+  readonly timeoutS?: number;
+  readonly inlineImages?: boolean;
+  readonly onOutput?: OutputListener;
+}
+
+export interface RunCommandInput {
+  readonly command: string;
+  readonly timeoutS?: number;
+  readonly cwd?: string;
+  readonly env?: Record<string, string>;
+  readonly onOutput?: OutputListener;
+}
+
+/** What ran, where, and what came of it. */
+export type RunOutcome =
+  | { readonly record: SandboxRecord; readonly runtime: 'shell'; readonly result: RunCommandResult }
+  | { readonly record: SandboxRecord; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult };
 
 export interface SandboxInfo {
   readonly id: string;
@@ -72,6 +95,8 @@ export interface ServiceOptions {
 
 export class SandboxService {
   readonly backend: SandboxBackend;
+  /** Signs file URLs handed out by this service. */
+  readonly signer: UrlSigner;
   private readonly config: Config;
   private readonly now: () => number;
   private readonly log: NonNullable<ServiceOptions['log']>;
@@ -88,6 +113,7 @@ export class SandboxService {
     this.config = options.config;
     this.now = options.now ?? Date.now;
     this.log = options.log ?? (() => undefined);
+    this.signer = createUrlSigner(this.config.URL_SIGNING_KEY, this.config.FILE_URL_TTL_S, this.now);
   }
 
   /** Starts the reaper. */
@@ -141,22 +167,25 @@ export class SandboxService {
     return [...this.records.values()].filter((r) => r.owner === owner).map((r) => this.info(r));
   }
 
-  async runCode(owner: string, ref: SandboxRef, input: { code: string; language?: string; timeoutS?: number }): Promise<{ record: SandboxRecord; result: RunCodeResult | RunCommandResult; runtime: 'python' | 'shell' }> {
+  async runCode(owner: string, ref: SandboxRef, input: RunCodeInput): Promise<RunOutcome> {
     const runtime = runtimeOf(input.language);
     const timeoutMs = this.timeoutMs(input.timeoutS);
     const record = await this.resolve(owner, ref);
-    const result = await this.exclusive<RunCodeResult | RunCommandResult>(record, () =>
-      runtime === 'python'
-        ? record.sandbox.runCode({ code: input.code, timeoutMs })
-        : record.sandbox.runCommand({ command: input.code, timeoutMs }));
-    return { record, result, runtime };
+    if (runtime === 'shell') {
+      const result = await this.exclusive(record, () => record.sandbox.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
+      return { record, runtime, result };
+    }
+    const result = await this.exclusive(record, () => record.sandbox.runCode({
+      code: input.code, timeoutMs, language: runtime, inlineImages: input.inlineImages, onOutput: input.onOutput,
+    }));
+    return { record, runtime, result };
   }
 
-  async runCommand(owner: string, ref: SandboxRef, input: { command: string; timeoutS?: number; cwd?: string; env?: Record<string, string> }): Promise<{ record: SandboxRecord; result: RunCommandResult }> {
+  async runCommand(owner: string, ref: SandboxRef, input: RunCommandInput): Promise<{ record: SandboxRecord; result: RunCommandResult }> {
     const timeoutMs = this.timeoutMs(input.timeoutS);
     const record = await this.resolve(owner, ref);
     const result = await this.exclusive(record, () =>
-      record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env }));
+      record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }));
     return { record, result };
   }
 
@@ -184,6 +213,15 @@ export class SandboxService {
     const record = await this.resolve(owner, ref, false);
     const read = await this.exclusive(record, () => record.sandbox.files.read(path, this.config.MAX_FILE_BYTES));
     return { record, ...read };
+  }
+
+  /** Reads a file for a signed URL: the signature, checked by the caller, stands in for the owner's key. */
+  async readFileBySignature(sandboxId: string, path: string): Promise<{ path: string; data: Buffer }> {
+    const record = this.records.get(sandboxId);
+    if (!record) {
+      throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, this.tombstones.get(sandboxId)?.message ?? `sandbox '${sandboxId}' not found`);
+    }
+    return this.exclusive(record, () => record.sandbox.files.read(path, this.config.MAX_FILE_BYTES));
   }
 
   async statFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; entry: FileEntry }> {

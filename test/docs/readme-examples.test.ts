@@ -22,7 +22,8 @@ function readmeExamples(): Example[] {
   const readme = readFileSync(README, 'utf8');
   const section = readme.split('<!-- examples:start -->')[1].split('<!-- examples:end -->')[0];
   const examples: Example[] = [];
-  for (const block of section.matchAll(/```console\n([\s\S]*?)```/g)) {
+  // Fences at line starts only: outputs hold ``` inside JSON strings (the markdown field).
+  for (const block of section.matchAll(/^```console\n([\s\S]*?)^```$/gm)) {
     for (const chunk of block[1].split(/^\$ /m).slice(1)) {
       const [command, ...out] = chunk.replace(/\n$/, '').split('\n');
       examples.push({ command, expected: out.join('\n') });
@@ -39,6 +40,7 @@ function normalize(text: string, port: number): string {
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g, 'TIME')
     .replace(/"duration_ms":[0-9.]+/g, '"duration_ms":N')
     .replace(/"isolation":"[^"]*"/g, '"isolation":"…"')
+    .replace(/exp=\d+&sig=[\w-]+/g, 'exp=E&sig=S')
     .replace(/^Date: .*\n/m, '')
     .trimEnd();
 }

@@ -128,7 +128,7 @@ describe('running code', () => {
     const r = await t.post('/run_code', { sandbox_id: id, code: 'x', language: 'cobol' });
     expect(r.status).toBe(400);
     expect(r.body.error.code).toBe('UNSUPPORTED_LANGUAGE');
-    expect(r.body.error.message).toContain('py, python, python3, bash, sh');
+    expect(r.body.error.message).toContain('py, python, python3, js, javascript, node, nodejs, bash, sh, shell');
   });
 
   it('rejects a timeout beyond the maximum', async () => {
@@ -187,8 +187,9 @@ describe('files', () => {
     expect(w.body).toEqual({ status: 'success', sandbox_id: id, remote_path: '/workspace/out/data.bin', size: data.length });
     const d = await t.post('/download_file', { sandbox_id: id, remote_path: 'out/data.bin' });
     expect(d.body).toMatchObject({ filename: 'data.bin', size: data.length, mime_type: 'application/octet-stream' });
-    expect(d.body.download_url).toBe(`http://ciw.example:8000/files/${id}/out/data.bin`);
-    const res = await t.app.inject({ method: 'GET', url: new URL(d.body.download_url).pathname });
+    expect(d.body.download_url).toMatch(new RegExp(`^http://ciw\\.example:8000/files/${id}/out/data\\.bin\\?exp=\\d+&sig=[\\w-]+$`));
+    const url = new URL(d.body.download_url);
+    const res = await t.app.inject({ method: 'GET', url: url.pathname + url.search });
     expect(res.statusCode).toBe(200);
     expect(res.headers['content-disposition']).toContain('attachment; filename="data.bin"');
     expect(Buffer.compare(res.rawPayload, data)).toBe(0);

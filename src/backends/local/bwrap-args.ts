@@ -25,7 +25,13 @@ export interface BwrapInput {
   readonly hostname: string;
   /** Host path of the egress proxy socket, for a sandbox with network (bound at PROXY_SOCKET). */
   readonly proxySocket?: string;
+  /** Host directories of extra Python packages, bound read-only at EXTRA_PYTHONPATH/<n>. */
+  readonly extraPythonPaths?: readonly string[];
 }
+
+/** Where extra package directories appear inside; PYTHONPATH lists them. */
+export const EXTRA_PYTHONPATH = '/opt/python-packages';
+export const extraPythonPath = (dirs: readonly string[]) => dirs.map((_, i) => `${EXTRA_PYTHONPATH}/${i}`).join(':');
 
 /** Where a sandbox with network finds the egress proxy socket, and the port the agent relays it to. */
 export const PROXY_SOCKET = '/run/ciw/proxy.sock';
@@ -60,6 +66,7 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--size', String(input.workspaceBytes), '--tmpfs', input.workspace,
     '--ro-bind', input.agentDir, '/opt/ciw',
     ...(input.proxySocket ? ['--ro-bind', input.proxySocket, PROXY_SOCKET] : []),
+    ...(input.extraPythonPaths ?? []).flatMap((dir, i) => ['--ro-bind', dir, `${EXTRA_PYTHONPATH}/${i}`]),
     // Every writable place is a size-limited tmpfs: the root and /dev themselves become read-only.
     '--remount-ro', '/dev',
     '--remount-ro', '/',

@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
-import { bwrapArgs, sandboxEnv } from './bwrap-args.js';
+import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
 import { UidPool } from './uid-pool.js';
@@ -53,6 +53,8 @@ export interface LocalBackendOptions {
   readonly limits: SandboxLimits;
   /** What sandboxes with network may reach. */
   readonly outbound: OutboundPolicy;
+  /** Host directories of extra Python packages for every sandbox. */
+  readonly extraPythonPaths?: readonly string[];
   /** Whether to use cgroups when the host allows. */
   readonly cgroups: boolean;
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -175,8 +177,10 @@ class LocalBackend implements SandboxBackend {
         throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `could not start the sandbox's network proxy: ${(err as Error).message}`, { cause: err });
       }
     }
+    const extra = this.options.extraPythonPaths ?? [];
     const args = bwrapArgs({
       proxySocket: proxy?.socketPath,
+      extraPythonPaths: extra,
       agentDir: join(this.options.rootDir, 'agent'),
       passwdFile: join(this.options.rootDir, 'passwd'),
       groupFile: join(this.options.rootDir, 'group'),
@@ -187,7 +191,7 @@ class LocalBackend implements SandboxBackend {
       python: this.options.python,
       innerUid: INNER_UID,
       hostname: 'sandbox',
-      env: sandboxEnv(WORKSPACE, opts.env, this.agentEnv(), opts.network === true),
+      env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(), opts.network === true),
     });
     const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
     const cgroup = this.cgroups!.create(`${opts.id}-${child.pid}`, this.options.limits);
