@@ -10,10 +10,15 @@ import type { Config } from './config.js';
 import { ServiceError, ErrorCode, HTTP_STATUS } from './errors.js';
 import type { SandboxService } from './service/sandbox-service.js';
 import { authPlugin } from './routes/auth.js';
+import { bodiesPlugin } from './routes/bodies.js';
+import { idempotencyPlugin } from './routes/idempotency.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { executionRoutes } from './routes/execution.js';
 import { fileRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
+import { difySandboxRoutes } from './routes/dify-sandbox.js';
+import { registerToolDocument } from './routes/tool-openapi.js';
+import { baseUrl } from './routes/wire.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -31,7 +36,8 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     ...(typeof logger === 'object' && 'child' in logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: logger as boolean | Record<string, unknown> }),
     // base64 content is 4/3 of the bytes, plus the JSON around it.
     bodyLimit: Math.ceil(config.MAX_FILE_BYTES * 4 / 3) + 1024 * 1024,
-    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, useDefaults: true } },
+    // Form, multipart and query fields arrive as strings: "30" must be a valid timeout.
+    ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
   }).withTypeProvider<TypeBoxTypeProvider>();
 
   // An empty POST (Dify's "none" body, curl -X POST) means "no fields", not a malformed request.
@@ -39,9 +45,6 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
     (body as string).trim() === '' ? done(null, {}) : defaultJson(req, body as string, done));
-  app.addHook('preValidation', async (req) => {
-    if (req.method === 'POST' && (req.body === undefined || req.body === null)) req.body = {};
-  });
 
   app.setErrorHandler((err: FastifyError | ServiceError, req, reply) => {
     if (err instanceof ServiceError) {
@@ -85,15 +88,23 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
         { name: 'execution', description: 'Run Python and shell commands' },
         { name: 'files', description: 'Move files in and out' },
         { name: 'health', description: 'Liveness' },
+        { name: 'dify-sandbox', description: 'dify-sandbox compatible API for Dify\'s Code node (CODE_EXECUTION_ENDPOINT)' },
       ],
     },
   });
   await app.register(swaggerUi, { routePrefix: '/docs', uiConfig: { deepLinking: true } });
-  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async () => app.swagger());
+  app.get('/openapi.json', { config: { public: true }, schema: { hide: true } }, async (req) => ({
+    ...app.swagger(),
+    servers: [{ url: baseUrl(config, req) }],
+  }));
+  registerToolDocument(app, config);
   await app.register(authPlugin, { apiKeys: config.apiKeys });
+  await app.register(bodiesPlugin, { maxFileBytes: config.MAX_FILE_BYTES });
+  await app.register(idempotencyPlugin, { ttlMs: config.IDEMPOTENCY_TTL_S * 1000 });
   await app.register(healthRoutes, { service });
   await app.register(sandboxRoutes, { service });
   await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
+  await app.register(difySandboxRoutes, { service, config });
   return app;
 }

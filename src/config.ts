@@ -65,6 +65,16 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: 'Comma-separated host names reachable whatever they resolve to (`*.example.com` for subdomains), e.g. Dify\'s internal file host `api`.',
   }),
+  IDEMPOTENCY_TTL_S: Type.Number({ default: 3600, minimum: 1, description: 'How long an Idempotency-Key is remembered, in seconds.' }),
+  DIFY_SANDBOX_TIMEOUT_S: Type.Number({
+    default: 55,
+    minimum: 1,
+    description: 'Time limit of one /v1/sandbox/run (dify-sandbox compatible) call; keep it under Dify\'s CODE_EXECUTION_READ_TIMEOUT (60 s).',
+  }),
+  DIFY_FILES_URL_REWRITE: Type.String({
+    default: '',
+    description: 'Rewrites file URLs before fetching them, as `public-prefix=internal-prefix` pairs separated by commas (e.g. `https://dify.example.com=http://api:5001`): Dify signs URLs with its public FILES_URL, which the service may not reach.',
+  }),
   SANDBOX_EXTRA_PYTHONPATH: Type.String({
     default: '',
     description: 'Colon-separated host directories of extra Python packages (e.g. made with `pip install --target`), mounted read-only in every sandbox and put on its PYTHONPATH.',

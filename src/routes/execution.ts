@@ -17,6 +17,7 @@ const toEmit = (emit: Emit): OutputListener => (stream, text) => emit(stream, { 
 
 export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   app.post('/run_code', {
+    config: { idempotent: true },
     schema: {
       operationId: 'runCode',
       tags: ['execution'],
@@ -44,6 +45,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
   });
 
   app.post('/execute_command', {
+    config: { idempotent: true },
     schema: {
       operationId: 'executeCommand',
       tags: ['execution'],

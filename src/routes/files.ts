@@ -16,6 +16,49 @@ import type { FastifyReply } from 'fastify';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 413: ErrorResponse };
 
+/** A Dify file object (or its JSON text, as form fields carry it): url, remote_url, filename. */
+function difyFile(value: unknown): { url?: string; remote_url?: string; filename?: string } | null {
+  let v = value;
+  if (typeof v === 'string') {
+    try {
+      v = JSON.parse(v);
+    } catch {
+      return null;
+    }
+  }
+  if (Array.isArray(v)) v = v[0];
+  return typeof v === 'object' && v !== null ? (v as { url?: string; remote_url?: string; filename?: string }) : null;
+}
+
+function urlOf(body: { file_url?: string; file?: unknown }): string {
+  const file = difyFile(body.file);
+  const candidates = [body.file_url, file?.url, file?.remote_url];
+  // The first non-empty one; else '' if any was given empty (Dify without FILES_URL), so the error can say so.
+  const url = candidates.find((c) => c) ?? candidates.find((c) => c !== undefined);
+  if (url === undefined) {
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED,
+      'give the file: file_url, a Dify file object in `file`, or the file itself as a multipart part or binary body');
+  }
+  if (url === '' || url.startsWith('/')) {
+    throw new ServiceError(ErrorCode.FILE_URL_INVALID, url === ''
+      ? 'the file URL is empty: Dify gives file variables a URL only when FILES_URL is set in its .env (e.g. FILES_URL=http://api:5001); set it, or send the file as form-data instead'
+      : `the file URL '${url.slice(0, 100)}' is relative: set FILES_URL in Dify's .env so file variables carry absolute URLs, or send the file as form-data instead`);
+  }
+  return url;
+}
+
+/** Applies DIFY_FILES_URL_REWRITE ("public-prefix=internal-prefix,…") so the service can reach Dify's files. */
+export function rewriteFilesUrl(rules: string, url: string): string {
+  for (const rule of rules.split(',')) {
+    const eq = rule.indexOf('=');
+    if (eq <= 0) continue;
+    const from = rule.slice(0, eq).trim();
+    const to = rule.slice(eq + 1).trim();
+    if (from && url.startsWith(from)) return to + url.slice(from.length);
+  }
+  return url;
+}
+
 function requirePath(...candidates: Array<string | undefined>): string {
   const path = candidates.find((p) => p !== undefined && p !== '');
   if (!path) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give remote_path: where the file is in the sandbox (relative paths are inside /workspace)');
@@ -44,6 +87,7 @@ export function contentDisposition(filename: string): string {
 
 export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   app.post('/write_file', {
+    config: { idempotent: true },
     schema: {
       operationId: 'writeFile',
       tags: ['files'],
@@ -54,9 +98,13 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
     },
   }, async (req) => {
     const { content, encoding } = req.body;
-    const path = requirePath(req.body.remote_path, req.body.path);
+    const path = requirePath(req.body.remote_path, req.body.path, req.uploadedFiles[0]?.filename);
     let data: Buffer;
-    if (encoding === 'base64') {
+    if (req.uploadedFiles.length > 0) {
+      data = req.uploadedFiles[0].data;
+    } else if (content === undefined) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give content (text, or base64 with encoding=base64), or the file as a multipart part');
+    } else if (encoding === 'base64') {
       if (!BASE64.test(content)) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'content is not valid base64 (encoding=base64)');
       data = Buffer.from(content, 'base64');
     } else {
@@ -67,25 +115,44 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
   });
 
   app.post('/upload_file', {
+    config: { idempotent: true },
     schema: {
       operationId: 'uploadFile',
       tags: ['files'],
-      summary: 'Download a URL into a sandbox',
-      description: 'Fetches file_url (http/https, size- and time-limited, no link-local or loopback targets) and stores it at remote_filename (default: the URL\'s file name). A non-2xx answer is a 422, never a file holding an error page.',
+      summary: 'Put a file into a sandbox, from a URL or from the request',
+      description: 'Stores a file at remote_filename (default: the file\'s own name). The file comes from: a multipart file part '
+        + '(a Dify file variable in a form-data body), a raw binary body, file_url, or a Dify file object in `file` (its url or '
+        + 'remote_url). URLs are fetched with size and time limits and only from public addresses unless allow-listed; a non-2xx '
+        + 'answer is a 422, never a file holding an error page. Dify signs file URLs for 300 s: fetch them in the same run.',
       body: UploadFileBody,
       response: { 200: FileWrittenResponse, ...errors, 403: ErrorResponse, 422: ErrorResponse },
     },
   }, async (req) => {
-    const { file_url: fileUrl } = req.body;
+    const target = req.body.remote_filename || req.body.remote_path;
+    const ref = refOf(req.body);
+    if (req.uploadedFiles.length > 0) {
+      const written = [];
+      for (const f of req.uploadedFiles) {
+        const name = posix.basename(f.filename) || 'upload.bin';
+        const path = !target ? name : req.uploadedFiles.length === 1 ? target : posix.join(target, name);
+        written.push(await service.writeFile(req.owner, ref, path, f.data));
+      }
+      const first = written[0];
+      return {
+        status: 'success' as const, sandbox_id: first.record.id, remote_path: first.path, size: first.size,
+        files: written.map((w) => ({ remote_path: w.path, size: w.size })),
+      };
+    }
+    const fileUrl = rewriteFilesUrl(config.DIFY_FILES_URL_REWRITE, urlOf(req.body));
     let fallback: string | undefined;
     try {
       fallback = decodeURIComponent(posix.basename(new URL(fileUrl).pathname)) || undefined;
     } catch {
       fallback = undefined; // fetchFileUrl explains the bad URL
     }
-    const path = req.body.remote_filename || req.body.remote_path || fallback || 'upload.bin';
-    const w = await service.uploadFromUrl(req.owner, refOf(req.body), fileUrl, path);
-    return { status: 'success' as const, sandbox_id: w.record.id, remote_path: w.path, size: w.size };
+    const name = difyFile(req.body.file)?.filename;
+    const w = await service.uploadFromUrl(req.owner, ref, fileUrl, target || name || fallback || 'upload.bin');
+    return { status: 'success' as const, sandbox_id: w.record.id, remote_path: w.path, size: w.size, files: [{ remote_path: w.path, size: w.size }] };
   });
 
   app.post('/download_file', {

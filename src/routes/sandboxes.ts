@@ -1,14 +1,16 @@
 /** Lifecycle routes: create, info, list, stop. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorResponse, SandboxInfoSchema } from '../schemas/common.js';
-import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxIdBody, StopSandboxResponse } from '../schemas/sandboxes.js';
+import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxRefBody, StopSandboxResponse } from '../schemas/sandboxes.js';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { infoToWire } from './wire.js';
+import { infoToWire, refOf } from './wire.js';
+import { ServiceError, ErrorCode } from '../errors.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
 
 export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
   app.post('/create_sandbox', {
+    config: { idempotent: true },
     schema: {
       operationId: 'createSandbox',
       tags: ['sandboxes'],
@@ -35,10 +37,10 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
       tags: ['sandboxes'],
       summary: 'Describe a sandbox',
       description: 'Returns the sandbox\'s info object: status, backend, creation and expiry times.',
-      body: SandboxIdBody,
+      body: SandboxRefBody,
       response: { 200: SandboxInfoSchema, ...errors },
     },
-  }, async (req) => infoToWire(service.info(await service.resolve(req.owner, { sandboxId: req.body.sandbox_id }, false))));
+  }, async (req) => infoToWire(service.info(await service.resolve(req.owner, refOf(req.body)))));
 
   const listSchema = {
     tags: ['sandboxes'],
@@ -56,8 +58,14 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
       tags: ['sandboxes'],
       summary: 'Stop a sandbox',
       description: 'Kills every process of the sandbox and deletes its workspace. Answers status not_found (HTTP 200) for an unknown id, as the original project did.',
-      body: SandboxIdBody,
+      body: SandboxRefBody,
       response: { 200: StopSandboxResponse, 400: ErrorResponse, 401: ErrorResponse },
     },
-  }, async (req) => ({ status: await service.stop(req.owner, req.body.sandbox_id), sandbox_id: req.body.sandbox_id }));
+  }, async (req) => {
+    const id = req.body.sandbox_id ?? service.conversationSandbox(req.owner, req.body.conversation_id ?? '') ?? '';
+    if (!req.body.sandbox_id && !req.body.conversation_id) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
+    }
+    return { status: id ? await service.stop(req.owner, id) : ('not_found' as const), sandbox_id: id };
+  });
 };

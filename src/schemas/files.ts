@@ -6,7 +6,7 @@ const RemotePath = Type.String({ minLength: 1, maxLength: 4096, description: 'Pa
 
 export const WriteFileBody = Type.Object({
   ...SandboxRefFields,
-  content: Type.String({ description: 'File content: text, or base64 when encoding is base64.' }),
+  content: Type.Optional(Type.String({ description: 'File content: text, or base64 when encoding is base64 (or send the file as a multipart part).' })),
   remote_path: Type.Optional(RemotePath),
   path: Type.Optional(RemotePath),
   encoding: Type.Optional(Type.Union([Type.Literal('utf8'), Type.Literal('utf-8'), Type.Literal('base64')], { default: 'utf8' })),
@@ -14,7 +14,8 @@ export const WriteFileBody = Type.Object({
 
 export const UploadFileBody = Type.Object({
   ...SandboxRefFields,
-  file_url: Type.String({ minLength: 1, description: 'http(s) URL to download into the sandbox (for Dify: a file variable\'s url).' }),
+  file_url: Type.Optional(Type.String({ description: 'http(s) URL to download into the sandbox (for Dify: a file variable\'s url).' })),
+  file: Type.Optional(Type.Unknown({ description: 'A Dify file object (or its JSON): its url or remote_url is fetched, its filename used.' })),
   remote_filename: Type.Optional(RemotePath),
   remote_path: Type.Optional(RemotePath),
 });
@@ -24,6 +25,9 @@ export const FileWrittenResponse = Type.Object({
   sandbox_id: Type.String(),
   remote_path: Type.String({ description: 'Absolute path of the file inside the sandbox.' }),
   size: Type.Integer(),
+  files: Type.Optional(Type.Array(Type.Object({ remote_path: Type.String(), size: Type.Integer() }), {
+    description: 'Every file stored, when several came in one multipart request.',
+  })),
 });
 
 export const DownloadFileBody = Type.Object({

@@ -1,6 +1,6 @@
 /** Schemas of the sandbox lifecycle routes. */
 import { Type } from 'typebox';
-import { ConversationIdField, SandboxIdField, SandboxInfoSchema, envSchema } from './common.js';
+import { ConversationIdField, SandboxInfoSchema, SandboxRefFields, envSchema } from './common.js';
 
 export const CreateSandboxBody = Type.Object({
   conversation_id: Type.Optional(ConversationIdField),
@@ -19,7 +19,7 @@ export const CreateSandboxResponse = Type.Object({
   reused: Type.Boolean({ description: 'True when conversation_id already had a live sandbox and it was returned.' }),
 });
 
-export const SandboxIdBody = Type.Object({ sandbox_id: SandboxIdField });
+export const SandboxRefBody = Type.Object({ ...SandboxRefFields });
 
 export const StopSandboxResponse = Type.Object({
   status: Type.Union([Type.Literal('stopped'), Type.Literal('not_found')]),

@@ -271,6 +271,11 @@ export class SandboxService {
     throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, `sandbox '${id}' not found; create one with /create_sandbox`);
   }
 
+  /** The id of a conversation's live sandbox, if it has one. */
+  conversationSandbox(owner: string, conversationId: string): string | undefined {
+    return this.conversationRecord(owner, conversationId)?.id;
+  }
+
   private conversationRecord(owner: string, conversationId: string): SandboxRecord | undefined {
     const id = this.byConversation.get(`${owner}\0${conversationId}`);
     const record = id ? this.records.get(id) : undefined;

@@ -256,7 +256,7 @@ describe('files', () => {
     it('downloads a URL into the sandbox', async () => {
       const id = (await u.post('/create_sandbox', {})).body.sandbox_id;
       const r = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/data.bin`, remote_filename: 'in/data.bin' });
-      expect(r.body).toEqual({ status: 'success', sandbox_id: id, remote_path: '/workspace/in/data.bin', size: payload.length });
+      expect(r.body).toMatchObject({ status: 'success', sandbox_id: id, remote_path: '/workspace/in/data.bin', size: payload.length });
       const res = await u.app.inject({ method: 'GET', url: `/files/${id}/in/data.bin` });
       expect(Buffer.compare(res.rawPayload, payload)).toBe(0);
       const named = await u.post('/upload_file', { sandbox_id: id, file_url: `${origin.url}/data.bin` });

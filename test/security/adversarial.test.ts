@@ -76,7 +76,7 @@ describe('path traversal in every file endpoint', () => {
 
 describe('malformed requests', () => {
   const cases: Array<[string, string, unknown]> = [
-    ['/run_code', 'code as a number', { sandbox_id: 'x', code: 123 }],
+    ['/run_code', 'code as an object', { sandbox_id: 'x', code: { a: 1 } }],
     ['/run_code', 'sandbox_id as an object', { sandbox_id: { $ne: null }, code: 'print(1)' }],
     ['/run_code', 'negative timeout', { sandbox_id: 'x', code: 'print(1)', timeout: -1 }],
     ['/run_code', 'timeout as text', { sandbox_id: 'x', code: 'print(1)', timeout: 'forever' }],

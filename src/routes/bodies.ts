@@ -1,0 +1,121 @@
+/**
+ * Request bodies Dify can send without breaking. Dify pastes variables into a JSON body unescaped, so quotes
+ * and backslashes in LLM-written code break it; every RPC route therefore also accepts:
+ *   - text/plain: the raw code / command / content, other fields in the query string;
+ *   - application/x-www-form-urlencoded and multipart/form-data (Dify's form-data, its empty
+ *     `__multipart_placeholder__` part ignored; file parts kept for /upload_file and /write_file);
+ *   - application/octet-stream: raw bytes of a file (Dify's "binary" body), other fields in the query;
+ *   - `code_base64` / `command_base64` / `content_base64` fields, decoded here.
+ * Query-string fields fill in what the body leaves out, whatever its type. After this, routes see one plain
+ * object, validated by their schemas like JSON.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import fp from 'fastify-plugin';
+import multipart, { type MultipartFile } from '@fastify/multipart';
+import { ServiceError, ErrorCode } from '../errors.js';
+
+/** A file that came in the request itself (a multipart file part, or a binary body). */
+export interface UploadedFile {
+  readonly field: string;
+  readonly filename: string;
+  readonly mimetype: string;
+  readonly data: Buffer;
+}
+
+declare module 'fastify' {
+  interface FastifyRequest {
+    /** Files sent in the request (multipart parts, binary body), in order. */
+    uploadedFiles: UploadedFile[];
+  }
+}
+
+const PLACEHOLDER = '__multipart_placeholder__';
+
+/** The field a raw text/plain body fills, by route. */
+const RAW_FIELD: Record<string, string> = {
+  '/run_code': 'code',
+  '/execute_command': 'command',
+  '/write_file': 'content',
+  '/upload_file': 'file_url',
+};
+
+const BASE64_FIELDS = ['code', 'command', 'content'] as const;
+
+type Fields = Record<string, unknown>;
+
+function decodeBase64Fields(body: Fields): void {
+  for (const name of BASE64_FIELDS) {
+    const encoded = body[`${name}_base64`];
+    if (encoded === undefined) continue;
+    if (typeof encoded !== 'string' || !/^[A-Za-z0-9+/_\-\s]*={0,2}\s*$/.test(encoded)) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `${name}_base64 is not valid base64`);
+    }
+    body[name] = Buffer.from(encoded, 'base64').toString('utf8');
+    delete body[`${name}_base64`];
+  }
+}
+
+/** Multipart fields as plain values; file parts were collected by onFile. */
+function multipartFields(body: Record<string, unknown>): Fields {
+  const out: Fields = {};
+  for (const [key, raw] of Object.entries(body)) {
+    const parts = Array.isArray(raw) ? raw : [raw];
+    const values = parts
+      .filter((p): p is { type: string; value: unknown } => typeof p === 'object' && p !== null && (p as { type?: string }).type === 'field')
+      .map((p) => p.value);
+    if (values.length === 1) out[key] = values[0];
+    else if (values.length > 1) out[key] = values;
+  }
+  return out;
+}
+
+export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes: number }) => {
+  app.decorateRequest('uploadedFiles', null as unknown as UploadedFile[]);
+  app.addHook('onRequest', async (req) => {
+    req.uploadedFiles = [];
+  });
+
+  await app.register(multipart, {
+    attachFieldsToBody: true,
+    limits: { fileSize: opts.maxFileBytes, files: 20, fields: 100, fieldSize: opts.maxFileBytes },
+    throwFileSizeLimit: true,
+    async onFile(this: FastifyRequest, part: MultipartFile) {
+      const data = await part.toBuffer();
+      if (part.fieldname === PLACEHOLDER || (part.filename === '' && data.length === 0)) return;
+      this.uploadedFiles.push({ field: part.fieldname, filename: part.filename, mimetype: part.mimetype, data });
+    },
+  });
+
+  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    const fields: Fields = {};
+    for (const [k, v] of new URLSearchParams(body as string)) fields[k] = v;
+    done(null, fields);
+  });
+  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+
+  app.addHook('preValidation', async (req) => {
+    if (req.method !== 'POST') return;
+    const query = (req.query ?? {}) as Fields;
+    let body: Fields;
+    if (req.body === undefined || req.body === null) {
+      body = {};
+    } else if (typeof req.body === 'string') {
+      const field = RAW_FIELD[req.routeOptions.url ?? ''];
+      body = field ? { [field]: req.body } : {};
+    } else if (Buffer.isBuffer(req.body)) {
+      const filename = typeof query.remote_filename === 'string' ? query.remote_filename : typeof query.remote_path === 'string' ? query.remote_path : 'upload.bin';
+      req.uploadedFiles.push({ field: 'file', filename, mimetype: String(req.headers['content-type']), data: req.body });
+      body = {};
+    } else if (req.isMultipart()) {
+      body = multipartFields((req.body ?? {}) as Record<string, unknown>);
+    } else if (req.body !== null && typeof req.body === 'object' && !Array.isArray(req.body)) {
+      body = { ...(req.body as Fields) };
+    } else {
+      // A JSON array or scalar: leave it for the schema to refuse.
+      return;
+    }
+    for (const [k, v] of Object.entries(query)) if (body[k] === undefined) body[k] = v;
+    decodeBase64Fields(body);
+    req.body = body;
+  });
+}, { name: 'ciw-bodies' });

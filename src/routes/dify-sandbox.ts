@@ -1,0 +1,109 @@
+/**
+ * A dify-sandbox compatible API, so Dify's Code node and Template Transform node can run here: point Dify's
+ * CODE_EXECUTION_ENDPOINT at this service and CODE_EXECUTION_API_KEY at one of its API keys. Each call runs
+ * as a fresh process in a clean, short-lived sandbox with the usual isolation and limits, then the sandbox
+ * is destroyed: nothing carries over from one call to the next. Answers use dify-sandbox's envelope
+ * {code, message, data}; `data.error` is set only on a real failure (non-zero exit, timeout, limit), never
+ * for mere stderr output; beyond capacity the answer is 503, which Dify reports as "unavailable".
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from 'typebox';
+import type { Config } from '../config.js';
+import { ServiceError, ErrorCode } from '../errors.js';
+import type { SandboxService } from '../service/sandbox-service.js';
+import type { RunCommandResult } from '../backends/types.js';
+
+const RUNNERS: Record<string, { file: string; command: string }> = {
+  python3: { file: 'main.py', command: 'python3 main.py' },
+  nodejs: { file: 'main.js', command: 'node main.js' },
+};
+
+const Envelope = Type.Object({
+  code: Type.Integer({ description: '0 on success; negative on failure, as dify-sandbox.' }),
+  message: Type.String(),
+  data: Type.Optional(Type.Unknown()),
+});
+
+const RunBody = Type.Object({
+  language: Type.String({ description: 'python3 or nodejs (Jinja2 templates arrive as python3).' }),
+  code: Type.String({ description: 'The runner script Dify built around the node\'s code.' }),
+  preload: Type.Optional(Type.String({ description: 'Ignored, as dify-sandbox does by default.' })),
+  enable_network: Type.Optional(Type.Boolean({ description: 'Filtered HTTP(S) for this run, when SANDBOX_NETWORK_ALLOWED.' })),
+});
+
+const digest = (s: string) => createHash('sha256').update(s).digest();
+
+/** dify-sandbox's failure text: timeout, limit, or "process exited with code N" plus stderr. */
+function failureOf(r: RunCommandResult): string {
+  if (r.timedOut) return 'error: timeout';
+  if (r.error && r.error.name !== 'CommandFailed') return `error: ${r.error.name}: ${r.error.value}`;
+  if (r.exitCode !== 0) return `process exited with code ${r.exitCode}\n${r.stderr}`;
+  return '';
+}
+
+export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
+  const keys = config.apiKeys.map(digest);
+  /** dify-sandbox answers a bad X-Api-Key with 401 and an empty body. */
+  const authorized = (req: FastifyRequest, reply: FastifyReply): boolean => {
+    if (keys.length === 0) return true;
+    const given = digest(String(req.headers['x-api-key'] ?? ''));
+    if (keys.some((k) => timingSafeEqual(k, given))) return true;
+    void reply.status(401).send('');
+    return false;
+  };
+  const common = { config: { public: true }, schema: { tags: ['dify-sandbox'], response: { 200: Envelope, 400: Envelope, 503: Envelope } } };
+
+  app.post('/v1/sandbox/run', {
+    ...common,
+    schema: {
+      ...common.schema,
+      operationId: 'difySandboxRun',
+      summary: 'Run code as dify-sandbox does (for Dify\'s Code node)',
+      description: 'Runs a python3 or nodejs script in a fresh sandbox and returns {code: 0, data: {stdout, stderr, error, exit_code}}. '
+        + 'error is empty unless the script failed: non-zero exit, timeout (DIFY_SANDBOX_TIMEOUT_S) or a limit.',
+      body: RunBody,
+    },
+  }, async (req, reply) => {
+    if (!authorized(req, reply)) return reply;
+    const runner = RUNNERS[req.body.language];
+    if (!runner) return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
+    let sandboxId: string;
+    try {
+      const network = req.body.enable_network === true && config.SANDBOX_NETWORK_ALLOWED;
+      ({ info: { id: sandboxId } } = await service.create(DIFY_OWNER, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
+    } catch (err) {
+      if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_LIMIT_REACHED || err.code === ErrorCode.BACKEND_UNAVAILABLE)) {
+        return reply.status(503).send({ code: -503, message: 'Too many requests' });
+      }
+      throw err;
+    }
+    try {
+      await service.writeFile(DIFY_OWNER, { sandboxId }, runner.file, Buffer.from(req.body.code, 'utf8'));
+      const { result } = await service.runCommand(DIFY_OWNER, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
+      return {
+        code: 0,
+        message: 'success',
+        data: { stdout: result.stdout, stderr: result.stderr, error: failureOf(result), exit_code: result.exitCode },
+      };
+    } finally {
+      await service.stop(DIFY_OWNER, sandboxId);
+    }
+  });
+
+  const dependencies = async (req: FastifyRequest, reply: FastifyReply) => {
+    if (!authorized(req, reply)) return reply;
+    return { code: 0, message: 'success', data: { dependencies: [] } };
+  };
+  const depsSchema = (operationId: string, summary: string) => ({
+    ...common,
+    schema: { ...common.schema, operationId, summary, description: `${summary}. Packages come from the host (see the README); the list is empty, as dify-sandbox returns when none are configured.` },
+  });
+  app.get('/v1/sandbox/dependencies', depsSchema('difySandboxDependencies', 'Python dependencies (dify-sandbox compatible)'), dependencies);
+  app.post('/v1/sandbox/dependencies/update', depsSchema('difySandboxDependenciesUpdate', 'Update dependencies (dify-sandbox compatible; nothing to do)'), dependencies);
+  app.get('/v1/sandbox/dependencies/refresh', depsSchema('difySandboxDependenciesRefresh', 'Refresh dependencies (dify-sandbox compatible; nothing to do)'), dependencies);
+};
+
+/** Owner of the short-lived sandboxes of this API: no API key's listing ever shows them. */
+const DIFY_OWNER = 'dify-sandbox';
