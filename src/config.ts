@@ -38,6 +38,11 @@ export const ConfigSchema = Type.Object({
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info', description: 'pino log level.' },
   ),
+  POOL_SIZE: Type.Integer({ default: 2, minimum: 0, maximum: 1000, description: 'Sandboxes kept started ahead and handed out by create_sandbox (0 disables the warm pool).' }),
+  POOL_PRELOAD: Type.String({
+    default: '',
+    description: 'Comma-separated modules the pooled sandboxes import ahead, e.g. `numpy,pandas,matplotlib.pyplot` (≈50 MB more per pooled sandbox, ready in milliseconds).',
+  }),
   MAX_SANDBOXES: Type.Integer({ default: 100, minimum: 1, description: 'Live sandboxes at most; a create beyond it gets 429.' }),
   SANDBOX_IDLE_TIMEOUT_S: Type.Number({ default: 1800, minimum: 1, description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).' }),
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),

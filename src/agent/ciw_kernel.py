@@ -157,6 +157,11 @@ def kernel_main(request_fd, reply_fd):
     # Figures render with Agg and plt.show() reports them; child Python processes can load the backend too.
     os.environ["MPLBACKEND"] = "module://ciw_mpl_backend"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [AGENT_DIR, os.environ.get("PYTHONPATH")]))
+    for module in filter(None, os.environ.pop("CIW_PRELOAD", "").split(",")):
+        try:
+            __import__(module.strip())
+        except Exception as exc:  # noqa: BLE001 - a missing preload module must not stop the kernel
+            print("preload of %s failed: %s" % (module, exc), file=sys.stderr)
     ns = {"__name__": "__main__", "__builtins__": __builtins__, "display": display}
     reader = LineReader(requests)
     replies.write(b'{"ready":true}\n')

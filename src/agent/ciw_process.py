@@ -92,21 +92,99 @@ def _process_limit_error(exc):
                         "could not start a process: the sandbox's process limit is reached (%s)" % exc.strerror)
 
 
-def python_kernel_argv(req_fd, rep_fd):
-    return [sys.executable, "-u", os.path.join(AGENT_DIR, "agent.py"), "--kernel", str(req_fd), str(rep_fd)]
+class ForkedProcess:
+    """A Popen-like handle on a child forked without exec."""
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.returncode = None
+
+    def _reap(self, flags):
+        try:
+            pid, status = os.waitpid(self.pid, flags)
+        except ChildProcessError:
+            self.returncode = self.returncode if self.returncode is not None else -signal.SIGKILL
+            return
+        if pid:
+            self.returncode = os.waitstatus_to_exitcode(status)
+
+    def poll(self):
+        if self.returncode is None:
+            self._reap(os.WNOHANG)
+        return self.returncode
+
+    def wait(self):
+        if self.returncode is None:
+            self._reap(0)
+        return self.returncode
+
+    def kill(self):
+        os.kill(self.pid, signal.SIGKILL)
 
 
-def js_kernel_argv(req_fd, rep_fd):
-    return ["node", "--max-old-space-size=512", os.path.join(AGENT_DIR, "ciw_js_kernel.mjs"), str(req_fd), str(rep_fd)]
+_site_ready = False
+
+
+def prepare_site():
+    """Adds site-packages (dist-packages, .pth files) to sys.path, once. The supervisor runs with -S to start
+    fast, and calls this while it waits for its first request, so that forked kernels find it done."""
+    global _site_ready
+    if not _site_ready:
+        import site
+        site.main()
+        _site_ready = True
+
+
+def fork_python_kernel(req_r, rep_w, out_w, err_w, env):
+    """The Python kernel, forked from this supervisor: no new interpreter to start and no module to import
+    twice, so it is ready in milliseconds and shares the supervisor's pages until it writes them. Only the
+    kernel's own pipes survive in the child; site is set up here because the supervisor runs without it."""
+    pid = os.fork()
+    if pid:
+        return ForkedProcess(pid)
+    status = 1
+    try:
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(out_w, 1)
+        os.dup2(err_w, 2)
+        keep = {0, 1, 2, req_r, rep_w}
+        for name in os.listdir("/proc/self/fd"):
+            if int(name) not in keep:
+                try:
+                    os.close(int(name))
+                except OSError:
+                    pass
+        signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as in any Python process
+        os.environ.clear()
+        os.environ.update(env)
+        prepare_site()
+        from ciw_kernel import kernel_main
+        kernel_main(req_r, rep_w)
+        status = 0
+    except BaseException:  # noqa: BLE001 - the child must never return into the supervisor's code
+        import traceback
+        traceback.print_exc()
+    finally:
+        os._exit(status)
+
+
+def exec_js_kernel(req_r, rep_w, out_w, err_w, env):
+    return subprocess.Popen(
+        ["node", "--max-old-space-size=512", os.path.join(AGENT_DIR, "ciw_js_kernel.mjs"), str(req_r), str(rep_w)],
+        stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=WORKSPACE, env=env,
+        start_new_session=True, pass_fds=(req_r, rep_w),
+    )
 
 
 class Kernel:
-    """A stateful interpreter process (Python, or JavaScript on Node). Restarted, losing its state, when it
-    dies or ignores an interrupt. Started on first use."""
+    """A stateful interpreter process (Python, or JavaScript on Node). Started on first use, or at once when
+    warmed; restarted, losing its state, when it dies or ignores an interrupt."""
 
-    def __init__(self, label, argv, env, cpu_limit_s, start=True):
+    def __init__(self, label, spawn, env, cpu_limit_s, start=False):
         self.label = label
-        self.argv = argv
+        self.spawn = spawn
         self.env = dict(env, CIW_CPU_SECONDS_PER_CALL=str(cpu_limit_s))
         self.proc = None
         if start:
@@ -118,11 +196,11 @@ class Kernel:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            self.proc = subprocess.Popen(
-                self.argv(req_r, rep_w),
-                stdin=subprocess.DEVNULL, stdout=out_w, stderr=err_w, cwd=WORKSPACE, env=self.env,
-                start_new_session=True, pass_fds=(req_r, rep_w),
-            )
+            self.proc = self.spawn(req_r, rep_w, out_w, err_w, self.env)
+        except BaseException:
+            for fd in (req_w, rep_r, out_r, err_r):
+                os.close(fd)
+            raise
         finally:
             for fd in (req_r, rep_w, out_w, err_w):
                 os.close(fd)
@@ -130,7 +208,7 @@ class Kernel:
         for fd in (rep_r, out_r, err_r):
             _set_nonblocking(fd)
         self.rep_buf = b""
-        line = self._wait_reply(time.monotonic() + 30, Capture(0))
+        line = self._wait_reply(time.monotonic() + 60, Capture(0))
         if line is None or not line.startswith(b'{"ready"'):
             self.stop()
             raise RuntimeError("the %s process failed to start" % self.label)

@@ -3,14 +3,12 @@ import codecs
 import json
 import os
 import resource
-import shutil
 import signal
 import time
 
 from ciw_common import WORKSPACE, AgentError, LineReader
 from ciw_files import changed_files, list_dir, read_file, snapshot, stat_path, write_file
-from ciw_process import Capture, Kernel, js_kernel_argv, python_kernel_argv, run_shell
-from ciw_relay import Relay
+from ciw_process import Capture, Kernel, exec_js_kernel, fork_python_kernel, prepare_site, run_shell
 
 
 def _make_undumpable():
@@ -21,6 +19,10 @@ def _make_undumpable():
         ctypes.CDLL(None, use_errno=True).prctl(4, 0, 0, 0, 0)
     except (OSError, AttributeError):
         pass
+
+
+def _on_path(name, path):
+    return any(os.access(os.path.join(d, name), os.X_OK) for d in path.split(os.pathsep) if d)
 
 
 def apply_rlimits(limits):
@@ -41,11 +43,15 @@ class Supervisor:
         self.cpu_limit_s = float(os.environ.get("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
         self.relay = None
         if os.environ.get("CIW_PROXY_SOCKET"):
+            from ciw_relay import Relay  # only sandboxes with network pay for socket and threading
             self.relay = Relay(os.environ["CIW_PROXY_SOCKET"], int(os.environ.get("CIW_PROXY_PORT", "3128")))
+        # Kernels start on first use (an idle sandbox is just this process), or now when the sandbox is
+        # warmed for a pool, with modules preloaded.
+        preload = os.environ.get("CIW_PRELOAD", "")
+        python_env = dict(self.env, CIW_PRELOAD=preload) if preload else self.env
         self.kernels = {
-            "python": Kernel("Python", python_kernel_argv, self.env, self.cpu_limit_s),
-            # Node starts on the first JavaScript call: most sandboxes never need it.
-            "javascript": Kernel("JavaScript", js_kernel_argv, self.env, self.cpu_limit_s, start=False),
+            "python": Kernel("Python", fork_python_kernel, python_env, self.cpu_limit_s, start=bool(os.environ.get("CIW_WARM"))),
+            "javascript": Kernel("JavaScript", exec_js_kernel, self.env, self.cpu_limit_s),
         }
         self.files = snapshot()
 
@@ -84,7 +90,7 @@ class Supervisor:
             kernel = self.kernels.get(language)
             if kernel is None:
                 raise AgentError("UNSUPPORTED_LANGUAGE", "no kernel for language %r" % language)
-            if language == "javascript" and shutil.which("node", path=self.env.get("PATH")) is None:
+            if language == "javascript" and kernel.proc is None and not _on_path("node", self.env.get("PATH", "")):
                 raise AgentError("UNSUPPORTED_LANGUAGE", "JavaScript needs Node.js under /usr on the host (e.g. /usr/bin/node); "
                                  "it is not installed there")
             capture = self.capture(req)
@@ -114,7 +120,8 @@ class Supervisor:
         raise AgentError("UNKNOWN_OP", "unknown operation %r" % op)
 
     def serve(self, stdin):
-        self.send({"ready": True, "pid": os.getpid(), "kernel_pid": self.kernels["python"].proc.pid})
+        self.send({"ready": True, "pid": os.getpid()})
+        prepare_site()  # while the service hands the sandbox out: the first kernel then starts in milliseconds
         while True:
             line = stdin.readline()
             if not line:

@@ -3,13 +3,14 @@ import type { Config } from '../config.js';
 import type { SandboxBackend } from './types.js';
 import { createLocalBackend } from './local/local-backend.js';
 import { createMemoryBackend } from './memory/memory-backend.js';
+import { createPooledBackend } from './pool.js';
 
 export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'error', message: string) => void): SandboxBackend {
   switch (config.SANDBOX_BACKEND) {
     case 'memory':
       return createMemoryBackend();
-    case 'local':
-      return createLocalBackend({
+    case 'local': {
+      const local = createLocalBackend({
         rootDir: config.SANDBOX_ROOT,
         python: config.SANDBOX_PYTHON,
         workspaceBytes: config.SANDBOX_DISK_BYTES,
@@ -30,5 +31,9 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         },
         log,
       });
+      if (config.POOL_SIZE === 0) return local;
+      const preload = config.POOL_PRELOAD.split(',').map((m) => m.trim()).filter(Boolean);
+      return createPooledBackend(local, { size: config.POOL_SIZE, preload, log });
+    }
   }
 }

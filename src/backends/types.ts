@@ -12,6 +12,8 @@ export interface CreateSandboxOptions {
   readonly env: Readonly<Record<string, string>>;
   /** Outbound HTTP(S) through the service's filtering proxy; false (the default) for no network at all. */
   readonly network?: boolean;
+  /** Start the Python kernel now (not on first use) and import these modules: for a warm pool. */
+  readonly warm?: { readonly preload: readonly string[] };
 }
 
 /** One rich value produced by code (a Jupyter-style MIME bundle). */
@@ -154,6 +156,8 @@ export interface BackendStatus {
   readonly isolation: string;
   /** Why the backend cannot run code, when it cannot. */
   readonly problem?: string;
+  /** The warm pool in front of the backend, if any. */
+  readonly pool?: { readonly target: number; readonly ready: number; readonly preload: readonly string[] };
 }
 
 export interface SandboxBackend {

@@ -11,6 +11,11 @@ const HealthResponse = Type.Object({
   isolation: Type.String(),
   problem: Type.Optional(Type.String()),
   live_sandboxes: Type.Integer(),
+  pool: Type.Optional(Type.Object({
+    target: Type.Integer({ description: 'POOL_SIZE' }),
+    ready: Type.Integer({ description: 'Sandboxes ready to hand out now' }),
+    preload: Type.Array(Type.String()),
+  })),
 });
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
@@ -24,6 +29,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }
       isolation: s.isolation,
       ...(s.problem ? { problem: s.problem } : {}),
       live_sandboxes: service.size,
+      ...(s.pool ? { pool: { ...s.pool, preload: [...s.pool.preload] } } : {}),
     };
   };
   const schema = {

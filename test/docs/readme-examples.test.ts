@@ -41,6 +41,7 @@ function normalize(text: string, port: number): string {
     .replace(/"duration_ms":[0-9.]+/g, '"duration_ms":N')
     .replace(/"isolation":"[^"]*"/g, '"isolation":"…"')
     .replace(/exp=\d+&sig=[\w-]+/g, 'exp=E&sig=S')
+    .replace(/"ready":\d+/g, '"ready":N')
     .replace(/^Date: .*\n/m, '')
     .trimEnd();
 }
@@ -52,7 +53,8 @@ describe('README examples', () => {
   const outputs: string[] = [];
 
   beforeAll(async () => {
-    t = await startTestApp(localEnv());
+    // The defaults a user gets from ./scripts/start.sh, warm pool included.
+    t = await startTestApp(localEnv({ POOL_SIZE: '2' }));
     await t.app.listen({ port: 0, host: '127.0.0.1' });
     port = (t.app.server.address() as AddressInfo).port;
     const marker = '@@README-EXAMPLE-END@@';

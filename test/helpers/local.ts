@@ -48,6 +48,7 @@ export function localEnv(extra: Record<string, string> = {}): Record<string, str
     SANDBOX_UID_COUNT: String(o.uidCount),
     INTERRUPT_GRACE_MS: '1000',
     SANDBOX_DISK_BYTES: String(64 * 1024 * 1024),
+    POOL_SIZE: '0',
     ...extra,
   };
 }

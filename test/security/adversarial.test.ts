@@ -165,7 +165,8 @@ describe('attacks from inside a sandbox', () => {
     const code = [
       'import os',
       'results = []',
-      'for pid in [p for p in os.listdir("/proc") if p.isdigit()]:',
+      '# The supervisor: agent.py without a role argument, and not this kernel (forked from it, same command line).',
+      'for pid in [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]:',
       '    try:',
       '        cmd = open(f"/proc/{pid}/cmdline", "rb").read()',
       '    except OSError:',

@@ -31,7 +31,9 @@ describe('limits', () => {
     const [bomb, mem, disk, flood, bystander] = await Promise.all([create(), create(), create(), create(), create()]);
     await t.post('/run_code', { sandbox_id: bystander, code: 'ready = True' });
     const attacks = Promise.all([
-      t.post('/execute_command', { sandbox_id: bomb, command: 'bomb() { bomb | bomb & }; bomb; sleep 3', timeout: 4 }),
+      // Timed out, so its whole session is killed; a bomb left running in the background would keep the
+      // sandbox at its process limit until stopped (and every call would say ProcessLimitExceeded).
+      t.post('/execute_command', { sandbox_id: bomb, command: 'bomb() { bomb | bomb & }; bomb; sleep 10', timeout: 4 }),
       t.post('/run_code', { sandbox_id: mem, code: 'hog = b"x" * (10 * 1024 ** 3)' }),
       t.post('/run_code', { sandbox_id: disk, code: 'with open("fill.bin", "wb") as f:\n    while True:\n        f.write(b"\\0" * 1048576)' }),
       t.post('/run_code', { sandbox_id: flood, code: 'while True:\n    print("flood " * 20)', timeout: 20 }),

@@ -100,7 +100,7 @@ class LocalBackend implements SandboxBackend {
 
   async init(): Promise<BackendStatus> {
     try {
-      const layout = prepareRuntimeDir(this.options.rootDir, AGENT_SOURCE,
+      const layout = prepareRuntimeDir(this.options.rootDir, AGENT_SOURCE, this.options.python,
         this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount } : null, (m) => this.log('warn', m));
       this.etcEntries = layout.etcEntries;
       this.rootSymlinks = layout.rootSymlinks;
@@ -191,7 +191,7 @@ class LocalBackend implements SandboxBackend {
       python: this.options.python,
       innerUid: INNER_UID,
       hostname: 'sandbox',
-      env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(), opts.network === true),
+      env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(opts), opts.network === true),
     });
     const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
     const cgroup = this.cgroups!.create(`${opts.id}-${child.pid}`, this.options.limits);
@@ -240,7 +240,7 @@ class LocalBackend implements SandboxBackend {
     const child = spawn(this.options.python, ['-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
       stdio: ['pipe', 'pipe', 'pipe'],
       cwd: workspace,
-      env: sandboxEnv(workspace, opts.env, this.agentEnv()),
+      env: sandboxEnv(workspace, opts.env, this.agentEnv(opts)),
       detached: true,
     });
     const sandbox = new LocalSandbox({
@@ -267,7 +267,7 @@ class LocalBackend implements SandboxBackend {
     return { maxHeaderBytes: 3 * 6 * this.options.maxOutputBytes + 4 * 1024 * 1024, maxBlobBytes: this.options.maxFileBytes };
   }
 
-  private agentEnv(): Record<string, string> {
+  private agentEnv(opts: CreateSandboxOptions): Record<string, string> {
     const { memoryBytes, maxProcesses, cpuSecondsPerCall } = this.options.limits;
     const rlimits: Record<string, number> = { data: memoryBytes };
     // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
@@ -277,6 +277,7 @@ class LocalBackend implements SandboxBackend {
       CIW_INTERRUPT_GRACE_MS: String(this.options.interruptGraceMs),
       CIW_CPU_SECONDS_PER_CALL: String(cpuSecondsPerCall),
       CIW_RLIMITS: JSON.stringify(rlimits),
+      ...(opts.warm ? { CIW_WARM: '1', CIW_PRELOAD: opts.warm.preload.join(',') } : {}),
     };
   }
 
