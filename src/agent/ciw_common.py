@@ -38,11 +38,26 @@ class LineReader:
         return line
 
     def read_exact(self, n):
-        while len(self.buf) < n:
-            chunk = self.f.read(max(READ_CHUNK, n - len(self.buf)))
-            if not chunk:
+        """Exactly n bytes (a file's content), read into one buffer: no copying per chunk."""
+        if len(self.buf) >= n:
+            data, self.buf = self.buf[:n], self.buf[n:]
+            return data
+        out = bytearray(n)
+        have = len(self.buf)
+        out[:have] = self.buf
+        self.buf = b""
+        view = memoryview(out)
+        while have < n:
+            got = self.f.readinto(view[have:])
+            if not got:
                 raise EOFError("stream ended inside a binary payload")
-            self.buf += chunk
-        data, self.buf = self.buf[:n], self.buf[n:]
-        return data
+            have += got
+        return out
 
+
+def write_all(f, data):
+    """Writes all of data to an unbuffered file, however many calls the pipe needs."""
+    view = memoryview(data)
+    while view:
+        written = f.write(view)
+        view = view[written:]

@@ -319,20 +319,22 @@ def _disk_full():
 
 
 def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
-    def limits():
-        if cpu_limit_s:
-            seconds = int(cpu_limit_s) + 1
-            resource.setrlimit(resource.RLIMIT_CPU, (seconds, seconds + 2))
-
     try:
+        # No preexec_fn: it would force a full fork() of this process instead of vfork().
         proc = subprocess.Popen(
             ["/bin/bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True, preexec_fn=limits,
+            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
         )
     except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
         raise AgentError("BAD_CWD", "cannot run in working directory %r: %s" % (cwd, exc.strerror))
     except BlockingIOError as exc:
         return {"exit_code": 126, "timed_out": False, "error": _process_limit_error(exc)}
+    if cpu_limit_s:
+        seconds = int(cpu_limit_s) + 1
+        try:
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (seconds, seconds + 2))
+        except (OSError, ValueError):
+            pass  # already gone
     fds = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
     for fd in fds:
         _set_nonblocking(fd)

@@ -6,7 +6,7 @@ import resource
 import signal
 import time
 
-from ciw_common import WORKSPACE, AgentError, LineReader
+from ciw_common import WORKSPACE, AgentError, LineReader, write_all
 from ciw_files import changed_files, list_dir, read_file, snapshot, stat_path, write_file
 from ciw_process import Capture, Kernel, exec_js_kernel, fork_python_kernel, prepare_site, run_shell
 
@@ -58,7 +58,9 @@ class Supervisor:
     def send(self, header, blob=b""):
         if blob:
             header["blob"] = len(blob)
-        self.out.write(json.dumps(header, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n" + blob)
+        write_all(self.out, json.dumps(header, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n")
+        if blob:
+            write_all(self.out, blob)
 
     def capture(self, req):
         """An output capture for a call; with "stream", each chunk is also sent at once as an event frame."""

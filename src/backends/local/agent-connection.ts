@@ -33,6 +33,8 @@ export interface FrameLimits {
 
 export class AgentConnection {
   private buffer: Buffer = Buffer.alloc(0);
+  private blobChunks: Buffer[] = [];
+  private blobReceived = 0;
   private header: Record<string, unknown> | null = null;
   private pending: Pending | null = null;
   private queue: Promise<unknown> = Promise.resolve();
@@ -108,7 +110,19 @@ export class AgentConnection {
   }
 
   private onData(chunk: Buffer): void {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    // While a large payload arrives, keep its chunks in a list and join them once: concatenating on every
+    // 64 KiB chunk would copy a 50 MB file hundreds of times.
+    if (this.header !== null && this.blobChunks.length > 0) {
+      this.blobChunks.push(chunk);
+      this.blobReceived += chunk.length;
+      if (this.blobReceived < this.blobLength()) return;
+      chunk = Buffer.concat(this.blobChunks, this.blobReceived);
+      this.blobChunks = [];
+      this.blobReceived = 0;
+      this.buffer = chunk;
+    } else {
+      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    }
     for (;;) {
       if (this.header === null) {
         const nl = this.buffer.indexOf(NEWLINE);
@@ -129,18 +143,29 @@ export class AgentConnection {
           return;
         }
       }
-      const blobLength = typeof this.header.blob === 'number' ? this.header.blob : 0;
+      const blobLength = this.blobLength();
       if (!Number.isSafeInteger(blobLength) || blobLength < 0 || blobLength > this.limits.maxBlobBytes) {
         this.violation('an oversized or malformed payload');
         return;
       }
-      if (this.buffer.length < blobLength) return;
+      if (this.buffer.length < blobLength) {
+        if (this.buffer.length > 0) {
+          this.blobChunks = [this.buffer];
+          this.blobReceived = this.buffer.length;
+          this.buffer = Buffer.alloc(0);
+        }
+        return;
+      }
       const blob = blobLength > 0 ? Buffer.from(this.buffer.subarray(0, blobLength)) : Buffer.alloc(0);
       this.buffer = this.buffer.subarray(blobLength);
       const header = this.header;
       this.header = null;
       this.deliver(header, blob);
     }
+  }
+
+  private blobLength(): number {
+    return typeof this.header?.blob === 'number' ? this.header.blob : 0;
   }
 
   /** The agent broke the protocol: stop reading and kill the sandbox. */

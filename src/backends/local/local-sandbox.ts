@@ -137,6 +137,7 @@ export class LocalSandbox implements Sandbox {
       streamTo(options.onOutput),
     );
     const error = toCodeError(h.error);
+    // Read after every call: a child process can be OOM-killed while the code itself carries on.
     const limit = this.limitHit();
     return {
       stdout: String(h.stdout),

@@ -1,0 +1,251 @@
+/**
+ * `npm run bench`: starts the service (local backend) as its own process on 127.0.0.1 and measures, with
+ * the peer baselines measured in the same run: run_code print(1) round trips, execute_command, create →
+ * first result (without and with the warm pool, and with numpy + pandas + matplotlib preloaded),
+ * throughput across sandboxes, 50 MB upload/download, idle memory per sandbox; a Jupyter kernel and a new
+ * Python process per request. Prints a table and writes bench/results.json. Needs root for the per-sandbox
+ * memory figures (it reads /proc by sandbox uid). All traffic stays on 127.0.0.1.
+ */
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { readFileSync, readdirSync, writeFileSync, mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Pool } from 'undici';
+
+const KEY = 'bench-key';
+const ROOT = new URL('..', import.meta.url).pathname;
+type Stats = { p50: number; p95: number; p99: number; n: number };
+
+function stats(ms: number[]): Stats {
+  const s = [...ms].sort((a, b) => a - b);
+  const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
+  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), n: s.length };
+}
+
+interface Service { url: string; pool: Pool; child: ChildProcess; uidBase: number; close(): Promise<void> }
+
+async function startService(name: string, env: Record<string, string>): Promise<Service> {
+  const uidBase = 1_700_000_000 + Math.floor(Math.random() * 1000) * 100_000;
+  const child = spawn(process.execPath, [join(ROOT, 'dist/server.js')], {
+    env: {
+      PATH: process.env.PATH, API_KEY: KEY, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', MAX_SANDBOXES: '200',
+      SANDBOX_ROOT: mkdtempSync(join(tmpdir(), `ciw-bench-${name}-`)), SANDBOX_UID_BASE: String(uidBase), SANDBOX_UID_COUNT: '4096',
+      MAX_FILE_BYTES: String(64 * 1024 * 1024), ...env,
+    },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  for (let i = 0; i < 600 && !/Server listening at/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
+  const url = /Server listening at (http:\/\/[\d.:]+)/.exec(out)?.[1];
+  if (!url) throw new Error(`the service did not start:\n${out}`);
+  const pool = new Pool(url, { connections: 32, pipelining: 1 });
+  return {
+    url, pool, child, uidBase,
+    async close() {
+      await pool.close();
+      child.kill('SIGTERM');
+      await new Promise((r) => child.once('exit', r));
+    },
+  };
+}
+
+async function call(svc: Service, path: string, body: unknown): Promise<any> {
+  const res = await svc.pool.request({
+    path, method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+  });
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw new Error(`${path}: HTTP ${res.statusCode} ${text}`);
+  return JSON.parse(text);
+}
+
+async function timed(n: number, warmup: number, fn: () => Promise<unknown>): Promise<Stats> {
+  const ms: number[] = [];
+  for (let i = 0; i < n + warmup; i++) {
+    const t = performance.now();
+    await fn();
+    if (i >= warmup) ms.push(performance.now() - t);
+  }
+  return stats(ms);
+}
+
+async function poolReady(svc: Service, n: number): Promise<void> {
+  for (let i = 0; i < 1200; i++) {
+    const res = await svc.pool.request({ path: '/health', method: 'GET' });
+    const h = JSON.parse(await res.body.text());
+    if ((h.pool?.ready ?? 0) >= n) return;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+  throw new Error('the warm pool did not fill');
+}
+
+async function createToFirst(svc: Service, n: number, code: string, waitPool: number): Promise<Stats> {
+  const ms: number[] = [];
+  for (let i = 0; i < n; i++) {
+    if (waitPool) await poolReady(svc, waitPool);
+    const t = performance.now();
+    const { sandbox_id: id } = await call(svc, '/create_sandbox', {});
+    const r = await call(svc, '/run_code', { sandbox_id: id, code });
+    ms.push(performance.now() - t);
+    if (r.error) throw new Error(JSON.stringify(r.error));
+    await call(svc, '/stop_sandbox', { sandbox_id: id });
+  }
+  return stats(ms);
+}
+
+async function throughput(svc: Service, ids: string[], concurrency: number, seconds: number): Promise<number> {
+  let done = 0;
+  const end = performance.now() + seconds * 1000;
+  await Promise.all(ids.slice(0, concurrency).map(async (id) => {
+    const body = { sandbox_id: id, code: 'print(1)' };
+    while (performance.now() < end) {
+      await call(svc, '/run_code', body);
+      done++;
+    }
+  }));
+  return done / seconds;
+}
+
+/** Summed RSS and PSS (MiB) of all processes under the service's sandbox uids. */
+function sandboxMemory(svc: Service): { rss: number; pss: number } {
+  let rss = 0;
+  let pss = 0;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const status = readFileSync(`/proc/${name}/status`, 'utf8');
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(status)![1]);
+      if (uid < svc.uidBase || uid >= svc.uidBase + 4096) continue;
+      rss += Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+      pss += Number(/^Pss:\s+(\d+)/m.exec(readFileSync(`/proc/${name}/smaps_rollup`, 'utf8'))?.[1] ?? 0);
+    } catch {
+      // ended while we looked
+    }
+  }
+  return { rss: rss / 1024, pss: pss / 1024 };
+}
+
+async function transfer(svc: Service, id: string): Promise<{ uploadMBs: number; downloadMBs: number }> {
+  const data = Buffer.alloc(50 * 1024 * 1024, 7);
+  let t = performance.now();
+  const up = await svc.pool.request({
+    path: `/upload_file?sandbox_id=${id}&remote_filename=big.bin`, method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/octet-stream' }, body: data,
+  });
+  await up.body.text();
+  const uploadS = (performance.now() - t) / 1000;
+  const d = await call(svc, '/download_file', { sandbox_id: id, remote_path: 'big.bin' });
+  const u = new URL(d.download_url);
+  t = performance.now();
+  const down = await svc.pool.request({ path: u.pathname + u.search, method: 'GET' });
+  const bytes = (await down.body.arrayBuffer()).byteLength;
+  const downloadS = (performance.now() - t) / 1000;
+  if (bytes !== data.length) throw new Error(`downloaded ${bytes} bytes`);
+  return { uploadMBs: 50 / uploadS, downloadMBs: 50 / downloadS };
+}
+
+function processPerRequest(n: number): { plain: Stats; bwrap: Stats | null } {
+  const run = (cmd: string, args: string[]) => {
+    const ms: number[] = [];
+    for (let i = 0; i < n; i++) {
+      const t = performance.now();
+      execFileSync(cmd, args, { stdio: 'ignore' });
+      ms.push(performance.now() - t);
+    }
+    return stats(ms);
+  };
+  const plain = run('/usr/bin/python3', ['-c', 'print(1)']);
+  let bwrap: Stats | null = null;
+  try {
+    bwrap = run('bwrap', ['--unshare-all', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin', '--proc', '/proc', '--dev', '/dev', '/usr/bin/python3', '-c', 'print(1)']);
+  } catch {
+    bwrap = null;
+  }
+  return { plain, bwrap };
+}
+
+function jupyter(): Record<string, any> {
+  try {
+    return JSON.parse(execFileSync('/usr/bin/python3', [join(ROOT, 'bench/jupyter_baseline.py'), '300'], { encoding: 'utf8', timeout: 120_000 }));
+  } catch (err) {
+    return { skipped: (err as Error).message.split('\n')[0] };
+  }
+}
+
+const f = (x: number | undefined, d = 2) => (x === undefined ? 'n/a' : x.toFixed(d));
+
+async function main(): Promise<void> {
+  const results: Record<string, unknown> = { date: new Date().toISOString(), cpus: execFileSync('nproc').toString().trim() };
+  console.log('baselines: Jupyter kernel and a new Python process per request …');
+  const jup = jupyter();
+  const ppr = processPerRequest(40);
+  results.baselines = { jupyter: jup, processPerRequest: ppr };
+
+  console.log('service without a pool …');
+  const a = await startService('nopool', { POOL_SIZE: '0' });
+  try {
+    const { sandbox_id: id } = await call(a, '/create_sandbox', {});
+    results.runCode = await timed(3000, 300, () => call(a, '/run_code', { sandbox_id: id, code: 'print(1)' }));
+    results.executeCommand = await timed(500, 50, () => call(a, '/execute_command', { sandbox_id: id, command: 'true' }));
+    results.createToFirstNoPool = await createToFirst(a, 30, 'print(1)', 0);
+    const ids: string[] = [];
+    for (let i = 0; i < 16; i++) ids.push((await call(a, '/create_sandbox', {})).sandbox_id);
+    for (const sid of ids) await call(a, '/run_code', { sandbox_id: sid, code: 'print(1)' });
+    results.throughput = {
+      c1: await throughput(a, ids, 1, 3), c4: await throughput(a, ids, 4, 3), c16: await throughput(a, ids, 16, 3),
+    };
+    results.transfer = await transfer(a, id);
+    for (const sid of [id, ...ids]) await call(a, '/stop_sandbox', { sandbox_id: sid });
+    const idle: string[] = [];
+    for (let i = 0; i < 50; i++) idle.push((await call(a, '/create_sandbox', {})).sandbox_id);
+    await new Promise((r) => setTimeout(r, 500));
+    const fresh = sandboxMemory(a);
+    for (const sid of idle) await call(a, '/run_code', { sandbox_id: sid, code: 'print(1)' });
+    await new Promise((r) => setTimeout(r, 500));
+    const used = sandboxMemory(a);
+    results.idleMemoryMiB = {
+      fresh: { rss: fresh.rss / 50, pss: fresh.pss / 50 },
+      afterFirstCall: { rss: used.rss / 50, pss: used.pss / 50 },
+    };
+  } finally {
+    await a.close();
+  }
+
+  console.log('service with a warm pool …');
+  const b = await startService('pool', { POOL_SIZE: '4' });
+  try {
+    // Each iteration starts from a full pool, so a hand-over is timed, not a hand-over racing a refill.
+    results.createToFirstPool = await createToFirst(b, 30, 'print(1)', 4);
+  } finally {
+    await b.close();
+  }
+  console.log('service with a pool preloading numpy, pandas, matplotlib …');
+  const c = await startService('preload', { POOL_SIZE: '2', POOL_PRELOAD: 'numpy,pandas,matplotlib.pyplot' });
+  try {
+    results.createToFirstPreloaded = await createToFirst(c, 10, 'import numpy, pandas, matplotlib.pyplot as plt\nprint(1)', 2);
+  } finally {
+    await c.close();
+  }
+
+  writeFileSync(join(ROOT, 'bench/results.json'), `${JSON.stringify(results, null, 2)}\n`);
+  const r = results as any;
+  const jexec = jup.exec_ms?.p50 as number | undefined;
+  const rows: Array<[string, string, string, string]> = [
+    ['run_code print(1) over HTTP, warm (ms)', `p50 ${f(r.runCode.p50, 3)} p95 ${f(r.runCode.p95, 3)} p99 ${f(r.runCode.p99, 3)}`, '≤ 0.5 p50; ≥ 10× Jupyter', jexec ? `Jupyter p50 ${f(jexec)} → ${f(jexec / r.runCode.p50, 1)}×; process/request ${f(ppr.plain.p50)} → ${f(ppr.plain.p50 / r.runCode.p50, 0)}×` : 'Jupyter: skipped'],
+    ['execute_command true (ms)', `p50 ${f(r.executeCommand.p50, 3)} p95 ${f(r.executeCommand.p95, 3)} p99 ${f(r.executeCommand.p99, 3)}`, '', `bwrap+python per request ${f(ppr.bwrap?.p50)}`],
+    ['create → first result, no pool (ms)', `p50 ${f(r.createToFirstNoPool.p50)} p95 ${f(r.createToFirstNoPool.p95)} p99 ${f(r.createToFirstNoPool.p99)}`, '≤ 60 p50', `Jupyter start ${f(jup.start_ms?.p50, 0)} → ${f(jup.start_ms?.p50 / r.createToFirstNoPool.p50, 0)}×`],
+    ['create → first result, pool (ms)', `p50 ${f(r.createToFirstPool.p50)} p95 ${f(r.createToFirstPool.p95)} p99 ${f(r.createToFirstPool.p99)}`, '≤ 5 p50', ''],
+    ['… numpy+pandas+matplotlib, pool (ms)', `p50 ${f(r.createToFirstPreloaded.p50)} p95 ${f(r.createToFirstPreloaded.p95)}`, '≤ 10 p50', ''],
+    ['run_code throughput (calls/s)', `c1 ${f(r.throughput.c1, 0)} c4 ${f(r.throughput.c4, 0)} c16 ${f(r.throughput.c16, 0)}`, '≥ 8000 at c16', ''],
+    ['idle memory per sandbox (MiB)', `fresh RSS ${f(r.idleMemoryMiB.fresh.rss, 1)} PSS ${f(r.idleMemoryMiB.fresh.pss, 1)}; after a call RSS ${f(r.idleMemoryMiB.afterFirstCall.rss, 1)} PSS ${f(r.idleMemoryMiB.afterFirstCall.pss, 1)}`, '≤ 15', `Jupyter RSS ${f(jup.idle_rss_mb, 1)}`],
+    ['50 MB upload / download (MB/s)', `${f(r.transfer.uploadMBs, 0)} / ${f(r.transfer.downloadMBs, 0)}`, '≥ 200 each', ''],
+  ];
+  console.log('\n| figure | measured | target | baseline (same run) |\n|---|---|---|---|');
+  for (const row of rows) console.log(`| ${row.join(' | ')} |`);
+  console.log('\nwritten: bench/results.json');
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
