@@ -16,6 +16,12 @@ export interface PoolOptions {
 }
 
 const RETRY_MS = 2_000;
+/**
+ * A hand-over is usually followed at once by the first call into the sandbox; starting the replacement
+ * right then would make that call compete with a sandbox start for the CPU (spawning is also synchronous
+ * work on the event loop). So refills wait a moment.
+ */
+const REFILL_DELAY_MS = 150;
 
 export function createPooledBackend(inner: SandboxBackend, options: PoolOptions): SandboxBackend {
   const ready: Sandbox[] = [];
@@ -66,7 +72,7 @@ export function createPooledBackend(inner: SandboxBackend, options: PoolOptions)
       if (plain(opts)) {
         const sandbox = ready.shift();
         if (sandbox) {
-          refill();
+          setTimeout(refill, REFILL_DELAY_MS).unref();
           return sandbox;
         }
       }
