@@ -18,6 +18,7 @@ import { fileRoutes } from './routes/files.js';
 import { healthRoutes } from './routes/health.js';
 import { difySandboxRoutes } from './routes/dify-sandbox.js';
 import { registerToolDocument } from './routes/tool-openapi.js';
+import { registerMcp } from './routes/mcp.js';
 import { baseUrl } from './routes/wire.js';
 
 export interface AppDeps {
@@ -108,5 +109,6 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
   await app.register(difySandboxRoutes, { service, config });
+  registerMcp(app, service, config);
   return app;
 }

@@ -44,6 +44,7 @@ export const ConfigSchema = Type.Object({
     description: 'Comma-separated modules the pooled sandboxes import ahead, e.g. `numpy,pandas,matplotlib.pyplot` (≈50 MB more per pooled sandbox, ready in milliseconds).',
   }),
   LOG_REQUESTS: Type.Boolean({ default: false, description: 'Log a line per request and per response (pino, at info level). Off: errors, sandbox lifecycle and start-up are still logged.' }),
+  MCP_SSE: Type.Boolean({ default: false, description: 'Answer MCP requests at /mcp as SSE streams instead of JSON (either way works with Streamable HTTP clients; `?sse=1` chooses per request).' }),
   MAX_SANDBOXES: Type.Integer({ default: 100, minimum: 1, description: 'Live sandboxes at most; a create beyond it gets 429.' }),
   SANDBOX_IDLE_TIMEOUT_S: Type.Number({ default: 1800, minimum: 1, description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).' }),
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),

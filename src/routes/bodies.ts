@@ -94,7 +94,8 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
   app.addHook('preValidation', async (req) => {
-    if (req.method !== 'POST') return;
+    // JSON-RPC messages (MCP) are taken as they are.
+    if (req.method !== 'POST' || req.routeOptions.url === '/mcp') return;
     const query = (req.query ?? {}) as Fields;
     let body: Fields;
     if (req.body === undefined || req.body === null) {

@@ -1,0 +1,246 @@
+/**
+ * The MCP tools: a thin layer over the same SandboxService, schemas and error codes as the HTTP routes.
+ * Sandbox state is keyed by an explicit sandbox_id (or conversation_id), never by the MCP session — Dify
+ * opens a fresh session for every call. Input schemas are the HTTP body schemas (TypeBox, i.e. JSON
+ * Schema) minus HTTP-only options.
+ */
+import { posix } from 'node:path';
+import { Type, type Static, type TSchema } from 'typebox';
+import { Value } from 'typebox/value';
+import type { SandboxService } from '../service/sandbox-service.js';
+import { ServiceError } from '../errors.js';
+import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandResponse } from '../schemas/execution.js';
+import { CreateSandboxBody, SandboxRefBody } from '../schemas/sandboxes.js';
+import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '../schemas/files.js';
+import { commandToWire, linker, runCodeToWire } from '../routes/responses.js';
+import { infoToWire } from '../routes/wire.js';
+import { mimeTypeOf } from '../service/mime.js';
+
+/** MCP content items (text, image, resource link, embedded resource). */
+type Content =
+  | { type: 'text'; text: string }
+  | { type: 'image'; data: string; mimeType: string }
+  | { type: 'resource_link'; uri: string; name: string; mimeType: string; description?: string }
+  | { type: 'resource'; resource: { uri: string; mimeType: string; text?: string; blob?: string } };
+
+export interface ToolResult {
+  content: Content[];
+  structuredContent?: Record<string, unknown>;
+  isError?: boolean;
+}
+
+export interface ToolContext {
+  readonly service: SandboxService;
+  readonly owner: string;
+  /** Absolute base for file links. */
+  readonly baseUrl: string;
+}
+
+interface Tool<S extends TSchema> {
+  readonly name: string;
+  readonly title: string;
+  readonly description: string;
+  readonly inputSchema: S;
+  readonly outputSchema?: TSchema;
+  run(args: Static<S>, ctx: ToolContext): Promise<ToolResult>;
+}
+
+const MAX_IMAGES = 4;
+const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
+const MAX_TEXT_FILE_BYTES = 256 * 1024;
+
+const ref = (a: { sandbox_id?: string; conversation_id?: string }) => ({ sandboxId: a.sandbox_id, conversationId: a.conversation_id });
+const text = (t: string): Content => ({ type: 'text', text: t });
+
+/** Output, error and values as text a model reads easily. */
+function runText(r: { output: string; error: { name: string; value: string } | null; exit_code?: number | null; timed_out: boolean }): string {
+  const parts: string[] = [];
+  parts.push(r.output.trim() ? r.output.replace(/\n$/, '') : '(no output)');
+  if (r.error) parts.push(`${r.error.name}: ${r.error.value}`);
+  if (typeof r.exit_code === 'number') parts.push(`exit code ${r.exit_code}`);
+  return parts.join('\n');
+}
+
+/** Images as ImageContent (Dify turns them into files), other files as links with their signed URLs. */
+async function artifactContent(ctx: ToolContext, sandboxId: string, files: Array<{ path: string; name: string; mime_type: string; url: string; size: number }>, inlined: Set<string>): Promise<Content[]> {
+  const out: Content[] = [];
+  let images = 0;
+  for (const f of files) {
+    if (inlined.has(f.path)) continue;
+    if (f.mime_type.startsWith('image/') && f.mime_type !== 'image/svg+xml' && images < MAX_IMAGES && f.size <= MAX_IMAGE_BYTES) {
+      const { data } = await ctx.service.readFile(ctx.owner, { sandboxId }, f.path);
+      out.push({ type: 'image', data: data.toString('base64'), mimeType: f.mime_type });
+      images++;
+    } else {
+      out.push({ type: 'resource_link', uri: f.url, name: f.name, mimeType: f.mime_type, description: `${f.path} (${f.size} bytes)` });
+    }
+  }
+  return out;
+}
+
+// Object-valued options (env) stay HTTP-only: tool UIs such as Dify's map parameters to flat fields.
+const CreateInput = Type.Omit(CreateSandboxBody, ['env']);
+const createSandbox: Tool<typeof CreateInput> = {
+  name: 'create_sandbox',
+  title: 'Create a sandbox',
+  description: 'Starts an isolated sandbox with a stateful Python (and JavaScript) interpreter, a shell and a /workspace directory. '
+    + 'Returns its sandbox_id; pass it to the other tools. With conversation_id, returns that conversation\'s sandbox if one is live. '
+    + 'Optional: network (HTTP(S) to public addresses), idle_timeout_seconds.',
+  inputSchema: CreateInput,
+  async run(a, ctx) {
+    const { info, reused } = await ctx.service.create(ctx.owner, {
+      conversationId: a.conversation_id, idleTimeoutS: a.idle_timeout_seconds, maxLifetimeS: a.max_lifetime_seconds, network: a.network,
+    });
+    const wire = { sandbox_id: info.id, info: infoToWire(info), reused };
+    return { content: [text(`sandbox_id: ${info.id}${reused ? ' (reused)' : ''}`)], structuredContent: wire };
+  },
+};
+
+const RunCodeInput = Type.Omit(RunCodeBody, ['stream', 'inline_images']);
+const runCode: Tool<typeof RunCodeInput> = {
+  name: 'run_code',
+  title: 'Run code',
+  description: 'Runs code in a sandbox and returns its output. Python (default) and JavaScript keep variables, imports and functions '
+    + 'between calls, like a notebook; language "bash" runs a shell command line. The value of a last bare expression is shown; '
+    + 'matplotlib figures come back as images, other files the code writes as links. Give sandbox_id (from create_sandbox) or a '
+    + 'conversation_id (a sandbox is created on first use). timeout is in seconds (default 60).',
+  inputSchema: RunCodeInput,
+  outputSchema: RunCodeResponse,
+  async run(a, ctx) {
+    const outcome = await ctx.service.runCode(ctx.owner, ref(a), { code: a.code, language: a.language, timeoutS: a.timeout, inlineImages: true });
+    const wire = runCodeToWire(outcome, linker(ctx.service, ctx.baseUrl, outcome.record.id, outcome.record.sandbox.workspace));
+    const content: Content[] = [text(runText(wire))];
+    const inlined = new Set<string>();
+    for (const r of wire.results) {
+      const png = r.data['image/png'];
+      if (png && 'path' in r && r.path) {
+        content.push({ type: 'image', data: png, mimeType: 'image/png' });
+        inlined.add(r.path);
+      } else if (r.data['text/markdown'] && r.type === 'execute_result') {
+        content.push(text(r.data['text/markdown']));
+      }
+      // Images went out as images: keep the structured copy light.
+      for (const mime of ['image/png', 'image/jpeg']) delete (r.data as Record<string, string>)[mime];
+    }
+    content.push(...await artifactContent(ctx, outcome.record.id, wire.files, inlined));
+    return { content, structuredContent: wire, isError: wire.error !== null };
+  },
+};
+
+const CommandInput = Type.Omit(ExecuteCommandBody, ['stream', 'env']);
+const runCommand: Tool<typeof CommandInput> = {
+  name: 'run_command',
+  title: 'Run a shell command',
+  description: 'Runs a command line with bash in the sandbox\'s /workspace (pipes, &&, redirects work) and returns stdout, stderr and the '
+    + 'exit code. Files are shared with run_code. timeout is in seconds (default 60).',
+  inputSchema: CommandInput,
+  outputSchema: ExecuteCommandResponse,
+  async run(a, ctx) {
+    const { record, result } = await ctx.service.runCommand(ctx.owner, ref(a), { command: a.command, timeoutS: a.timeout, cwd: a.cwd });
+    const wire = commandToWire(record.id, result, linker(ctx.service, ctx.baseUrl, record.id, record.sandbox.workspace));
+    const content = [text(runText(wire)), ...await artifactContent(ctx, record.id, wire.files, new Set())];
+    return { content, structuredContent: wire, isError: wire.error !== null };
+  },
+};
+
+const writeFile: Tool<typeof WriteFileBody> = {
+  name: 'write_file',
+  title: 'Write a file',
+  description: 'Writes text (or base64 bytes with encoding "base64") to remote_path in the sandbox; relative paths are inside /workspace.',
+  inputSchema: WriteFileBody,
+  async run(a, ctx) {
+    const path = a.remote_path ?? a.path;
+    if (!path || a.content === undefined) throw new ServiceError('VALIDATION_FAILED', 'give remote_path and content');
+    const data = a.encoding === 'base64' ? Buffer.from(a.content, 'base64') : Buffer.from(a.content, 'utf8');
+    const w = await ctx.service.writeFile(ctx.owner, ref(a), path, data);
+    return { content: [text(`wrote ${w.size} bytes to ${w.path}`)], structuredContent: { status: 'success', sandbox_id: w.record.id, remote_path: w.path, size: w.size } };
+  },
+};
+
+const UploadInput = Type.Omit(UploadFileBody, ['file']);
+const uploadFile: Tool<typeof UploadInput> = {
+  name: 'upload_file',
+  title: 'Download a URL into the sandbox',
+  description: 'Fetches file_url (http/https, public addresses only unless the operator allowed more) into the sandbox at remote_filename '
+    + '(default: the URL\'s file name).',
+  inputSchema: UploadInput,
+  async run(a, ctx) {
+    if (!a.file_url) throw new ServiceError('VALIDATION_FAILED', 'give file_url');
+    const name = a.remote_filename || a.remote_path || decodeURIComponent(posix.basename(new URL(a.file_url).pathname)) || 'upload.bin';
+    const w = await ctx.service.uploadFromUrl(ctx.owner, ref(a), a.file_url, name);
+    return { content: [text(`saved ${w.size} bytes at ${w.path}`)], structuredContent: { status: 'success', sandbox_id: w.record.id, remote_path: w.path, size: w.size } };
+  },
+};
+
+const ReadInput = Type.Omit(DownloadFileBody, ['as_file']);
+const readFile: Tool<typeof ReadInput> = {
+  name: 'read_file',
+  title: 'Read or download a file',
+  description: 'Returns a file from the sandbox: text files as text, images as images, anything else as an embedded resource, always with '
+    + 'a signed download link that works without an API key for a limited time.',
+  inputSchema: ReadInput,
+  async run(a, ctx) {
+    const path = a.remote_path ?? a.path;
+    if (!path) throw new ServiceError('VALIDATION_FAILED', 'give remote_path');
+    const { record, data, path: real } = await ctx.service.readFile(ctx.owner, ref(a), path);
+    const url = linker(ctx.service, ctx.baseUrl, record.id, record.sandbox.workspace)(real);
+    const mimeType = mimeTypeOf(posix.basename(real)).split(';')[0];
+    const link: Content = { type: 'resource_link', uri: url, name: posix.basename(real), mimeType, description: `${real} (${data.length} bytes)` };
+    const isText = mimeType.startsWith('text/') || /json|xml|yaml|javascript/.test(mimeType) || (mimeType === 'application/octet-stream' && !data.subarray(0, 4096).includes(0));
+    let body: Content;
+    if (mimeType.startsWith('image/') && mimeType !== 'image/svg+xml' && data.length <= MAX_IMAGE_BYTES) {
+      body = { type: 'image', data: data.toString('base64'), mimeType };
+    } else if (isText && data.length <= MAX_TEXT_FILE_BYTES) {
+      body = text(data.toString('utf8'));
+    } else {
+      body = { type: 'resource', resource: { uri: url, mimeType, blob: data.length <= MAX_IMAGE_BYTES ? data.toString('base64') : '' } };
+    }
+    return { content: [body, link] };
+  },
+};
+
+const listFiles: Tool<typeof ListFilesBody> = {
+  name: 'list_files',
+  title: 'List files',
+  description: 'Lists a directory of the sandbox (default /workspace), optionally recursively.',
+  inputSchema: ListFilesBody,
+  async run(a, ctx) {
+    const { record, listing } = await ctx.service.listFiles(ctx.owner, ref(a), a.path ?? '.', a.recursive ?? false);
+    const lines = listing.entries.map((e) => `${e.type === 'directory' ? 'd' : '-'} ${String(e.size).padStart(10)}  ${e.path}`);
+    return {
+      content: [text(lines.length > 0 ? lines.join('\n') : `(${listing.path} is empty)`)],
+      structuredContent: { sandbox_id: record.id, path: listing.path, truncated: listing.truncated, entries: listing.entries.map((e) => ({ name: e.name, path: e.path, type: e.type, size: e.size })) },
+    };
+  },
+};
+
+const stopSandbox: Tool<typeof SandboxRefBody> = {
+  name: 'stop_sandbox',
+  title: 'Stop a sandbox',
+  description: 'Stops a sandbox: kills its processes and deletes its files. Give sandbox_id or conversation_id.',
+  inputSchema: SandboxRefBody,
+  async run(a, ctx) {
+    const id = a.sandbox_id ?? (a.conversation_id ? ctx.service.conversationSandbox(ctx.owner, a.conversation_id) : undefined);
+    const status = id ? await ctx.service.stop(ctx.owner, id) : 'not_found';
+    return { content: [text(`${status}${id ? `: ${id}` : ''}`)], structuredContent: { status, sandbox_id: id ?? '' } };
+  },
+};
+
+export const TOOLS = [createSandbox, runCode, runCommand, writeFile, uploadFile, readFile, listFiles, stopSandbox] as Tool<TSchema>[];
+
+/** Calls a tool by name: arguments checked against its schema; failures come back as isError results with the service's codes. */
+export async function callTool(name: string, args: unknown, ctx: ToolContext): Promise<ToolResult> {
+  const tool = TOOLS.find((t) => t.name === name);
+  if (!tool) return { content: [text(`ROUTE_NOT_FOUND: no tool named ${name}`)], isError: true };
+  const input = Value.Default(tool.inputSchema, Value.Convert(tool.inputSchema, structuredClone(args ?? {})));
+  if (!Value.Check(tool.inputSchema, input)) {
+    const problems = [...Value.Errors(tool.inputSchema, input)].slice(0, 5).map((e) => `${e.instancePath || '(arguments)'} ${e.message}`);
+    return { content: [text(`VALIDATION_FAILED: ${problems.join('; ')}`)], isError: true };
+  }
+  try {
+    return await tool.run(input as never, ctx);
+  } catch (err) {
+    if (err instanceof ServiceError) return { content: [text(`${err.code}: ${err.message}`)], isError: true };
+    throw err;
+  }
+}
