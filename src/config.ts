@@ -30,10 +30,18 @@ export const ConfigSchema = Type.Object({
     description: 'Secret for signing file URLs (download_url, artifact urls). Default: random at each start, so links die with a restart.',
   }),
   FILE_URL_TTL_S: Type.Number({ default: 3600, minimum: 1, description: 'How long signed file URLs stay valid, in seconds.' }),
-  SANDBOX_BACKEND: Type.Union([Type.Literal('local'), Type.Literal('memory')], {
+  SANDBOX_BACKEND: Type.Union([Type.Literal('local'), Type.Literal('agentcube'), Type.Literal('memory')], {
     default: 'local',
-    description: '`local` (bubblewrap sandboxes on this machine) or `memory` (a test double that runs no real code).',
+    description: '`local` (bubblewrap sandboxes on this machine), `agentcube` (AgentCube sessions on Kubernetes) or `memory` (a test double that runs no real code).',
   }),
+  AGENTCUBE_WORKLOAD_MANAGER_URL: Type.String({ default: '', description: 'AgentCube WorkloadManager base URL, e.g. http://workloadmanager.agentcube-system.svc:8080 (agentcube backend).' }),
+  AGENTCUBE_ROUTER_URL: Type.String({ default: '', description: 'AgentCube Router base URL, e.g. http://agentcube-router.agentcube-system.svc:8080.' }),
+  AGENTCUBE_NAMESPACE: Type.String({ default: 'default', description: 'Namespace of the CodeInterpreter resource.' }),
+  AGENTCUBE_CODE_INTERPRETER: Type.String({ default: 'my-interpreter', description: 'Name of the CodeInterpreter resource (its image needs python3 for stateful Python).' }),
+  AGENTCUBE_TOKEN: Type.String({ default: '', description: 'Bearer token for AgentCube (WorkloadManager with --enable-auth, Router with OIDC).' }),
+  AGENTCUBE_TOKEN_FILE: Type.String({ default: '', description: 'File holding that token, re-read as it rotates, e.g. /var/run/secrets/kubernetes.io/serviceaccount/token.' }),
+  AGENTCUBE_CREATE_TIMEOUT_S: Type.Number({ default: 180, minimum: 150, description: 'How long a session creation may take (the WorkloadManager blocks until the pod is ready: allow at least 150 s).' }),
+  AGENTCUBE_REQUEST_TIMEOUT_S: Type.Number({ default: 60, minimum: 1, description: 'Time limit of AgentCube file operations.' }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info', description: 'pino log level.' },

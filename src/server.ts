@@ -16,6 +16,9 @@ async function main(): Promise<void> {
     process.exit(2);
   }
   const log = (level: 'info' | 'warn' | 'error', message: string) => logger[level](message);
+  if (config.SANDBOX_BACKEND === 'agentcube' && !config.URL_SIGNING_KEY) {
+    logger.warn('URL_SIGNING_KEY is not set: file links signed by this instance will not open through other instances, nor survive a restart');
+  }
   const backend = createBackend(config, log);
   const status = await backend.init();
   logger.info({ backend: status.name, ready: status.ready, isolation: status.isolation }, 'sandbox backend');

@@ -7,6 +7,8 @@ Runs *inside* the isolation boundary, in one of three roles chosen by argv:
                                  file I/O, enforces per-call timeouts and output caps.
   agent.py --kernel REQ REP      the Python kernel (ciw_kernel.py): keeps the namespace between calls.
   agent.py --relay SOCKET PORT   the network relay (ciw_relay.py) of a sandbox with network.
+  agent.py --serve SOCKET        the supervisor as a daemon on a Unix socket (AgentCube pods).
+  agent.py --call SOCKET JSON    one request to that daemon (JSON, or @file holding it); prints the reply.
 
 Wire protocol (service <-> supervisor): a frame is one JSON line, followed by exactly `blob` raw bytes
 when the header carries a positive "blob" field. Requests carry "id" and "op"; every reply repeats "id"
@@ -22,6 +24,12 @@ if __name__ == "__main__":
     elif sys.argv[1:2] == ["--relay"]:
         from ciw_relay import relay_main
         relay_main(sys.argv[2], int(sys.argv[3]))
+    elif sys.argv[1:2] == ["--serve"]:
+        from ciw_supervisor import daemon_main
+        daemon_main(sys.argv[2])
+    elif sys.argv[1:2] == ["--call"]:
+        from ciw_supervisor import call_main
+        sys.exit(call_main(sys.argv[2], sys.argv[3]))
     else:
         from ciw_supervisor import supervisor_main
         supervisor_main()

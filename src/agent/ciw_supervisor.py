@@ -119,17 +119,19 @@ class Supervisor:
             return stat_path(req["path"]), b""
         if op == "list":
             return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
+        if op == "ping":
+            return {"pid": os.getpid()}, b""
         raise AgentError("UNKNOWN_OP", "unknown operation %r" % op)
 
-    def serve(self, stdin):
-        self.send({"ready": True, "pid": os.getpid()})
-        prepare_site()  # while the service hands the sandbox out: the first kernel then starts in milliseconds
+    def serve(self, stdin, announce=True):
+        """Answers requests from `stdin` until it ends. Returns True at the end of the stream."""
+        if announce:
+            self.send({"ready": True, "pid": os.getpid()})
+            prepare_site()  # while the service hands the sandbox out: the first kernel then starts in milliseconds
         while True:
             line = stdin.readline()
             if not line:
-                for kernel in self.kernels.values():
-                    kernel.stop()
-                return
+                return True
             req = json.loads(line)
             blob = stdin.read_exact(req["blob"]) if req.get("blob") else b""
             rid = req.get("id")
@@ -148,12 +150,74 @@ class Supervisor:
             self.send(reply, reply_blob)
 
 
-def supervisor_main():
+def _setup():
     _make_undumpable()
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     os.makedirs(WORKSPACE, exist_ok=True)
     os.chdir(WORKSPACE)
     apply_rlimits(json.loads(os.environ.get("CIW_RLIMITS", "{}")))
+
+
+def supervisor_main():
+    """The sandbox's agent, on the service's pipes (local backend)."""
+    _setup()
     supervisor = Supervisor(os.fdopen(1, "wb", buffering=0))
     supervisor.serve(LineReader(os.fdopen(0, "rb", buffering=0)))
+    for kernel in supervisor.kernels.values():
+        kernel.stop()
+
+
+def daemon_main(socket_path):
+    """The agent as a daemon on a Unix socket, one connection at a time (AgentCube pods: PicoD runs each
+    command to completion, so the stateful agent lives beside it, detached, and `--call` talks to it)."""
+    import socket
+    _setup()
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    try:
+        os.unlink(socket_path)
+    except FileNotFoundError:
+        pass
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(socket_path)
+    os.chmod(socket_path, 0o600)
+    server.listen(8)
+    supervisor = None
+    while True:
+        conn, _ = server.accept()
+        with conn:
+            out = conn.makefile("wb", buffering=0)
+            if supervisor is None:
+                supervisor = Supervisor(out)
+                prepare_site()
+            supervisor.out = out
+            try:
+                supervisor.serve(LineReader(conn.makefile("rb", buffering=0)), announce=False)
+            except OSError:
+                pass  # the caller went away
+
+
+def call_main(socket_path, request_json):
+    """One request to the daemon; prints the reply header (stream events are not wanted here)."""
+    import socket
+    request = request_json if not request_json.startswith("@") else open(request_json[1:], encoding="utf-8").read()
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(socket_path)
+    except OSError as exc:
+        print(json.dumps({"ok": False, "code": "AGENT_NOT_RUNNING", "message": "the agent daemon is not running: %s" % exc}))
+        return 3
+    conn.sendall(request.strip().encode("utf-8") + b"\n")
+    reader = LineReader(conn.makefile("rb", buffering=0))
+    while True:
+        line = reader.readline()
+        if not line:
+            print(json.dumps({"ok": False, "code": "AGENT_NOT_RUNNING", "message": "the agent daemon closed the connection"}))
+            return 3
+        header = json.loads(line)
+        if "event" in header:
+            continue
+        if header.get("blob"):
+            reader.read_exact(header["blob"])
+        os.write(1, line + b"\n")
+        return 0

@@ -4,11 +4,30 @@ import type { SandboxBackend } from './types.js';
 import { createLocalBackend } from './local/local-backend.js';
 import { createMemoryBackend } from './memory/memory-backend.js';
 import { createPooledBackend } from './pool.js';
+import { createAgentCubeBackend } from './agentcube/agentcube-backend.js';
 
 export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'error', message: string) => void): SandboxBackend {
   switch (config.SANDBOX_BACKEND) {
     case 'memory':
       return createMemoryBackend();
+    case 'agentcube':
+      if (!config.AGENTCUBE_WORKLOAD_MANAGER_URL || !config.AGENTCUBE_ROUTER_URL) {
+        throw new Error('invalid configuration: SANDBOX_BACKEND=agentcube needs AGENTCUBE_WORKLOAD_MANAGER_URL and AGENTCUBE_ROUTER_URL');
+      }
+      return createAgentCubeBackend({
+        workloadManagerUrl: config.AGENTCUBE_WORKLOAD_MANAGER_URL.replace(/\/+$/, ''),
+        routerUrl: config.AGENTCUBE_ROUTER_URL.replace(/\/+$/, ''),
+        namespace: config.AGENTCUBE_NAMESPACE,
+        name: config.AGENTCUBE_CODE_INTERPRETER,
+        token: config.AGENTCUBE_TOKEN || undefined,
+        tokenFile: config.AGENTCUBE_TOKEN_FILE || undefined,
+        createTimeoutMs: config.AGENTCUBE_CREATE_TIMEOUT_S * 1000,
+        requestTimeoutMs: config.AGENTCUBE_REQUEST_TIMEOUT_S * 1000,
+        maxOutputBytes: config.MAX_OUTPUT_BYTES,
+        interruptGraceMs: config.INTERRUPT_GRACE_MS,
+        cpuSecondsPerCall: config.EXEC_CPU_LIMIT_S,
+        log,
+      });
     case 'local': {
       const local = createLocalBackend({
         rootDir: config.SANDBOX_ROOT,

@@ -14,6 +14,8 @@ export interface CreateSandboxOptions {
   readonly network?: boolean;
   /** Start the Python kernel now (not on first use) and import these modules: for a warm pool. */
   readonly warm?: { readonly preload: readonly string[] };
+  /** Who owns the sandbox (a digest of an API key); backends that share sandboxes across instances keep it. */
+  readonly owner?: string;
 }
 
 /** One rich value produced by code (a Jupyter-style MIME bundle). */
@@ -82,6 +84,8 @@ export interface RunCodeResult extends ArtifactFields {
   readonly statePreserved: boolean;
   /** Time spent inside the sandbox, in milliseconds. */
   readonly durationMs: number;
+  /** Something the caller should know about this result, e.g. why no state is kept between calls. */
+  readonly notice?: string;
 }
 
 export interface RunCommandOptions {
@@ -162,6 +166,13 @@ export interface BackendStatus {
 
 export interface SandboxBackend {
   readonly name: string;
+  /**
+   * True when sandboxes live outside this process and other service instances may serve them (AgentCube):
+   * the service then never destroys sandboxes it merely forgets, and finds unknown ids with attach().
+   */
+  readonly shared?: boolean;
+  /** Finds a sandbox this instance did not create, if it exists and belongs to `owner` (null: any owner). */
+  attach?(id: string, owner: string | null): Promise<Sandbox | null>;
   /** Checks that the backend can run code; called once at start. */
   init(): Promise<BackendStatus>;
   status(): BackendStatus;

@@ -71,7 +71,7 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
     return {
       sandbox_id: record.id, language: runtime, output: r.output, stdout: r.stdout, stderr: r.stderr, error: r.error, results: [],
       exit_code: r.exitCode, timed_out: r.timedOut, state_preserved: true, output_truncated: r.outputTruncated,
-      files, files_truncated: r.filesTruncated, markdown: markdownOf(r.output, r.error, [], files), duration_ms: r.durationMs,
+      files, files_truncated: r.filesTruncated, notice: null, markdown: markdownOf(r.output, r.error, [], files), duration_ms: r.durationMs,
     };
   }
   const r: RunCodeResult = outcome.result;
@@ -82,7 +82,7 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
   return {
     sandbox_id: record.id, language: runtime, output, stdout: r.stdout, stderr: r.stderr, error: r.error, results, exit_code: null,
     timed_out: r.timedOut, state_preserved: r.statePreserved, output_truncated: r.outputTruncated,
-    files, files_truncated: r.filesTruncated, markdown: markdownOf(r.output, r.error, results, files), duration_ms: r.durationMs,
+    files, files_truncated: r.filesTruncated, notice: r.notice ?? null, markdown: markdownOf(r.output, r.error, results, files), duration_ms: r.durationMs,
   };
 }
 

@@ -65,6 +65,7 @@ export const RunCodeResponse = Type.Object({
   state_preserved: Type.Boolean({ description: 'False when Python had to be restarted (variables lost), e.g. after a timeout it ignored.' }),
   output_truncated: Type.Boolean({ description: 'True when output went past MAX_OUTPUT_BYTES and the rest was dropped.' }),
   ...ArtifactFields,
+  notice: Type.Union([Type.String(), Type.Null()], { description: 'Something to know about this result, e.g. why no state is kept between calls on this backend.' }),
   markdown: Type.String({ description: 'Output, error, tables, images (as ![..](url)) and file links as markdown, ready for a Dify Answer node.' }),
   duration_ms: Type.Number({ description: 'Time spent running inside the sandbox.' }),
 });

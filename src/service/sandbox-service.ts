@@ -137,7 +137,7 @@ export class SandboxService {
 
   /** Finds the sandbox a request names; a conversation without one gets one when `createMissing`. */
   async resolve(owner: string, ref: SandboxRef, createMissing = true): Promise<SandboxRecord> {
-    if (ref.sandboxId) return this.get(owner, ref.sandboxId);
+    if (ref.sandboxId) return this.records.get(ref.sandboxId)?.owner === owner ? this.get(owner, ref.sandboxId) : this.getOrAttach(owner, ref.sandboxId);
     if (ref.conversationId) {
       const existing = this.conversationRecord(owner, ref.conversationId);
       if (existing) return existing;
@@ -218,6 +218,11 @@ export class SandboxService {
   /** Reads a file for a signed URL: the signature, checked by the caller, stands in for the owner's key. */
   async readFileBySignature(sandboxId: string, path: string): Promise<{ path: string; data: Buffer }> {
     const record = this.records.get(sandboxId);
+    if (!record && this.backend.attach) {
+      // Signed by another instance of a shared backend: the signature, not an owner, is the authority here.
+      const sandbox = await this.backend.attach(sandboxId, null);
+      if (sandbox) return sandbox.files.read(path, this.config.MAX_FILE_BYTES);
+    }
     if (!record) {
       throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, this.tombstones.get(sandboxId)?.message ?? `sandbox '${sandboxId}' not found`);
     }
@@ -238,7 +243,10 @@ export class SandboxService {
 
   /** Stops a sandbox: 'not_found' when there is none of that id for this owner. */
   async stop(owner: string, sandboxId: string): Promise<'stopped' | 'not_found'> {
-    const record = this.records.get(sandboxId);
+    let record = this.records.get(sandboxId);
+    if ((!record || record.owner !== owner) && this.backend.attach) {
+      record = await this.getOrAttach(owner, sandboxId).catch(() => undefined);
+    }
     if (!record || record.owner !== owner) return 'not_found';
     await this.remove(record, 'stopped', `sandbox '${sandboxId}' was stopped at ${new Date(this.now()).toISOString()}`);
     return 'stopped';
@@ -249,7 +257,7 @@ export class SandboxService {
     if (this.reaper) clearInterval(this.reaper);
     this.reaper = null;
     await Promise.allSettled([...this.creating.values()]);
-    await Promise.all([...this.records.values()].map((r) => this.remove(r, 'stopped', 'the service shut down')));
+    if (!this.backend.shared) await Promise.all([...this.records.values()].map((r) => this.remove(r, 'stopped', 'the service shut down')));
     await this.backend.close();
   }
 
@@ -261,6 +269,19 @@ export class SandboxService {
       const why = r.createdAtMs + r.maxLifetimeMs <= now ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s` : `was idle for ${r.idleTimeoutMs / 1000} s`;
       return this.remove(r, 'expired', `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`);
     }));
+  }
+
+  /** A sandbox another instance created (shared backends): looked up in the backend, then remembered here. */
+  private async getOrAttach(owner: string, id: string): Promise<SandboxRecord> {
+    if (this.backend.attach && !this.tombstones.has(id)) {
+      const sandbox = await this.backend.attach(id, owner);
+      if (sandbox) {
+        const existing = this.records.get(id);
+        if (existing && existing.owner === owner) return existing;
+        return this.register(sandbox, owner, {});
+      }
+    }
+    return this.get(owner, id);
   }
 
   private get(owner: string, id: string): SandboxRecord {
@@ -313,33 +334,41 @@ export class SandboxService {
     if (network && !this.config.SANDBOX_NETWORK_ALLOWED) {
       throw new ServiceError(ErrorCode.NETWORK_NOT_ALLOWED, 'this service does not give sandboxes network access (SANDBOX_NETWORK_ALLOWED=false); create the sandbox without network');
     }
-    const id = `sbx_${randomBytes(12).toString('hex')}`;
+    const proposedId = `sbx_${randomBytes(12).toString('hex')}`;
     this.pendingCreates++;
     let sandbox: Sandbox;
     try {
-      sandbox = await this.backend.create({ id, env: input.env ?? {}, network });
+      sandbox = await this.backend.create({ id: proposedId, env: input.env ?? {}, network, owner });
     } finally {
       this.pendingCreates--;
     }
+    if (this.closed) {
+      await this.backend.destroy(sandbox);
+      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
+    }
+    // A shared backend names its sandboxes (the name leads any instance to it); otherwise the id is ours.
+    const id = this.backend.shared ? sandbox.id : proposedId;
+    return this.register(sandbox, owner, { ...input, maxLifetimeS, idleTimeoutS }, id);
+  }
+
+  private register(sandbox: Sandbox, owner: string, input: CreateInput, id = sandbox.id): SandboxRecord {
     const now = this.now();
     const record: SandboxRecord = {
       id, sandbox, owner,
       conversationId: input.conversationId ?? null,
       createdAtMs: now, lastUsedAtMs: now,
-      idleTimeoutMs: idleTimeoutS * 1000, maxLifetimeMs: maxLifetimeS * 1000, network,
+      idleTimeoutMs: (input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S) * 1000,
+      maxLifetimeMs: (input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S) * 1000,
+      network: input.network === true,
       tail: Promise.resolve(), busy: 0,
     };
-    if (this.closed) {
-      await this.backend.destroy(sandbox);
-      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
-    }
     this.records.set(id, record);
     if (input.conversationId) this.byConversation.set(`${owner}\0${input.conversationId}`, id);
     sandbox.onExit((reason) => {
       this.log('warn', `sandbox ${id} ended by itself: ${reason}`);
       void this.remove(record, 'lost', `sandbox '${id}' is gone: ${reason}; create a new one`);
     });
-    this.log('info', `sandbox ${id} created${input.conversationId ? ' for a conversation' : ''}`);
+    this.log('info', `sandbox ${id} ${input.conversationId ? 'created for a conversation' : 'ready'}`);
     return record;
   }
 
@@ -349,6 +378,11 @@ export class SandboxService {
     if (record.conversationId) {
       const key = `${record.owner}\0${record.conversationId}`;
       if (this.byConversation.get(key) === record.id) this.byConversation.delete(key);
+    }
+    if (this.backend.shared && kind !== 'stopped') {
+      // Others may serve this sandbox; its backend ends it on its own schedule. Only forget it here.
+      this.log('info', `sandbox ${record.id} forgotten by this instance (${kind})`);
+      return;
     }
     this.tombstones.set(record.id, { owner: record.owner, message });
     if (this.tombstones.size > TOMBSTONES_KEPT) this.tombstones.delete(this.tombstones.keys().next().value!);

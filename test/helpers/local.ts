@@ -52,3 +52,14 @@ export function localEnv(extra: Record<string, string> = {}): Record<string, str
     ...extra,
   };
 }
+
+/** Env for startTestApp() that selects the AgentCube backend, pointed at a fake. */
+export function agentcubeEnv(fakeUrl: string, extra: Record<string, string> = {}): Record<string, string> {
+  return {
+    SANDBOX_BACKEND: 'agentcube',
+    AGENTCUBE_WORKLOAD_MANAGER_URL: fakeUrl,
+    AGENTCUBE_ROUTER_URL: fakeUrl,
+    INTERRUPT_GRACE_MS: '1000',
+    ...extra,
+  };
+}
