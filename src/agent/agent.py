@@ -28,7 +28,7 @@ if __name__ == "__main__":
         from ciw_supervisor import daemon_main
         daemon_main(sys.argv[2])
     elif sys.argv[1:2] == ["--call"]:
-        from ciw_supervisor import call_main
+        from ciw_call import call_main
         sys.exit(call_main(sys.argv[2], sys.argv[3]))
     else:
         from ciw_supervisor import supervisor_main

@@ -220,7 +220,8 @@ export class FakeAgentCube {
         if (this.opts.python === false && /python3?$/.test(cmd)) {
           return resolve({ stdout: '', stderr: `exec: "${cmd}": executable file not found in $PATH`, exit_code: 1 });
         }
-        const child = spawn(cmd, args, { cwd, env: { PATH: process.env.PATH ?? '/usr/bin:/bin', HOME: s.workspace, ...body.env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+        // A pod's PATH, not this machine's (which may start with version-manager shims).
+        const child = spawn(cmd, args, { cwd, env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: s.workspace, ...body.env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
         let stdout = '';
         let stderr = '';
         let timedOut = false;
