@@ -159,9 +159,20 @@ def _setup():
     apply_rlimits(json.loads(os.environ.get("CIW_RLIMITS", "{}")))
 
 
+def _widen_pipes():
+    """1 MiB pipes to the service (from 64 KiB): files move in far fewer wake-ups."""
+    try:
+        import fcntl
+        for fd in (0, 1):
+            fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
+    except (OSError, ImportError):
+        pass
+
+
 def supervisor_main():
     """The sandbox's agent, on the service's pipes (local backend)."""
     _setup()
+    _widen_pipes()
     supervisor = Supervisor(os.fdopen(1, "wb", buffering=0))
     supervisor.serve(LineReader(os.fdopen(0, "rb", buffering=0)))
     for kernel in supervisor.kernels.values():

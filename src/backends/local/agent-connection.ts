@@ -156,7 +156,9 @@ export class AgentConnection {
         }
         return;
       }
-      const blob = blobLength > 0 ? Buffer.from(this.buffer.subarray(0, blobLength)) : Buffer.alloc(0);
+      // A payload that is the whole buffer (a file just joined from its chunks) is handed over without a copy.
+      const blob = blobLength === 0 ? Buffer.alloc(0)
+        : blobLength === this.buffer.length ? this.buffer : Buffer.from(this.buffer.subarray(0, blobLength));
       this.buffer = this.buffer.subarray(blobLength);
       const header = this.header;
       this.header = null;

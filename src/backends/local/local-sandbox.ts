@@ -137,8 +137,9 @@ export class LocalSandbox implements Sandbox {
       streamTo(options.onOutput),
     );
     const error = toCodeError(h.error);
-    // Read after every call: a child process can be OOM-killed while the code itself carries on.
-    const limit = this.limitHit();
+    // Only a failed call needs explaining (two cgroup file reads are a tenth of the hot path). Commands,
+    // below, always check: a shell's child can be OOM-killed while the command itself exits 0.
+    const limit = error || h.state_preserved === false ? this.limitHit() : null;
     return {
       stdout: String(h.stdout),
       stderr: String(h.stderr),
