@@ -50,6 +50,12 @@ const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
 const MAX_TEXT_FILE_BYTES = 256 * 1024;
 
 const ref = (a: { sandbox_id?: string; conversation_id?: string }) => ({ sandboxId: a.sandbox_id, conversationId: a.conversation_id });
+
+/** The answer of a tool that stored a file, as /write_file answers. */
+const stored = (verb: string, w: { record: { id: string }; path: string; size: number }): ToolResult => ({
+  content: [{ type: 'text', text: `${verb} ${w.size} bytes at ${w.path}` }],
+  structuredContent: { status: 'success', sandbox_id: w.record.id, remote_path: w.path, size: w.size },
+});
 const text = (t: string): Content => ({ type: 'text', text: t });
 
 /** Output, error and values as text a model reads easily. */
@@ -152,8 +158,7 @@ const writeFile: Tool<typeof WriteFileBody> = {
     const path = a.remote_path ?? a.path;
     if (!path || a.content === undefined) throw new ServiceError('VALIDATION_FAILED', 'give remote_path and content');
     const data = a.encoding === 'base64' ? Buffer.from(a.content, 'base64') : Buffer.from(a.content, 'utf8');
-    const w = await ctx.service.writeFile(ctx.owner, ref(a), path, data);
-    return { content: [text(`wrote ${w.size} bytes to ${w.path}`)], structuredContent: { status: 'success', sandbox_id: w.record.id, remote_path: w.path, size: w.size } };
+    return stored('wrote', await ctx.service.writeFile(ctx.owner, ref(a), path, data));
   },
 };
 
@@ -167,8 +172,7 @@ const uploadFile: Tool<typeof UploadInput> = {
   async run(a, ctx) {
     if (!a.file_url) throw new ServiceError('VALIDATION_FAILED', 'give file_url');
     const name = a.remote_filename || a.remote_path || decodeURIComponent(posix.basename(new URL(a.file_url).pathname)) || 'upload.bin';
-    const w = await ctx.service.uploadFromUrl(ctx.owner, ref(a), a.file_url, name);
-    return { content: [text(`saved ${w.size} bytes at ${w.path}`)], structuredContent: { status: 'success', sandbox_id: w.record.id, remote_path: w.path, size: w.size } };
+    return stored('saved', await ctx.service.uploadFromUrl(ctx.owner, ref(a), a.file_url, name));
   },
 };
 

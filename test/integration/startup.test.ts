@@ -1,33 +1,19 @@
 /** Start-up behaviour: the real server process, and a local backend that cannot use bubblewrap. */
 import { afterEach, describe, expect, it } from 'vitest';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { makeLocalBackend } from '../helpers/local.js';
+import { startServerProcess } from '../helpers/server-process.js';
 
 const children: ChildProcess[] = [];
 afterEach(() => {
   for (const c of children.splice(0)) if (c.exitCode === null) c.kill('SIGKILL');
 });
 
-function startServer(env: Record<string, string>): { child: ChildProcess; output: () => string } {
-  const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-    cwd: new URL('../..', import.meta.url).pathname,
-    env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.push(child);
-  let out = '';
-  child.stdout!.on('data', (d) => (out += d));
-  child.stderr!.on('data', (d) => (out += d));
-  return { child, output: () => out };
-}
-
-async function waitFor(pred: () => boolean, ms: number): Promise<void> {
-  const end = Date.now() + ms;
-  while (!pred()) {
-    if (Date.now() > end) throw new Error('timed out waiting');
-    await new Promise((r) => setTimeout(r, 50));
-  }
+function startServer(env: Record<string, string>) {
+  const server = startServerProcess(env);
+  children.push(server.child);
+  return server;
 }
 
 describe('server process', () => {
@@ -39,9 +25,8 @@ describe('server process', () => {
   });
 
   it('serves, and on SIGTERM stops its sandboxes and exits 0', async () => {
-    const { child, output } = startServer({ PORT: '0', SANDBOX_BACKEND: 'memory', API_KEY: 'k' , HOST: '127.0.0.1' });
-    await waitFor(() => /Server listening at/.test(output()), 20_000);
-    const url = /Server listening at (http:\/\/[\d.:]+)/.exec(output())![1];
+    const { child, output, listening } = startServer({ PORT: '0', SANDBOX_BACKEND: 'memory', API_KEY: 'k', HOST: '127.0.0.1' });
+    const url = await listening();
     const health = await fetch(`${url}/health`);
     expect(health.status).toBe(200);
     const created = await fetch(`${url}/create_sandbox`, { method: 'POST', headers: { authorization: 'Bearer k' } });

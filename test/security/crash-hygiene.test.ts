@@ -5,8 +5,9 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { once } from 'node:events';
 import { localEnv, localOptions } from '../helpers/local.js';
+import { startServerProcess } from '../helpers/server-process.js';
 import { createLocalBackend } from '../../src/backends/local/local-backend.js';
-import { pidsInUidRange } from '../../src/backends/local/runtime-dir.js';
+import { pidsInUidRange } from '../../src/backends/local/proc.js';
 
 const asRoot = process.getuid?.() === 0;
 const children: ChildProcess[] = [];
@@ -58,17 +59,10 @@ describe('start-up after a crash', () => {
 describe('SIGTERM', () => {
   it.runIf(asRoot)('stops every sandbox and leaves no process behind', async () => {
     const env = localEnv({ PORT: '0', API_KEY: 'k', HOST: '127.0.0.1' });
-    const child = spawn(process.execPath, ['--import', 'tsx', 'src/server.ts'], {
-      cwd: new URL('../..', import.meta.url).pathname,
-      env: { PATH: process.env.PATH ?? '/usr/bin:/bin', ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
+    const server = startServerProcess(env);
+    const { child } = server;
     children.push(child);
-    let out = '';
-    child.stdout!.on('data', (d) => (out += d));
-    child.stderr!.on('data', (d) => (out += d));
-    for (let i = 0; i < 400 && !/Server listening at/.test(out); i++) await new Promise((r) => setTimeout(r, 50));
-    const url = /Server listening at (http:\/\/[\d.:]+)/.exec(out)![1];
+    const url = await server.listening();
     const headers = { authorization: 'Bearer k', 'content-type': 'application/json' };
     for (let i = 0; i < 3; i++) {
       const id = (await (await fetch(`${url}/create_sandbox`, { method: 'POST', headers, body: '{}' })).json()).sandbox_id;

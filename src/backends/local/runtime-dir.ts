@@ -4,11 +4,11 @@
  * service instance owns it at a time (owner.pid); on start, whatever a crashed earlier instance left —
  * processes under the sandbox uids, sockets, workspaces — is removed before anything is served.
  */
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { readdirSync } from 'node:fs';
 import { execFileSync } from 'node:child_process';
 import { ETC_CANDIDATES } from './bwrap-args.js';
+import { pidsInUidRange } from './proc.js';
 
 export const INNER_UID = 1000;
 const ROOT_LINK_CANDIDATES = ['bin', 'sbin', 'lib', 'lib32', 'lib64', 'libx32'];
@@ -18,22 +18,6 @@ export interface HostLayout {
   readonly etcEntries: string[];
   /** Top-level merged-/usr symlinks: name → target. */
   readonly rootSymlinks: Record<string, string>;
-}
-
-/** Pids of live processes whose uid is in [first, first + count). */
-export function pidsInUidRange(first: number, count: number): number[] {
-  const found: number[] = [];
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const status = readFileSync(`/proc/${name}/status`, 'utf8');
-      const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
-      if (uid >= first && uid < first + count && !/^State:\s+Z/m.test(status)) found.push(Number(name));
-    } catch {
-      // ended while we looked
-    }
-  }
-  return found;
 }
 
 function claim(root: string): void {
