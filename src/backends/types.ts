@@ -100,6 +100,8 @@ export interface RunCommandOptions {
 }
 
 export interface RunCommandResult extends ArtifactFields {
+  /** Something the caller should know about this result, e.g. what this backend does not report. */
+  readonly notice?: string;
   readonly stdout: string;
   readonly stderr: string;
   readonly output: string;

@@ -71,7 +71,7 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
     return {
       sandbox_id: record.id, language: runtime, output: r.output, stdout: r.stdout, stderr: r.stderr, error: r.error, results: [],
       exit_code: r.exitCode, timed_out: r.timedOut, state_preserved: true, output_truncated: r.outputTruncated,
-      files, files_truncated: r.filesTruncated, notice: null, markdown: markdownOf(r.output, r.error, [], files), duration_ms: r.durationMs,
+      files, files_truncated: r.filesTruncated, notice: r.notice ?? null, markdown: markdownOf(r.output, r.error, [], files), duration_ms: r.durationMs,
     };
   }
   const r: RunCodeResult = outcome.result;
@@ -90,6 +90,7 @@ export function commandToWire(sandboxId: string, r: RunCommandResult, link: Link
   const files = r.files.map((f) => fileToWire(f, link));
   return {
     sandbox_id: sandboxId, output: r.output, stdout: r.stdout, stderr: r.stderr, exit_code: r.exitCode, error: r.error,
-    timed_out: r.timedOut, output_truncated: r.outputTruncated, files, files_truncated: r.filesTruncated, duration_ms: r.durationMs,
+    timed_out: r.timedOut, output_truncated: r.outputTruncated, files, files_truncated: r.filesTruncated, notice: r.notice ?? null,
+    duration_ms: r.durationMs,
   };
 }

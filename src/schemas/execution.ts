@@ -89,5 +89,6 @@ export const ExecuteCommandResponse = Type.Object({
   timed_out: Type.Boolean(),
   output_truncated: Type.Boolean(),
   ...ArtifactFields,
+  notice: Type.Union([Type.String(), Type.Null()], { description: 'Something to know about this result, e.g. what the backend does not report.' }),
   duration_ms: Type.Number(),
 });

@@ -59,6 +59,7 @@ describe('AgentCube backend', () => {
     const id = (await one.post('/create_sandbox', {}, asA)).body.sandbox_id;
     const cmd = await one.post('/execute_command', { sandbox_id: id, command: 'echo one | tr a-z A-Z && exit 3' }, asA);
     expect(cmd.body).toMatchObject({ stdout: 'ONE\n', exit_code: 3, timed_out: false });
+    expect(cmd.body.notice).toMatch(/files they change are not listed/);
     const slow = await one.post('/execute_command', { sandbox_id: id, command: 'sleep 30', timeout: 1 }, asA);
     expect(slow.body).toMatchObject({ exit_code: 124, timed_out: true });
     const loop = await one.post('/run_code', { sandbox_id: id, code: 'kept = 1\nwhile True: pass', timeout: 1 }, asA);

@@ -205,6 +205,7 @@ export class AgentCubeSandbox implements Sandbox {
     return {
       stdout: out.text, stderr: err.text, output: out.text + err.text, outputTruncated: out.cut || err.cut, exitCode: r.exitCode,
       error, timedOut, durationMs: Date.now() - started, files: [], filesTruncated: false,
+      notice: 'on the AgentCube backend commands run through PicoD: files they change are not listed, and streamed output arrives when the command ends',
     };
   }
 
