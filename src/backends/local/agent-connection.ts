@@ -59,7 +59,7 @@ export class AgentConnection {
         clearTimeout(timer);
         resolve(h);
       };
-      this.child.once('exit', () => {
+      this.child.once('close', () => {
         clearTimeout(timer);
         reject(new Error(this.closedReason ?? 'agent exited before it was ready'));
       });

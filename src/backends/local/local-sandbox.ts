@@ -58,8 +58,12 @@ export class LocalSandbox implements Sandbox {
     parts.child.stderr!.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4000);
     });
+    // 'close', not 'exit': a child that failed to spawn emits 'error' and 'close' but never 'exit'.
+    parts.child.once('error', (err) => {
+      this.stderrTail += `${err.message}\n`;
+    });
     this.exited = new Promise((resolve) => {
-      parts.child.once('exit', async (code, signal) => {
+      parts.child.once('close', async (code, signal) => {
         await parts.afterExit?.();
         const reason = this.destroying
           ? 'the sandbox was stopped'
