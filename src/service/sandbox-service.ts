@@ -400,6 +400,13 @@ export class SandboxService {
     const run = async () => {
       try {
         return await fn();
+      } catch (err) {
+        // The backend says the sandbox is gone (another instance stopped it, AgentCube expired it, its
+        // processes died): stop remembering it, so later calls get the plain not-found answer.
+        if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_NOT_FOUND || err.code === ErrorCode.SANDBOX_LOST)) {
+          void this.remove(record, 'lost', `sandbox '${record.id}' is gone: ${err.message}`);
+        }
+        throw err;
       } finally {
         record.busy--;
         record.lastUsedAtMs = this.now();

@@ -53,6 +53,9 @@ describe('AgentCube backend', () => {
     const after = await one.post('/run_code', { sandbox_id: id, code: 'x' }, asA);
     expect(after.status).toBe(404);
     expect(after.body.error.code).toBe('SANDBOX_NOT_FOUND');
+    // …and the first instance no longer lists it.
+    const listed = await one.app.inject({ method: 'GET', url: '/sandboxes', headers: asA });
+    expect(JSON.parse(listed.body).sandboxes.map((s: { id: string }) => s.id)).not.toContain(id);
   });
 
   it('runs shell commands as bash -c with exit codes, timeouts and rich results from the agent', async () => {
