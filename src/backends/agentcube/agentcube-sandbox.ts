@@ -8,9 +8,10 @@
 import { posix } from 'node:path';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type {
-  ArtifactFile, CodeError, DirectoryListing, FileEntry, RichResult, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox, SandboxFiles,
+  CodeError, DirectoryListing, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox, SandboxFiles,
 } from '../types.js';
 import type { AgentCubeClient } from './client.js';
+import { toRunCodeResult } from '../agent-reply.js';
 
 export const AGENT_DIR = '.ciw';
 export const AGENT_SOCKET = 'agent.sock';
@@ -216,23 +217,4 @@ export class AgentCubeSandbox implements Sandbox {
   onExit(): void {
     // AgentCube ends sessions on its own schedule; the next call then says SANDBOX_NOT_FOUND.
   }
-}
-
-/** The agent's exec reply, shaped (it comes from inside the sandbox: never trusted as typed). */
-function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
-  const e = h.error as Record<string, unknown> | null;
-  const results = (Array.isArray(h.results) ? h.results : []).flatMap((r): RichResult[] => {
-    if (typeof r !== 'object' || r === null || typeof r.data !== 'object' || r.data === null) return [];
-    const data = Object.fromEntries(Object.entries(r.data as Record<string, unknown>).map(([k, v]) => [k, String(v)]));
-    const type = r.type === 'display_data' ? 'display_data' : 'execute_result';
-    return [typeof r.path === 'string' ? { type, data, path: r.path } : { type, data }];
-  });
-  const files: ArtifactFile[] = (Array.isArray(h.files) ? h.files : [])
-    .filter((f) => typeof f?.path === 'string').map((f) => ({ path: String(f.path), size: Number(f.size) || 0 }));
-  return {
-    stdout: String(h.stdout ?? ''), stderr: String(h.stderr ?? ''), output: String(h.output ?? ''), outputTruncated: h.output_truncated === true,
-    results, error: e && typeof e === 'object' ? { name: String(e.name), value: String(e.value ?? ''), traceback: String(e.traceback ?? '') } : null,
-    timedOut: h.timed_out === true, statePreserved: h.state_preserved !== false, durationMs: Number(h.duration_ms) || 0,
-    files, filesTruncated: h.files_truncated === true,
-  };
 }

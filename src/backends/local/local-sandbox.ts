@@ -3,8 +3,9 @@ import type { ChildProcess } from 'node:child_process';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
+import { toArtifacts, toCodeError, toRunCodeResult } from '../agent-reply.js';
 import type {
-  ArtifactFile, CodeError, DirectoryListing, OutputListener, FileEntry, RichResult, RunCodeOptions, RunCodeResult, RunCommandOptions,
+  CodeError, DirectoryListing, OutputListener, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions,
   RunCommandResult, Sandbox, SandboxFiles,
 } from '../types.js';
 
@@ -140,22 +141,14 @@ export class LocalSandbox implements Sandbox {
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
       streamTo(options.onOutput),
     );
-    const error = toCodeError(h.error);
+    const result = toRunCodeResult(h);
+    const { error } = result;
     // Only a failed call needs explaining (two cgroup file reads are a tenth of the hot path). Commands,
     // below, always check: a shell's child can be OOM-killed while the command itself exits 0.
-    const limit = error || h.state_preserved === false ? this.limitHit() : null;
-    return {
-      stdout: String(h.stdout),
-      stderr: String(h.stderr),
-      output: String(h.output),
-      outputTruncated: h.output_truncated === true,
-      results: toResults(h.results),
-      error: limit && error?.name !== 'MemoryLimitExceeded' ? { ...limit, value: `${limit.value}${error ? `; ${error.value}` : ''}` } : error,
-      timedOut: h.timed_out === true,
-      statePreserved: h.state_preserved !== false,
-      durationMs: Number(h.duration_ms),
-      ...toArtifacts(h),
-    };
+    const limit = error || !result.statePreserved ? this.limitHit() : null;
+    return limit && error?.name !== 'MemoryLimitExceeded'
+      ? { ...result, error: { ...limit, value: `${limit.value}${error ? `; ${error.value}` : ''}` } }
+      : result;
   }
 
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
@@ -205,32 +198,6 @@ export class LocalSandbox implements Sandbox {
     this.kill('the sandbox was stopped');
     await this.exited;
   }
-}
-
-// The agent runs inside the sandbox: its replies are shaped here, never trusted as typed.
-
-function toCodeError(v: unknown): CodeError | null {
-  if (typeof v !== 'object' || v === null) return null;
-  const e = v as Record<string, unknown>;
-  return { name: String(e.name ?? 'Error'), value: String(e.value ?? ''), traceback: String(e.traceback ?? '') };
-}
-
-function toResults(v: unknown): RichResult[] {
-  if (!Array.isArray(v)) return [];
-  return v.flatMap((r): RichResult[] => {
-    if (typeof r !== 'object' || r === null || typeof r.data !== 'object' || r.data === null) return [];
-    const data = Object.fromEntries(Object.entries(r.data as Record<string, unknown>).map(([k, x]) => [k, String(x)]));
-    const type = r.type === 'display_data' ? 'display_data' : 'execute_result';
-    return [typeof r.path === 'string' ? { type, data, path: r.path } : { type, data }];
-  });
-}
-
-function toArtifacts(h: Record<string, unknown>): { files: ArtifactFile[]; filesTruncated: boolean } {
-  const files = Array.isArray(h.files) ? h.files : [];
-  return {
-    files: files.filter((f) => typeof f?.path === 'string').map((f) => ({ path: String(f.path), size: Number(f.size) || 0 })),
-    filesTruncated: h.files_truncated === true,
-  };
 }
 
 function streamTo(listener: OutputListener | undefined) {

@@ -1,0 +1,46 @@
+/**
+ * The in-sandbox agent's exec reply, shaped into a RunCodeResult. Every backend that runs the agent (local
+ * over its pipes, AgentCube through PicoD) gets the same reply; it comes from inside the sandbox, so fields
+ * are re-typed here and never trusted as typed.
+ */
+import type { ArtifactFile, CodeError, RichResult, RunCodeResult } from './types.js';
+
+export function toCodeError(v: unknown): CodeError | null {
+  if (typeof v !== 'object' || v === null) return null;
+  const e = v as Record<string, unknown>;
+  return { name: String(e.name ?? 'Error'), value: String(e.value ?? ''), traceback: String(e.traceback ?? '') };
+}
+
+function toResults(v: unknown): RichResult[] {
+  if (!Array.isArray(v)) return [];
+  return v.flatMap((r): RichResult[] => {
+    if (typeof r !== 'object' || r === null || typeof r.data !== 'object' || r.data === null) return [];
+    const data = Object.fromEntries(Object.entries(r.data as Record<string, unknown>).map(([k, x]) => [k, String(x)]));
+    const type = r.type === 'display_data' ? 'display_data' : 'execute_result';
+    return [typeof r.path === 'string' ? { type, data, path: r.path } : { type, data }];
+  });
+}
+
+/** Files the call created or changed, from a reply of exec or shell. */
+export function toArtifacts(h: Record<string, unknown>): { files: ArtifactFile[]; filesTruncated: boolean } {
+  const files = Array.isArray(h.files) ? h.files : [];
+  return {
+    files: files.filter((f) => typeof f?.path === 'string').map((f) => ({ path: String(f.path), size: Number(f.size) || 0 })),
+    filesTruncated: h.files_truncated === true,
+  };
+}
+
+export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
+  return {
+    stdout: String(h.stdout ?? ''),
+    stderr: String(h.stderr ?? ''),
+    output: String(h.output ?? ''),
+    outputTruncated: h.output_truncated === true,
+    results: toResults(h.results),
+    error: toCodeError(h.error),
+    timedOut: h.timed_out === true,
+    statePreserved: h.state_preserved !== false,
+    durationMs: Number(h.duration_ms) || 0,
+    ...toArtifacts(h),
+  };
+}
