@@ -15,6 +15,7 @@ import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '
 import { commandToWire, linker, runCodeToWire } from '../routes/responses.js';
 import { infoToWire } from '../routes/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
+import { decodeContent, urlFileName } from '../service/file-input.js';
 
 /** MCP content items (text, image, resource link, embedded resource). */
 type Content =
@@ -157,8 +158,7 @@ const writeFile: Tool<typeof WriteFileBody> = {
   async run(a, ctx) {
     const path = a.remote_path ?? a.path;
     if (!path || a.content === undefined) throw new ServiceError('VALIDATION_FAILED', 'give remote_path and content');
-    const data = a.encoding === 'base64' ? Buffer.from(a.content, 'base64') : Buffer.from(a.content, 'utf8');
-    return stored('wrote', await ctx.service.writeFile(ctx.owner, ref(a), path, data));
+    return stored('wrote', await ctx.service.writeFile(ctx.owner, ref(a), path, decodeContent(a.content, a.encoding)));
   },
 };
 
@@ -171,7 +171,7 @@ const uploadFile: Tool<typeof UploadInput> = {
   inputSchema: UploadInput,
   async run(a, ctx) {
     if (!a.file_url) throw new ServiceError('VALIDATION_FAILED', 'give file_url');
-    const name = a.remote_filename || a.remote_path || decodeURIComponent(posix.basename(new URL(a.file_url).pathname)) || 'upload.bin';
+    const name = a.remote_filename || a.remote_path || urlFileName(a.file_url) || 'upload.bin';
     return stored('saved', await ctx.service.uploadFromUrl(ctx.owner, ref(a), a.file_url, name));
   },
 };

@@ -10,6 +10,7 @@ import type { SandboxService } from '../service/sandbox-service.js';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { mimeTypeOf } from '../service/mime.js';
+import { decodeContent, urlFileName } from '../service/file-input.js';
 import { baseUrl, refOf } from './wire.js';
 import { linker } from './responses.js';
 import type { FastifyReply } from 'fastify';
@@ -65,8 +66,6 @@ function requirePath(...candidates: Array<string | undefined>): string {
   return path;
 }
 
-const BASE64 = /^[A-Za-z0-9+/\s]*={0,2}\s*$/;
-
 function sendFile(reply: FastifyReply, path: string, data: Buffer) {
   const name = posix.basename(path);
   return reply
@@ -104,11 +103,8 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
       data = req.uploadedFiles[0].data;
     } else if (content === undefined) {
       throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give content (text, or base64 with encoding=base64), or the file as a multipart part');
-    } else if (encoding === 'base64') {
-      if (!BASE64.test(content)) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'content is not valid base64 (encoding=base64)');
-      data = Buffer.from(content, 'base64');
     } else {
-      data = Buffer.from(content, 'utf8');
+      data = decodeContent(content, encoding);
     }
     const w = await service.writeFile(req.owner, refOf(req.body), path, data);
     return { status: 'success' as const, sandbox_id: w.record.id, remote_path: w.path, size: w.size };
@@ -144,14 +140,8 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
       };
     }
     const fileUrl = rewriteFilesUrl(config.DIFY_FILES_URL_REWRITE, urlOf(req.body));
-    let fallback: string | undefined;
-    try {
-      fallback = decodeURIComponent(posix.basename(new URL(fileUrl).pathname)) || undefined;
-    } catch {
-      fallback = undefined; // fetchFileUrl explains the bad URL
-    }
     const name = difyFile(req.body.file)?.filename;
-    const w = await service.uploadFromUrl(req.owner, ref, fileUrl, target || name || fallback || 'upload.bin');
+    const w = await service.uploadFromUrl(req.owner, ref, fileUrl, target || name || urlFileName(fileUrl) || 'upload.bin');
     return { status: 'success' as const, sandbox_id: w.record.id, remote_path: w.path, size: w.size, files: [{ remote_path: w.path, size: w.size }] };
   });
 
