@@ -23,12 +23,15 @@ def limit_error(name, value):
 class LineReader:
     """Reads lines from an unbuffered binary file without losing bytes that follow a newline."""
 
-    def __init__(self, f):
+    def __init__(self, f, before_read=None):
         self.f = f
         self.buf = b""
+        self.before_read = before_read  # called before each read that may block
 
     def readline(self):
         while b"\n" not in self.buf:
+            if self.before_read is not None:
+                self.before_read()
             chunk = self.f.read(READ_CHUNK)
             if not chunk:
                 rest, self.buf = self.buf, b""

@@ -26,9 +26,13 @@ class _Interrupts:
 
     in_user_code = False
 
+    on_interrupt = None  # direct channel: hands the output so far to the service first
+
     @classmethod
     def handler(cls, _signum, _frame):
         if cls.in_user_code:
+            if cls.on_interrupt is not None:
+                cls.on_interrupt()
             raise KeyboardInterrupt
 
     @classmethod
@@ -141,15 +145,12 @@ def _safe_repr(value):
         return "<unrepresentable %s: %s>" % (type(value).__name__, exc)
 
 
-def kernel_main(request_fd, reply_fd):
+def _common_setup():
+    """What the kernel does before its first call, whichever channel it serves: signals, the workspace, the
+    import path, the preloaded modules. Returns the namespace user code runs in and the CPU-time limit."""
     signal.signal(signal.SIGINT, _Interrupts.handler)
     signal.signal(signal.SIGXCPU, _Interrupts.cpu_handler)
     cpu_limit_s = float(os.environ.pop("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
-    requests = os.fdopen(request_fd, "rb", buffering=0)
-    replies = os.fdopen(reply_fd, "wb", buffering=0)
-    # Line-buffered, as on a terminal, so prints and child processes' output keep their order.
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stdin = open(os.devnull, "r")
     os.chdir(WORKSPACE)
     if "" not in sys.path:
@@ -163,6 +164,26 @@ def kernel_main(request_fd, reply_fd):
         except Exception as exc:  # noqa: BLE001 - a missing preload module must not stop the kernel
             print("preload of %s failed: %s" % (module, exc), file=sys.stderr)
     ns = {"__name__": "__main__", "__builtins__": __builtins__, "display": display}
+    return ns, cpu_limit_s
+
+
+def _flush_std_streams():
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except BaseException:  # noqa: BLE001 - user may have closed or replaced the stream
+            pass
+
+
+def kernel_main(request_fd, reply_fd):
+    """The kernel behind the supervisor: requests on one fd, replies on another, output on fds 1/2, which
+    the supervisor reads."""
+    # Line-buffered, as on a terminal, so prints and child processes' output keep their order.
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    ns, cpu_limit_s = _common_setup()
+    requests = os.fdopen(request_fd, "rb", buffering=0)
+    replies = os.fdopen(reply_fd, "wb", buffering=0)
     reader = LineReader(requests)
     replies.write(b'{"ready":true}\n')
     cell_no = 0
@@ -175,14 +196,69 @@ def kernel_main(request_fd, reply_fd):
             cell_no += 1
             cell = ciw_rich.Cell(cell_no, bool(req.get("inline_images")))
             results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
-            for stream in (sys.stdout, sys.stderr):
-                try:
-                    stream.flush()
-                except BaseException:  # noqa: BLE001 - user may have closed or replaced the stream
-                    pass
+            _flush_std_streams()
             reply = json.dumps({"results": results, "error": error}, ensure_ascii=False)
             replies.write(reply.encode("utf-8", "backslashreplace") + b"\n")
         except KeyboardInterrupt:
             continue
 
 
+def _plain_std_streams():
+    """In a child forked by user code (multiprocessing, os.fork): plain fd-backed streams, since the
+    capture's thread and lock stay with the kernel. The kernel's pump reads the child's fds 1/2."""
+    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
+
+
+def direct_kernel_main(channel_fd, ready_fd, max_output):
+    """The kernel on the direct channel (local backend): the service sends requests on `channel_fd` and
+    reads the replies there; no process sits in between. The supervisor only starts, interrupts and
+    restarts it. Requests are JSON lines {"id", "code", "inline_images", "stream", "rebase"}; replies are
+    the supervisor's exec reply (id, ok, results, error, stdout, stderr, output, files...), each preceded
+    by a newline; output events {"id", "event": "stdout"|"stderr"|"output_limit", "data"} may come first."""
+    from ciw_capture import KernelCapture, TextSink, OutputLimitExceeded
+    from ciw_files import changed_files, snapshot
+    import time
+    os.set_inheritable(channel_fd, False)  # user code's child processes must not reach the service
+    ns, cpu_limit_s = _common_setup()
+    capture = KernelCapture(channel_fd, max_output)
+    capture.in_user_code = lambda: _Interrupts.in_user_code
+    _Interrupts.on_interrupt = capture.flush_for_interrupt
+    sys.stdout = TextSink(capture, 1)
+    sys.stderr = TextSink(capture, 2)
+    os.register_at_fork(after_in_child=_plain_std_streams)
+    reader = LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False))
+    os.write(ready_fd, b'{"ready":true}\n')
+    os.close(ready_fd)
+    files = None
+    cell_no = 0
+    while True:
+        try:
+            line = reader.readline()
+            if not line:
+                return
+            req = json.loads(line)
+            started = time.monotonic()
+            if files is None or req.get("rebase"):
+                files = snapshot()
+            cell_no += 1
+            cell = ciw_rich.Cell(cell_no, bool(req.get("inline_images")))
+            capture.begin(req.get("id"), bool(req.get("stream")))
+            results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
+            _flush_std_streams()
+            stdout, stderr, output, truncated = capture.end()
+            if truncated and (error is None or error["name"] in ("KeyboardInterrupt", OutputLimitExceeded.__name__)):
+                error = {"name": "OutputLimitExceeded", "traceback": "",
+                         "value": "the output passed the %d-byte limit; the call was stopped and the rest of the "
+                                  "output dropped" % max_output}
+            after = snapshot()
+            changed, changed_truncated = changed_files(files, after)
+            files = after
+            capture.send({
+                "id": req.get("id"), "ok": True, "results": results, "error": error, "stdout": stdout,
+                "stderr": stderr, "output": output, "output_truncated": truncated, "files": changed,
+                "files_truncated": changed_truncated, "timed_out": False, "state_preserved": True,
+                "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            })
+        except KeyboardInterrupt:
+            continue

@@ -1,5 +1,6 @@
 """Processes the supervisor runs: kernels (with timeouts, interrupts and restarts) and shell commands,
 their output captured through pipes with a byte cap."""
+import errno
 import json
 import os
 import resource
@@ -139,17 +140,39 @@ def fork_python_kernel(req_r, rep_w, out_w, err_w, env):
     """The Python kernel, forked from this supervisor: no new interpreter to start and no module to import
     twice, so it is ready in milliseconds and shares the supervisor's pages until it writes them. Only the
     kernel's own pipes survive in the child; site is set up here because the supervisor runs without it."""
+    def main():
+        from ciw_kernel import kernel_main
+        kernel_main(req_r, rep_w)
+    return _fork_kernel((req_r, rep_w), out_w, err_w, env, main)
+
+
+def direct_kernel_spawner(channel_fd, max_output):
+    """A spawn function for Kernel: the Python kernel on the direct channel `channel_fd` (see
+    ciw_kernel.direct_kernel_main); it announces itself on the reply pipe and then serves the channel."""
+    def spawn(req_r, rep_w, out_w, err_w, env):
+        def main():
+            from ciw_kernel import direct_kernel_main
+            os.close(req_r)
+            direct_kernel_main(channel_fd, rep_w, max_output)
+        return _fork_kernel((req_r, rep_w, channel_fd), out_w, err_w, env, main)
+    return spawn
+
+
+def _fork_kernel(keep_fds, out_w, err_w, env, main):
     pid = os.fork()
     if pid:
         return ForkedProcess(pid)
     status = 1
     try:
         os.setsid()
+        # The supervisor's child watch is not the kernel's.
+        signal.set_wakeup_fd(-1)
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        keep = {0, 1, 2, req_r, rep_w}
+        keep = {0, 1, 2, *keep_fds}
         for name in os.listdir("/proc/self/fd"):
             if int(name) not in keep:
                 try:
@@ -160,8 +183,7 @@ def fork_python_kernel(req_r, rep_w, out_w, err_w, env):
         os.environ.clear()
         os.environ.update(env)
         prepare_site()
-        from ciw_kernel import kernel_main
-        kernel_main(req_r, rep_w)
+        main()
         status = 0
     except BaseException:  # noqa: BLE001 - the child must never return into the supervisor's code
         import traceback

@@ -3,12 +3,13 @@ import codecs
 import json
 import os
 import resource
+import select
 import signal
 import time
 
 from ciw_common import WORKSPACE, AgentError, LineReader, write_all
 from ciw_files import changed_files, list_dir, read_file, snapshot, stat_path, write_file
-from ciw_process import Capture, Kernel, exec_js_kernel, fork_python_kernel, prepare_site, run_shell
+from ciw_process import Capture, Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site, run_shell
 
 
 def _make_undumpable():
@@ -49,11 +50,21 @@ class Supervisor:
         # warmed for a pool, with modules preloaded.
         preload = os.environ.get("CIW_PRELOAD", "")
         python_env = dict(self.env, CIW_PRELOAD=preload) if preload else self.env
+        warm = bool(os.environ.get("CIW_WARM"))
+        # The direct channel (local backend, sandboxes without network): the service talks to the Python
+        # kernel itself on this fd; this process only starts, interrupts and restarts it.
+        self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0) if self.relay is None else 0
+        self.direct = None
+        if self.channel_fd:
+            os.set_inheritable(self.channel_fd, False)
+            self.direct = Kernel("Python", direct_kernel_spawner(self.channel_fd, self.max_output), python_env,
+                                 self.cpu_limit_s, start=warm)
         self.kernels = {
-            "python": Kernel("Python", fork_python_kernel, python_env, self.cpu_limit_s, start=bool(os.environ.get("CIW_WARM"))),
+            "python": None if self.direct else Kernel("Python", fork_python_kernel, python_env, self.cpu_limit_s, start=warm),
             "javascript": Kernel("JavaScript", exec_js_kernel, self.env, self.cpu_limit_s),
         }
         self.files = snapshot()
+        self.wake_r = None
 
     def send(self, header, blob=b""):
         if blob:
@@ -85,11 +96,73 @@ class Supervisor:
         self.files = after
         return res
 
+    def _drain_channel(self):
+        """Requests a dead kernel left unread must not reach its successor."""
+        os.set_blocking(self.channel_fd, False)
+        try:
+            while os.read(self.channel_fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+        finally:
+            os.set_blocking(self.channel_fd, True)
+
+    def kernel_op(self, op):
+        """Start, interrupt or restart the Python kernel of the direct channel."""
+        if self.direct is None:
+            raise AgentError("NO_DIRECT_KERNEL", "this sandbox has no direct kernel channel")
+        kernel = self.direct
+        if op == "kernel_interrupt":
+            if kernel.proc is not None:
+                try:
+                    os.kill(kernel.proc.pid, signal.SIGINT)
+                except OSError:
+                    pass
+            return {"running": kernel.proc is not None}
+        if op == "kernel_restart":
+            kernel.stop()
+        started = kernel.proc is None
+        if started:
+            self._drain_channel()
+            try:
+                kernel.start()
+            except OSError as exc:
+                raise AgentError("PROCESS_LIMIT", "could not start the Python process: the sandbox's process "
+                                 "limit is reached (%s)" % exc.strerror)
+            except RuntimeError as exc:
+                raise AgentError("KERNEL_START_FAILED", str(exc))
+        return {"pid": kernel.proc.pid, "started": started}
+
+    def watch_children(self):
+        """Before a blocking read of the next request: wait for it, and report the direct kernel's death
+        meanwhile (the service is waiting on the channel and would not hear of it otherwise)."""
+        while True:
+            ready, _, _ = select.select([0, self.wake_r], [], [])
+            if self.wake_r in ready:
+                try:
+                    os.read(self.wake_r, 4096)
+                except BlockingIOError:
+                    pass
+                kernel = self.direct
+                if kernel.proc is not None and kernel.proc.poll() is not None:
+                    status = kernel.proc.returncode
+                    kernel.stop()  # kills what is left of its session, closes its pipes
+                    self.send({"notice": "kernel_exit", "status": status})
+            if 0 in ready:
+                return
+
     def handle(self, req, blob):
         op = req["op"]
+        if req.get("rebase"):
+            # The direct kernel ran since this process last looked: what it made is not new any more.
+            self.files = snapshot()
+        if op in ("kernel_start", "kernel_interrupt", "kernel_restart"):
+            return self.kernel_op(op), b""
         if op == "exec":
             language = req.get("language") or "python"
             kernel = self.kernels.get(language)
+            if language == "python" and self.direct is not None:
+                raise AgentError("USE_DIRECT_KERNEL", "Python runs on the direct channel in this sandbox")
             if kernel is None:
                 raise AgentError("UNSUPPORTED_LANGUAGE", "no kernel for language %r" % language)
             if language == "javascript" and kernel.proc is None and not _on_path("node", self.env.get("PATH", "")):
@@ -126,7 +199,7 @@ class Supervisor:
     def serve(self, stdin, announce=True):
         """Answers requests from `stdin` until it ends. Returns True at the end of the stream."""
         if announce:
-            self.send({"ready": True, "pid": os.getpid()})
+            self.send({"ready": True, "pid": os.getpid(), "direct": self.direct is not None})
             prepare_site()  # while the service hands the sandbox out: the first kernel then starts in milliseconds
         while True:
             line = stdin.readline()
@@ -174,9 +247,18 @@ def supervisor_main():
     _setup()
     _widen_pipes()
     supervisor = Supervisor(os.fdopen(1, "wb", buffering=0))
-    supervisor.serve(LineReader(os.fdopen(0, "rb", buffering=0)))
-    for kernel in supervisor.kernels.values():
-        kernel.stop()
+    reader = LineReader(os.fdopen(0, "rb", buffering=0))
+    if supervisor.direct is not None:
+        supervisor.wake_r, wake_w = os.pipe()
+        os.set_blocking(supervisor.wake_r, False)
+        os.set_blocking(wake_w, False)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w)
+        reader.before_read = supervisor.watch_children
+    supervisor.serve(reader)
+    for kernel in [supervisor.direct, *supervisor.kernels.values()]:
+        if kernel is not None:
+            kernel.stop()
 
 
 def daemon_main(socket_path):

@@ -42,6 +42,9 @@ export class AgentConnection {
   private closedReason: string | null = null;
   private readyWaiter: ((h: Record<string, unknown>) => void) | null = null;
 
+  /** Receives frames the agent sends on its own ({"notice": "kernel_exit", ...}). */
+  onNotice: ((header: Record<string, unknown>) => void) | null = null;
+
   constructor(
     private readonly child: ChildProcess,
     private readonly onFatal: (reason: string) => void,
@@ -183,6 +186,10 @@ export class AgentConnection {
       const w = this.readyWaiter;
       this.readyWaiter = null;
       w(header);
+      return;
+    }
+    if (typeof header.notice === 'string' && header.id === undefined) {
+      this.onNotice?.(header);
       return;
     }
     const p = this.pending;

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
 import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
@@ -144,7 +145,7 @@ class LocalBackend implements SandboxBackend {
     this.live.add(sandbox);
     sandbox.exited.then(() => this.live.delete(sandbox));
     try {
-      await sandbox.connection.ready(READY_TIMEOUT_MS);
+      await sandbox.ready(READY_TIMEOUT_MS);
       // Processes forked before the cgroup was joined join it now, before any user code runs.
       sandbox.joinLimits();
     } catch (err) {
@@ -193,7 +194,8 @@ class LocalBackend implements SandboxBackend {
       hostname: 'sandbox',
       env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(opts), opts.network === true),
     });
-    const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
+    // fd 3: the direct channel between the service and the sandbox's Python kernel.
+    const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
     const cgroup = this.cgroups!.create(`${opts.id}-${child.pid}`, this.options.limits);
     const sandbox = new LocalSandbox({
       cgroup,
@@ -202,6 +204,8 @@ class LocalBackend implements SandboxBackend {
       child,
       graceMs: this.options.interruptGraceMs,
       frameLimits: this.frameLimits(),
+      maxOutputBytes: this.options.maxOutputBytes,
+      kernelSocket: child.stdio[3] as Duplex,
       listPids: () => (uid !== undefined ? pidsOfUid(uid) : child.pid ? [child.pid] : []),
       afterExit: async () => {
         if (uid !== undefined) await this.reapUid(uid);
@@ -238,7 +242,7 @@ class LocalBackend implements SandboxBackend {
     const workspace = join(this.options.rootDir, 'unsandboxed', opts.id);
     mkdirSync(workspace, { recursive: true });
     const child = spawn(this.options.python, ['-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
-      stdio: ['pipe', 'pipe', 'pipe'],
+      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
       cwd: workspace,
       env: sandboxEnv(workspace, opts.env, this.agentEnv(opts)),
       detached: true,
@@ -249,6 +253,8 @@ class LocalBackend implements SandboxBackend {
       child,
       graceMs: this.options.interruptGraceMs,
       frameLimits: this.frameLimits(),
+      maxOutputBytes: this.options.maxOutputBytes,
+      kernelSocket: child.stdio[3] as Duplex,
       listPids: () => (child.pid ? [child.pid] : []),
       killTree: () => {
         try {
@@ -277,6 +283,7 @@ class LocalBackend implements SandboxBackend {
       CIW_INTERRUPT_GRACE_MS: String(this.options.interruptGraceMs),
       CIW_CPU_SECONDS_PER_CALL: String(cpuSecondsPerCall),
       CIW_RLIMITS: JSON.stringify(rlimits),
+      CIW_KERNEL_FD: '3',
       ...(opts.warm ? { CIW_WARM: '1', CIW_PRELOAD: opts.warm.preload.join(',') } : {}),
     };
   }

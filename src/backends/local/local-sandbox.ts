@@ -1,6 +1,10 @@
 /** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes. */
 import type { ChildProcess } from 'node:child_process';
+import { posix } from 'node:path';
+import type { Duplex } from 'node:stream';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
+import { KernelChannel } from './kernel-channel.js';
+import { ServiceError, ErrorCode } from '../../errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
 import { toArtifacts, toCodeError, toRunCodeResult } from '../agent-reply.js';
@@ -13,6 +17,17 @@ import type {
 const AGENT_SLACK_MS = 10_000;
 /** Bound on a file operation's round trip; large files move at hundreds of MB/s, so this is generous. */
 const FILE_OP_DEADLINE_MS = 120_000;
+/** Bound on a control operation of the supervisor (start, interrupt or restart the kernel). */
+const CONTROL_DEADLINE_MS = 70_000;
+
+/** Why a call on the direct channel ended without a reply. */
+class KernelGone extends Error {
+  constructor(readonly why: 'hung' | 'exited', message: string) {
+    super(message);
+  }
+}
+
+const STATE_LOST = 'the Python process was restarted and its state (variables, imports) is lost';
 
 export interface LocalSandboxParts {
   readonly id: string;
@@ -28,6 +43,10 @@ export interface LocalSandboxParts {
   readonly killTree?: () => void;
   /** Runs after the child has exited, before destroy() resolves: makes sure nothing is left behind. */
   readonly afterExit?: () => Promise<void>;
+  /** The output cap of a call (MAX_OUTPUT_BYTES), for messages. */
+  readonly maxOutputBytes: number;
+  /** The sandbox's fd 3, the direct channel to its Python kernel (used if the agent says it serves it). */
+  readonly kernelSocket?: Duplex;
 }
 
 export class LocalSandbox implements Sandbox {
@@ -45,6 +64,19 @@ export class LocalSandbox implements Sandbox {
   private stderrTail = '';
   private readonly cgroup: SandboxCgroup | undefined;
   private lastCounters: LimitCounters = { oomKills: 0, pidsRefused: 0 };
+  /** The direct channel to the Python kernel, once the agent said it serves one. */
+  private channel: KernelChannel | null = null;
+  private readonly kernelSocket: Duplex | undefined;
+  private readonly maxOutputBytes: number;
+  private readonly frameLimits: FrameLimits;
+  private kernelRunning = false;
+  /** Why the kernel is gone, if it ended between calls (said in the next result). */
+  private kernelLost: string | null = null;
+  /**
+   * Who saw the workspace last, the kernel or the supervisor: each lists the files a call created or
+   * changed against its own picture of the workspace, and must look again when the other ran since.
+   */
+  private lastLook: 'kernel' | 'agent' = 'agent';
 
   constructor(parts: LocalSandboxParts) {
     this.id = parts.id;
@@ -56,6 +88,15 @@ export class LocalSandbox implements Sandbox {
     this.cgroup = parts.cgroup;
     if (this.cgroup && parts.child.pid) this.cgroup.addProcess(parts.child.pid);
     this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason), parts.frameLimits);
+    this.kernelSocket = parts.kernelSocket;
+    // The agent is gone: close the kernel's channel too, so that a kernel left behind (unsandboxed mode
+    // has no pid namespace to take it along) reads its end and exits, and 'close' can come.
+    parts.child.once('exit', () => this.kernelSocket?.destroy());
+    this.maxOutputBytes = parts.maxOutputBytes;
+    this.frameLimits = parts.frameLimits;
+    this.connection.onNotice = (h) => {
+      if (h.notice === 'kernel_exit') this.kernelExited(Number(h.status));
+    };
     parts.child.stderr!.on('data', (chunk: Buffer) => {
       this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4000);
     });
@@ -77,7 +118,7 @@ export class LocalSandbox implements Sandbox {
     });
     this.files = {
       write: async (path, data) => {
-        const { header } = await this.connection.request({ op: 'write', path }, data, FILE_OP_DEADLINE_MS);
+        const { header } = await this.connection.request({ op: 'write', path, rebase: this.look('agent') }, data, FILE_OP_DEADLINE_MS);
         return { path: String(header.path), size: Number(header.size) };
       },
       read: async (path, maxBytes) => {
@@ -95,6 +136,29 @@ export class LocalSandbox implements Sandbox {
         };
       },
     };
+  }
+
+  /** Waits for the agent to start; the direct kernel channel is used if it says it serves one. */
+  async ready(timeoutMs: number): Promise<void> {
+    const header = await this.connection.ready(timeoutMs);
+    if (header.direct === true && this.kernelSocket) {
+      this.channel = new KernelChannel(this.kernelSocket, this.frameLimits.maxHeaderBytes,
+        (what) => this.kill(`the sandbox's Python process sent ${what} and the sandbox was stopped`));
+    }
+  }
+
+  /** Whether the process about to run must look at the workspace afresh; it is the last to look after. */
+  private look(who: 'kernel' | 'agent'): boolean {
+    const stale = this.lastLook !== who;
+    this.lastLook = who;
+    return stale;
+  }
+
+  private kernelExited(status: number): void {
+    this.kernelRunning = false;
+    const how = Number.isFinite(status) && status < 0 ? `signal ${-status}` : `code ${status}`;
+    if (this.channel) this.channel.abandon(new KernelGone('exited', how));
+    this.kernelLost = `the Python process ended between calls (${how}); its state (variables, imports) is lost`;
   }
 
   /** Puts every process of the sandbox into its cgroups (call once it is ready, before user code runs). */
@@ -132,16 +196,8 @@ export class LocalSandbox implements Sandbox {
   }
 
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
-    const { header: h } = await this.connection.request(
-      {
-        op: 'exec', code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python',
-        inline_images: options.inlineImages === true, stream: options.onOutput !== undefined,
-      },
-      null,
-      options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
-      streamTo(options.onOutput),
-    );
-    const result = toRunCodeResult(h);
+    const language = options.language ?? 'python';
+    const result = language === 'python' && this.channel ? await this.runDirect(options, this.channel) : await this.runRelayed(options);
     const { error } = result;
     // Only a failed call needs explaining (two cgroup file reads are a tenth of the hot path). Commands,
     // below, always check: a shell's child can be OOM-killed while the command itself exits 0.
@@ -151,11 +207,123 @@ export class LocalSandbox implements Sandbox {
       : result;
   }
 
+  /**
+   * Python on the direct channel. The supervisor is asked to start the kernel when there is none, to
+   * interrupt it at the timeout or when its output passed the cap, and to restart it when the interrupt
+   * did not stop it within the grace period; it tells of the kernel's death on its own.
+   */
+  private async runDirect(options: RunCodeOptions, channel: KernelChannel): Promise<RunCodeResult> {
+    const lostBefore = this.kernelLost;
+    this.kernelLost = null;
+    if (!this.kernelRunning) {
+      try {
+        await this.connection.request({ op: 'kernel_start' }, null, CONTROL_DEADLINE_MS);
+      } catch (err) {
+        if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
+        const message = (err as Error).message;
+        const name = /process limit/.test(message) ? 'ProcessLimitExceeded' : 'KernelDied';
+        return failedCall({ name, value: message, traceback: '' }, false);
+      }
+      this.kernelRunning = true;
+    }
+    const streamed: Array<['stdout' | 'stderr', string]> = [];
+    let stopped: 'timeout' | 'output' | null = null;
+    let interrupting: Promise<unknown> | null = null;
+    let graceTimer: NodeJS.Timeout | undefined;
+    const stop = (why: 'timeout' | 'output') => {
+      if (stopped) return;
+      stopped = why;
+      interrupting = this.connection.request({ op: 'kernel_interrupt' }, null, CONTROL_DEADLINE_MS).then(() => {
+        graceTimer = setTimeout(() => channel.abandon(new KernelGone('hung', 'did not stop')), this.graceMs);
+      });
+      interrupting.catch(() => undefined);
+    };
+    const call = channel.send({
+      code: options.code, inline_images: options.inlineImages === true, stream: options.onOutput !== undefined,
+      rebase: this.look('kernel'),
+    }, (event, data) => {
+      if (event === 'stdout' || event === 'stderr') {
+        streamed.push([event, data]);
+        options.onOutput?.(event, data);
+      } else if (event === 'output_limit') {
+        stop('output');
+      }
+    });
+    const timer = setTimeout(() => stop('timeout'), options.timeoutMs);
+    let reply: Record<string, unknown> | null = null;
+    let gone: KernelGone | null = null;
+    try {
+      reply = await call;
+    } catch (err) {
+      if (!(err instanceof KernelGone)) throw err;
+      gone = err;
+    } finally {
+      clearTimeout(timer);
+      // The interrupt must land before anything else reaches the kernel, or it would hit the next call.
+      if (interrupting) await (interrupting as Promise<unknown>).catch(() => undefined);
+      clearTimeout(graceTimer);
+    }
+    const out = streamed.filter(([s]) => s === 'stdout').map(([, t]) => t).join('');
+    const err = streamed.filter(([s]) => s === 'stderr').map(([, t]) => t).join('');
+    const both = streamed.map(([, t]) => t).join('');
+    const seconds = `${options.timeoutMs / 1000}`;
+    if (reply) {
+      const r = toRunCodeResult(reply);
+      const files = r.files.filter((f) => this.inWorkspace(f.path));
+      const results = r.results.map((x) => (x.path === undefined || this.inWorkspace(x.path) ? x : { type: x.type, data: x.data }));
+      let error = r.error;
+      if (stopped === 'timeout') {
+        error = {
+          name: 'ExecutionTimeout', traceback: error?.traceback ?? '',
+          value: `execution exceeded the ${seconds} s timeout and was interrupted; the Python state is preserved`,
+        };
+      }
+      return {
+        ...r, files, results, error, timedOut: stopped === 'timeout', stdout: out + r.stdout, stderr: err + r.stderr, output: both + r.output,
+        ...(lostBefore ? { statePreserved: false, notice: lostBefore } : {}),
+      };
+    }
+    // No reply: the kernel is gone, or hung and is restarted now. Its state is lost.
+    let error: CodeError;
+    if (gone!.why === 'hung') {
+      try {
+        await this.connection.request({ op: 'kernel_restart' }, null, CONTROL_DEADLINE_MS);
+      } catch (e) {
+        if (e instanceof ServiceError && e.code === ErrorCode.SANDBOX_LOST) throw e;
+        this.kernelRunning = false; // tried again on the next call
+      }
+      error = stopped === 'timeout'
+        ? { name: 'ExecutionTimeout', value: `execution exceeded the ${seconds} s timeout and did not stop when interrupted; ${STATE_LOST}`, traceback: '' }
+        : { name: 'OutputLimitExceeded', value: `the output passed the ${this.maxOutputBytes}-byte limit; the call was stopped and the rest of the output dropped; it did not stop when interrupted, so ${STATE_LOST}`, traceback: '' };
+    } else {
+      this.kernelLost = null;
+      error = { name: 'KernelDied', value: `the Python process exited (${gone!.message}) while running this code; ${STATE_LOST}`, traceback: '' };
+    }
+    return { ...failedCall(error, false), timedOut: stopped === 'timeout', outputTruncated: stopped === 'output', stdout: out, stderr: err, output: both };
+  }
+
+  private inWorkspace(path: string): boolean {
+    return path.startsWith(`${this.workspace}/`) && posix.normalize(path) === path;
+  }
+
+  private async runRelayed(options: RunCodeOptions): Promise<RunCodeResult> {
+    const { header: h } = await this.connection.request(
+      {
+        op: 'exec', code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python',
+        inline_images: options.inlineImages === true, stream: options.onOutput !== undefined, rebase: this.look('agent'),
+      },
+      null,
+      options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
+      streamTo(options.onOutput),
+    );
+    return toRunCodeResult(h);
+  }
+
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
     const { header: h } = await this.connection.request(
       {
         op: 'shell', command: options.command, timeout_ms: options.timeoutMs, cwd: options.cwd, env: options.env,
-        stream: options.onOutput !== undefined,
+        stream: options.onOutput !== undefined, rebase: this.look('agent'),
       },
       null,
       options.timeoutMs + AGENT_SLACK_MS,
@@ -185,6 +353,7 @@ export class LocalSandbox implements Sandbox {
   /** Kills the whole tree: bubblewrap's pid namespace takes every process of the sandbox with it. */
   kill(reason: string): void {
     this.connection.close(reason);
+    this.channel?.abandon(new ServiceError(ErrorCode.SANDBOX_LOST, reason));
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     this.killTree();
     // If the tree could not be found (still starting, say), the outer process goes too.
@@ -198,6 +367,13 @@ export class LocalSandbox implements Sandbox {
     this.kill('the sandbox was stopped');
     await this.exited;
   }
+}
+
+function failedCall(error: CodeError, statePreserved: boolean): RunCodeResult {
+  return {
+    stdout: '', stderr: '', output: '', outputTruncated: false, results: [], error, timedOut: false, statePreserved,
+    durationMs: 0, files: [], filesTruncated: false,
+  };
 }
 
 function streamTo(listener: OutputListener | undefined) {

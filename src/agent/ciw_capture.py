@@ -1,0 +1,278 @@
+"""Output capture inside the Python kernel, for the direct channel (local backend).
+
+On the direct channel the service talks to the kernel itself, so the kernel collects its own output:
+- sys.stdout / sys.stderr are sinks that append text to the call's capture: no pipe, no other process;
+- fds 1 and 2 are pipes of this process, for output that does not go through sys.stdout (child processes,
+  C extensions, os.write); they are drained before each sink write, so the order of the two is kept, and
+  a pump thread drains them while the kernel waits (a child writing megabytes must not block on a full
+  pipe);
+- output reaches the service as event frames on the channel: per line when the call streams, otherwise
+  only for calls that run long (every FLUSH_INTERVAL_S) — so a call that hangs and has to be killed has
+  still delivered what it printed — and the rest in the reply;
+- MAX_OUTPUT_BYTES is enforced here: past it, a write raises OutputLimitExceeded in the user's code, and
+  output from fds is dropped and announced with an "output_limit" event, on which the service interrupts
+  the call (and kills the kernel if that does not stop it).
+"""
+import codecs
+import json
+import os
+import select
+import threading
+import time
+
+FLUSH_INTERVAL_S = 0.2
+NAMES = {1: "stdout", 2: "stderr"}
+
+
+class OutputLimitExceeded(BaseException):
+    """Raised in user code by a write past the output cap (a BaseException, as KeyboardInterrupt is)."""
+
+
+def _utf8_len(text):
+    return len(text) if text.isascii() else len(text.encode("utf-8", "surrogatepass"))
+
+
+class KernelCapture:
+    def __init__(self, channel_fd, cap):
+        self.fd = channel_fd
+        self.cap = cap
+        # Re-entrant: the SIGINT handler may flush while the main thread holds the lock.
+        self.lock = threading.RLock()
+        self.chunks = []  # (stream, text) not yet sent to the service
+        self.kept = 0
+        self.truncated = False
+        self.active = False
+        self.call_id = None
+        self.stream = False
+        self.last_flush = 0.0
+        self.limit_announced = False
+        self.in_user_code = lambda: False
+        self.decoders = {}
+        self.pipes = {}
+        for stream in (1, 2):
+            r, w = os.pipe()  # not inheritable: children get fds 1/2, not these ends
+            os.dup2(w, stream)  # dup2 makes fds 1/2 inheritable, as they must be
+            os.close(w)
+            os.set_blocking(r, False)
+            self.pipes[r] = stream
+            self.decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
+        self.closed_pipes = set()
+        self.poller = select.poll()
+        for r in self.pipes:
+            self.poller.register(r, select.POLLIN)
+        threading.Thread(target=self._pump, name="ciw-output", daemon=True).start()
+
+    # -- per call --------------------------------------------------------------------------------------
+
+    def begin(self, call_id, stream):
+        with self.lock:
+            self.call_id = call_id
+            self.stream = stream
+            self.truncated = self.kept >= self.cap
+            self.limit_announced = False
+            self.last_flush = time.monotonic()
+            self.active = True
+
+    def end(self):
+        """The unsent rest of the call's output: (stdout, stderr, output, truncated)."""
+        with self.lock:
+            self._drain()
+            chunks, self.chunks = self.chunks, []
+            truncated = self.truncated
+            self.kept = 0
+            self.truncated = False
+            self.active = False
+        out = "".join(t for s, t in chunks if s == 1)
+        err = "".join(t for s, t in chunks if s == 2)
+        both = out if not err else err if not out else "".join(t for _, t in chunks)
+        return out, err, both, truncated
+
+    def send(self, frame):
+        """Writes one frame; a leading newline ends whatever partial line a killed predecessor left."""
+        data = b"\n" + json.dumps(frame, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+        with self.lock:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self.fd, view):]
+
+    # -- writes ----------------------------------------------------------------------------------------
+
+    def write(self, stream, text):
+        with self.lock:
+            self._drain()
+            self._add(stream, text)
+            if self.stream and "\n" in text:
+                self._flush()
+            elif not self.stream and self.active and time.monotonic() - self.last_flush > FLUSH_INTERVAL_S:
+                self._flush()
+            over = self.truncated and self.active
+        if over and self.in_user_code():
+            raise OutputLimitExceeded("the output passed the %d-byte limit" % self.cap)
+
+    def flush(self):
+        with self.lock:
+            self._drain()
+            if self.active and self.stream:
+                self._flush()
+
+    def flush_for_interrupt(self):
+        """From the SIGINT handler: hand what was printed so far to the service, in case this kernel does
+        not survive the interrupt. Skipped if another thread is in the middle of a write."""
+        if self.lock.acquire(blocking=False):
+            try:
+                if self.active:
+                    self._drain()
+                    self._flush()
+            finally:
+                self.lock.release()
+
+    # -- internals (lock held) -------------------------------------------------------------------------
+
+    def _add(self, stream, text):
+        if not text:
+            return
+        size = _utf8_len(text)
+        room = self.cap - self.kept
+        if size > room:
+            self.truncated = True
+            if room <= 0:
+                return
+            text = text.encode("utf-8", "surrogatepass")[:room].decode("utf-8", "ignore")
+            size = room
+        self.kept += size
+        self.chunks.append((stream, text))
+
+    def _drain(self):
+        for fd, stream in self.pipes.items():
+            while True:
+                try:
+                    data = os.read(fd, 65536)
+                except BlockingIOError:
+                    break
+                except InterruptedError:
+                    continue
+                if not data:
+                    self.closed_pipes.add(fd)  # the user closed fd 1 or 2: stop watching it
+                    break
+                self._add(stream, self.decoders[stream].decode(data))
+
+    def _flush(self):
+        chunks, self.chunks = self.chunks, []
+        self.last_flush = time.monotonic()
+        if not self.active:
+            return
+        for stream, text in _merge(chunks):
+            self.send({"id": self.call_id, "event": NAMES[stream], "data": text})
+
+    def _pump(self):
+        while True:
+            try:
+                self.poller.poll()
+            except InterruptedError:
+                continue
+            with self.lock:
+                self._drain()
+                for fd in self.closed_pipes:
+                    self.poller.unregister(fd)
+                    del self.pipes[fd]
+                    os.close(fd)
+                self.closed_pipes.clear()
+                if self.active and (self.stream or time.monotonic() - self.last_flush > FLUSH_INTERVAL_S):
+                    self._flush()
+                announce = self.active and self.truncated and not self.limit_announced
+                if announce:
+                    self.limit_announced = True
+                    self.send({"id": self.call_id, "event": "output_limit"})
+            if not self.active:
+                # Between calls, output of background processes is kept (up to the cap) for the next call;
+                # do not spin on a pipe that is being flooded.
+                time.sleep(0.01)
+
+
+def _merge(chunks):
+    """Adjacent chunks of the same stream as one."""
+    merged = []
+    for stream, text in chunks:
+        if merged and merged[-1][0] == stream:
+            merged[-1] = (stream, merged[-1][1] + text)
+        else:
+            merged.append((stream, text))
+    return merged
+
+
+class TextSink:
+    """sys.stdout / sys.stderr of the kernel on the direct channel."""
+
+    encoding = "utf-8"
+    errors = "backslashreplace"
+    newlines = None
+    line_buffering = True
+    closed = False
+
+    def __init__(self, capture, stream):
+        self._capture = capture
+        self._stream = stream
+        self.buffer = _BinarySink(self)
+
+    def write(self, text):
+        if not isinstance(text, str):
+            raise TypeError("write() argument must be str, not %s" % type(text).__name__)
+        self._capture.write(self._stream, text)
+        return len(text)
+
+    def writelines(self, lines):
+        for line in lines:
+            self.write(line)
+
+    def flush(self):
+        self._capture.flush()
+
+    def fileno(self):
+        return self._stream
+
+    def isatty(self):
+        return False
+
+    def readable(self):
+        return False
+
+    def writable(self):
+        return True
+
+    def seekable(self):
+        return False
+
+    @property
+    def name(self):
+        return "<%s>" % NAMES[self._stream]
+
+    @property
+    def mode(self):
+        return "w"
+
+    def close(self):
+        pass  # closing the kernel's stdout would only break later calls
+
+
+class _BinarySink:
+    """sys.stdout.buffer: bytes written there are decoded as UTF-8 into the same capture."""
+
+    def __init__(self, text_sink):
+        self._text = text_sink
+        self._decoder = codecs.getincrementaldecoder("utf-8")("replace")
+
+    def write(self, data):
+        self._text.write(self._decoder.decode(bytes(data)))
+        return len(data)
+
+    def flush(self):
+        self._text.flush()
+
+    def fileno(self):
+        return self._text.fileno()
+
+    def isatty(self):
+        return False
+
+    def writable(self):
+        return True
