@@ -58,8 +58,10 @@ class KernelCapture:
             self.decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
         self.closed_pipes = set()
         self.poller = select.poll()
+        self.drain_poller = select.poll()
         for r in self.pipes:
             self.poller.register(r, select.POLLIN)
+            self.drain_poller.register(r, select.POLLIN)
         threading.Thread(target=self._pump, name="ciw-output", daemon=True).start()
 
     # -- per call --------------------------------------------------------------------------------------
@@ -143,6 +145,9 @@ class KernelCapture:
         self.chunks.append((stream, text))
 
     def _drain(self):
+        # One poll for both pipes (a write usually finds them empty): half the system calls of reading each.
+        if not self.pipes or not self.drain_poller.poll(0):
+            return
         for fd, stream in self.pipes.items():
             while True:
                 try:
@@ -174,6 +179,7 @@ class KernelCapture:
                 self._drain()
                 for fd in self.closed_pipes:
                     self.poller.unregister(fd)
+                    self.drain_poller.unregister(fd)
                     del self.pipes[fd]
                     os.close(fd)
                 self.closed_pipes.clear()

@@ -46,16 +46,27 @@ def _cpu_used():
     return usage.ru_utime + usage.ru_stime
 
 
-def _limit_cpu(seconds):
-    """Soft RLIMIT_CPU at what this process has used so far plus `seconds` (None lifts it)."""
-    _, hard = resource.getrlimit(resource.RLIMIT_CPU)
-    soft = hard if seconds is None else int(_cpu_used() + seconds) + 1
-    if hard != resource.RLIM_INFINITY:
-        soft = min(soft, hard)
-    try:
-        resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
-    except (ValueError, OSError):
-        pass
+class _CpuBudget:
+    """The per-call CPU-time limit as a soft RLIMIT_CPU: a call may use `seconds` more than the process had
+    used when it started. The limit is moved only when less than that is left, so most calls cost one
+    getrusage and no setrlimit; it stays in place between calls, where SIGXCPU is ignored."""
+
+    soft = None
+
+    @classmethod
+    def arm(cls, seconds):
+        used = _cpu_used()
+        if cls.soft is not None and cls.soft - used >= seconds:
+            return
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)
+        soft = int(used + seconds) + 1
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        try:
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, hard))
+            cls.soft = soft
+        except (ValueError, OSError):
+            pass
 
 
 def _error_of(exc):
@@ -113,7 +124,7 @@ def _run_cell(ns, code, cell, cpu_limit_s):
         if tree.body and isinstance(tree.body[-1], ast.Expr):
             last = ast.Expression(tree.body.pop().value)
         if cpu_limit_s:
-            _limit_cpu(cpu_limit_s)
+            _CpuBudget.arm(cpu_limit_s)
         _Interrupts.in_user_code = True
         try:
             exec(compile(tree, filename, "exec"), ns)
@@ -127,9 +138,6 @@ def _run_cell(ns, code, cell, cpu_limit_s):
     except BaseException as exc:  # noqa: BLE001 - user code may raise anything, SystemExit included
         _Interrupts.in_user_code = False
         error = _error_of(exc)
-    finally:
-        if cpu_limit_s:
-            _limit_cpu(None)
     try:
         ciw_rich.capture_figures(cell)
     except Exception as exc:  # noqa: BLE001 - never lose the call's result over a figure

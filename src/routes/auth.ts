@@ -38,6 +38,9 @@ function presentedKey(req: FastifyRequest): string | null {
 
 export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: readonly string[] }) => {
   const keys = opts.apiKeys.map((k) => ({ digest: digest(k), owner: `key:${digest(k).toString('hex').slice(0, 16)}` }));
+  // Keys already checked, so that each call does not hash again. Only valid keys go in: it holds at most
+  // as many entries as there are keys.
+  const checked = new Map<string, string>();
   app.decorateRequest('owner', '');
   const authenticate = (req: FastifyRequest): void => {
     if (keys.length === 0) {
@@ -45,11 +48,17 @@ export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: reado
       return;
     }
     const key = presentedKey(req);
+    const known = key !== null ? checked.get(key) : undefined;
+    if (known !== undefined) {
+      req.owner = known;
+      return;
+    }
     if (key !== null) {
       const d = digest(key);
       let owner: string | null = null;
       for (const k of keys) if (timingSafeEqual(d, k.digest)) owner = k.owner;
       if (owner) {
+        checked.set(key, owner);
         req.owner = owner;
         return;
       }
@@ -60,8 +69,17 @@ export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: reado
         : 'invalid API key', { headers: { 'www-authenticate': 'Bearer' } });
   };
   app.decorate('authenticate', authenticate);
-  app.addHook('onRequest', async (req) => {
-    if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) return;
-    authenticate(req);
+  app.addHook('onRequest', (req, _reply, done) => {
+    if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) {
+      done();
+      return;
+    }
+    try {
+      authenticate(req);
+    } catch (err) {
+      done(err as Error);
+      return;
+    }
+    done();
   });
 }, { name: 'ciw-auth' });

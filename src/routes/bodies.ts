@@ -71,8 +71,10 @@ function multipartFields(body: Record<string, unknown>): Fields {
 
 export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes: number }) => {
   app.decorateRequest('uploadedFiles', null as unknown as UploadedFile[]);
-  app.addHook('onRequest', async (req) => {
+  // Hooks here and in auth/idempotency take callbacks, not promises: they run on every call of the hot path.
+  app.addHook('onRequest', (req, _reply, done) => {
     req.uploadedFiles = [];
+    done();
   });
 
   await app.register(multipart, {
@@ -93,30 +95,41 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
   });
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  app.addHook('preValidation', async (req) => {
-    // JSON-RPC messages (MCP) are taken as they are.
-    if (req.method !== 'POST' || req.routeOptions.url === '/mcp') return;
-    const query = (req.query ?? {}) as Fields;
-    let body: Fields;
-    if (req.body === undefined || req.body === null) {
-      body = {};
-    } else if (typeof req.body === 'string') {
-      const field = RAW_FIELD[req.routeOptions.url ?? ''];
-      body = field ? { [field]: req.body } : {};
-    } else if (Buffer.isBuffer(req.body)) {
-      const filename = typeof query.remote_filename === 'string' ? query.remote_filename : typeof query.remote_path === 'string' ? query.remote_path : 'upload.bin';
-      req.uploadedFiles.push({ field: 'file', filename, mimetype: String(req.headers['content-type']), data: req.body });
-      body = {};
-    } else if (req.isMultipart()) {
-      body = multipartFields((req.body ?? {}) as Record<string, unknown>);
-    } else if (req.body !== null && typeof req.body === 'object' && !Array.isArray(req.body)) {
-      body = { ...(req.body as Fields) };
-    } else {
-      // A JSON array or scalar: leave it for the schema to refuse.
+  app.addHook('preValidation', (req, _reply, done) => {
+    try {
+      normalizeBody(req);
+    } catch (err) {
+      done(err as Error);
       return;
     }
-    for (const [k, v] of Object.entries(query)) if (body[k] === undefined) body[k] = v;
-    decodeBase64Fields(body);
-    req.body = body;
+    done();
   });
 }, { name: 'ciw-bodies' });
+
+/** Turns whatever body came into one plain object of fields (see the top of this file). */
+function normalizeBody(req: FastifyRequest): void {
+  // JSON-RPC messages (MCP) are taken as they are.
+  if (req.method !== 'POST' || req.routeOptions.url === '/mcp') return;
+  const query = (req.query ?? {}) as Fields;
+  let body: Fields;
+  if (req.body === undefined || req.body === null) {
+    body = {};
+  } else if (typeof req.body === 'string') {
+    const field = RAW_FIELD[req.routeOptions.url ?? ''];
+    body = field ? { [field]: req.body } : {};
+  } else if (Buffer.isBuffer(req.body)) {
+    const filename = typeof query.remote_filename === 'string' ? query.remote_filename : typeof query.remote_path === 'string' ? query.remote_path : 'upload.bin';
+    req.uploadedFiles.push({ field: 'file', filename, mimetype: String(req.headers['content-type']), data: req.body });
+    body = {};
+  } else if (req.isMultipart()) {
+    body = multipartFields((req.body ?? {}) as Record<string, unknown>);
+  } else if (req.body !== null && typeof req.body === 'object' && !Array.isArray(req.body)) {
+    body = { ...(req.body as Fields) };
+  } else {
+    // A JSON array or scalar: leave it for the schema to refuse.
+    return;
+  }
+  for (const [k, v] of Object.entries(query)) if (body[k] === undefined) body[k] = v;
+  decodeBase64Fields(body);
+  req.body = body;
+}

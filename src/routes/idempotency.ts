@@ -46,9 +46,17 @@ export const idempotencyPlugin = fp(async (app: FastifyInstance, opts: { ttlMs: 
     p.entry.settle(stored);
   };
 
-  app.addHook('preHandler', async (req: FastifyRequest, reply: FastifyReply) => {
+  // Callback hooks, not async ones: they run on every call of the hot path, almost always with nothing to do.
+  app.addHook('preHandler', (req: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void) => {
+    if (!req.routeOptions.config?.idempotent || req.headers['idempotency-key'] === undefined) {
+      done();
+      return;
+    }
+    replayOrRecord(req, reply).then(() => done(), done);
+  });
+
+  const replayOrRecord = async (req: FastifyRequest, reply: FastifyReply) => {
     const header = req.headers['idempotency-key'];
-    if (!req.routeOptions.config?.idempotent || header === undefined) return;
     const body = (req.body ?? {}) as Record<string, unknown>;
     if (body.stream) return;
     if (typeof header !== 'string' || !KEY_PATTERN.test(header)) {
@@ -77,16 +85,22 @@ export const idempotencyPlugin = fp(async (app: FastifyInstance, opts: { ttlMs: 
     const entry: Entry = { fingerprint, expiresAt: t + opts.ttlMs, result, settle: resolve };
     entries.set(key, entry);
     pending.set(req, { key, entry });
-  });
+  };
 
-  app.addHook('onSend', async (req, reply, payload) => {
+  app.addHook('onSend', (req, reply, payload, done) => {
     if (pending.has(req)) {
       const ok = reply.statusCode >= 200 && reply.statusCode < 300 && (typeof payload === 'string' || Buffer.isBuffer(payload));
       settle(req, ok ? { status: reply.statusCode, contentType: String(reply.getHeader('content-type') ?? 'application/json'), payload: payload as string | Buffer } : null);
     }
-    return payload;
+    done(null, payload);
   });
   // Hijacked or aborted requests never reach onSend: release whoever waits on them.
-  app.addHook('onResponse', async (req) => settle(req, null));
-  app.addHook('onRequestAbort', async (req) => settle(req, null));
+  app.addHook('onResponse', (req, _reply, done) => {
+    settle(req, null);
+    done();
+  });
+  app.addHook('onRequestAbort', (req, done) => {
+    settle(req, null);
+    done();
+  });
 }, { name: 'ciw-idempotency' });
