@@ -116,12 +116,15 @@ function throughputWrk(svc: Service, ids: string[], concurrency: number, seconds
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
   }
+  // One wrk thread per connection and one sandbox per thread, as with the JS client: calls into one sandbox
+  // run one at a time, so connections sharing a sandbox would only queue behind each other.
   const script = join(mkdtempSync(join(tmpdir(), 'ciw-wrk-')), 'run_code.lua');
   const list = ids.slice(0, concurrency).map((id) => `"${id}"`).join(',');
-  writeFileSync(script, `local ids = {${list}}\nlocal i = 0\nrequest = function()\n  i = i + 1\n`
-    + `  local body = '{"sandbox_id":"' .. ids[(i % #ids) + 1] .. '","code":"print(1)"}'\n`
-    + `  return wrk.format("POST", "/run_code", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer ${KEY}"}, body)\nend\n`);
-  const out = execFileSync('wrk', ['-t', String(Math.min(2, concurrency)), '-c', String(concurrency), '-d', `${seconds}s`, '-s', script, svc.url], { encoding: 'utf8' });
+  writeFileSync(script, `local ids = {${list}}\nlocal n = 0\n`
+    + `function setup(thread)\n  n = n + 1\n  thread:set("id", ids[n])\nend\n`
+    + `function init(args)\n  body = '{"sandbox_id":"' .. id .. '","code":"print(1)"}'\nend\n`
+    + `function request()\n  return wrk.format("POST", "/run_code", {["Content-Type"] = "application/json", ["Authorization"] = "Bearer ${KEY}"}, body)\nend\n`);
+  const out = execFileSync('wrk', ['-t', String(concurrency), '-c', String(concurrency), '-d', `${seconds}s`, '-s', script, svc.url], { encoding: 'utf8' });
   if (/Non-2xx/.test(out)) throw new Error(`wrk saw failed requests:\n${out}`);
   return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]);
 }

@@ -11,7 +11,6 @@ import os
 import resource
 import signal
 import sys
-import traceback
 
 from ciw_common import AGENT_DIR, WORKSPACE, LineReader
 import ciw_rich
@@ -84,6 +83,7 @@ def _error_of(exc):
 
 def _user_traceback(exc):
     """Format `exc` without the agent's own frames, so the user sees only their cells' lines."""
+    import traceback  # on the first error, not at start: the kernel is ready sooner
     root = traceback.TracebackException(type(exc), exc, exc.__traceback__)
     te, seen = root, set()
     while te is not None and id(te) not in seen:
@@ -262,11 +262,13 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
             after = snapshot()
             changed, changed_truncated = changed_files(files, after)
             files = after
-            capture.send({
-                "id": req.get("id"), "ok": True, "results": results, "error": error, "stdout": stdout,
-                "stderr": stderr, "output": output, "output_truncated": truncated, "files": changed,
-                "files_truncated": changed_truncated, "timed_out": False, "state_preserved": True,
-                "duration_ms": round((time.monotonic() - started) * 1000, 3),
-            })
+            # Fields at their defaults (no error, no output, no files…) are left out: less to write and parse.
+            reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
+            for key, value in (("results", results), ("error", error), ("stdout", stdout), ("stderr", stderr),
+                               ("output", output), ("output_truncated", truncated), ("files", changed),
+                               ("files_truncated", changed_truncated)):
+                if value:
+                    reply[key] = value
+            capture.send(reply)
         except KeyboardInterrupt:
             continue

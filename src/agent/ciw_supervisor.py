@@ -55,6 +55,7 @@ class Supervisor:
         # kernel itself on this fd; this process only starts, interrupts and restarts it.
         self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0) if self.relay is None else 0
         self.direct = None
+        self.kernel_starts = 1 if warm else 0
         if self.channel_fd:
             os.set_inheritable(self.channel_fd, False)
             self.direct = Kernel("Python", direct_kernel_spawner(self.channel_fd, self.max_output), python_env,
@@ -123,7 +124,11 @@ class Supervisor:
             kernel.stop()
         started = kernel.proc is None
         if started:
-            self._drain_channel()
+            # The service sends the first call right behind the first start; later starts follow a kernel
+            # that may have left a request unread, which must not run in its successor.
+            if self.kernel_starts:
+                self._drain_channel()
+            self.kernel_starts += 1
             try:
                 kernel.start()
             except OSError as exc:

@@ -206,6 +206,7 @@ class LocalBackend implements SandboxBackend {
       frameLimits: this.frameLimits(),
       maxOutputBytes: this.options.maxOutputBytes,
       kernelSocket: child.stdio[3] as Duplex,
+      warm: opts.warm !== undefined,
       listPids: () => (uid !== undefined ? pidsOfUid(uid) : child.pid ? [child.pid] : []),
       afterExit: async () => {
         if (uid !== undefined) await this.reapUid(uid);
@@ -255,6 +256,7 @@ class LocalBackend implements SandboxBackend {
       frameLimits: this.frameLimits(),
       maxOutputBytes: this.options.maxOutputBytes,
       kernelSocket: child.stdio[3] as Duplex,
+      warm: opts.warm !== undefined,
       listPids: () => (child.pid ? [child.pid] : []),
       killTree: () => {
         try {

@@ -43,6 +43,8 @@ export interface LocalSandboxParts {
   readonly killTree?: () => void;
   /** Runs after the child has exited, before destroy() resolves: makes sure nothing is left behind. */
   readonly afterExit?: () => Promise<void>;
+  /** Started for the pool, with its Python kernel already running. */
+  readonly warm?: boolean;
   /** The output cap of a call (MAX_OUTPUT_BYTES), for messages. */
   readonly maxOutputBytes: number;
   /** The sandbox's fd 3, the direct channel to its Python kernel (used if the agent says it serves it). */
@@ -70,6 +72,8 @@ export class LocalSandbox implements Sandbox {
   private readonly maxOutputBytes: number;
   private readonly frameLimits: FrameLimits;
   private kernelRunning = false;
+  /** Whether a kernel was ever asked for (or started warm, for the pool). */
+  private kernelEverStarted: boolean;
   /** Why the kernel is gone, if it ended between calls (said in the next result). */
   private kernelLost: string | null = null;
   /**
@@ -89,6 +93,7 @@ export class LocalSandbox implements Sandbox {
     if (this.cgroup && parts.child.pid) this.cgroup.addProcess(parts.child.pid);
     this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason), parts.frameLimits);
     this.kernelSocket = parts.kernelSocket;
+    this.kernelEverStarted = parts.warm === true;
     // The agent is gone: close the kernel's channel too, so that a kernel left behind (unsandboxed mode
     // has no pid namespace to take it along) reads its end and exits, and 'close' can come.
     parts.child.once('exit', () => this.kernelSocket?.destroy());
@@ -215,16 +220,20 @@ export class LocalSandbox implements Sandbox {
   private async runDirect(options: RunCodeOptions, channel: KernelChannel): Promise<RunCodeResult> {
     const lostBefore = this.kernelLost;
     this.kernelLost = null;
-    if (!this.kernelRunning) {
+    // No kernel: ask for one. The very first time, the call goes right behind the request (the kernel reads
+    // it once it is up); after a kernel has lived, the supervisor first throws away whatever its predecessor
+    // left unread on the channel, so the call must wait until the new kernel is there.
+    const starting = this.kernelRunning ? null : this.connection.request({ op: 'kernel_start' }, null, CONTROL_DEADLINE_MS);
+    starting?.catch(() => undefined);
+    const pipelined = !this.kernelEverStarted;
+    this.kernelEverStarted = true;
+    this.kernelRunning = true;
+    if (starting && !pipelined) {
       try {
-        await this.connection.request({ op: 'kernel_start' }, null, CONTROL_DEADLINE_MS);
+        await starting;
       } catch (err) {
-        if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
-        const message = (err as Error).message;
-        const name = /process limit/.test(message) ? 'ProcessLimitExceeded' : 'KernelDied';
-        return failedCall({ name, value: message, traceback: '' }, false);
+        return this.notStarted(err);
       }
-      this.kernelRunning = true;
     }
     const streamed: Array<['stdout' | 'stderr', string]> = [];
     let stopped: 'timeout' | 'output' | null = null;
@@ -249,6 +258,15 @@ export class LocalSandbox implements Sandbox {
         stop('output');
       }
     });
+    if (starting && pipelined) {
+      try {
+        await starting;
+      } catch (err) {
+        channel.abandon(new KernelGone('exited', 'not started'));
+        await call.catch(() => undefined);
+        return this.notStarted(err);
+      }
+    }
     const timer = setTimeout(() => stop('timeout'), options.timeoutMs);
     let reply: Record<string, unknown> | null = null;
     let gone: KernelGone | null = null;
@@ -300,6 +318,14 @@ export class LocalSandbox implements Sandbox {
       error = { name: 'KernelDied', value: `the Python process exited (${gone!.message}) while running this code; ${STATE_LOST}`, traceback: '' };
     }
     return { ...failedCall(error, false), timedOut: stopped === 'timeout', outputTruncated: stopped === 'output', stdout: out, stderr: err, output: both };
+  }
+
+  /** The result of a call whose kernel could not be started. */
+  private notStarted(err: unknown): RunCodeResult {
+    this.kernelRunning = false;
+    if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
+    const message = (err as Error).message;
+    return failedCall({ name: /process limit/.test(message) ? 'ProcessLimitExceeded' : 'KernelDied', value: message, traceback: '' }, false);
   }
 
   private inWorkspace(path: string): boolean {
