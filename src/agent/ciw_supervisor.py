@@ -53,7 +53,10 @@ class Supervisor:
         warm = bool(os.environ.get("CIW_WARM"))
         # The direct channel (local backend, sandboxes without network): the service talks to the Python
         # kernel itself on this fd; this process only starts, interrupts and restarts it.
-        self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0) if self.relay is None else 0
+        self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0)
+        if self.channel_fd and self.relay is not None:
+            os.close(self.channel_fd)  # a sandbox with network relays Python through this process
+            self.channel_fd = 0
         self.direct = None
         self.kernel_starts = 1 if warm else 0
         if self.channel_fd:

@@ -21,7 +21,9 @@ interface Call {
 }
 
 export class KernelChannel {
-  private buffer: Buffer = Buffer.alloc(0);
+  /** The start of a line whose newline has not come yet. */
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
   private call: Call | null = null;
   private nextId = 1;
 
@@ -56,18 +58,27 @@ export class KernelChannel {
   }
 
   private onData(chunk: Buffer): void {
-    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+    // A long line (a call with a lot of output) arrives in many chunks: they are kept in a list and joined
+    // once its newline comes, never concatenated chunk by chunk.
     let start = 0;
     for (;;) {
-      const nl = this.buffer.indexOf(NEWLINE, start);
+      const nl = chunk.indexOf(NEWLINE, start);
       if (nl < 0) break;
-      if (nl > start) this.onLine(this.buffer.toString('utf8', start, nl));
+      const piece = chunk.subarray(start, nl);
+      const line = this.pending.length === 0 ? piece : Buffer.concat([...this.pending, piece]);
+      this.pending = [];
+      this.pendingBytes = 0;
+      if (line.length > 0) this.onLine(line.toString('utf8'));
       start = nl + 1;
     }
-    this.buffer = start === 0 ? this.buffer : this.buffer.subarray(start);
-    if (this.buffer.length > this.maxLineBytes) {
-      this.buffer = Buffer.alloc(0);
-      this.onViolation('an oversized frame on the kernel channel');
+    if (start < chunk.length) {
+      this.pending.push(start === 0 ? chunk : chunk.subarray(start));
+      this.pendingBytes += chunk.length - start;
+      if (this.pendingBytes > this.maxLineBytes) {
+        this.pending = [];
+        this.pendingBytes = 0;
+        this.onViolation('an oversized frame on the kernel channel');
+      }
     }
   }
 
