@@ -158,6 +158,10 @@ def direct_kernel_spawner(channel_fd, max_output):
 
 
 def _fork_kernel(keep_fds, out_w, err_w, env, main):
+    # Objects that exist now are never collected in the kernel: its garbage collector then leaves their
+    # pages alone, and they stay shared with this process instead of being copied.
+    import gc
+    gc.freeze()
     pid = os.fork()
     if pid:
         return ForkedProcess(pid)
