@@ -112,9 +112,10 @@ class KernelCapture:
             raise OutputLimitExceeded("the output passed the %d-byte limit" % self.cap)
 
     def flush(self):
-        with self.lock:
-            self._drain()
-            if self.active and self.stream:
+        # Only a streamed call sends on flush; otherwise end() collects everything anyway.
+        if self.stream and self.active:
+            with self.lock:
+                self._drain()
                 self._flush()
 
     def flush_for_interrupt(self):

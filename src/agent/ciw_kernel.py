@@ -127,7 +127,8 @@ def _run_cell(ns, code, cell, cpu_limit_s):
             _CpuBudget.arm(cpu_limit_s)
         _Interrupts.in_user_code = True
         try:
-            exec(compile(tree, filename, "exec"), ns)
+            if tree.body:  # a cell that is one expression (print(1)) needs no exec part
+                exec(compile(tree, filename, "exec"), ns)
             if last is not None:
                 value = eval(compile(last, filename, "eval"), ns)
                 if value is not None:
