@@ -20,6 +20,12 @@ def limit_error(name, value):
     return {"name": name, "value": value, "traceback": ""}
 
 
+def output_limit_error(cap):
+    return limit_error("OutputLimitExceeded",
+                       "the output passed the %d-byte limit; the call was stopped and the rest of the output "
+                       "dropped" % cap)
+
+
 class LineReader:
     """Reads lines from an unbuffered binary file without losing bytes that follow a newline."""
 

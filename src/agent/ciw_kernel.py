@@ -12,7 +12,7 @@ import resource
 import signal
 import sys
 
-from ciw_common import AGENT_DIR, WORKSPACE, LineReader
+from ciw_common import AGENT_DIR, WORKSPACE, LineReader, output_limit_error
 import ciw_rich
 
 class CpuTimeLimitExceeded(BaseException):
@@ -184,17 +184,9 @@ def _flush_std_streams():
             pass
 
 
-def kernel_main(request_fd, reply_fd):
-    """The kernel behind the supervisor: requests on one fd, replies on another, output on fds 1/2, which
-    the supervisor reads."""
-    # Line-buffered, as on a terminal, so prints and child processes' output keep their order.
-    sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-    sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
-    ns, cpu_limit_s = _common_setup()
-    requests = os.fdopen(request_fd, "rb", buffering=0)
-    replies = os.fdopen(reply_fd, "wb", buffering=0)
-    reader = LineReader(requests)
-    replies.write(b'{"ready":true}\n')
+def _serve(reader, run):
+    """Calls `run(req, cell)` for each request line until the stream ends. An interrupt that arrives
+    between cells (a timeout that came just too late) is dropped."""
     cell_no = 0
     while True:
         try:
@@ -203,18 +195,32 @@ def kernel_main(request_fd, reply_fd):
                 return
             req = json.loads(line)
             cell_no += 1
-            cell = ciw_rich.Cell(cell_no, bool(req.get("inline_images")))
-            results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
-            _flush_std_streams()
-            reply = json.dumps({"results": results, "error": error}, ensure_ascii=False)
-            replies.write(reply.encode("utf-8", "backslashreplace") + b"\n")
+            run(req, ciw_rich.Cell(cell_no, bool(req.get("inline_images"))))
         except KeyboardInterrupt:
             continue
 
 
+def kernel_main(request_fd, reply_fd):
+    """The kernel behind the supervisor: requests on one fd, replies on another, output on fds 1/2, which
+    the supervisor reads."""
+    _plain_std_streams()
+    ns, cpu_limit_s = _common_setup()
+    replies = os.fdopen(reply_fd, "wb", buffering=0)
+    replies.write(b'{"ready":true}\n')
+
+    def run(req, cell):
+        results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
+        _flush_std_streams()
+        reply = json.dumps({"results": results, "error": error}, ensure_ascii=False)
+        replies.write(reply.encode("utf-8", "backslashreplace") + b"\n")
+
+    _serve(LineReader(os.fdopen(request_fd, "rb", buffering=0)), run)
+
+
 def _plain_std_streams():
-    """In a child forked by user code (multiprocessing, os.fork): plain fd-backed streams, since the
-    capture's thread and lock stay with the kernel. The kernel's pump reads the child's fds 1/2."""
+    """sys.stdout/stderr on fds 1/2, line-buffered as on a terminal, so that prints and child processes'
+    output keep their order: the relayed kernel's streams, and those of a child forked by user code on the
+    direct channel (the capture's thread and lock stay with the kernel, whose pump reads the child's fds)."""
     sys.stdout = open(1, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
 
@@ -236,40 +242,31 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
     sys.stdout = TextSink(capture, 1)
     sys.stderr = TextSink(capture, 2)
     os.register_at_fork(after_in_child=_plain_std_streams)
-    reader = LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False))
     os.write(ready_fd, b'{"ready":true}\n')
     os.close(ready_fd)
     files = None
-    cell_no = 0
-    while True:
-        try:
-            line = reader.readline()
-            if not line:
-                return
-            req = json.loads(line)
-            started = time.monotonic()
-            if files is None or req.get("rebase"):
-                files = snapshot()
-            cell_no += 1
-            cell = ciw_rich.Cell(cell_no, bool(req.get("inline_images")))
-            capture.begin(req.get("id"), bool(req.get("stream")))
-            results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
-            _flush_std_streams()
-            stdout, stderr, output, truncated = capture.end()
-            if truncated and (error is None or error["name"] in ("KeyboardInterrupt", OutputLimitExceeded.__name__)):
-                error = {"name": "OutputLimitExceeded", "traceback": "",
-                         "value": "the output passed the %d-byte limit; the call was stopped and the rest of the "
-                                  "output dropped" % max_output}
-            after = snapshot()
-            changed, changed_truncated = changed_files(files, after)
-            files = after
-            # Fields at their defaults (no error, no output, no files…) are left out: less to write and parse.
-            reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
-            for key, value in (("results", results), ("error", error), ("stdout", stdout), ("stderr", stderr),
-                               ("output", output), ("output_truncated", truncated), ("files", changed),
-                               ("files_truncated", changed_truncated)):
-                if value:
-                    reply[key] = value
-            capture.send(reply)
-        except KeyboardInterrupt:
-            continue
+
+    def run(req, cell):
+        nonlocal files
+        started = time.monotonic()
+        if files is None or req.get("rebase"):
+            files = snapshot()
+        capture.begin(req.get("id"), bool(req.get("stream")))
+        results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
+        _flush_std_streams()
+        stdout, stderr, output, truncated = capture.end()
+        if truncated and (error is None or error["name"] in ("KeyboardInterrupt", OutputLimitExceeded.__name__)):
+            error = output_limit_error(max_output)
+        after = snapshot()
+        changed, changed_truncated = changed_files(files, after)
+        files = after
+        # Fields at their defaults (no error, no output, no files…) are left out: less to write and parse.
+        reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
+        for key, value in (("results", results), ("error", error), ("stdout", stdout), ("stderr", stderr),
+                           ("output", output), ("output_truncated", truncated), ("files", changed),
+                           ("files_truncated", changed_truncated)):
+            if value:
+                reply[key] = value
+        capture.send(reply)
+
+    _serve(LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False)), run)

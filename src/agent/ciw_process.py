@@ -9,7 +9,7 @@ import signal
 import sys
 import time
 
-from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, AgentError, limit_error
+from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, AgentError, limit_error, output_limit_error
 
 class Capture:
     """Collects stdout/stderr chunks in arrival order, keeping at most `cap` bytes in total."""
@@ -82,9 +82,7 @@ def _kill_session(sid):
 
 
 def _output_error(capture):
-    return limit_error("OutputLimitExceeded",
-                        "the output passed the %d-byte limit; the call was stopped and the rest of the output "
-                        "dropped" % capture.cap)
+    return output_limit_error(capture.cap)
 
 
 def _process_limit_error(exc):

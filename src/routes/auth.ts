@@ -7,6 +7,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ServiceError, ErrorCode } from '../errors.js';
+import { syncHook } from './sync-hook.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -69,17 +70,8 @@ export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: reado
         : 'invalid API key', { headers: { 'www-authenticate': 'Bearer' } });
   };
   app.decorate('authenticate', authenticate);
-  app.addHook('onRequest', (req, _reply, done) => {
-    if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) {
-      done();
-      return;
-    }
-    try {
-      authenticate(req);
-    } catch (err) {
-      done(err as Error);
-      return;
-    }
-    done();
-  });
+  app.addHook('onRequest', syncHook((req) => {
+    if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) return;
+    authenticate(req);
+  }));
 }, { name: 'ciw-auth' });

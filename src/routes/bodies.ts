@@ -13,6 +13,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import multipart, { type MultipartFile } from '@fastify/multipart';
 import { ServiceError, ErrorCode } from '../errors.js';
+import { syncHook } from './sync-hook.js';
 
 /** A file that came in the request itself (a multipart file part, or a binary body). */
 export interface UploadedFile {
@@ -72,10 +73,9 @@ function multipartFields(body: Record<string, unknown>): Fields {
 export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes: number }) => {
   app.decorateRequest('uploadedFiles', null as unknown as UploadedFile[]);
   // Hooks here and in auth/idempotency take callbacks, not promises: they run on every call of the hot path.
-  app.addHook('onRequest', (req, _reply, done) => {
+  app.addHook('onRequest', syncHook((req) => {
     req.uploadedFiles = [];
-    done();
-  });
+  }));
 
   await app.register(multipart, {
     attachFieldsToBody: true,
@@ -95,15 +95,7 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
   });
   app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
 
-  app.addHook('preValidation', (req, _reply, done) => {
-    try {
-      normalizeBody(req);
-    } catch (err) {
-      done(err as Error);
-      return;
-    }
-    done();
-  });
+  app.addHook('preValidation', syncHook(normalizeBody));
 }, { name: 'ciw-bodies' });
 
 /** Turns whatever body came into one plain object of fields (see the top of this file). */
