@@ -36,8 +36,9 @@ class KernelCapture:
     def __init__(self, channel_fd, cap):
         self.fd = channel_fd
         self.cap = cap
-        # Re-entrant: the SIGINT handler may flush while the main thread holds the lock.
-        self.lock = threading.RLock()
+        # Not re-entrant on purpose: the SIGINT handler skips its flush when the main thread is inside a
+        # write (it runs between two bytecodes of it).
+        self.lock = threading.Lock()
         self.chunks = []  # (stream, text) not yet sent to the service
         self.kept = 0
         self.truncated = False
@@ -68,9 +69,15 @@ class KernelCapture:
 
     def begin(self, call_id, stream):
         with self.lock:
+            self._drain()
+            if self.truncated:
+                # Background processes filled the cap between calls: their output must not stop this call.
+                self.chunks = [(2, "[output of background processes between calls passed %d bytes and was "
+                                   "dropped]\n" % self.cap)]
+                self.kept = len(self.chunks[0][1])
+                self.truncated = False
             self.call_id = call_id
             self.stream = stream
-            self.truncated = self.kept >= self.cap
             self.limit_announced = False
             self.last_flush = time.monotonic()
             self.active = True
@@ -90,12 +97,8 @@ class KernelCapture:
         return out, err, both, truncated
 
     def send(self, frame):
-        """Writes one frame; a leading newline ends whatever partial line a killed predecessor left."""
-        data = b"\n" + json.dumps(frame, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
         with self.lock:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(self.fd, view):]
+            self._send(frame)
 
     # -- writes ----------------------------------------------------------------------------------------
 
@@ -103,7 +106,7 @@ class KernelCapture:
         with self.lock:
             self._drain()
             self._add(stream, text)
-            if self.stream and "\n" in text:
+            if self.active and self.stream and "\n" in text:
                 self._flush()
             elif not self.stream and self.active and time.monotonic() - self.last_flush > FLUSH_INTERVAL_S:
                 self._flush()
@@ -162,13 +165,21 @@ class KernelCapture:
                     break
                 self._add(stream, self.decoders[stream].decode(data))
 
+    def _send(self, frame):
+        """Writes one frame; a leading newline ends whatever partial line a killed predecessor left."""
+        data = b"\n" + json.dumps(frame, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
     def _flush(self):
-        chunks, self.chunks = self.chunks, []
-        self.last_flush = time.monotonic()
+        """Sends the output collected so far as events of the call in flight (only while there is one)."""
         if not self.active:
             return
+        chunks, self.chunks = self.chunks, []
+        self.last_flush = time.monotonic()
         for stream, text in _merge(chunks):
-            self.send({"id": self.call_id, "event": NAMES[stream], "data": text})
+            self._send({"id": self.call_id, "event": NAMES[stream], "data": text})
 
     def _pump(self):
         while True:
@@ -189,7 +200,7 @@ class KernelCapture:
                 announce = self.active and self.truncated and not self.limit_announced
                 if announce:
                     self.limit_announced = True
-                    self.send({"id": self.call_id, "event": "output_limit"})
+                    self._send({"id": self.call_id, "event": "output_limit"})
             if not self.active:
                 # Between calls, output of background processes is kept (up to the cap) for the next call;
                 # do not spin on a pipe that is being flooded.

@@ -225,6 +225,12 @@ def _plain_std_streams():
     sys.stderr = open(2, "w", buffering=1, encoding="utf-8", errors="backslashreplace", closefd=False)
 
 
+def _forked_child():
+    """A child forked by user code on the direct channel writes to fds 1/2, and leaves the capture alone."""
+    _plain_std_streams()
+    _Interrupts.on_interrupt = None
+
+
 def direct_kernel_main(channel_fd, ready_fd, max_output):
     """The kernel on the direct channel (local backend): the service sends requests on `channel_fd` and
     reads the replies there; no process sits in between. The supervisor only starts, interrupts and
@@ -241,7 +247,7 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
     _Interrupts.on_interrupt = capture.flush_for_interrupt
     sys.stdout = TextSink(capture, 1)
     sys.stderr = TextSink(capture, 2)
-    os.register_at_fork(after_in_child=_plain_std_streams)
+    os.register_at_fork(after_in_child=_forked_child)
     os.write(ready_fd, b'{"ready":true}\n')
     os.close(ready_fd)
     files = None

@@ -87,6 +87,19 @@ describe('output captured in the kernel', () => {
     expect((await run(id, 'print("again")')).body.stdout).toBe('again\n');
   });
 
+  it('gives what background processes print between calls to the next call, and never stops it for that', async () => {
+    const id = await sandbox();
+    await run(id, 'import subprocess\nsubprocess.Popen(["sh", "-c", "sleep 0.3; echo later"])');
+    await new Promise((r) => setTimeout(r, 800));
+    expect((await run(id, 'print("now")')).body.stdout).toBe('later\nnow\n');
+    await run(id, 'import subprocess\nsubprocess.Popen("head -c 200000 /dev/zero | tr \'\\\\0\' z", shell=True)');
+    await new Promise((r) => setTimeout(r, 800));
+    const r = await run(id, 'print("fine")');
+    expect(r.body.error).toBeNull();
+    expect(r.body.stdout).toBe('fine\n');
+    expect(r.body.stderr).toMatch(/between calls passed 65536 bytes and was dropped/);
+  });
+
   it('keeps what a hung call printed when Python is restarted', async () => {
     const id = await sandbox();
     const code = 'import time\nprint("before the hang", flush=True)\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass';

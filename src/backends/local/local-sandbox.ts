@@ -315,7 +315,10 @@ export class LocalSandbox implements Sandbox {
         : { name: 'OutputLimitExceeded', value: `the output passed the ${this.maxOutputBytes}-byte limit; the call was stopped and the rest of the output dropped; it did not stop when interrupted, so ${STATE_LOST}`, traceback: '' };
     } else {
       this.kernelLost = null;
-      error = { name: 'KernelDied', value: `the Python process exited (${gone!.message}) while running this code; ${STATE_LOST}`, traceback: '' };
+      error = {
+        name: 'KernelDied', traceback: '',
+        value: `the Python process exited (${gone!.message}) while running this code; its state (variables, imports) is lost and the next call starts a new one`,
+      };
     }
     return { ...failedCall(error, false), timedOut: stopped === 'timeout', outputTruncated: stopped === 'output', stdout: out, stderr: err, output: both };
   }
