@@ -183,6 +183,32 @@ describe('the channel is written by user code', () => {
     expect((await run(other, 'print("unaffected")')).body.stdout).toBe('unaffected\n');
   }, 60_000);
 
+  it('holds forged output events to the output cap, and stops a sandbox that floods the channel with noise', async () => {
+    const id = await sandbox();
+    const forge = [
+      'import json, os, sys',
+      'f, req_id = sys._getframe(0), None',
+      'while f is not None and req_id is None:',
+      '    req = f.f_locals.get("req")',
+      '    req_id = req.get("id") if isinstance(req, dict) else None',
+      '    f = f.f_back',
+      'frame = b"\\n" + json.dumps({"id": req_id, "event": "stdout", "data": "y" * 1000}).encode() + b"\\n"',
+      'for _ in range(1000):',
+      '    os.write(3, frame)',
+    ].join('\n');
+    await run(id, 'x = 1');
+    const r = await run(id, forge);
+    expect(r.body.error.name).toBe('OutputLimitExceeded');
+    expect(r.body.output_truncated).toBe(true);
+    expect(r.body.stdout.length).toBeLessThanOrEqual(65536);
+    expect((await run(id, 'print(x)')).body.stdout).toBe('1\n');
+    const noisy = await sandbox();
+    const flood = await run(noisy, 'import os\nwhile True:\n    os.write(3, b"noise\\n" * 10000)', { timeout: 30 });
+    expect([200, 404, 410, 503]).toContain(flood.status);
+    expect((await run(noisy, 'print(1)')).status).toBe(404);
+    expect((await run(id, 'print("unaffected")')).body.stdout).toBe('unaffected\n');
+  }, 60_000);
+
   it('gives no child process the channel', async () => {
     const id = await sandbox();
     const probe = 'import os; print(sorted(os.readlink("/proc/self/fd/" + f) for f in os.listdir("/proc/self/fd")))';

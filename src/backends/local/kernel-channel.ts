@@ -26,15 +26,21 @@ export class KernelChannel {
   private pendingBytes = 0;
   private call: Call | null = null;
   private nextId = 1;
+  /** Bytes read since the call in flight was sent: bounded, so that no call costs the service unbounded work. */
+  private received = 0;
 
   constructor(
     private readonly socket: Duplex,
     private readonly maxLineBytes: number,
+    /** Bound on all bytes one call may bring (its reply and output events, and any noise). */
+    private readonly maxCallBytes: number,
     /** The kernel sent a line longer than allowed: the sandbox is stopped. */
     private readonly onViolation: (what: string) => void,
   ) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined);
+    // Between calls nothing is read: a kernel that keeps writing fills the socket and blocks.
+    socket.pause();
   }
 
   /**
@@ -46,6 +52,8 @@ export class KernelChannel {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.call = { id, resolve, reject, onEvent };
+      this.received = 0;
+      this.socket.resume();
       this.socket.write(`${JSON.stringify({ ...request, id })}\n`);
     });
   }
@@ -54,10 +62,19 @@ export class KernelChannel {
   abandon(error: Error): void {
     const call = this.call;
     this.call = null;
+    this.socket.pause();
     call?.reject(error);
   }
 
   private onData(chunk: Buffer): void {
+    this.received += chunk.length;
+    if (this.received > this.maxCallBytes) {
+      this.pending = [];
+      this.pendingBytes = 0;
+      this.socket.pause();
+      this.onViolation('more data for one call than the frame limit allows on the kernel channel');
+      return;
+    }
     // A long line (a call with a lot of output) arrives in many chunks: they are kept in a list and joined
     // once its newline comes, never concatenated chunk by chunk.
     let start = 0;
@@ -97,6 +114,7 @@ export class KernelChannel {
       return;
     }
     this.call = null;
+    this.socket.pause();
     call.resolve(f);
   }
 }

@@ -147,7 +147,9 @@ export class LocalSandbox implements Sandbox {
   async ready(timeoutMs: number): Promise<void> {
     const header = await this.connection.ready(timeoutMs);
     if (header.direct === true && this.kernelSocket) {
-      this.channel = new KernelChannel(this.kernelSocket, this.frameLimits.maxHeaderBytes,
+      // A call's reply is at most one frame; its output events carry at most MAX_OUTPUT_BYTES more, JSON-escaped.
+      const maxCallBytes = 2 * this.frameLimits.maxHeaderBytes;
+      this.channel = new KernelChannel(this.kernelSocket, this.frameLimits.maxHeaderBytes, maxCallBytes,
         (what) => this.kill(`the sandbox's Python process sent ${what} and the sandbox was stopped`));
     }
   }
@@ -235,7 +237,9 @@ export class LocalSandbox implements Sandbox {
         return this.notStarted(err);
       }
     }
+    // What arrived as output events: held to MAX_OUTPUT_BYTES here too, since the kernel runs user code.
     const streamed: Array<['stdout' | 'stderr', string]> = [];
+    let streamedBytes = 0;
     let stopped: 'timeout' | 'output' | null = null;
     let interrupting: Promise<unknown> | null = null;
     let graceTimer: NodeJS.Timeout | undefined;
@@ -252,6 +256,11 @@ export class LocalSandbox implements Sandbox {
       rebase: this.look('kernel'),
     }, (event, data) => {
       if (event === 'stdout' || event === 'stderr') {
+        streamedBytes += Buffer.byteLength(data);
+        if (streamedBytes > this.maxOutputBytes) {
+          stop('output');
+          return;
+        }
         streamed.push([event, data]);
         options.onOutput?.(event, data);
       } else if (event === 'output_limit') {
@@ -290,6 +299,10 @@ export class LocalSandbox implements Sandbox {
       const files = r.files.filter((f) => this.inWorkspace(f.path));
       const results = r.results.map((x) => (x.path === undefined || this.inWorkspace(x.path) ? x : { type: x.type, data: x.data }));
       let error = r.error;
+      const overflow = streamedBytes > this.maxOutputBytes;
+      if (stopped === 'output' && (!error || error.name === 'KeyboardInterrupt')) {
+        error = { name: 'OutputLimitExceeded', traceback: '', value: `the output passed the ${this.maxOutputBytes}-byte limit; the call was stopped and the rest of the output dropped` };
+      }
       if (stopped === 'timeout') {
         error = {
           name: 'ExecutionTimeout', traceback: error?.traceback ?? '',
@@ -297,7 +310,8 @@ export class LocalSandbox implements Sandbox {
         };
       }
       return {
-        ...r, files, results, error, timedOut: stopped === 'timeout', stdout: out + r.stdout, stderr: err + r.stderr, output: both + r.output,
+        ...r, files, results, error, timedOut: stopped === 'timeout', outputTruncated: r.outputTruncated || overflow,
+        stdout: out + r.stdout, stderr: err + r.stderr, output: both + r.output,
         ...(lostBefore ? { statePreserved: false, notice: lostBefore } : {}),
       };
     }
