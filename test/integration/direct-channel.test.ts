@@ -207,6 +207,18 @@ describe('the channel is written by user code', () => {
     expect([200, 404, 410, 503]).toContain(flood.status);
     expect((await run(noisy, 'print(1)')).status).toBe(404);
     expect((await run(id, 'print("unaffected")')).body.stdout).toBe('unaffected\n');
+    // Noise from a thread, between calls and during them: the service stops reading between calls, skips
+    // the noise unparsed during a call, and stops the sandbox if a call brings more than a frame's worth.
+    const between = await sandbox();
+    await run(between, 'import os, threading\ndef noise():\n    while True:\n        os.write(3, b"noise\\n" * 10000)\nthreading.Thread(target=noise, daemon=True).start()');
+    await new Promise((r) => setTimeout(r, 500));
+    expect(JSON.parse((await t.app.inject({ method: 'GET', url: '/health' })).body).status).toBe('ok');
+    for (let i = 0; i < 3; i++) {
+      const r = await run(between, 'print(1)');
+      expect([200, 404, 503]).toContain(r.status);
+      if (r.status === 200) expect(r.body.stdout).toBe('1\n');
+    }
+    expect((await run(id, 'print("still unaffected")')).body.stdout).toBe('still unaffected\n');
   }, 60_000);
 
   it('gives no child process the channel', async () => {

@@ -12,6 +12,9 @@ import type { Duplex } from 'node:stream';
 import type { EventListener } from './agent-connection.js';
 
 const NEWLINE = 0x0a;
+const OPEN_BRACE = 0x7b;
+/** Bytes read between calls before reading stops until the next call. */
+const IDLE_BYTES = 256 * 1024;
 
 interface Call {
   readonly id: number;
@@ -26,21 +29,30 @@ export class KernelChannel {
   private pendingBytes = 0;
   private call: Call | null = null;
   private nextId = 1;
-  /** Bytes read since the call in flight was sent: bounded, so that no call costs the service unbounded work. */
-  private received = 0;
+  /**
+   * What one call may cost the service. A kernel writes its reply and output events for the call in flight
+   * and nothing else — except the tail of a killed predecessor's frame, or a reply that came after the
+   * service stopped waiting. Anything else is noise from user code: it is bounded per call (past it the
+   * sandbox is stopped) and, between calls, reading stops after a little of it until the next call (a
+   * kernel that keeps writing then fills the socket and blocks). A normal kernel writes nothing between
+   * calls, so the hot path never stops and restarts reading.
+   */
+  private callBytes = 0;
+  private noiseBytes = 0;
+  private idleBytes = 0;
+  private paused = false;
 
   constructor(
     private readonly socket: Duplex,
+    /** Longest line (one reply frame) allowed. */
     private readonly maxLineBytes: number,
     /** Bound on all bytes one call may bring (its reply and output events, and any noise). */
     private readonly maxCallBytes: number,
-    /** The kernel sent a line longer than allowed: the sandbox is stopped. */
+    /** The kernel broke the bounds: the sandbox is stopped. */
     private readonly onViolation: (what: string) => void,
   ) {
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
     socket.on('error', () => undefined);
-    // Between calls nothing is read: a kernel that keeps writing fills the socket and blocks.
-    socket.pause();
   }
 
   /**
@@ -52,8 +64,12 @@ export class KernelChannel {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       this.call = { id, resolve, reject, onEvent };
-      this.received = 0;
-      this.socket.resume();
+      this.callBytes = 0;
+      this.noiseBytes = 0;
+      if (this.paused) {
+        this.paused = false;
+        this.socket.resume();
+      }
       this.socket.write(`${JSON.stringify({ ...request, id })}\n`);
     });
   }
@@ -61,19 +77,25 @@ export class KernelChannel {
   /** Ends the call in flight (the kernel died or was killed): it rejects with `error`. */
   abandon(error: Error): void {
     const call = this.call;
-    this.call = null;
-    this.socket.pause();
+    this.endCall();
     call?.reject(error);
   }
 
+  private endCall(): void {
+    this.call = null;
+    this.idleBytes = 0;
+  }
+
   private onData(chunk: Buffer): void {
-    this.received += chunk.length;
-    if (this.received > this.maxCallBytes) {
-      this.pending = [];
-      this.pendingBytes = 0;
-      this.socket.pause();
-      this.onViolation('more data for one call than the frame limit allows on the kernel channel');
-      return;
+    if (this.call === null) {
+      this.idleBytes += chunk.length;
+      if (this.idleBytes > IDLE_BYTES && !this.paused) {
+        this.paused = true;
+        this.socket.pause();
+      }
+    } else {
+      this.callBytes += chunk.length;
+      if (this.callBytes > this.maxCallBytes) return this.violation('more data for one call than the frame limit allows');
     }
     // A long line (a call with a lot of output) arrives in many chunks: they are kept in a list and joined
     // once its newline comes, never concatenated chunk by chunk.
@@ -85,36 +107,45 @@ export class KernelChannel {
       const line = this.pending.length === 0 ? piece : Buffer.concat([...this.pending, piece]);
       this.pending = [];
       this.pendingBytes = 0;
-      if (line.length > 0) this.onLine(line.toString('utf8'));
+      if (line.length > 0 && !this.onLine(line)) {
+        this.noiseBytes += line.length;
+        if (this.noiseBytes > this.maxLineBytes) return this.violation('more than a frame\'s worth of noise in one call');
+      }
       start = nl + 1;
     }
     if (start < chunk.length) {
       this.pending.push(start === 0 ? chunk : chunk.subarray(start));
       this.pendingBytes += chunk.length - start;
-      if (this.pendingBytes > this.maxLineBytes) {
-        this.pending = [];
-        this.pendingBytes = 0;
-        this.onViolation('an oversized frame on the kernel channel');
-      }
+      if (this.pendingBytes > this.maxLineBytes) this.violation('an oversized frame');
     }
   }
 
-  private onLine(text: string): void {
+  private violation(what: string): void {
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.paused = true;
+    this.socket.pause();
+    this.onViolation(`${what} on the kernel channel`);
+  }
+
+  /** Handles one line; false if it was noise (not a frame of the call in flight). */
+  private onLine(line: Buffer): boolean {
+    if (line[0] !== OPEN_BRACE || this.call === null) return false; // no frame, or nobody waits: not parsed
     let frame: unknown;
     try {
-      frame = JSON.parse(text);
+      frame = JSON.parse(line.toString('utf8'));
     } catch {
-      return; // the tail of a killed kernel's frame, or noise from the user's code
+      return false; // the tail of a killed kernel's frame, or noise from the user's code
     }
     const call = this.call;
-    if (!call || typeof frame !== 'object' || frame === null || (frame as { id?: unknown }).id !== call.id) return;
+    if (typeof frame !== 'object' || frame === null || (frame as { id?: unknown }).id !== call.id) return false;
     const f = frame as Record<string, unknown>;
     if (typeof f.event === 'string') {
       call.onEvent(f.event, typeof f.data === 'string' ? f.data : '');
-      return;
+      return true;
     }
-    this.call = null;
-    this.socket.pause();
+    this.endCall();
     call.resolve(f);
+    return true;
   }
 }
