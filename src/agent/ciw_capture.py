@@ -271,6 +271,13 @@ class TextSink:
     def close(self):
         pass  # closing the kernel's stdout would only break later calls
 
+    def reconfigure(self, **_options):
+        """Libraries call sys.stdout.reconfigure(encoding="utf-8"): it is UTF-8 already."""
+
+    def detach(self):
+        import io
+        raise io.UnsupportedOperation("the kernel's output stream cannot be detached")
+
 
 class _BinarySink:
     """sys.stdout.buffer: bytes written there are decoded as UTF-8 into the same capture."""

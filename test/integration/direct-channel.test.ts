@@ -38,6 +38,7 @@ describe('output captured in the kernel', () => {
       'subprocess.run(["sh", "-c", "echo d; echo e >&2"])',
       'sys.stdout.buffer.write(b"f\\n")',
       'os.write(1, b"g\\n")',
+      'sys.stdout.reconfigure(encoding="utf-8")',
       'pid = os.fork()',
       'if pid == 0:',
       '    print("from the fork")',
