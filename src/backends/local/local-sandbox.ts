@@ -1,4 +1,4 @@
-/** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes. */
+/** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes, and its Python kernel over the direct channel (fd 3). */
 import type { ChildProcess } from 'node:child_process';
 import { posix } from 'node:path';
 import type { Duplex } from 'node:stream';
