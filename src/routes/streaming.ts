@@ -49,7 +49,7 @@ export async function streamReply(
     if (err instanceof ServiceError) {
       emit('error', { error: { code: err.code, message: err.message } });
     } else {
-      req.log.error({ err }, 'streamed call failed');
+      req.log.error({ err, reqId: req.id }, 'streamed call failed');
       emit('error', { error: { code: 'INTERNAL_ERROR', message: 'internal error; see the service log' } });
     }
   } finally {

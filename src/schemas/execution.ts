@@ -43,12 +43,13 @@ const ArtifactFields = {
 export const RunCodeBody = Type.Object({
   ...SandboxRefFields,
   code: Type.String({ description: 'Source to run. Python keeps its variables between calls in the same sandbox.', examples: ['x = 41\nprint(x + 1)'] }),
+  // No `default` keywords on this hot-path body: filling them in costs more than the handler reading
+  // undefined as the default (the defaults are in the descriptions).
   language: Type.Optional(Type.String({
-    default: 'py',
-    description: 'py / python / python3 (stateful Python), js / javascript / node (stateful JavaScript on Node), bash / sh / shell (a shell command line).',
+    description: 'Default py. py / python / python3 (stateful Python), js / javascript / node (stateful JavaScript on Node), bash / sh / shell (a shell command line).',
   })),
   timeout: Type.Optional(TimeoutField),
-  inline_images: Type.Optional(Type.Boolean({ default: false, description: 'Also put image bytes (base64) into results, for clients that cannot fetch URLs. Off by default: Dify caps text answers at 1 MiB.' })),
+  inline_images: Type.Optional(Type.Boolean({ description: 'Default false. Also put image bytes (base64) into results, for clients that cannot fetch URLs. Off by default: Dify caps text answers at 1 MiB.' })),
   stream: StreamField,
 });
 

@@ -290,9 +290,11 @@ export class LocalSandbox implements Sandbox {
       if (interrupting) await (interrupting as Promise<unknown>).catch(() => undefined);
       clearTimeout(graceTimer);
     }
-    const out = streamed.filter(([s]) => s === 'stdout').map(([, t]) => t).join('');
-    const err = streamed.filter(([s]) => s === 'stderr').map(([, t]) => t).join('');
-    const both = streamed.map(([, t]) => t).join('');
+    const joined = (stream?: 'stdout' | 'stderr') => (streamed.length === 0 ? ''
+      : streamed.filter(([s]) => stream === undefined || s === stream).map(([, t]) => t).join(''));
+    const out = joined('stdout');
+    const err = joined('stderr');
+    const both = joined();
     const seconds = `${options.timeoutMs / 1000}`;
     if (reply) {
       const r = toRunCodeResult(reply);
