@@ -112,6 +112,22 @@ def display(*values):
             ciw_rich.add_result("display_data", value, _current, _safe_repr)
 
 
+def _compile_cell(code, filename):
+    """The cell as code objects: its statements to exec and its last bare expression to eval (the value the
+    cell shows), either of them None. A one-line expression (`print(x)`, `df.head()`) is compiled straight
+    from the source, at half the cost; anything else goes through the AST to split off its last expression."""
+    if "\n" not in code.strip():
+        try:
+            return None, compile(code, filename, "eval")
+        except SyntaxError:
+            pass  # a statement (x = 1), or a real error that the AST path reports
+    tree = ast.parse(code, filename, "exec")
+    last = None
+    if tree.body and isinstance(tree.body[-1], ast.Expr):
+        last = compile(ast.Expression(tree.body.pop().value), filename, "eval")
+    return (compile(tree, filename, "exec") if tree.body else None), last
+
+
 def _run_cell(ns, code, cell, cpu_limit_s):
     global _current
     filename = "<cell-%d>" % cell.number
@@ -119,18 +135,15 @@ def _run_cell(ns, code, cell, cpu_limit_s):
     error = None
     _current = cell
     try:
-        tree = ast.parse(code, filename, "exec")
-        last = None
-        if tree.body and isinstance(tree.body[-1], ast.Expr):
-            last = ast.Expression(tree.body.pop().value)
+        statements, last = _compile_cell(code, filename)
         if cpu_limit_s:
             _CpuBudget.arm(cpu_limit_s)
         _Interrupts.in_user_code = True
         try:
-            if tree.body:  # a cell that is one expression (print(1)) needs no exec part
-                exec(compile(tree, filename, "exec"), ns)
+            if statements is not None:
+                exec(statements, ns)
             if last is not None:
-                value = eval(compile(last, filename, "eval"), ns)
+                value = eval(last, ns)
                 if value is not None:
                     ns["_"] = value
                     ciw_rich.add_result("execute_result", value, cell, _safe_repr)

@@ -111,6 +111,19 @@ describe('output captured in the kernel', () => {
   });
 });
 
+describe('one-line cells', () => {
+  it('shows the value of a one-line expression, not of a statement, and reports a syntax error', async () => {
+    const id = await sandbox();
+    expect((await run(id, '6 * 7')).body.results).toEqual([{ type: 'execute_result', data: { 'text/plain': '42' } }]);
+    expect((await run(id, 'y = 5  # a statement')).body.results).toEqual([]);
+    expect((await run(id, 'y; y + 1')).body.output).toBe('6\n');
+    const bad = await run(id, 'print(1');
+    expect(bad.body.error.name).toBe('SyntaxError');
+    expect(bad.body.error.traceback).toMatch(/<cell-\d+>/);
+    expect((await run(id, '  1')).body.error.name).toBe('IndentationError');
+  });
+});
+
 describe('a kernel that dies', () => {
   it('between calls: the next result says the state was lost', async () => {
     const id = await sandbox();
