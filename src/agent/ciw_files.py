@@ -106,16 +106,20 @@ SNAPSHOT_LIMIT = 20000
 ARTIFACTS_LIMIT = 100
 
 
-def snapshot():
+def snapshot(dirs=None):
     """{path: (mtime_ns, size)} of the workspace's regular files, skipping hidden and cache directories
-    (pip's ~/.local, __pycache__…), at most SNAPSHOT_LIMIT files."""
+    (pip's ~/.local, __pycache__…), at most SNAPSHOT_LIMIT files. The directories walked are added to `dirs`
+    when it is given (a list)."""
     files = {}
     stack = [WORKSPACE]
     while stack and len(files) < SNAPSHOT_LIMIT:
+        path = stack.pop()
         try:
-            entries = os.scandir(stack.pop())
+            entries = os.scandir(path)
         except OSError:
             continue
+        if dirs is not None:
+            dirs.append(path)
         with entries:
             for e in entries:
                 if e.name.startswith(".") or e.name == "__pycache__":
@@ -135,3 +139,53 @@ def changed_files(before, after):
     """Files created or modified between two snapshots, as [{path, size}], and whether the list was cut."""
     changed = sorted(p for p, sig in after.items() if before.get(p) != sig)
     return [{"path": p, "size": after[p][1]} for p in changed[:ARTIFACTS_LIMIT]], len(changed) > ARTIFACTS_LIMIT
+
+
+# inotify(7) event bits: whatever can change a file's contents, size, time or presence.
+_IN_MODIFY, _IN_ATTRIB, _IN_CLOSE_WRITE = 0x2, 0x4, 0x8
+_IN_MOVED_FROM, _IN_MOVED_TO, _IN_CREATE, _IN_DELETE = 0x40, 0x80, 0x100, 0x200
+_IN_DELETE_SELF, _IN_MOVE_SELF, _IN_ONLYDIR, _IN_DONT_FOLLOW = 0x400, 0x800, 0x1000000, 0x2000000
+_WATCH_MASK = (_IN_MODIFY | _IN_ATTRIB | _IN_CLOSE_WRITE | _IN_MOVED_FROM | _IN_MOVED_TO | _IN_CREATE | _IN_DELETE
+               | _IN_DELETE_SELF | _IN_MOVE_SELF | _IN_ONLYDIR | _IN_DONT_FOLLOW)
+
+
+class WorkspaceWatch:
+    """Whether the workspace may have changed since the last look, from inotify: a workspace nobody touched
+    is not walked again (a walk per call costs milliseconds with thousands of files). Every directory a
+    snapshot walked is watched; any event, a full event queue included, means "walk again". Without inotify,
+    or out of watches, it always answers yes and every call walks, as before."""
+
+    def __init__(self):
+        self.fd = None
+        try:
+            import ctypes
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = libc.inotify_init1(os.O_NONBLOCK | os.O_CLOEXEC)
+        except (OSError, AttributeError):
+            return
+        if fd >= 0:
+            self.libc, self.fd = libc, fd
+
+    def changed(self):
+        """True if something may have changed since the last call; consumes the events."""
+        if self.fd is None:
+            return True
+        seen = False
+        try:
+            while os.read(self.fd, 65536):
+                seen = True
+        except BlockingIOError:
+            pass
+        except OSError:
+            return True
+        return seen
+
+    def watch(self, dirs):
+        """Watches the directories a snapshot walked (watching one again is harmless)."""
+        if self.fd is None:
+            return
+        for path in dirs:
+            if self.libc.inotify_add_watch(self.fd, os.fsencode(path), _WATCH_MASK) < 0:
+                os.close(self.fd)  # out of watches, most likely: walk every time from now on
+                self.fd = None
+                return

@@ -251,7 +251,7 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
     the supervisor's exec reply (id, ok, results, error, stdout, stderr, output, files...), each preceded
     by a newline; output events {"id", "event": "stdout"|"stderr"|"output_limit", "data"} may come first."""
     from ciw_capture import KernelCapture, TextSink, OutputLimitExceeded
-    from ciw_files import changed_files, snapshot
+    from ciw_files import WorkspaceWatch, changed_files, snapshot
     import time
     os.set_inheritable(channel_fd, False)  # user code's child processes must not reach the service
     ns, cpu_limit_s = _common_setup()
@@ -264,21 +264,35 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
     os.write(ready_fd, b'{"ready":true}\n')
     os.close(ready_fd)
     files = None
+    watch = WorkspaceWatch()
+
+    def look():
+        dirs = []
+        found = snapshot(dirs)
+        watch.watch(dirs)
+        return found
 
     def run(req, cell):
         nonlocal files
         started = time.monotonic()
+        # Changes since the last call are reported now, as this call's — those of background processes —
+        # unless the service says the supervisor ran meanwhile (a shell command, an upload): then they are
+        # not this call's, and the workspace is looked at afresh first.
+        dirty = watch.changed()
         if files is None or req.get("rebase"):
-            files = snapshot()
+            files = look()
+            dirty = False
         capture.begin(req.get("id"), bool(req.get("stream")))
         results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
         _flush_std_streams()
         stdout, stderr, output, truncated = capture.end()
         if truncated and (error is None or error["name"] in ("KeyboardInterrupt", OutputLimitExceeded.__name__)):
             error = output_limit_error(max_output)
-        after = snapshot()
-        changed, changed_truncated = changed_files(files, after)
-        files = after
+        changed, changed_truncated = [], False
+        if watch.changed() or dirty:
+            after = look()
+            changed, changed_truncated = changed_files(files, after)
+            files = after
         # Fields at their defaults (no error, no output, no files…) are left out: less to write and parse.
         reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
         for key, value in (("results", results), ("error", error), ("stdout", stdout), ("stderr", stderr),

@@ -157,6 +157,19 @@ describe('artifacts seen by the kernel and the supervisor', () => {
     expect(names(await run(id, 'open("sh.txt", "a").write("more")'))).toEqual(['sh.txt']);
     expect(names(await post('/execute_command', { sandbox_id: id, command: 'true' }))).toEqual([]);
   });
+
+  it('sees changes deep in the tree, and those of background processes in the next call', async () => {
+    const id = await sandbox();
+    const paths = (r: { body: { files: Array<{ path: string }> } }) => r.body.files.map((f) => f.path);
+    expect(paths(await run(id, 'import os\nos.makedirs("a/b/c")\nopen("a/b/c/new.txt", "w").write("1")')))
+      .toEqual(['/workspace/a/b/c/new.txt']);
+    expect(paths(await run(id, 'print("nothing")'))).toEqual([]);
+    expect(paths(await run(id, 'open("a/b/c/new.txt", "a").write("2")'))).toEqual(['/workspace/a/b/c/new.txt']);
+    await run(id, 'import subprocess\nsubprocess.Popen(["sh", "-c", "sleep 0.3; echo x > a/b/later.txt"])');
+    await new Promise((r) => setTimeout(r, 800));
+    expect(paths(await run(id, 'print(1)'))).toEqual(['/workspace/a/b/later.txt']);
+    expect(paths(await run(id, 'print(2)'))).toEqual([]);
+  });
 });
 
 describe('the channel is written by user code', () => {
