@@ -21,6 +21,7 @@ import threading
 import time
 
 FLUSH_INTERVAL_S = 0.2
+_ENCODER = json.JSONEncoder(ensure_ascii=False)  # one for all frames: json.dumps with options makes one per call
 NAMES = {1: "stdout", 2: "stderr"}
 
 
@@ -69,7 +70,6 @@ class KernelCapture:
 
     def begin(self, call_id, stream):
         with self.lock:
-            self._drain()
             if self.truncated:
                 # Background processes filled the cap between calls: their output must not stop this call.
                 self.chunks = [(2, "[output of background processes between calls passed %d bytes and was "
@@ -167,7 +167,7 @@ class KernelCapture:
 
     def _send(self, frame):
         """Writes one frame; a leading newline ends whatever partial line a killed predecessor left."""
-        data = b"\n" + json.dumps(frame, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n"
+        data = b"\n" + _ENCODER.encode(frame).encode("utf-8", "backslashreplace") + b"\n"
         view = memoryview(data)
         while view:
             view = view[os.write(self.fd, view):]
