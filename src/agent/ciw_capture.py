@@ -104,7 +104,10 @@ class KernelCapture:
 
     def write(self, stream, text):
         with self.lock:
-            self._drain()
+            # Output of child processes that came before this write goes first. A lone newline is print()'s
+            # end, right after the text it ends: nothing of this thread's can come between the two.
+            if text != "\n":
+                self._drain()
             self._add(stream, text)
             if self.active and self.stream and "\n" in text:
                 self._flush()

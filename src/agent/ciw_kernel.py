@@ -275,13 +275,11 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
     def run(req, cell):
         nonlocal files
         started = time.monotonic()
-        # Changes since the last call are reported now, as this call's — those of background processes —
+        # Changes since the last call are reported with this call's — those of background processes —
         # unless the service says the supervisor ran meanwhile (a shell command, an upload): then they are
-        # not this call's, and the workspace is looked at afresh first.
-        dirty = watch.changed()
+        # not this call's, and the workspace is looked at afresh first. Events are read once, after the call.
         if files is None or req.get("rebase"):
             files = look()
-            dirty = False
         capture.begin(req.get("id"), bool(req.get("stream")))
         results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
         _flush_std_streams()
@@ -289,7 +287,7 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
         if truncated and (error is None or error["name"] in ("KeyboardInterrupt", OutputLimitExceeded.__name__)):
             error = output_limit_error(max_output)
         changed, changed_truncated = [], False
-        if watch.changed() or dirty:
+        if watch.changed():
             after = look()
             changed, changed_truncated = changed_files(files, after)
             files = after
