@@ -6,7 +6,6 @@ import os
 import resource
 import select
 import signal
-import sys
 import time
 
 from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, AgentError, limit_error, output_limit_error
