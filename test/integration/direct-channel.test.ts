@@ -23,6 +23,15 @@ afterAll(async () => {
   await t.close();
 });
 
+/** Python lines that set req_id to the id of the call in flight, as hostile user code could find it. */
+const FIND_REQUEST_ID = [
+  'f, req_id = sys._getframe(0), None',
+  'while f is not None and req_id is None:',
+  '    req = f.f_locals.get("req")',
+  '    req_id = req.get("id") if isinstance(req, dict) else None',
+  '    f = f.f_back',
+];
+
 async function sandbox(): Promise<string> {
   return (await post('/create_sandbox', {})).body.sandbox_id;
 }
@@ -179,11 +188,7 @@ describe('the channel is written by user code', () => {
       'import json, os, sys',
       '# What a hostile kernel could send: noise, half a frame, replies to other calls, and a reply to this',
       '# call (its id is in the request the kernel read) that names files outside the workspace.',
-      'f, req_id = sys._getframe(0), None',
-      'while f is not None and req_id is None:',
-      '    req = f.f_locals.get("req")',
-      '    req_id = req.get("id") if isinstance(req, dict) else None',
-      '    f = f.f_back',
+      ...FIND_REQUEST_ID,
       'os.write(3, b"garbage\\n{\\"id\\": 999999, \\"ok\\": true}\\n{\\"half\\": ")',
       'forged = {"id": req_id, "ok": True, "results": [{"type": "display_data", "data": {"text/plain": "x"}, "path": "/etc/passwd"}],',
       '          "error": None, "stdout": "forged\\n", "stderr": "", "output": "forged\\n",',
@@ -214,11 +219,7 @@ describe('the channel is written by user code', () => {
     const id = await sandbox();
     const forge = [
       'import json, os, sys',
-      'f, req_id = sys._getframe(0), None',
-      'while f is not None and req_id is None:',
-      '    req = f.f_locals.get("req")',
-      '    req_id = req.get("id") if isinstance(req, dict) else None',
-      '    f = f.f_back',
+      ...FIND_REQUEST_ID,
       'frame = b"\\n" + json.dumps({"id": req_id, "event": "stdout", "data": "y" * 1000}).encode() + b"\\n"',
       'for _ in range(1000):',
       '    os.write(3, frame)',
