@@ -303,7 +303,7 @@ export class LocalSandbox implements Sandbox {
       let error = r.error;
       const overflow = streamedBytes > this.maxOutputBytes;
       if (stopped === 'output' && (!error || error.name === 'KeyboardInterrupt')) {
-        error = { name: 'OutputLimitExceeded', traceback: '', value: `the output passed the ${this.maxOutputBytes}-byte limit; the call was stopped and the rest of the output dropped` };
+        error = { name: 'OutputLimitExceeded', traceback: '', value: this.outputLimitMessage() };
       }
       if (stopped === 'timeout') {
         error = {
@@ -328,7 +328,7 @@ export class LocalSandbox implements Sandbox {
       }
       error = stopped === 'timeout'
         ? { name: 'ExecutionTimeout', value: `execution exceeded the ${seconds} s timeout and did not stop when interrupted; ${STATE_LOST}`, traceback: '' }
-        : { name: 'OutputLimitExceeded', value: `the output passed the ${this.maxOutputBytes}-byte limit; the call was stopped and the rest of the output dropped; it did not stop when interrupted, so ${STATE_LOST}`, traceback: '' };
+        : { name: 'OutputLimitExceeded', value: `${this.outputLimitMessage()}; it did not stop when interrupted, so ${STATE_LOST}`, traceback: '' };
     } else {
       this.kernelLost = null;
       error = {
@@ -345,6 +345,11 @@ export class LocalSandbox implements Sandbox {
     if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
     const message = (err as Error).message;
     return failedCall({ name: /process limit/.test(message) ? 'ProcessLimitExceeded' : 'KernelDied', value: message, traceback: '' }, false);
+  }
+
+  /** The agent's wording (ciw_common.output_limit_error), for what the service decides itself. */
+  private outputLimitMessage(): string {
+    return `the output passed the ${this.maxOutputBytes}-byte limit; the call was stopped and the rest of the output dropped`;
   }
 
   private inWorkspace(path: string): boolean {
