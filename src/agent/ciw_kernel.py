@@ -267,6 +267,7 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
     watch = WorkspaceWatch()
 
     def look():
+        watch.changed()  # what happened before this walk is in it: those events need no second walk
         dirs = []
         found = snapshot(dirs)
         watch.watch(dirs)
