@@ -101,6 +101,14 @@ describe('concurrency', () => {
     // Run one after the other, the two intervals could not overlap.
     expect(startB < endA && startA < endB).toBe(true);
   });
+
+  it('runs every process of a sandbox as batch work, which a wake-up never lets preempt the service', async () => {
+    const id = await sandbox();
+    const py = await post('/run_code', { sandbox_id: id, code: 'import os\nos.sched_getscheduler(0) == os.SCHED_BATCH' });
+    expect(py.body.results[0].data['text/plain']).toBe('True');
+    const sh = await post('/execute_command', { sandbox_id: id, command: 'chrt -p $$' });
+    expect(sh.body.stdout).toMatch(/SCHED_BATCH/);
+  });
 });
 
 describe('timeouts', () => {
