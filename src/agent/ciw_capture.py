@@ -51,12 +51,12 @@ class KernelCapture:
         self.in_user_code = lambda: False
         self.decoders = {}
         self.pipes = {}
+        ends = {}
         for stream in (1, 2):
             r, w = os.pipe()  # not inheritable: children get fds 1/2, not these ends
-            os.dup2(w, stream)  # dup2 makes fds 1/2 inheritable, as they must be
-            os.close(w)
             os.set_blocking(r, False)
             self.pipes[r] = stream
+            ends[stream] = w
             self.decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
         self.closed_pipes = set()
         self.poller = select.poll()
@@ -64,7 +64,12 @@ class KernelCapture:
         for r in self.pipes:
             self.poller.register(r, select.POLLIN)
             self.drain_poller.register(r, select.POLLIN)
+        # The thread first (at the process limit it cannot start): until fds 1/2 are moved, the reason still
+        # reaches the supervisor.
         threading.Thread(target=self._pump, name="ciw-output", daemon=True).start()
+        for stream, w in ends.items():
+            os.dup2(w, stream)  # dup2 makes fds 1/2 inheritable, as they must be
+            os.close(w)
 
     # -- per call --------------------------------------------------------------------------------------
 

@@ -231,10 +231,15 @@ class Kernel:
         for fd in (rep_r, out_r, err_r):
             _set_nonblocking(fd)
         self.rep_buf = b""
-        line = self._wait_reply(time.monotonic() + 60, Capture(0))
+        said = Capture(8192)
+        line = self._wait_reply(time.monotonic() + 60, said)
         if line is None or not line.startswith(b'{"ready"'):
             self.stop()
-            raise RuntimeError("the %s process failed to start" % self.label)
+            _, err, _ = said.texts()
+            last = err.strip().splitlines()[-1:] or ["no output"]
+            if "can't start new thread" in err or "Resource temporarily unavailable" in err:
+                raise OSError(errno.EAGAIN, "%s could not start a thread or process: %s" % (self.label, last[0]))
+            raise RuntimeError("the %s process failed to start (%s)" % (self.label, last[0]))
 
     def ensure_started(self):
         if self.proc is None:

@@ -99,3 +99,30 @@ describe('limits', () => {
     expect(r.body.error.name).toBe('DiskQuotaExceeded');
   });
 });
+
+describe('limits without cgroups (rlimits only)', () => {
+  let r: TestApp;
+  beforeAll(async () => {
+    r = await startTestApp(localEnv({ SANDBOX_CGROUPS: 'false', SANDBOX_MAX_PROCESSES: '16' }));
+  });
+  afterAll(async () => r.close());
+
+  it('names the process limit when it leaves no room to start Python, and starts it once there is', async () => {
+    const id = (await r.post('/create_sandbox', {})).body.sandbox_id as string;
+    // Children take every process slot before the first Python call starts its kernel; they leave once
+    // /workspace/go exists (written by write_file, which needs no new process).
+    const fill = 'import os, time\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        while not os.path.exists("/workspace/go"):\n            time.sleep(0.05)\n        os._exit(0)';
+    await r.post('/execute_command', { sandbox_id: id, command: `python3 -c '${fill}'` });
+    const first = await r.post('/run_code', { sandbox_id: id, code: 'print(1)' });
+    expect(first.status).toBe(200);
+    expect(first.body.error, JSON.stringify(first.body.error)).toMatchObject({ name: 'ProcessLimitExceeded' });
+    expect(first.body.error.value).toMatch(/could not start the Python process: the sandbox's process limit is reached/);
+    await r.post('/write_file', { sandbox_id: id, path: 'go', content: '' });
+    let next = first;
+    for (let i = 0; i < 50 && next.body.output !== '2\n'; i++) {
+      await new Promise((resume) => setTimeout(resume, 100));
+      next = await r.post('/run_code', { sandbox_id: id, code: 'print(2)' });
+    }
+    expect(next.body.output).toBe('2\n');
+  });
+});

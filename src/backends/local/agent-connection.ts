@@ -31,6 +31,16 @@ export interface FrameLimits {
   readonly maxBlobBytes: number;
 }
 
+/**
+ * An error the agent reported with a code of its own (PROCESS_LIMIT, KERNEL_START_FAILED, AGENT_FAILURE…),
+ * not one of the service's: an internal error to the client, but callers can still tell which one it was.
+ */
+export class AgentFailure extends ServiceError {
+  constructor(readonly agentCode: string, message: string) {
+    super(ErrorCode.INTERNAL_ERROR, message);
+  }
+}
+
 export class AgentConnection {
   private buffer: Buffer = Buffer.alloc(0);
   private blobChunks: Buffer[] = [];
@@ -209,6 +219,6 @@ export class AgentConnection {
     }
     const code = String(header.code ?? '');
     const message = String(header.message ?? 'the sandbox agent reported an error');
-    p.reject(new ServiceError(isErrorCode(code) ? code : ErrorCode.INTERNAL_ERROR, message));
+    p.reject(isErrorCode(code) ? new ServiceError(code, message) : new AgentFailure(code, message));
   }
 }

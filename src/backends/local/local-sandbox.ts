@@ -2,7 +2,7 @@
 import type { ChildProcess } from 'node:child_process';
 import { posix } from 'node:path';
 import type { Duplex } from 'node:stream';
-import { AgentConnection, type FrameLimits } from './agent-connection.js';
+import { AgentConnection, AgentFailure, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
@@ -343,8 +343,8 @@ export class LocalSandbox implements Sandbox {
   private notStarted(err: unknown): RunCodeResult {
     this.kernelRunning = false;
     if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
-    const message = (err as Error).message;
-    return failedCall({ name: /process limit/.test(message) ? 'ProcessLimitExceeded' : 'KernelDied', value: message, traceback: '' }, false);
+    const name = err instanceof AgentFailure && err.agentCode === 'PROCESS_LIMIT' ? 'ProcessLimitExceeded' : 'KernelDied';
+    return failedCall({ name, value: (err as Error).message, traceback: '' }, false);
   }
 
   /** The agent's wording (ciw_common.output_limit_error), for what the service decides itself. */
