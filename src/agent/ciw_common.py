@@ -46,6 +46,10 @@ class LineReader:
         line, _, self.buf = self.buf.partition(b"\n")
         return line
 
+    def payload(self, n):
+        """The next n bytes as a Payload, read as they are consumed (a file's content need not fit in memory)."""
+        return Payload(self, n)
+
     def read_exact(self, n):
         """Exactly n bytes (a file's content), read into one buffer: no copying per chunk."""
         if len(self.buf) >= n:
@@ -70,3 +74,34 @@ def write_all(f, data):
     while view:
         written = f.write(view)
         view = view[written:]
+
+
+class Payload:
+    """A binary payload of known length that follows a frame header on a LineReader: its chunks are read
+    into one reused buffer as they are consumed. drain() reads what is left, so the next frame is found
+    where it starts even when the consumer stopped early (a write that failed half-way)."""
+
+    CHUNK = 1 << 20
+
+    def __init__(self, reader, n):
+        self.reader = reader
+        self.left = n
+
+    def chunks(self):
+        buf = self.reader.buf
+        if buf:
+            head = bytes(buf[:self.left])
+            self.reader.buf = buf[len(head):]
+            self.left -= len(head)
+            yield head
+        chunk = memoryview(bytearray(min(self.left, self.CHUNK)))
+        while self.left > 0:
+            got = self.reader.f.readinto(chunk[:min(self.left, self.CHUNK)])
+            if not got:
+                raise EOFError("stream ended inside a binary payload")
+            self.left -= got
+            yield chunk[:got]
+
+    def drain(self):
+        for _ in self.chunks():
+            pass

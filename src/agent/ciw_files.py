@@ -36,7 +36,8 @@ def _os_error(exc, path):
     return AgentError("FILE_IO_FAILED", "%s: %s" % (path[:500], exc.strerror))
 
 
-def write_file(path, data, append=False):
+def write_file(path, chunks, append=False):
+    """Writes the byte chunks (an iterable) to `path` in the workspace, creating its directories."""
     real = resolve(path, must_exist=False)
     if os.path.isdir(real):
         raise AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % real)
@@ -44,32 +45,73 @@ def write_file(path, data, append=False):
         os.makedirs(os.path.dirname(real), exist_ok=True)
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
         fd = os.open(real, flags, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with os.fdopen(fd, "wb", buffering=0) as f:
+            for chunk in chunks:
+                view = memoryview(chunk)
+                while view:
+                    view = view[f.write(view):]
     except OSError as exc:
         raise _os_error(exc, real)
     return {"path": real, "size": os.stat(real).st_size}
 
 
-def read_file(path, max_bytes):
+class OpenFile:
+    """A regular file opened for reading, sent as a frame's payload straight from the file (sendfile)."""
+
+    def __init__(self, fd, size):
+        self.fd = fd
+        self.size = size
+
+    def send_to(self, out_fd):
+        """Sends exactly `size` bytes: zeros stand in for what a shrinking file no longer has, so the
+        stream stays in step with the header already sent (the service checks nothing more)."""
+        sent = 0
+        try:
+            while sent < self.size:
+                try:
+                    n = os.sendfile(out_fd, self.fd, sent, self.size - sent)
+                except OSError as exc:
+                    if exc.errno not in (errno.EINVAL, errno.ENOSYS):
+                        raise
+                    n = _copy_some(self.fd, out_fd, sent, self.size - sent)
+                if n == 0:
+                    break
+                sent += n
+            while sent < self.size:
+                pad = min(self.size - sent, 1 << 20)
+                sent += os.write(out_fd, bytes(pad))
+        finally:
+            os.close(self.fd)
+
+
+def _copy_some(src, dst, offset, count):
+    data = os.pread(src, min(count, 1 << 20), offset)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(dst, view):]
+    return len(data)
+
+
+def open_file(path, max_bytes):
+    """Opens a regular file of at most max_bytes in the workspace for reading: (real path, OpenFile)."""
     real = resolve(path)
     try:
         fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
-        with os.fdopen(fd, "rb") as f:
-            st = os.fstat(f.fileno())
-            if stat.S_ISDIR(st.st_mode):
-                raise AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % real)
-            if not stat.S_ISREG(st.st_mode):
-                raise AgentError("NOT_A_REGULAR_FILE", "%s is not a regular file" % real)
-            if st.st_size > max_bytes:
-                raise AgentError("FILE_TOO_LARGE", "%s is %d bytes, more than the %d-byte limit"
-                                 % (real, st.st_size, max_bytes))
-            data = f.read(max_bytes + 1)
     except OSError as exc:
         raise _os_error(exc, real)
-    if len(data) > max_bytes:
-        raise AgentError("FILE_TOO_LARGE", "%s is larger than the %d-byte limit" % (real, max_bytes))
-    return real, data
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % real)
+        if not stat.S_ISREG(st.st_mode):
+            raise AgentError("NOT_A_REGULAR_FILE", "%s is not a regular file" % real)
+        if st.st_size > max_bytes:
+            raise AgentError("FILE_TOO_LARGE", "%s is %d bytes, more than the %d-byte limit"
+                             % (real, st.st_size, max_bytes))
+    except BaseException:
+        os.close(fd)
+        raise
+    return real, OpenFile(fd, st.st_size)
 
 
 def _entry(real, name):

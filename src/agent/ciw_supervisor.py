@@ -8,7 +8,7 @@ import signal
 import time
 
 from ciw_common import WORKSPACE, AgentError, LineReader, write_all
-from ciw_files import changed_files, list_dir, read_file, snapshot, stat_path, write_file
+from ciw_files import OpenFile, changed_files, list_dir, open_file, snapshot, stat_path, write_file
 from ciw_process import Capture, Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site, run_shell
 
 
@@ -71,10 +71,14 @@ class Supervisor:
         self.wake_r = None
 
     def send(self, header, blob=b""):
-        if blob:
-            header["blob"] = len(blob)
+        """One frame: the header line, then its payload (bytes, or an OpenFile sent from the file)."""
+        size = blob.size if isinstance(blob, OpenFile) else len(blob)
+        if size:
+            header["blob"] = size
         write_all(self.out, json.dumps(header, ensure_ascii=False).encode("utf-8", "backslashreplace") + b"\n")
-        if blob:
+        if isinstance(blob, OpenFile):
+            blob.send_to(self.out.fileno())
+        elif blob:
             write_all(self.out, blob)
 
     def capture(self, req):
@@ -188,14 +192,14 @@ class Supervisor:
             res = run_shell(req["command"], req["timeout_ms"] / 1000, cwd, shell_env, capture, self.cpu_limit_s)
             return self.finish(res, capture), b""
         if op == "write":
-            written = write_file(req["path"], blob, bool(req.get("append")))
+            written = write_file(req["path"], blob.chunks() if blob else (), bool(req.get("append")))
             # A file put in by the client is not an artifact of the next call.
             st = os.stat(written["path"])
             self.files[written["path"]] = (st.st_mtime_ns, st.st_size)
             return written, b""
         if op == "read":
-            real, data = read_file(req["path"], int(req["max_bytes"]))
-            return {"path": real, "size": len(data)}, data
+            real, opened = open_file(req["path"], int(req["max_bytes"]))
+            return {"path": real, "size": opened.size}, opened
         if op == "stat":
             return stat_path(req["path"]), b""
         if op == "list":
@@ -214,7 +218,8 @@ class Supervisor:
             if not line:
                 return True
             req = json.loads(line)
-            blob = stdin.read_exact(req["blob"]) if req.get("blob") else b""
+            # A file's content is read as it is written, not first into memory.
+            blob = stdin.payload(req["blob"]) if req.get("blob") else None
             rid = req.get("id")
             started = time.monotonic()
             if self.relay is not None and req.get("op") in ("exec", "shell"):
@@ -227,6 +232,8 @@ class Supervisor:
             except Exception as exc:  # noqa: BLE001 - report, never die
                 reply, reply_blob = {"id": rid, "ok": False, "code": "AGENT_FAILURE",
                                      "message": "%s: %s" % (type(exc).__name__, exc)}, b""
+            if blob is not None:
+                blob.drain()  # what a failed write left unread
             reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             self.send(reply, reply_blob)
 

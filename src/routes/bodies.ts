@@ -9,7 +9,7 @@
  * Query-string fields fill in what the body leaves out, whatever its type. After this, routes see one plain
  * object, validated by their schemas like JSON.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { errorCodes, type FastifyInstance, type FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import multipart, { type MultipartFile } from '@fastify/multipart';
 import { ServiceError, ErrorCode } from '../errors.js';
@@ -93,10 +93,58 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
     for (const [k, v] of new URLSearchParams(body as string)) fields[k] = v;
     done(null, fields);
   });
-  app.addContentTypeParser('application/octet-stream', { parseAs: 'buffer' }, (_req, body, done) => done(null, body));
+  app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBinaryBody(req, payload, done));
 
   app.addHook('preValidation', syncHook(normalizeBody));
 }, { name: 'ciw-bodies' });
+
+/**
+ * A binary body (a file) with its Content-Length is copied into one buffer of that size as it arrives:
+ * Fastify's own reader keeps the chunks and joins them at the end, which for a 50 MB upload copies it once
+ * more, holds it twice and stalls the event loop while it does. Same limits and errors as Fastify's.
+ */
+function readBinaryBody(req: FastifyRequest, payload: NodeJS.ReadableStream, done: (err: Error | null, body?: Buffer) => void): void {
+  const limit = req.routeOptions.bodyLimit ?? Infinity;
+  const header = req.headers['content-length'];
+  const declared = header === undefined ? NaN : Number(header);
+  if (declared > limit) {
+    done(new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE());
+    return;
+  }
+  const whole = Number.isSafeInteger(declared) && declared >= 0 ? Buffer.allocUnsafe(declared) : null;
+  const chunks: Buffer[] = [];
+  let received = 0;
+  const stop = () => {
+    payload.removeListener('data', onData);
+    payload.removeListener('end', onEnd);
+    payload.removeListener('error', onEnd);
+  };
+  const onData = (chunk: Buffer) => {
+    received += chunk.length;
+    if (received > limit || (whole !== null && received > whole.length)) {
+      stop();
+      done(received > limit ? new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE() : new errorCodes.FST_ERR_CTP_INVALID_CONTENT_LENGTH());
+      return;
+    }
+    if (whole !== null) chunk.copy(whole, received - chunk.length);
+    else chunks.push(chunk);
+  };
+  const onEnd = (err?: Error & { statusCode?: number }) => {
+    stop();
+    if (err) {
+      if (!(typeof err.statusCode === 'number' && err.statusCode >= 400)) err.statusCode = 400;
+      done(err);
+    } else if (whole !== null && received !== whole.length) {
+      done(new errorCodes.FST_ERR_CTP_INVALID_CONTENT_LENGTH());
+    } else {
+      done(null, whole ?? Buffer.concat(chunks, received));
+    }
+  };
+  payload.on('data', onData);
+  payload.on('end', onEnd);
+  payload.on('error', onEnd);
+  payload.resume();
+}
 
 /** Turns whatever body came into one plain object of fields (see the top of this file). */
 function normalizeBody(req: FastifyRequest): void {

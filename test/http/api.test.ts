@@ -172,6 +172,20 @@ describe('request validation', () => {
     expect(r.body.error.code).toBe('PAYLOAD_TOO_LARGE');
   });
 
+  it('reads a binary body into one buffer, and refuses one past the limit or shorter than announced', async () => {
+    const id = await create();
+    const data = randomBytes(300_000);
+    const ok = await t.app.inject({ method: 'POST', url: `/upload_file?sandbox_id=${id}&remote_filename=raw.bin`, payload: data, headers: { 'content-type': 'application/octet-stream' } });
+    expect(ok.statusCode).toBe(200);
+    const back = await t.service.readFile('anonymous', { sandboxId: id }, 'raw.bin');
+    expect(Buffer.compare(back.data, data)).toBe(0);
+    const big = await t.app.inject({ method: 'POST', url: `/upload_file?sandbox_id=${id}&remote_filename=big.bin`, payload: Buffer.alloc(4 * 1024 * 1024), headers: { 'content-type': 'application/octet-stream' } });
+    expect(big.statusCode).toBe(413);
+    expect(JSON.parse(big.body).error.code).toBe('PAYLOAD_TOO_LARGE');
+    const short = await t.app.inject({ method: 'POST', url: `/upload_file?sandbox_id=${id}&remote_filename=short.bin`, payload: Buffer.alloc(10), headers: { 'content-type': 'application/octet-stream', 'content-length': '20' } });
+    expect(short.statusCode).toBe(400);
+  });
+
   it('answers an unknown route with a JSON 404', async () => {
     const r = await t.post('/nope', {});
     expect(r.status).toBe(404);

@@ -254,6 +254,10 @@ describe('files', () => {
       expect(w.status).toBe(413);
       expect(w.body.error.code).toBe('DISK_QUOTA_EXCEEDED');
       expect((await q.post('/run_code', { sandbox_id: id, code: 'print("usable")' })).body.output).toBe('usable\n');
+      // The agent read the rest of the failed file's bytes: its next requests are understood.
+      await q.post('/execute_command', { sandbox_id: id, command: 'rm big2' });
+      expect((await q.post('/write_file', { sandbox_id: id, remote_path: 'ok.txt', content: 'fine' })).status).toBe(200);
+      expect((await q.post('/execute_command', { sandbox_id: id, command: 'cat ok.txt' })).body.stdout).toBe('fine');
     } finally {
       await q.close();
     }

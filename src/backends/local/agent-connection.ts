@@ -43,7 +43,8 @@ export class AgentFailure extends ServiceError {
 
 export class AgentConnection {
   private buffer: Buffer = Buffer.alloc(0);
-  private blobChunks: Buffer[] = [];
+  /** The payload being received, allocated at its full size once its header came, and how much is in. */
+  private blob: Buffer | null = null;
   private blobReceived = 0;
   private header: Record<string, unknown> | null = null;
   private pending: Pending | null = null;
@@ -123,19 +124,22 @@ export class AgentConnection {
   }
 
   private onData(chunk: Buffer): void {
-    // While a large payload arrives, keep its chunks in a list and join them once: concatenating on every
-    // 64 KiB chunk would copy a 50 MB file hundreds of times.
-    if (this.header !== null && this.blobChunks.length > 0) {
-      this.blobChunks.push(chunk);
-      this.blobReceived += chunk.length;
-      if (this.blobReceived < this.blobLength()) return;
-      chunk = Buffer.concat(this.blobChunks, this.blobReceived);
-      this.blobChunks = [];
+    // A large payload (a file) is copied into one buffer of its size as it arrives: no list of chunks to
+    // join at the end, which would copy a 50 MB file once more and hold it twice.
+    if (this.blob !== null) {
+      const n = Math.min(chunk.length, this.blob.length - this.blobReceived);
+      chunk.copy(this.blob, this.blobReceived, 0, n);
+      this.blobReceived += n;
+      if (this.blobReceived < this.blob.length) return;
+      const [header, blob] = [this.header!, this.blob];
+      this.header = null;
+      this.blob = null;
       this.blobReceived = 0;
-      this.buffer = chunk;
-    } else {
-      this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
+      this.deliver(header, blob);
+      chunk = chunk.subarray(n);
+      if (chunk.length === 0) return;
     }
+    this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
     for (;;) {
       if (this.header === null) {
         const nl = this.buffer.indexOf(NEWLINE);
@@ -162,16 +166,12 @@ export class AgentConnection {
         return;
       }
       if (this.buffer.length < blobLength) {
-        if (this.buffer.length > 0) {
-          this.blobChunks = [this.buffer];
-          this.blobReceived = this.buffer.length;
-          this.buffer = Buffer.alloc(0);
-        }
+        this.blob = Buffer.allocUnsafe(blobLength);
+        this.blobReceived = this.buffer.copy(this.blob);
+        this.buffer = Buffer.alloc(0);
         return;
       }
-      // A payload that is the whole buffer (a file just joined from its chunks) is handed over without a copy.
-      const blob = blobLength === 0 ? Buffer.alloc(0)
-        : blobLength === this.buffer.length ? this.buffer : Buffer.from(this.buffer.subarray(0, blobLength));
+      const blob = blobLength === 0 ? Buffer.alloc(0) : Buffer.from(this.buffer.subarray(0, blobLength));
       this.buffer = this.buffer.subarray(blobLength);
       const header = this.header;
       this.header = null;
@@ -186,6 +186,7 @@ export class AgentConnection {
   /** The agent broke the protocol: stop reading and kill the sandbox. */
   private violation(what: string): void {
     this.buffer = Buffer.alloc(0);
+    this.blob = null;
     this.header = null;
     this.child.stdout!.removeAllListeners('data');
     this.onFatal(`the sandbox agent sent ${what} and the sandbox was stopped`);
