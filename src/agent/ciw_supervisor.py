@@ -247,16 +247,6 @@ def _setup():
     apply_rlimits(json.loads(os.environ.get("CIW_RLIMITS", "{}")))
 
 
-def _widen_pipes():
-    """1 MiB pipes to the service (from 64 KiB): files move in far fewer wake-ups."""
-    try:
-        import fcntl
-        for fd in (0, 1):
-            fcntl.fcntl(fd, 1031, 1 << 20)  # F_SETPIPE_SZ
-    except (OSError, ImportError):
-        pass
-
-
 def _yield_to_service():
     """SCHED_BATCH for this process and everything it starts (local backend, where sandboxes share the CPUs
     with the service): a sandbox's process woken by the service's request no longer preempts the service on
@@ -273,7 +263,6 @@ def supervisor_main():
     """The sandbox's agent, on the service's pipes (local backend)."""
     _setup()
     _yield_to_service()
-    _widen_pipes()
     supervisor = Supervisor(os.fdopen(1, "wb", buffering=0))
     reader = LineReader(os.fdopen(0, "rb", buffering=0))
     if supervisor.direct is not None:
