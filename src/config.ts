@@ -58,6 +58,7 @@ export const ConfigSchema = Type.Object({
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),
   EXEC_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Default timeout of one run_code / execute_command call, in seconds.' }),
   EXEC_MAX_TIMEOUT_S: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'Largest timeout a request may ask for, in seconds.' }),
+  SUPERVISOR_IDLE_MS: Type.Integer({ default: 2000, minimum: 0, description: 'Local backend: after this long without a shell command, file operation or JavaScript call, a sandbox\'s supervisor process gives way to a 0.7 MiB placeholder until the next one (which then waits ≈ 20 ms for it); Python calls never need it. 0 keeps it running.' }),
   INTERRUPT_GRACE_MS: Type.Integer({ default: 2000, minimum: 100, description: 'After a timeout, how long Python has to stop on KeyboardInterrupt before it is restarted.' }),
   MAX_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.' }),
   MAX_FILE_BYTES: Type.Integer({ default: 100 * MiB, minimum: 1024, description: 'Largest file that may be written, uploaded or downloaded.' }),

@@ -9,6 +9,9 @@ Runs *inside* the isolation boundary, in one of three roles chosen by argv:
   agent.py --relay SOCKET PORT   the network relay (ciw_relay.py) of a sandbox with network.
   agent.py --serve SOCKET        the supervisor as a daemon on a Unix socket (AgentCube pods).
   agent.py --call SOCKET JSON    one request to that daemon (JSON, or @file holding it); prints the reply.
+  agent.py --kernel-starts N --resume PID
+                                 the supervisor again, exec'd by ciw-idle (ciw_idle.c) when a request comes
+                                 to a sandbox whose supervisor hibernated; PID is its kernel (0: none).
 
 Wire protocol (service <-> supervisor): a frame is one JSON line, followed by exactly `blob` raw bytes
 when the header carries a positive "blob" field. Requests carry "id" and "op"; every reply repeats "id"
@@ -31,5 +34,8 @@ if __name__ == "__main__":
         from ciw_call import call_main
         sys.exit(call_main(sys.argv[2], sys.argv[3]))
     else:
+        # ciw-idle execs the supervisor again as: agent.py --kernel-starts N --resume KERNEL_PID
         from ciw_supervisor import supervisor_main
-        supervisor_main()
+        args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
+        resume = (int(args["--resume"]), int(args.get("--kernel-starts", 1))) if "--resume" in args else None
+        supervisor_main(resume)

@@ -241,6 +241,12 @@ class Kernel:
                 raise OSError(errno.EAGAIN, "%s could not start a thread or process: %s" % (self.label, last[0]))
             raise RuntimeError("the %s process failed to start (%s)" % (self.label, last[0]))
 
+    def adopt(self, pid):
+        """Takes over a running kernel of this process (the supervisor came back from ciw-idle): it can be
+        interrupted, stopped and waited for; its start-up pipes are gone, and it needs none of them."""
+        self.proc = ForkedProcess(pid)
+        self.req_w = self.rep_r = self.out_r = self.err_r = None
+
     def ensure_started(self):
         if self.proc is None:
             self.start()
@@ -256,7 +262,8 @@ class Kernel:
         self.proc.wait()
         for fd in (self.req_w, self.rep_r, self.out_r, self.err_r):
             try:
-                os.close(fd)
+                if fd is not None:
+                    os.close(fd)
             except OSError:
                 pass
         self.proc = None

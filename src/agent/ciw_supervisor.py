@@ -5,9 +5,10 @@ import os
 import resource
 import select
 import signal
+import sys
 import time
 
-from ciw_common import WORKSPACE, AgentError, LineReader, write_all
+from ciw_common import AGENT_DIR, WORKSPACE, AgentError, LineReader, write_all
 from ciw_files import OpenFile, changed_files, list_dir, open_file, snapshot, stat_path, write_file
 from ciw_process import Capture, Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site, run_shell
 
@@ -35,8 +36,12 @@ def apply_rlimits(limits):
             resource.setrlimit(names[key], (int(value), int(value)))
 
 
+IDLE_PROGRAM = os.path.join(AGENT_DIR, "ciw-idle")
+
+
 class Supervisor:
-    def __init__(self, out):
+    def __init__(self, out, resume=None):
+        """`resume`: (kernel pid or 0, kernel starts so far) when this process comes back from ciw-idle."""
         self.out = out
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_") or k == "CIW_WORKSPACE"}
         self.max_output = int(os.environ.get("CIW_MAX_OUTPUT_BYTES", "1048576"))
@@ -50,7 +55,7 @@ class Supervisor:
         # warmed for a pool, with modules preloaded.
         preload = os.environ.get("CIW_PRELOAD", "")
         python_env = dict(self.env, CIW_PRELOAD=preload) if preload else self.env
-        warm = bool(os.environ.get("CIW_WARM"))
+        warm = bool(os.environ.get("CIW_WARM")) and resume is None
         # The direct channel (local backend, sandboxes without network): the service talks to the Python
         # kernel itself on this fd; this process only starts, interrupts and restarts it.
         self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0)
@@ -63,6 +68,11 @@ class Supervisor:
             os.set_inheritable(self.channel_fd, False)
             self.direct = Kernel("Python", direct_kernel_spawner(self.channel_fd, self.max_output), python_env,
                                  self.cpu_limit_s, start=warm)
+            if resume is not None:
+                if resume[0]:
+                    self.direct.adopt(resume[0])  # still this pid's child: exec() kept the pid
+                self.kernel_starts = resume[1]
+        self.idle_s = float(os.environ.get("CIW_IDLE_MS") or 0) / 1000
         self.kernels = {
             "python": None if self.direct else Kernel("Python", fork_python_kernel, python_env, self.cpu_limit_s, start=warm),
             "javascript": Kernel("JavaScript", exec_js_kernel, self.env, self.cpu_limit_s),
@@ -146,22 +156,70 @@ class Supervisor:
         return {"pid": kernel.proc.pid, "started": started}
 
     def watch_children(self):
-        """Before a blocking read of the next request: wait for it, and report the direct kernel's death
-        meanwhile (the service is waiting on the channel and would not hear of it otherwise)."""
+        """Before a blocking read of the next request (direct channel): wait for it; meanwhile report the
+        kernel's death (the service is waiting on the channel and would not hear of it otherwise), reap
+        what else ends (orphans come to this process when it is the sandbox's pid 1), and hibernate once
+        idle for CIW_IDLE_MS."""
+        deadline = time.monotonic() + self.idle_s if self.idle_s > 0 else None
         while True:
-            ready, _, _ = select.select([0, self.wake_r], [], [])
+            timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+            ready, _, _ = select.select([0, self.wake_r], [], [], timeout)
             if self.wake_r in ready:
                 try:
                     os.read(self.wake_r, 4096)
                 except BlockingIOError:
                     pass
-                kernel = self.direct
-                if kernel.proc is not None and kernel.proc.poll() is not None:
-                    status = kernel.proc.returncode
-                    kernel.stop()  # kills what is left of its session, closes its pipes
-                    self.send({"notice": "kernel_exit", "status": status})
+                self.reap()
             if 0 in ready:
                 return
+            if not ready and self.can_hibernate():
+                self.hibernate()
+            if not ready:
+                deadline = None  # cannot hibernate now (a JavaScript kernel holds state): wait for requests
+
+    def reap(self):
+        """Reports the kernel's death, and collects every other child that ended: orphans (they come to this
+        process when it is the sandbox's pid 1), and a JavaScript kernel (its Kernel sees the exit status)."""
+        while True:
+            kernel = self.direct
+            if kernel.proc is not None and kernel.proc.poll() is not None:
+                status = kernel.proc.returncode
+                kernel.stop()  # kills what is left of its session
+                self.send({"notice": "kernel_exit", "status": status})
+            try:
+                ended = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+            except ChildProcessError:
+                return
+            if ended is None:
+                return
+            if kernel.proc is not None and ended.si_pid == kernel.proc.pid:
+                continue
+            other = next((k for k in self.kernels.values()
+                          if k is not None and k.proc is not None and k.proc.pid == ended.si_pid), None)
+            if other is not None:
+                other.proc.poll()
+            else:
+                os.waitpid(ended.si_pid, os.WNOHANG)
+
+    def can_hibernate(self):
+        """Nothing here holds state the next request needs: no JavaScript kernel (it would lose its
+        variables), no network relay, and the program to become is there."""
+        js = self.kernels["javascript"]
+        return (self.direct is not None and self.relay is None and (js.proc is None or js.proc.poll() is not None)
+                and os.access(IDLE_PROGRAM, os.X_OK))
+
+    def hibernate(self):
+        """Become ciw-idle (ciw_idle.c): same pid, same descriptors, the kernel still a child. It execs a
+        new supervisor when the next request comes and reports the kernel's death meanwhile. An idle
+        sandbox is then the kernel and a few hundred KiB instead of a second Python process."""
+        kernel = self.direct.proc
+        os.set_inheritable(self.channel_fd, True)
+        try:
+            os.execv(IDLE_PROGRAM, [IDLE_PROGRAM, str(kernel.pid if kernel is not None else 0), sys.executable, "-S",
+                                    "-u", os.path.join(AGENT_DIR, "agent.py"), "--kernel-starts", str(self.kernel_starts)])
+        except OSError:
+            os.set_inheritable(self.channel_fd, False)
+            self.idle_s = 0  # stay awake
 
     def handle(self, req, blob):
         op = req["op"]
@@ -234,6 +292,8 @@ class Supervisor:
                                      "message": "%s: %s" % (type(exc).__name__, exc)}, b""
             if blob is not None:
                 blob.drain()  # what a failed write left unread
+            if self.direct is not None:
+                self.reap()  # a kernel killed meanwhile (kill -9 -1 in a command) is reported before the reply
             reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             self.send(reply, reply_blob)
 
@@ -259,20 +319,22 @@ def _yield_to_service():
         pass
 
 
-def supervisor_main():
-    """The sandbox's agent, on the service's pipes (local backend)."""
+def supervisor_main(resume=None):
+    """The sandbox's agent, on the service's channel (local backend). `resume`: (kernel pid, kernel
+    starts) when it comes back from ciw-idle, with the request that woke it still unread."""
     _setup()
     _yield_to_service()
-    supervisor = Supervisor(os.fdopen(1, "wb", buffering=0))
-    reader = LineReader(os.fdopen(0, "rb", buffering=0))
+    supervisor = Supervisor(os.fdopen(1, "wb", buffering=0), resume)
+    reader = LineReader(os.fdopen(0, "rb", buffering=0, closefd=False))
     if supervisor.direct is not None:
         supervisor.wake_r, wake_w = os.pipe()
         os.set_blocking(supervisor.wake_r, False)
         os.set_blocking(wake_w, False)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w)
-        reader.before_read = supervisor.watch_children
-    supervisor.serve(reader)
+        reader.before_read = lambda: reader.buf or supervisor.watch_children()
+        supervisor.reap()  # what ended while it was ciw-idle, or before the handler was set
+    supervisor.serve(reader, announce=resume is None)
     for kernel in [supervisor.direct, *supervisor.kernels.values()]:
         if kernel is not None:
             kernel.stop()

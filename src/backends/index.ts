@@ -36,6 +36,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         maxOutputBytes: config.MAX_OUTPUT_BYTES,
         maxFileBytes: config.MAX_FILE_BYTES,
         interruptGraceMs: config.INTERRUPT_GRACE_MS,
+        supervisorIdleMs: config.SUPERVISOR_IDLE_MS,
         uidBase: config.SANDBOX_UID_BASE,
         uidCount: config.SANDBOX_UID_COUNT,
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,

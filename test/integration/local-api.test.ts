@@ -347,12 +347,20 @@ describe('boundary', () => {
     }
   });
 
-  it('kill -9 -1 inside hurts nobody outside, and the sandbox says it was lost', async () => {
+  it('kill -9 -1 inside hurts nobody outside; the sandbox outlives it (its supervisor is pid 1) and says Python was lost', async () => {
     const a = await sandbox();
     const b = await sandbox();
+    await post('/run_code', { sandbox_id: a, code: 'x = 1' });
     await post('/run_code', { sandbox_id: b, code: 'survivor = True' });
     const r = await post('/execute_command', { sandbox_id: a, command: 'kill -9 -1' });
-    expect([200, 410]).toContain(r.status);
+    expect(r.status).toBe(200);
+    // Python was killed too: the next call says so (KernelDied, if the kill was still landing when it was
+    // sent), and a new Python answers.
+    let after = await post('/run_code', { sandbox_id: a, code: 'print("alive")' });
+    expect(after.body.state_preserved).toBe(false);
+    if (after.body.error?.name === 'KernelDied') after = await post('/run_code', { sandbox_id: a, code: 'print("alive")' });
+    expect(after.body.output).toBe('alive\n');
+    expect((await post('/run_code', { sandbox_id: a, code: 'x' })).body.error.name).toBe('NameError');
     expect((await post('/run_code', { sandbox_id: b, code: 'print(survivor)' })).body.output).toBe('True\n');
     expect(process.kill(process.pid, 0)).toBe(true);
   });

@@ -51,6 +51,10 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--unshare-user', '--disable-userns', '--uid', String(input.innerUid), '--gid', String(input.innerUid),
     '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
     '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
+    // Without network the supervisor is the sandbox's pid 1 and reaps orphans itself (it watches its
+    // children anyway): no bubblewrap reaper process, 1.3 MiB less per sandbox. With network its relay
+    // keeps it busy otherwise, and bubblewrap's reaper stays.
+    ...(input.proxySocket ? [] : ['--as-pid-1']),
     '--hostname', input.hostname,
     '--ro-bind', '/usr', '/usr',
   ];

@@ -48,6 +48,8 @@ export interface LocalBackendOptions {
   /** Largest file read out of a sandbox. */
   readonly maxFileBytes: number;
   readonly interruptGraceMs: number;
+  /** Idle time after which a sandbox's supervisor hibernates (becomes ciw-idle); 0: never. */
+  readonly supervisorIdleMs?: number;
   readonly uidBase: number;
   readonly uidCount: number;
   readonly allowUnsandboxed: boolean;
@@ -88,6 +90,8 @@ class LocalBackend implements SandboxBackend {
   private current: BackendStatus = { name: 'local', ready: false, isolation: 'none', problem: 'not initialised' };
   private etcEntries: string[] = [];
   private rootSymlinks: Record<string, string> = {};
+  /** Whether ciw-idle was built, so that idle supervisors can hibernate. */
+  private canHibernate = false;
   private closed = false;
   private cgroups: CgroupManager | null = null;
 
@@ -105,6 +109,10 @@ class LocalBackend implements SandboxBackend {
         this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount } : null, (m) => this.log('warn', m));
       this.etcEntries = layout.etcEntries;
       this.rootSymlinks = layout.rootSymlinks;
+      this.canHibernate = layout.idleProgram;
+      if (!layout.idleProgram && (this.options.supervisorIdleMs ?? 0) > 0) {
+        this.log('warn', 'no C compiler (cc) to build ciw-idle: idle sandboxes keep their supervisor process (≈ 11 MiB more each); install gcc');
+      }
     } catch (err) {
       this.current = { name: this.name, ready: false, isolation: 'none', problem: (err as Error).message };
       this.log('error', this.current.problem!);
@@ -286,6 +294,7 @@ class LocalBackend implements SandboxBackend {
       CIW_CPU_SECONDS_PER_CALL: String(cpuSecondsPerCall),
       CIW_RLIMITS: JSON.stringify(rlimits),
       CIW_KERNEL_FD: '3',
+      ...(this.canHibernate ? { CIW_IDLE_MS: String(this.options.supervisorIdleMs ?? 0) } : {}),
       ...(opts.warm ? { CIW_WARM: '1', CIW_PRELOAD: opts.warm.preload.join(',') } : {}),
     };
   }

@@ -18,6 +18,25 @@ export interface HostLayout {
   readonly etcEntries: string[];
   /** Top-level merged-/usr symlinks: name → target. */
   readonly rootSymlinks: Record<string, string>;
+  /** Whether ciw-idle (what an idle supervisor becomes) could be built. */
+  readonly idleProgram: boolean;
+}
+
+/**
+ * Builds ciw-idle (src/agent/ciw_idle.c) into the agent directory: static when the C library allows (a
+ * smaller resident set in every idle sandbox), else dynamic. False without a working C compiler.
+ */
+function buildIdleProgram(source: string, target: string): boolean {
+  for (const link of [['-static'], []]) {
+    try {
+      execFileSync('cc', ['-O2', '-o', target, source, ...link], { stdio: 'ignore', timeout: 60_000 });
+      chmodSync(target, 0o755);
+      return true;
+    } catch {
+      rmSync(target, { force: true });
+    }
+  }
+  return false;
 }
 
 function claim(root: string): void {
@@ -87,7 +106,8 @@ export function prepareRuntimeDir(
       // absent on this host
     }
   }
-  return { etcEntries: ETC_CANDIDATES.filter((e) => existsSync(join('/etc', e))), rootSymlinks };
+  const idleProgram = buildIdleProgram(join(agentSource, 'ciw_idle.c'), join(root, 'agent', 'ciw-idle'));
+  return { etcEntries: ETC_CANDIDATES.filter((e) => existsSync(join('/etc', e))), rootSymlinks, idleProgram };
 }
 
 /** Gives the directory up at shutdown. */
