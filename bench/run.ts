@@ -14,6 +14,8 @@ import { join } from 'node:path';
 import { Pool } from 'undici';
 
 const KEY = 'bench-key';
+/** The service's default: an idle sandbox's supervisor hibernates after this long. */
+const SUPERVISOR_IDLE_MS = 2000;
 const ROOT = new URL('..', import.meta.url).pathname;
 type Stats = { p50: number; p95: number; p99: number; n: number };
 
@@ -31,7 +33,7 @@ async function startService(name: string, env: Record<string, string>): Promise<
     env: {
       PATH: process.env.PATH, API_KEY: KEY, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', MAX_SANDBOXES: '200',
       SANDBOX_ROOT: mkdtempSync(join(tmpdir(), `ciw-bench-${name}-`)), SANDBOX_UID_BASE: String(uidBase), SANDBOX_UID_COUNT: '4096',
-      MAX_FILE_BYTES: String(64 * 1024 * 1024), ...env,
+      MAX_FILE_BYTES: String(64 * 1024 * 1024), SUPERVISOR_IDLE_MS: String(SUPERVISOR_IDLE_MS), ...env,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -359,17 +361,30 @@ async function main(): Promise<void> {
     results.transfer = await transfer(a, id);
     results.transferCurl = transferCurl(a, id) ?? { skipped: 'curl not installed' };
     for (const sid of [id, ...ids]) await call(a, '/stop_sandbox', { sandbox_id: sid });
+    // 50 sandboxes: measured just created, then once their supervisors hibernated (SUPERVISOR_IDLE_MS),
+    // then right after a first Python call in each, then idle again. The last is the headline figure.
     const idle: string[] = [];
     for (let i = 0; i < 50; i++) idle.push((await call(a, '/create_sandbox', {})).sandbox_id);
-    await new Promise((r) => setTimeout(r, 500));
-    const fresh = sandboxMemory(a);
-    for (const sid of idle) await call(a, '/run_code', { sandbox_id: sid, code: 'print(1)' });
-    await new Promise((r) => setTimeout(r, 500));
-    const used = sandboxMemory(a);
-    results.idleMemoryMiB = {
-      fresh: { rss: fresh.rss / 50, pss: fresh.pss / 50 },
-      afterFirstCall: { rss: used.rss / 50, pss: used.pss / 50 },
+    const perSandbox = () => {
+      const m = sandboxMemory(a);
+      return { rss: m.rss / 50, pss: m.pss / 50 };
     };
+    const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    await pause(500);
+    const fresh = perSandbox();
+    await pause(SUPERVISOR_IDLE_MS + 1000);
+    const freshIdle = perSandbox();
+    for (const sid of idle) await call(a, '/run_code', { sandbox_id: sid, code: 'print(1)' });
+    await pause(200);
+    const afterCall = perSandbox();
+    await pause(SUPERVISOR_IDLE_MS + 1000);
+    const afterCallIdle = perSandbox();
+    results.idleMemoryMiB = { fresh, freshIdle, afterCall, afterCallIdle };
+    // What hibernation costs: the first shell command after it (the supervisor execs again).
+    results.executeCommandResumed = await timed(20, 0, async () => {
+      const sid = idle.pop()!;
+      await call(a, '/execute_command', { sandbox_id: sid, command: 'true' });
+    });
   } finally {
     await a.close();
   }
@@ -405,7 +420,10 @@ async function main(): Promise<void> {
     ['… numpy+pandas+matplotlib, pool (ms)', `p50 ${f(r.createToFirstPreloaded.p50)} p95 ${f(r.createToFirstPreloaded.p95)}`, '≤ 10 p50', ''],
     ['run_code throughput (calls/s), Node client', `c1 ${f(r.throughput.c1, 0)} c4 ${f(r.throughput.c4, 0)} c16 ${f(r.throughput.c16, 0)}`, '≥ 8000 at c16', ''],
     ['run_code throughput (calls/s), wrk', r.throughputWrk.skipped ?? `c1 ${f(r.throughputWrk.c1, 0)} c4 ${f(r.throughputWrk.c4, 0)} c16 ${f(r.throughputWrk.c16, 0)}`, '≥ 8000 at c16', ''],
-    ['idle memory per sandbox (MiB)', `fresh RSS ${f(r.idleMemoryMiB.fresh.rss, 1)} PSS ${f(r.idleMemoryMiB.fresh.pss, 1)}; after a call RSS ${f(r.idleMemoryMiB.afterFirstCall.rss, 1)} PSS ${f(r.idleMemoryMiB.afterFirstCall.pss, 1)}`, '≤ 15', `Jupyter RSS ${f(jup.idle_rss_mb, 1)}`],
+    ['idle memory per sandbox, after a Python call (MiB)', `RSS ${f(r.idleMemoryMiB.afterCallIdle.rss, 1)} PSS ${f(r.idleMemoryMiB.afterCallIdle.pss, 1)}`, '≤ 15', `Jupyter RSS ${f(jup.idle_rss_mb, 1)} → ${f(jup.idle_rss_mb / r.idleMemoryMiB.afterCallIdle.rss, 1)}×`],
+    ['… never used (MiB)', `RSS ${f(r.idleMemoryMiB.freshIdle.rss, 1)} PSS ${f(r.idleMemoryMiB.freshIdle.pss, 1)}`, '', ''],
+    ['… before its supervisor hibernates: new / after a call (MiB)', `RSS ${f(r.idleMemoryMiB.fresh.rss, 1)} / ${f(r.idleMemoryMiB.afterCall.rss, 1)}`, '', `hibernates after SUPERVISOR_IDLE_MS=${SUPERVISOR_IDLE_MS}`],
+    ['execute_command true, supervisor hibernated (ms)', `p50 ${f(r.executeCommandResumed.p50, 1)} p95 ${f(r.executeCommandResumed.p95, 1)}`, '', 'the supervisor execs again'],
     ['50 MiB upload / download, curl, median of 3 (MiB/s)', r.transferCurl.skipped ?? `${f(r.transferCurl.uploadMBs, 0)} / ${f(r.transferCurl.downloadMBs, 0)}`, '≥ 200 each', ''],
     ['… Node client (MiB/s)', `${f(r.transfer.uploadMBs, 0)} / ${f(r.transfer.downloadMBs, 0)}`, '≥ 200 each', ''],
   ];

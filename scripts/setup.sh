@@ -2,7 +2,7 @@
 # Installs what the service needs on Debian/Ubuntu and builds it. Idempotent: safe to run again.
 #   - Debian packages: bubblewrap (the sandbox), python3 (runs inside sandboxes) with numpy, pandas,
 #     matplotlib, jinja2, requests, httpx and tabulate, procps (ps inside sandboxes), curl (the README
-#     examples and their test)
+#     examples and their test), gcc and libc6-dev (ciw-idle, built when the service starts)
 #   - npm packages from package-lock.json, then the TypeScript build (dist/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,6 +23,9 @@ command -v bwrap >/dev/null 2>&1 || packages+=(bubblewrap)
 [ -x /usr/bin/python3 ] || packages+=(python3)
 command -v ps >/dev/null 2>&1 || packages+=(procps)
 command -v curl >/dev/null 2>&1 || packages+=(curl ca-certificates)
+# A C compiler builds ciw-idle, what an idle sandbox's supervisor becomes (src/agent/ciw_idle.c), at start.
+command -v cc >/dev/null 2>&1 || packages+=(gcc)
+[ -e /usr/include/stdio.h ] || packages+=(libc6-dev)
 # The Python inside sandboxes is the host's /usr/bin/python3: the data stack and what Dify's templates import.
 for module in numpy:python3-numpy pandas:python3-pandas matplotlib:python3-matplotlib jinja2:python3-jinja2 \
               requests:python3-requests httpx:python3-httpx tabulate:python3-tabulate; do
