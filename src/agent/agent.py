@@ -20,6 +20,12 @@ The supervisor handles one request at a time.
 """
 import sys
 
+if __name__ == "__main__" and sys.argv[1:2] in ([], ["--kernel-starts"]):
+    # The supervisor holds the service's channel: undumpable before anything else, so that code of the sandbox
+    # (same uid) cannot open it through /proc. ciw-idle execs it again, and exec() made it dumpable.
+    import ctypes
+    ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["--kernel"]:
         from ciw_kernel import kernel_main
