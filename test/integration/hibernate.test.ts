@@ -54,6 +54,10 @@ describe('a hibernating supervisor', () => {
     await untilHibernating(id);
     expect((await run(id, 'print(x + 1)')).body.output).toBe('42\n');
     expect(hibernating(id)).toBe(true); // Python went straight to the kernel
+    // ciw-idle, pid 1, holds the service's channel: not reachable through /proc, not killable from inside.
+    const probe = await run(id, 'import os, signal\ntry:\n    os.open("/proc/1/fd/1", os.O_WRONLY)\nexcept OSError as e:\n    print(type(e).__name__)\nos.kill(1, signal.SIGKILL)\nos.kill(1, signal.SIGSTOP)\nprint(open("/proc/1/cmdline").read().split("\\0")[0])');
+    expect(probe.body.output).toBe('PermissionError\n/opt/ciw/ciw-idle\n');
+    expect(hibernating(id)).toBe(true);
     const sh = await post('/execute_command', { sandbox_id: id, command: 'echo awake > note.txt; cat note.txt' });
     expect(sh.body.stdout).toBe('awake\n');
     expect(sh.body.files.map((f: { path: string }) => f.path)).toEqual(['/workspace/note.txt']);
