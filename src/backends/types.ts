@@ -3,6 +3,7 @@
  * translate at their edges. Lifecycle (create/destroy) lives on the backend; what runs inside lives on
  * the Sandbox it returns.
  */
+import type { Readable } from 'node:stream';
 
 /** Options for a new sandbox. */
 export interface CreateSandboxOptions {
@@ -136,8 +137,22 @@ export interface SandboxFiles {
   write(path: string, data: Uint8Array): Promise<{ path: string; size: number }>;
   /** Reads a regular file of at most `maxBytes`. */
   read(path: string, maxBytes: number): Promise<{ path: string; data: Buffer }>;
+  /**
+   * The same, as a stream (backends that can): resolves as soon as the file's size is known, its bytes then
+   * flow through `body` as they come out of the sandbox; `received` settles once all of them did (the
+   * sandbox is free again then, whatever the reader of `body` does).
+   */
+  open?(path: string, maxBytes: number): Promise<OpenedFile>;
   stat(path: string): Promise<FileEntry>;
   list(path: string, options: { recursive: boolean; limit: number }): Promise<DirectoryListing>;
+}
+
+/** A file being read out of a sandbox (SandboxFiles.open). */
+export interface OpenedFile {
+  readonly path: string;
+  readonly size: number;
+  readonly body: Readable;
+  readonly received: Promise<void>;
 }
 
 /** What runs inside one live sandbox. */

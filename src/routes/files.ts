@@ -14,6 +14,7 @@ import { decodeContent, urlFileName } from '../service/file-input.js';
 import { baseUrl, refOf } from './wire.js';
 import { linker } from './responses.js';
 import type { FastifyReply } from 'fastify';
+import type { Readable } from 'node:stream';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 413: ErrorResponse };
 
@@ -66,16 +67,17 @@ function requirePath(...candidates: Array<string | undefined>): string {
   return path;
 }
 
-function sendFile(reply: FastifyReply, path: string, data: Buffer) {
-  const name = posix.basename(path);
+/** A file as the answer: its bytes (streamed as they come out of the sandbox) with download headers. */
+function sendFile(reply: FastifyReply, file: { path: string; size: number; body: Readable }) {
+  const name = posix.basename(file.path);
   return reply
     .header('content-type', mimeTypeOf(name))
     .header('content-disposition', contentDisposition(name))
-    .header('content-length', data.length)
+    .header('content-length', file.size)
     .header('x-content-type-options', 'nosniff')
     // A sandbox's HTML must not run scripts in the service's origin.
     .header('content-security-policy', "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox")
-    .send(data);
+    .send(file.body);
 }
 
 /** RFC 6266 header that keeps non-ASCII names intact and ASCII clients working. */
@@ -159,8 +161,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
   }, async (req, reply) => {
     const path = requirePath(req.body.remote_path, req.body.path);
     if (req.body.as_file) {
-      const { data, path: real } = await service.readFile(req.owner, refOf(req.body), path);
-      return sendFile(reply, real, data);
+      return sendFile(reply, await service.openFile(req.owner, refOf(req.body), path));
     }
     const { record, entry } = await service.statFile(req.owner, refOf(req.body), path);
     if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
@@ -213,11 +214,9 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
           ? 'this file link has expired; ask /download_file (or run the code again) for a fresh one'
           : 'this file link\'s signature is not valid for this file; use the URL exactly as the service gave it');
       }
-      const { data, path: real } = await service.readFileBySignature(sandboxId, path);
-      return sendFile(reply, real, data);
+      return sendFile(reply, await service.openFileBySignature(sandboxId, path));
     }
     app.authenticate(req);
-    const { data, path: real } = await service.readFile(req.owner, { sandboxId }, path);
-    return sendFile(reply, real, data);
+    return sendFile(reply, await service.openFile(req.owner, { sandboxId }, path));
   });
 };

@@ -4,6 +4,7 @@
  * cap, timeouts, one call at a time per sandbox. It talks only to a SandboxBackend.
  */
 import { randomBytes } from 'node:crypto';
+import { Readable } from 'node:stream';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import type { FileEntry, OutputListener, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
@@ -215,18 +216,43 @@ export class SandboxService {
     return { record, ...read };
   }
 
-  /** Reads a file for a signed URL: the signature, checked by the caller, stands in for the owner's key. */
-  async readFileBySignature(sandboxId: string, path: string): Promise<{ path: string; data: Buffer }> {
+  /**
+   * A file to send as it comes out of the sandbox (backends that stream; the others read it whole): the
+   * sandbox stays busy with it, for other calls, until all of it came out — not until the client took it.
+   */
+  async openFile(owner: string, ref: SandboxRef, path: string): Promise<{ path: string; size: number; body: Readable }> {
+    const record = await this.resolve(owner, ref, false);
+    return this.openIn(record, record.sandbox, path);
+  }
+
+  /** openFile for a signed URL: the signature, checked by the caller, stands in for the owner's key. */
+  async openFileBySignature(sandboxId: string, path: string): Promise<{ path: string; size: number; body: Readable }> {
     const record = this.records.get(sandboxId);
     if (!record && this.backend.attach) {
-      // Signed by another instance of a shared backend: the signature, not an owner, is the authority here.
       const sandbox = await this.backend.attach(sandboxId, null);
-      if (sandbox) return sandbox.files.read(path, this.config.MAX_FILE_BYTES);
+      if (sandbox) return this.openIn(null, sandbox, path);
     }
     if (!record) {
       throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, this.tombstones.get(sandboxId)?.message ?? `sandbox '${sandboxId}' not found`);
     }
-    return this.exclusive(record, () => record.sandbox.files.read(path, this.config.MAX_FILE_BYTES));
+    return this.openIn(record, record.sandbox, path);
+  }
+
+  private openIn(record: SandboxRecord | null, sandbox: Sandbox, path: string): Promise<{ path: string; size: number; body: Readable }> {
+    const max = this.config.MAX_FILE_BYTES;
+    const read = async () => {
+      const { path: real, data } = await sandbox.files.read(path, max);
+      return { path: real, size: data.length, body: Readable.from([data]), received: Promise.resolve() };
+    };
+    const open = () => (sandbox.files.open ? sandbox.files.open(path, max) : read());
+    if (!record) return open();
+    return new Promise((resolve, reject) => {
+      this.exclusive(record, async () => {
+        const file = await open();
+        resolve(file);
+        await file.received.catch(() => undefined);
+      }).catch(reject);
+    });
   }
 
   async statFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; entry: FileEntry }> {

@@ -5,6 +5,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { startServer } from '../helpers/http-server.js';
 import { localEnv } from '../helpers/local.js';
@@ -207,6 +208,41 @@ describe('files', () => {
     const sha = await post('/run_code', { sandbox_id: id, code: 'import hashlib\nhashlib.sha256(open("bin/data.bin","rb").read()).hexdigest()' });
     const { createHash } = await import('node:crypto');
     expect(sha.body.results[0].data['text/plain']).toBe(`'${createHash('sha256').update(data).digest('hex')}'`);
+  });
+
+  it('streams a download as it leaves the sandbox; a client that goes away half-way harms nothing', async () => {
+    const id = await sandbox();
+    await post('/execute_command', { sandbox_id: id, command: 'head -c 20000000 /dev/urandom > big.bin; : > empty.txt' });
+    const empty = await t.app.inject({ method: 'GET', url: `/files/${id}/empty.txt`, headers: auth });
+    expect(empty.statusCode).toBe(200);
+    expect(empty.headers['content-length']).toBe('0');
+    expect(empty.rawPayload.length).toBe(0);
+    const address = await t.app.listen({ port: 0, host: '127.0.0.1' });
+    try {
+      const { port } = new URL(address);
+      // Ask for 20 MB, read the headers, hang up.
+      await new Promise<void>((resolve, reject) => {
+        const socket = connect(Number(port), '127.0.0.1', () => socket.write(`GET /files/${id}/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\n\r\n`));
+        socket.once('data', (head) => {
+          expect(head.toString('latin1')).toMatch(/^HTTP\/1\.1 200[\s\S]*content-length: 20000000/i);
+          socket.destroy();
+          resolve();
+        });
+        socket.once('error', reject);
+      });
+      // The sandbox finished sending it all anyway: it answers, and a full download is whole.
+      expect((await post('/execute_command', { sandbox_id: id, command: 'echo still here' })).body.stdout).toBe('still here\n');
+      const whole = await fetch(`${address}/files/${id}/big.bin`, { headers: auth });
+      const bytes = Buffer.from(await whole.arrayBuffer());
+      const sha = (await post('/execute_command', { sandbox_id: id, command: 'sha256sum big.bin' })).body.stdout.split(' ')[0];
+      const { createHash } = await import('node:crypto');
+      expect(bytes.length).toBe(20_000_000);
+      expect(createHash('sha256').update(bytes).digest('hex')).toBe(sha);
+    } finally {
+      // Stop listening without closing the app, which the other tests go on using through inject().
+      t.app.server.closeAllConnections();
+      await new Promise((resolve) => t.app.server.close(resolve));
+    }
   });
 
   it('never follows a symlink planted by user code out of the workspace', async () => {

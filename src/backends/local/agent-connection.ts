@@ -16,6 +16,17 @@ interface Pending {
   reject(error: Error): void;
   timer: NodeJS.Timeout;
   onEvent?: EventListener;
+  sink?: BlobSink;
+}
+
+/**
+ * Takes a reply's payload as it arrives instead of in one buffer (a file being downloaded): start() with the
+ * reply's header and the payload's length, then chunk() for each piece, in order; the request's promise
+ * resolves (with an empty blob) once the last piece was handed over.
+ */
+export interface BlobSink {
+  start(header: Record<string, unknown>, length: number): void;
+  chunk(data: Buffer): void;
 }
 
 /** Receives the event frames ({"event": "stdout", "data": "..."}) that precede a streamed call's reply. */
@@ -46,6 +57,9 @@ export class AgentConnection {
   /** The payload being received, allocated at its full size once its header came, and how much is in. */
   private blob: Buffer | null = null;
   private blobReceived = 0;
+  /** Or the sink a payload streams to, and its length. */
+  private sink: BlobSink | null = null;
+  private sinkLength = 0;
   private header: Record<string, unknown> | null = null;
   private pending: Pending | null = null;
   private queue: Promise<unknown> = Promise.resolve();
@@ -84,8 +98,8 @@ export class AgentConnection {
    * Sends one request and waits for its reply. `deadlineMs` bounds the wait: past it the agent is
    * considered hung and `onFatal` kills the sandbox.
    */
-  request(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener): Promise<AgentReply> {
-    const run = () => this.send(header, blob, deadlineMs, onEvent);
+  request(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
+    const run = () => this.send(header, blob, deadlineMs, onEvent, sink);
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
     return result;
@@ -103,14 +117,14 @@ export class AgentConnection {
     }
   }
 
-  private send(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener): Promise<AgentReply> {
+  private send(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
     if (this.closedReason) return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LOST, this.closedReason));
     return new Promise<AgentReply>((resolve, reject) => {
       const id = this.nextId++;
       const timer = setTimeout(() => {
         this.onFatal(`the sandbox agent did not answer within ${Math.round(deadlineMs / 1000)} s and was killed`);
       }, deadlineMs);
-      this.pending = { resolve, reject, timer, onEvent };
+      this.pending = { resolve, reject, timer, onEvent, sink };
       const frame = { ...header, id, ...(blob && blob.length > 0 ? { blob: blob.length } : {}) };
       const line = Buffer.from(JSON.stringify(frame) + '\n', 'utf8');
       const stdin = this.child.stdin!;
@@ -126,14 +140,17 @@ export class AgentConnection {
   private onData(chunk: Buffer): void {
     // A large payload (a file) is copied into one buffer of its size as it arrives: no list of chunks to
     // join at the end, which would copy a 50 MB file once more and hold it twice.
-    if (this.blob !== null) {
-      const n = Math.min(chunk.length, this.blob.length - this.blobReceived);
-      chunk.copy(this.blob, this.blobReceived, 0, n);
+    if (this.blob !== null || this.sink !== null) {
+      const length = this.blob ? this.blob.length : this.sinkLength;
+      const n = Math.min(chunk.length, length - this.blobReceived);
+      if (this.blob) chunk.copy(this.blob, this.blobReceived, 0, n);
+      else this.sink!.chunk(chunk.subarray(0, n));
       this.blobReceived += n;
-      if (this.blobReceived < this.blob.length) return;
-      const [header, blob] = [this.header!, this.blob];
+      if (this.blobReceived < length) return;
+      const [header, blob] = [this.header!, this.blob ?? Buffer.alloc(0)];
       this.header = null;
       this.blob = null;
+      this.sink = null;
       this.blobReceived = 0;
       this.deliver(header, blob);
       chunk = chunk.subarray(n);
@@ -165,6 +182,24 @@ export class AgentConnection {
         this.violation('an oversized or malformed payload');
         return;
       }
+      const sink = this.pending?.sink;
+      if (sink && blobLength > 0 && this.header.ok === true && this.header.event === undefined && this.header.notice === undefined) {
+        // A reply whose payload streams out as it comes (the header first, so the caller can answer at once).
+        sink.start(this.header, blobLength);
+        const n = Math.min(this.buffer.length, blobLength);
+        if (n > 0) sink.chunk(this.buffer.subarray(0, n));
+        this.buffer = this.buffer.subarray(n);
+        if (n < blobLength) {
+          this.sink = sink;
+          this.sinkLength = blobLength;
+          this.blobReceived = n;
+          return;
+        }
+        const header = this.header;
+        this.header = null;
+        this.deliver(header, Buffer.alloc(0));
+        continue;
+      }
       if (this.buffer.length < blobLength) {
         this.blob = Buffer.allocUnsafe(blobLength);
         this.blobReceived = this.buffer.copy(this.blob);
@@ -187,6 +222,7 @@ export class AgentConnection {
   private violation(what: string): void {
     this.buffer = Buffer.alloc(0);
     this.blob = null;
+    this.sink = null;
     this.header = null;
     this.child.stdout!.removeAllListeners('data');
     this.onFatal(`the sandbox agent sent ${what} and the sandbox was stopped`);

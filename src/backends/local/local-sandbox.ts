@@ -1,7 +1,7 @@
 /** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes, and its Python kernel over the direct channel (fd 3). */
 import type { ChildProcess } from 'node:child_process';
 import { posix } from 'node:path';
-import type { Duplex } from 'node:stream';
+import { PassThrough, type Duplex } from 'node:stream';
 import { AgentConnection, AgentFailure, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
 import { ServiceError, ErrorCode } from '../../errors.js';
@@ -9,7 +9,7 @@ import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
 import { toArtifacts, toCodeError, toRunCodeResult } from '../agent-reply.js';
 import type {
-  CodeError, DirectoryListing, OutputListener, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions,
+  CodeError, DirectoryListing, OpenedFile, OutputListener, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions,
   RunCommandResult, Sandbox, SandboxFiles,
 } from '../types.js';
 
@@ -130,6 +130,30 @@ export class LocalSandbox implements Sandbox {
         const { header, blob } = await this.connection.request({ op: 'read', path, max_bytes: maxBytes }, null, FILE_OP_DEADLINE_MS);
         return { path: String(header.path), data: blob };
       },
+      open: (path, maxBytes) => new Promise<OpenedFile>((resolve, reject) => {
+        // Bytes go on to the HTTP answer as they come out of the sandbox, without waiting for the rest; the
+        // agent is never held back by a slow reader (what the reader has not taken yet waits in `body`).
+        const body = new PassThrough();
+        body.on('error', () => undefined); // a reader that went away; the sandbox still sends the rest, ignored
+        let opened = false;
+        const received = this.connection.request({ op: 'read', path, max_bytes: maxBytes }, null, FILE_OP_DEADLINE_MS, undefined, {
+          start: (header, length) => {
+            opened = true;
+            resolve({ path: String(header.path), size: length, body, received });
+          },
+          chunk: (data) => {
+            if (!body.destroyed) body.write(data);
+          },
+        }).then((reply) => {
+          if (!opened) resolve({ path: String(reply.header.path), size: 0, body, received }); // an empty file
+          body.end();
+        }, (err: Error) => {
+          if (opened) body.destroy(err);
+          else reject(err);
+          throw err;
+        });
+        received.catch(() => undefined);
+      }),
       stat: async (path) => toEntry((await this.connection.request({ op: 'stat', path }, null, FILE_OP_DEADLINE_MS)).header),
       list: async (path, options): Promise<DirectoryListing> => {
         const { header } = await this.connection.request(
