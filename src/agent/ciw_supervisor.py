@@ -325,7 +325,7 @@ def supervisor_main(resume=None):
     _setup()
     _yield_to_service()
     supervisor = Supervisor(os.fdopen(1, "wb", buffering=0), resume)
-    reader = LineReader(os.fdopen(0, "rb", buffering=0, closefd=False))
+    reader = LineReader(os.fdopen(0, "rb", buffering=0))
     if supervisor.direct is not None:
         supervisor.wake_r, wake_w = os.pipe()
         os.set_blocking(supervisor.wake_r, False)
