@@ -221,9 +221,9 @@ class LocalBackend implements SandboxBackend {
         await cgroup.remove();
         await proxy?.close();
       },
-      // Kill everything inside (the inner bubblewrap, pid 1 of the sandbox, takes its namespace with it)
-      // but not the outer bubblewrap, which then reaps the inner one and exits: no zombie is left for the
-      // host's init to collect.
+      // Kill everything inside (pid 1 of the sandbox — the supervisor, or bubblewrap's reaper in a sandbox
+      // with network — takes its namespace with it) but not the outer bubblewrap, which then reaps it and
+      // exits: no zombie is left for the host's init to collect.
       killTree: uid !== undefined ? () => killAll(pidsOfUid(uid).filter((p) => p !== child.pid)) : undefined,
     });
     return sandbox;
