@@ -295,6 +295,15 @@ class Kernel:
         return line
 
     def execute(self, code, timeout_s, grace_s, capture, inline_images=False):
+        ended = self.proc.poll() if self.proc is not None else None
+        if ended is not None:
+            # It ended between calls (process.exit() in a timer, a crash): this call runs in a new one.
+            self.stop()
+            how = "signal %d" % -ended if ended < 0 else "code %d" % ended
+            res = self.execute(code, timeout_s, grace_s, capture, inline_images)
+            res["state_preserved"] = False
+            res["notice"] = "the %s process ended between calls (%s); its state (variables, imports) is lost" % (self.label, how)
+            return res
         try:
             self.ensure_started()
         except OSError as exc:

@@ -41,6 +41,7 @@ export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
     timedOut: h.timed_out === true,
     statePreserved: h.state_preserved !== false,
     durationMs: Number(h.duration_ms) || 0,
+    ...(typeof h.notice === 'string' && h.notice ? { notice: h.notice } : {}),
     ...toArtifacts(h),
   };
 }

@@ -145,6 +145,18 @@ describe('JavaScript', () => {
     expect(awaited.body.results[0].data['text/plain']).toBe('82');
   });
 
+  it('says so when the JavaScript process ended between calls, and runs the next call in a new one', async () => {
+    const id = await sandbox();
+    await post('/run_code', { sandbox_id: id, language: 'js', code: 'globalThis.kept = 1' });
+    await post('/execute_command', { sandbox_id: id, command: 'pkill -f ciw_js_kernel; sleep 0.2' });
+    const r = await post('/run_code', { sandbox_id: id, language: 'js', code: 'typeof kept' });
+    expect(r.body.error, JSON.stringify(r.body.error)).toBeNull();
+    expect(r.body.results[0].data['text/plain']).toBe("'undefined'");
+    expect(r.body.state_preserved).toBe(false);
+    expect(r.body.notice).toMatch(/JavaScript process ended between calls \(signal 15\)/);
+    expect((await post('/run_code', { sandbox_id: id, language: 'js', code: '1 + 1' })).body.state_preserved).toBe(true);
+  });
+
   it('reports errors with the user\'s stack, and interrupts an endless loop keeping the state', async () => {
     const id = await sandbox();
     const e = await post('/run_code', { sandbox_id: id, language: 'js', code: 'globalThis.kept = "yes";\nnull.boom' });
