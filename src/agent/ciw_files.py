@@ -29,6 +29,8 @@ def _os_error(exc, path):
         return AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % path)
     if exc.errno == errno.ENOTDIR:
         return AgentError("NOT_A_DIRECTORY", "a component of %s is not a directory" % path)
+    if exc.errno == errno.ENXIO:
+        return AgentError("NOT_A_REGULAR_FILE", "%s is not a regular file (a FIFO with nobody reading it)" % path)
     if exc.errno == errno.ENAMETOOLONG:
         return AgentError("BAD_PATH", "the path or one of its names is too long: %s" % path[:200])
     if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
@@ -43,7 +45,8 @@ def write_file(path, chunks, append=False):
         raise AgentError("IS_A_DIRECTORY", "%s is a directory, not a file" % real)
     try:
         os.makedirs(os.path.dirname(real), exist_ok=True)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+        # O_NONBLOCK: writing to a FIFO planted there fails at once (ENXIO) instead of waiting for a reader.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | (os.O_APPEND if append else os.O_TRUNC)
         fd = os.open(real, flags, 0o644)
         with os.fdopen(fd, "wb", buffering=0) as f:
             for chunk in chunks:
@@ -96,7 +99,8 @@ def open_file(path, max_bytes):
     """Opens a regular file of at most max_bytes in the workspace for reading: (real path, OpenFile)."""
     real = resolve(path)
     try:
-        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW)
+        # O_NONBLOCK: a FIFO planted in the workspace must not hang the agent in open() (it is refused below).
+        fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
     except OSError as exc:
         raise _os_error(exc, real)
     try:

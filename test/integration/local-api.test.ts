@@ -263,6 +263,18 @@ describe('files', () => {
     expect(listing.body.entries.find((e: { name: string }) => e.name === 'pw').type).toBe('symlink');
   });
 
+  it('refuses a FIFO planted in the workspace at once, for reading and for writing', async () => {
+    const id = await sandbox();
+    await post('/execute_command', { sandbox_id: id, command: 'mkfifo trap' });
+    const g = await t.app.inject({ method: 'GET', url: `/files/${id}/trap`, headers: auth });
+    expect(g.statusCode).toBe(400);
+    expect(JSON.parse(g.body).error.code).toBe('NOT_A_REGULAR_FILE');
+    const w = await post('/write_file', { sandbox_id: id, remote_path: 'trap', content: 'x' });
+    expect(w.status).toBe(400);
+    expect(w.body.error.code).toBe('NOT_A_REGULAR_FILE');
+    expect((await post('/execute_command', { sandbox_id: id, command: 'echo fine' })).body.stdout).toBe('fine\n');
+  });
+
   it('uploads from a URL into the sandbox', async () => {
     const origin = await startServer({ '/report.csv': (_q, s) => s.writeHead(200, { 'content-type': 'text/csv' }).end('a,b\n1,2\n') });
     const u = await startTestApp(localEnv({ OUTBOUND_ALLOW_CIDRS: '127.0.0.1/32' }));
