@@ -7,7 +7,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from './config.js';
-import { ServiceError, ErrorCode, HTTP_STATUS } from './errors.js';
+import { ServiceError, ErrorCode, HTTP_STATUS, publicMessage } from './errors.js';
 import type { SandboxService } from './service/sandbox-service.js';
 import { authPlugin } from './routes/auth.js';
 import { bodiesPlugin } from './routes/bodies.js';
@@ -44,18 +44,22 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     bodyLimit: Math.ceil(config.MAX_FILE_BYTES * 4 / 3) + 1024 * 1024,
     // Form, multipart and query fields arrive as strings: "30" must be a valid timeout.
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
+    // Every connection is bounded in time: headers, the whole request, idle keep-alive. Once a request is in,
+    // a call may run silently for up to EXEC_MAX_TIMEOUT_S, so the socket's own idle timeout sits above that.
+    requestTimeout: config.HTTP_REQUEST_TIMEOUT_S * 1000,
+    keepAliveTimeout: config.HTTP_KEEPALIVE_TIMEOUT_S * 1000,
+    connectionTimeout: (config.EXEC_MAX_TIMEOUT_S + config.INTERRUPT_GRACE_MS / 1000 + 60) * 1000,
   }).withTypeProvider<TypeBoxTypeProvider>();
-
-  // An empty POST (Dify's "none" body, curl -X POST) means "no fields", not a malformed request.
-  const defaultJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) =>
-    (body as string).trim() === '' ? done(null, {}) : defaultJson(req, body as string, done));
+  app.server.headersTimeout = config.HTTP_HEADERS_TIMEOUT_S * 1000;
+  app.server.maxConnections = config.MAX_CONNECTIONS;
 
   app.setErrorHandler((err: FastifyError | ServiceError, req, reply) => {
+    // Refused before its body was all in (no key, too large, a bad shape) or for want of a key: the connection
+    // goes with the answer, instead of staying open for whatever the client still sends.
+    if (!req.raw.complete || (err instanceof ServiceError && err.code === ErrorCode.UNAUTHORIZED)) reply.header('connection', 'close');
     if (err instanceof ServiceError) {
       if (err.status >= 500) req.log.error({ err, reqId: req.id }, 'service error');
-      return reply.status(err.status).headers(err.headers).send(errorBody(err.code, err.message));
+      return reply.status(err.status).headers(err.headers).send(errorBody(err.code, publicMessage(err)));
     }
     if (err.validation) {
       return reply.status(400).send(errorBody(ErrorCode.VALIDATION_FAILED, `invalid request: ${err.message}`));
@@ -106,7 +110,12 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   registerToolDocument(app, config);
   await app.register(authPlugin, { apiKeys: config.apiKeys });
   await app.register(bodiesPlugin, { maxFileBytes: config.MAX_FILE_BYTES });
-  await app.register(idempotencyPlugin, { ttlMs: config.IDEMPOTENCY_TTL_S * 1000 });
+  await app.register(idempotencyPlugin, {
+    ttlMs: config.IDEMPOTENCY_TTL_S * 1000,
+    maxEntriesPerKey: config.IDEMPOTENCY_MAX_ENTRIES_PER_KEY,
+    maxBytesPerKey: config.IDEMPOTENCY_MAX_BYTES_PER_KEY,
+    maxAnswerBytes: config.IDEMPOTENCY_MAX_ANSWER_BYTES,
+  });
   await app.register(healthRoutes, { service });
   await app.register(sandboxRoutes, { service });
   await app.register(executionRoutes, { service, config });

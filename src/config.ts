@@ -54,6 +54,18 @@ export const ConfigSchema = Type.Object({
   LOG_REQUESTS: Type.Boolean({ default: false, description: 'Log a line per request and per response (pino, at info level). Off: errors, sandbox lifecycle and start-up are still logged.' }),
   MCP_SSE: Type.Boolean({ default: false, description: 'Answer MCP requests at /mcp as SSE streams instead of JSON (either way works with Streamable HTTP clients; `?sse=1` chooses per request).' }),
   MAX_SANDBOXES: Type.Integer({ default: 100, minimum: 1, description: 'Live sandboxes at most; a create beyond it gets 429.' }),
+  MAX_SANDBOXES_PER_KEY: Type.Integer({ default: 0, minimum: 0, description: 'Live sandboxes one API key may hold at once; a create beyond it gets 429. 0: MAX_SANDBOXES with one key (or none), half of what the Code node leaves with several, so that one tenant cannot take every sandbox.' }),
+  DIFY_SANDBOX_RESERVED: Type.Integer({ default: 2, minimum: 0, description: 'Sandboxes out of MAX_SANDBOXES kept for Dify\'s Code node (/v1/sandbox/run), which other callers cannot take (at most MAX_SANDBOXES - 1).' }),
+  MAX_CONCURRENT_CREATES: Type.Integer({ default: 4, minimum: 1, description: 'Sandbox starts at once; further creates wait in a queue served in turn across API keys (one key\'s burst does not delay another key by more than one start).' }),
+  MAX_QUEUED_CREATES_PER_KEY: Type.Integer({ default: 16, minimum: 1, description: 'Creates one API key may have waiting for a start; more get 429.' }),
+  MAX_CALLS_PER_KEY: Type.Integer({ default: 32, minimum: 1, description: 'Calls into sandboxes (code, commands, files) one API key may have running or queued at once; more get 429.' }),
+  MAX_QUEUED_CALLS_PER_SANDBOX: Type.Integer({ default: 8, minimum: 1, description: 'Calls waiting behind the running one in a sandbox; more get 429 (each may hold a request body in memory).' }),
+  SANDBOX_CPU_LIMIT_S: Type.Number({ default: 3600, minimum: 0, description: 'CPU seconds a sandbox may use over its whole life, background threads and processes included (cgroup accounting where available; per process RLIMIT_CPU hard limit always); past it the sandbox is stopped. 0 for no limit.' }),
+  HTTP_HEADERS_TIMEOUT_S: Type.Number({ default: 10, minimum: 1, description: 'Time a client has to send a request\'s headers, from the connection or from the end of the previous answer.' }),
+  HTTP_REQUEST_TIMEOUT_S: Type.Number({ default: 120, minimum: 1, description: 'Time a client has to send a whole request, body included (a 100 MB upload needs ≈ 1 MB/s).' }),
+  HTTP_KEEPALIVE_TIMEOUT_S: Type.Number({ default: 30, minimum: 1, description: 'How long an idle keep-alive connection is kept open.' }),
+  MAX_CONNECTIONS: Type.Integer({ default: 512, minimum: 16, description: 'Open HTTP connections at most; further ones are refused at once (keep it under the process\'s file-descriptor limit, with room for sandboxes, which use ≈ 5 each).' }),
+  FILE_SEND_IDLE_TIMEOUT_S: Type.Number({ default: 30, minimum: 1, description: 'A download whose client takes no bytes for this long is ended; meanwhile at most a few hundred KiB of it wait in memory (the sandbox is held back, not the service).' }),
   SANDBOX_IDLE_TIMEOUT_S: Type.Number({ default: 1800, minimum: 1, description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).' }),
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),
   EXEC_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Default timeout of one run_code / execute_command call, in seconds.' }),
@@ -82,6 +94,9 @@ export const ConfigSchema = Type.Object({
     description: 'Comma-separated host names reachable whatever they resolve to (`*.example.com` for subdomains), e.g. Dify\'s internal file host `api`.',
   }),
   IDEMPOTENCY_TTL_S: Type.Number({ default: 3600, minimum: 1, description: 'How long an Idempotency-Key is remembered, in seconds.' }),
+  IDEMPOTENCY_MAX_ENTRIES_PER_KEY: Type.Integer({ default: 1000, minimum: 1, description: 'Idempotency-Keys remembered per API key (the oldest are forgotten first; one API key never pushes out another\'s).' }),
+  IDEMPOTENCY_MAX_BYTES_PER_KEY: Type.Integer({ default: 32 * MiB, minimum: MiB, description: 'Bytes of kept answers per API key (the oldest are forgotten first).' }),
+  IDEMPOTENCY_MAX_ANSWER_BYTES: Type.Integer({ default: 4 * MiB, minimum: 1024, description: 'Largest answer kept for replay; a retry of a call whose answer was larger gets 409 IDEMPOTENT_ANSWER_NOT_KEPT instead of running the code again.' }),
   DIFY_SANDBOX_TIMEOUT_S: Type.Number({
     default: 55,
     minimum: 1,
@@ -130,6 +145,9 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const cfg = cleaned as Static<typeof ConfigSchema>;
   const apiKeys = [cfg.API_KEY, ...cfg.API_KEYS.split(',')].map((k) => k.trim()).filter(Boolean);
   const host = cfg.HOST || (apiKeys.length > 0 ? '0.0.0.0' : '127.0.0.1');
+  if (cfg.IDEMPOTENCY_MAX_ANSWER_BYTES > cfg.IDEMPOTENCY_MAX_BYTES_PER_KEY) {
+    throw new Error('invalid configuration: IDEMPOTENCY_MAX_ANSWER_BYTES must not exceed IDEMPOTENCY_MAX_BYTES_PER_KEY');
+  }
   if (cfg.EXEC_TIMEOUT_S > cfg.EXEC_MAX_TIMEOUT_S) {
     throw new Error('invalid configuration: EXEC_TIMEOUT_S must not exceed EXEC_MAX_TIMEOUT_S');
   }

@@ -25,6 +25,8 @@ export const ErrorCode = {
   IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
   ROUTE_NOT_FOUND: 'ROUTE_NOT_FOUND',
   SANDBOX_LIMIT_REACHED: 'SANDBOX_LIMIT_REACHED',
+  CALL_LIMIT_REACHED: 'CALL_LIMIT_REACHED',
+  IDEMPOTENT_ANSWER_NOT_KEPT: 'IDEMPOTENT_ANSWER_NOT_KEPT',
   BACKEND_UNAVAILABLE: 'BACKEND_UNAVAILABLE',
   BACKEND_OVERLOADED: 'BACKEND_OVERLOADED',
   INTERNAL_ERROR: 'INTERNAL_ERROR',
@@ -62,6 +64,10 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   IDEMPOTENCY_KEY_REUSED: 422,
   ROUTE_NOT_FOUND: 404,
   SANDBOX_LIMIT_REACHED: 429,
+  // Too many calls of one API key running or queued (or in one sandbox's queue): retry later.
+  CALL_LIMIT_REACHED: 429,
+  // The call ran, but its answer was too large to keep: a 4xx so that the retry does not run it again.
+  IDEMPOTENT_ANSWER_NOT_KEPT: 409,
   BACKEND_UNAVAILABLE: 503,
   // Retryable by design: Dify and other clients retry 503 with back-off.
   BACKEND_OVERLOADED: 503,
@@ -88,4 +94,9 @@ export class ServiceError extends Error {
 
 export function isErrorCode(value: string): value is ErrorCode {
   return Object.prototype.hasOwnProperty.call(ErrorCode, value);
+}
+
+/** What a caller is told of an error: its message, except for our own faults (500), whose text is for the log. */
+export function publicMessage(err: ServiceError): string {
+  return err.code === ErrorCode.INTERNAL_ERROR ? 'internal error; see the service log' : err.message;
 }

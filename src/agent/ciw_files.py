@@ -10,7 +10,10 @@ def resolve(path, must_exist=True):
     if not isinstance(path, str) or path == "" or "\0" in path:
         raise AgentError("BAD_PATH", "path must be a non-empty string without NUL bytes")
     full = os.path.normpath(os.path.join(WORKSPACE, path))
-    real = os.path.realpath(full)
+    try:
+        real = os.path.realpath(full)
+    except OSError as exc:  # a symlink swapped while it was being followed (EINVAL, ELOOP…)
+        raise _os_error(exc, full) from None
     root = os.path.realpath(WORKSPACE)
     if real != root and not real.startswith(root + os.sep):
         raise AgentError("PATH_OUTSIDE_WORKSPACE",
@@ -35,6 +38,8 @@ def _os_error(exc, path):
         return AgentError("BAD_PATH", "the path or one of its names is too long: %s" % path[:200])
     if exc.errno in (errno.ELOOP, errno.EACCES, errno.EPERM):
         return AgentError("PATH_OUTSIDE_WORKSPACE", "%s cannot be accessed (%s)" % (path, exc.strerror))
+    if exc.errno == errno.EINVAL:
+        return AgentError("FILE_IO_FAILED", "%s changed while it was being opened (a symlink replaced?); try again" % path[:500])
     return AgentError("FILE_IO_FAILED", "%s: %s" % (path[:500], exc.strerror))
 
 
@@ -136,7 +141,12 @@ def list_dir(path, recursive, limit):
         raise AgentError("NOT_A_DIRECTORY", "%s is not a directory" % real)
     entries = []
     truncated = False
-    for dirpath, dirnames, filenames in os.walk(real):
+
+    def unreadable(exc):
+        if exc.filename == real:  # the directory asked for; one deeper down is listed without its contents
+            raise AgentError("FILE_IO_FAILED", "%s cannot be listed (%s)" % (real, exc.strerror))
+
+    for dirpath, dirnames, filenames in os.walk(real, onerror=unreadable):
         dirnames.sort()
         for name in dirnames + sorted(filenames):
             if len(entries) >= limit:

@@ -109,7 +109,7 @@ def display(*values):
     """Shows values as rich results of the current call, as IPython's display() does."""
     if _current is not None:
         for value in values:
-            ciw_rich.add_result("display_data", value, _current, _safe_repr)
+            ciw_rich.add_result("display_data", value, _current, _safe_repr, from_user=True)
 
 
 def _compile_cell(code, filename):
@@ -155,7 +155,7 @@ def _run_cell(ns, code, cell, cpu_limit_s):
     try:
         ciw_rich.capture_figures(cell)
     except Exception as exc:  # noqa: BLE001 - never lose the call's result over a figure
-        cell.results.append({"type": "display_data", "data": {"text/plain": "<figures could not be saved: %s>" % exc}})
+        cell.add({"type": "display_data", "data": {"text/plain": "<figures could not be saved: %s>" % exc}})
     _current = None
     return cell.results, error
 
@@ -167,16 +167,30 @@ def _safe_repr(value):
         return "<unrepresentable %s: %s>" % (type(value).__name__, exc)
 
 
+def _add_user_site():
+    import site
+    site.ENABLE_USER_SITE = True
+    user_site = site.getusersitepackages()
+    if os.path.isdir(user_site) and user_site not in sys.path:
+        site.addsitedir(user_site)
+
+
 def _common_setup():
     """What the kernel does before its first call, whichever channel it serves: signals, the workspace, the
     import path, the preloaded modules. Returns the namespace user code runs in and the CPU-time limit."""
     signal.signal(signal.SIGINT, _Interrupts.handler)
     signal.signal(signal.SIGXCPU, _Interrupts.cpu_handler)
     cpu_limit_s = float(os.environ.pop("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
+    ciw_rich.Cell.cap = int(os.environ.pop("CIW_MAX_OUTPUT_BYTES", "0") or 0) or ciw_rich.Cell.cap
     sys.stdin = open(os.devnull, "r")
     os.chdir(WORKSPACE)
+    # The kernel is forked from the supervisor, which runs isolated (-I): user code gets the import path a
+    # plain `python3` would give it — PYTHONPATH first, then the user's site-packages (pip install --user).
+    for entry in reversed([e for e in os.environ.get("PYTHONPATH", "").split(os.pathsep) if e]):
+        sys.path.insert(0, entry)
     if "" not in sys.path:
         sys.path.insert(0, "")
+    _add_user_site()
     # Figures render with Agg and plt.show() reports them; child Python processes can load the backend too.
     os.environ["MPLBACKEND"] = "module://ciw_mpl_backend"
     os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [AGENT_DIR, os.environ.get("PYTHONPATH")]))
@@ -285,6 +299,7 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
         results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
         _flush_std_streams()
         stdout, stderr, output, truncated = capture.end()
+        truncated = truncated or cell.truncated
         if truncated and (error is None or error["name"] in ("KeyboardInterrupt", OutputLimitExceeded.__name__)):
             error = output_limit_error(max_output)
         changed, changed_truncated = [], False

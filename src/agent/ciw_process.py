@@ -376,8 +376,11 @@ def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
         return {"exit_code": 126, "timed_out": False, "error": _process_limit_error(exc)}
     if cpu_limit_s:
         seconds = int(cpu_limit_s) + 1
+        _, hard = resource.getrlimit(resource.RLIMIT_CPU)  # the sandbox's budget: a hard limit cannot go up
+        if hard != resource.RLIM_INFINITY:
+            seconds = min(seconds, hard)
         try:
-            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (seconds, seconds + 2))
+            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (seconds, min(seconds + 2, hard) if hard != resource.RLIM_INFINITY else seconds + 2))
         except (OSError, ValueError):
             pass  # already gone
     fds = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}

@@ -27,13 +27,35 @@ _IMAGE_REPRS = (
 
 
 class Cell:
-    """What one call produces besides its output: the results list and a counter for image names."""
+    """What one call produces besides its output: the results list and a counter for image names. The
+    results are held to `cap` bytes (MAX_OUTPUT_BYTES, set by the kernel), as the text output is: display()
+    in a loop must not send the service an answer of any size."""
+
+    cap = 1 << 20
 
     def __init__(self, number, inline_images):
         self.number = number
         self.inline_images = inline_images
         self.results = []
         self.images = 0
+        self.result_bytes = 0
+        self.truncated = False
+
+    def add(self, result, from_user=False):
+        """Keeps a result if it fits in what is left of the cap. Past it the result is dropped, a note says so
+        once, and a display() from user code raises OutputLimitExceeded, as a print past the cap does."""
+        size = sum(len(v) for v in result["data"].values()) + len(result.get("path") or "")
+        if self.result_bytes + size <= self.cap:
+            self.result_bytes += size
+            self.results.append(result)
+            return
+        if not self.truncated:
+            self.truncated = True
+            self.results.append({"type": "display_data", "data": {
+                "text/plain": "<results past the %d-byte output limit were dropped>" % self.cap}})
+        if from_user:
+            from ciw_capture import OutputLimitExceeded
+            raise OutputLimitExceeded("the results passed the %d-byte limit" % self.cap)
 
     def save_image(self, data, mime, ext):
         """Writes an image under outputs/ and returns the bundle fields that describe it."""
@@ -106,12 +128,12 @@ def bundle(value, cell, safe_repr):
     return data, path
 
 
-def add_result(kind, value, cell, safe_repr):
+def add_result(kind, value, cell, safe_repr, from_user=False):
     data, path = bundle(value, cell, safe_repr)
     result = {"type": kind, "data": data}
     if path:
         result["path"] = path
-    cell.results.append(result)
+    cell.add(result, from_user)
 
 
 def capture_figures(cell):
@@ -126,10 +148,10 @@ def capture_figures(cell):
         try:
             fig.savefig(buf, format="png", bbox_inches="tight")
         except Exception as exc:  # noqa: BLE001 - a figure that cannot render is reported, not fatal
-            cell.results.append({"type": "display_data", "data": {"text/plain": "<figure could not be rendered: %s>" % exc}})
+            cell.add({"type": "display_data", "data": {"text/plain": "<figure could not be rendered: %s>" % exc}})
             continue
         fields, path = cell.save_image(buf.getvalue(), "image/png", "png")
         data = {"text/plain": repr(fig)}
         data.update(fields)
-        cell.results.append({"type": "display_data", "data": data, "path": path})
+        cell.add({"type": "display_data", "data": data, "path": path})
     plt.close("all")

@@ -30,7 +30,8 @@ def _on_path(name, path):
 def apply_rlimits(limits):
     """Limits every process of the sandbox inherits: no core dumps, and whatever the service asks for
     (address-space data, process count) — the fallback where cgroups are not available."""
-    names = {"core": resource.RLIMIT_CORE, "data": resource.RLIMIT_DATA, "nproc": resource.RLIMIT_NPROC}
+    names = {"core": resource.RLIMIT_CORE, "data": resource.RLIMIT_DATA, "nproc": resource.RLIMIT_NPROC,
+             "cpu": resource.RLIMIT_CPU}
     for key, value in dict({"core": 0}, **limits).items():
         if key in names and value is not None:
             resource.setrlimit(names[key], (int(value), int(value)))
@@ -43,7 +44,14 @@ class Supervisor:
     def __init__(self, out, resume=None):
         """`resume`: (kernel pid or 0, kernel starts so far) when this process comes back from ciw-idle."""
         self.out = out
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_") or k == "CIW_WORKSPACE"}
+        # What user processes see. The local backend passes it as JSON (CIW_USER_ENV) so that none of it
+        # (LD_PRELOAD, PYTHONHOME…) applies to this process; elsewhere it is this process's own environment.
+        user_env = os.environ.get("CIW_USER_ENV")
+        if user_env is not None:
+            self.env = {k: v for k, v in json.loads(user_env).items() if not k.startswith("CIW_")}
+            self.env["CIW_WORKSPACE"] = WORKSPACE
+        else:
+            self.env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_") or k == "CIW_WORKSPACE"}
         self.max_output = int(os.environ.get("CIW_MAX_OUTPUT_BYTES", "1048576"))
         self.grace_s = float(os.environ.get("CIW_INTERRUPT_GRACE_MS", "2000")) / 1000
         self.cpu_limit_s = float(os.environ.get("CIW_CPU_SECONDS_PER_CALL", "0") or 0)
@@ -54,7 +62,9 @@ class Supervisor:
         # Kernels start on first use (an idle sandbox is just this process), or now when the sandbox is
         # warmed for a pool, with modules preloaded.
         preload = os.environ.get("CIW_PRELOAD", "")
-        python_env = dict(self.env, CIW_PRELOAD=preload) if preload else self.env
+        python_env = dict(self.env, CIW_MAX_OUTPUT_BYTES=str(self.max_output))  # its results' cap
+        if preload:
+            python_env["CIW_PRELOAD"] = preload
         warm = bool(os.environ.get("CIW_WARM")) and resume is None
         # The direct channel (local backend, sandboxes without network): the service talks to the Python
         # kernel itself on this fd; this process only starts, interrupts and restarts it.
@@ -215,8 +225,8 @@ class Supervisor:
         kernel = self.direct.proc
         os.set_inheritable(self.channel_fd, True)
         try:
-            os.execv(IDLE_PROGRAM, [IDLE_PROGRAM, str(kernel.pid if kernel is not None else 0), sys.executable, "-S",
-                                    "-u", os.path.join(AGENT_DIR, "agent.py"), "--kernel-starts", str(self.kernel_starts)])
+            os.execv(IDLE_PROGRAM, [IDLE_PROGRAM, str(kernel.pid if kernel is not None else 0), sys.executable, "-I",
+                                    "-S", "-u", os.path.join(AGENT_DIR, "agent.py"), "--kernel-starts", str(self.kernel_starts)])
         except OSError:
             os.set_inheritable(self.channel_fd, False)
             self.idle_s = 0  # stay awake
@@ -287,7 +297,12 @@ class Supervisor:
                 reply.update({"id": rid, "ok": True})
             except AgentError as exc:
                 reply, reply_blob = {"id": rid, "ok": False, "code": exc.code, "message": exc.message}, b""
+            except (ValueError, UnicodeError) as exc:
+                # A value of the request the OS cannot take (the service refuses the ones it knows of).
+                reply, reply_blob = {"id": rid, "ok": False, "code": "VALIDATION_FAILED",
+                                     "message": "the request holds a value the sandbox cannot use (%s)" % type(exc).__name__}, b""
             except Exception as exc:  # noqa: BLE001 - report, never die
+                # The service logs the detail; the caller gets a generic 500 (no internal paths or text).
                 reply, reply_blob = {"id": rid, "ok": False, "code": "AGENT_FAILURE",
                                      "message": "%s: %s" % (type(exc).__name__, exc)}, b""
             if blob is not None:

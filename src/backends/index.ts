@@ -48,6 +48,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
           maxProcesses: config.SANDBOX_MAX_PROCESSES,
           cpus: config.SANDBOX_CPUS,
           cpuSecondsPerCall: config.EXEC_CPU_LIMIT_S,
+          cpuSecondsPerSandbox: config.SANDBOX_CPU_LIMIT_S,
         },
         log,
       });

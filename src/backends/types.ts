@@ -167,6 +167,8 @@ export interface Sandbox {
   pids(): readonly number[];
   /** Called once if the sandbox dies by itself (crash, killed); the service then forgets it. */
   onExit(listener: (reason: string) => void): void;
+  /** CPU seconds the whole sandbox used so far, background work included; null or absent when not accounted. */
+  cpuSeconds?(): number | null;
 }
 
 /** Health and isolation facts reported at start and on /health. */

@@ -8,7 +8,7 @@ import { posix } from 'node:path';
 import { Type, type Static, type TSchema } from 'typebox';
 import { Value } from 'typebox/value';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { ServiceError } from '../errors.js';
+import { ServiceError, publicMessage } from '../errors.js';
 import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandResponse } from '../schemas/execution.js';
 import { CreateSandboxBody, SandboxRefBody } from '../schemas/sandboxes.js';
 import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '../schemas/files.js';
@@ -244,7 +244,7 @@ export async function callTool(name: string, args: unknown, ctx: ToolContext): P
   try {
     return await tool.run(input as never, ctx);
   } catch (err) {
-    if (err instanceof ServiceError) return { content: [text(`${err.code}: ${err.message}`)], isError: true };
+    if (err instanceof ServiceError) return { content: [text(`${err.code}: ${publicMessage(err)}`)], isError: true };
     throw err;
   }
 }

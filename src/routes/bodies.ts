@@ -14,6 +14,8 @@ import fp from 'fastify-plugin';
 import multipart, { type MultipartFile } from '@fastify/multipart';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { syncHook } from './sync-hook.js';
+import { isBase64 } from '../service/file-input.js';
+import { JsonShapeGuard } from './json-shape.js';
 
 /** A file that came in the request itself (a multipart file part, or a binary body). */
 export interface UploadedFile {
@@ -31,6 +33,7 @@ declare module 'fastify' {
 }
 
 const PLACEHOLDER = '__multipart_placeholder__';
+const MAX_FORM_FIELDS = 1000;
 
 /** The field a raw text/plain body fills, by route. */
 const RAW_FIELD: Record<string, string> = {
@@ -48,7 +51,7 @@ function decodeBase64Fields(body: Fields): void {
   for (const name of BASE64_FIELDS) {
     const encoded = body[`${name}_base64`];
     if (encoded === undefined) continue;
-    if (typeof encoded !== 'string' || !/^[A-Za-z0-9+/_\-\s]*={0,2}\s*$/.test(encoded)) {
+    if (typeof encoded !== 'string' || !isBase64(encoded, true)) {
       throw new ServiceError(ErrorCode.VALIDATION_FAILED, `${name}_base64 is not valid base64`);
     }
     body[name] = Buffer.from(encoded, 'base64').toString('utf8');
@@ -89,21 +92,39 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
   });
 
   app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
+    // A field is at least "a=": a body of a million of them would hold the event loop while it is split.
+    if ((body as string).split('&', MAX_FORM_FIELDS + 1).length > MAX_FORM_FIELDS) {
+      done(new ServiceError(ErrorCode.VALIDATION_FAILED, `a form body may have at most ${MAX_FORM_FIELDS} fields`));
+      return;
+    }
     const fields: Fields = {};
     for (const [k, v] of new URLSearchParams(body as string)) fields[k] = v;
     done(null, fields);
   });
-  app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBinaryBody(req, payload, done));
+  app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBody(req, payload, null, done));
+  // JSON is read like a binary body, its shape bounded as it arrives (json-shape.ts); an empty POST (Dify's
+  // "none" body, curl -X POST) means "no fields", not a malformed request.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', (req, payload, done) => {
+    readBody(req, payload, new JsonShapeGuard(), (err, body) => {
+      if (err) return done(err);
+      const text = body!.toString('utf8');
+      if (text.trim() === '') return done(null, {});
+      parseJson(req, text, done);
+    });
+  });
 
   app.addHook('preValidation', syncHook(normalizeBody));
 }, { name: 'ciw-bodies' });
 
 /**
- * A binary body (a file) with its Content-Length is copied into one buffer of that size as it arrives:
- * Fastify's own reader keeps the chunks and joins them at the end, which for a 50 MB upload copies it once
- * more, holds it twice and stalls the event loop while it does. Same limits and errors as Fastify's.
+ * A body with its Content-Length is copied into one buffer of that size as it arrives: Fastify's own reader
+ * keeps the chunks and joins them at the end, which for a 50 MB upload copies it once more, holds it twice
+ * and stalls the event loop while it does. Same limits and errors as Fastify's. A JSON body's shape is
+ * checked chunk by chunk by `guard`, and the body refused at the first chunk that breaks it.
  */
-function readBinaryBody(req: FastifyRequest, payload: NodeJS.ReadableStream, done: (err: Error | null, body?: Buffer) => void): void {
+function readBody(req: FastifyRequest, payload: NodeJS.ReadableStream, guard: JsonShapeGuard | null, done: (err: Error | null, body?: Buffer) => void): void {
   const limit = req.routeOptions.bodyLimit ?? Infinity;
   const header = req.headers['content-length'];
   const declared = header === undefined ? NaN : Number(header);
@@ -124,6 +145,12 @@ function readBinaryBody(req: FastifyRequest, payload: NodeJS.ReadableStream, don
     if (received > limit || (whole !== null && received > whole.length)) {
       stop();
       done(received > limit ? new errorCodes.FST_ERR_CTP_BODY_TOO_LARGE() : new errorCodes.FST_ERR_CTP_INVALID_CONTENT_LENGTH());
+      return;
+    }
+    const refused = guard?.push(chunk);
+    if (refused) {
+      stop();
+      done(new ServiceError(ErrorCode.VALIDATION_FAILED, refused));
       return;
     }
     if (whole !== null) chunk.copy(whole, received - chunk.length);

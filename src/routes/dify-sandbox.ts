@@ -12,7 +12,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
-import type { SandboxService } from '../service/sandbox-service.js';
+import { CODE_NODE_OWNER, type SandboxService } from '../service/sandbox-service.js';
 import type { RunCommandResult } from '../backends/types.js';
 
 const RUNNERS: Record<string, { file: string; command: string }> = {
@@ -67,7 +67,7 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     },
   }, async (req, reply) => {
     if (!authorized(req, reply)) return reply;
-    const runner = RUNNERS[req.body.language];
+    const runner = Object.hasOwn(RUNNERS, req.body.language) ? RUNNERS[req.body.language] : undefined;
     if (!runner) return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
     let sandboxId: string;
     try {
@@ -106,4 +106,4 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
 };
 
 /** Owner of the short-lived sandboxes of this API: no API key's listing ever shows them. */
-const DIFY_OWNER = 'dify-sandbox';
+const DIFY_OWNER = CODE_NODE_OWNER;

@@ -34,7 +34,12 @@ function difyFile(value: unknown): { url?: string; remote_url?: string; filename
 
 function urlOf(body: { file_url?: string; file?: unknown }): string {
   const file = difyFile(body.file);
-  const candidates = [body.file_url, file?.url, file?.remote_url];
+  for (const field of ['url', 'remote_url'] as const) {
+    if (file?.[field] !== undefined && file[field] !== null && typeof file[field] !== 'string') {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `file.${field} must be a string (the file's URL), not ${typeof file[field]}`);
+    }
+  }
+  const candidates = [body.file_url, file?.url ?? undefined, file?.remote_url ?? undefined];
   // The first non-empty one; else '' if any was given empty (Dify without FILES_URL), so the error can say so.
   const url = candidates.find((c) => c) ?? candidates.find((c) => c !== undefined);
   if (url === undefined) {
@@ -67,9 +72,26 @@ function requirePath(...candidates: Array<string | undefined>): string {
   return path;
 }
 
+/**
+ * A download whose client takes nothing for `idleMs` is ended: the socket's idle timeout (which the server
+ * sets far longer, for calls that run silently) is shortened while the file goes out, and restored after.
+ * The body's back-pressure reaches the sandbox (see BlobSink), so meanwhile the service holds little of it.
+ */
+function holdBackSlowReader(reply: FastifyReply, body: Readable, idleMs: number): void {
+  const socket = reply.raw.socket;
+  if (!socket || typeof socket.setTimeout !== 'function') return; // app.inject(): no socket
+  const usual = reply.server.server.timeout;
+  socket.setTimeout(idleMs);
+  reply.raw.once('close', () => {
+    if (!socket.destroyed) socket.setTimeout(usual);
+    body.destroy();
+  });
+}
+
 /** A file as the answer: its bytes (streamed as they come out of the sandbox) with download headers. */
-function sendFile(reply: FastifyReply, file: { path: string; size: number; body: Readable }) {
+function sendFile(reply: FastifyReply, file: { path: string; size: number; body: Readable }, sendIdleTimeoutMs: number) {
   const name = posix.basename(file.path);
+  holdBackSlowReader(reply, file.body, sendIdleTimeoutMs);
   return reply
     .header('content-type', mimeTypeOf(name))
     .header('content-disposition', contentDisposition(name))
@@ -87,6 +109,7 @@ export function contentDisposition(filename: string): string {
 }
 
 export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
+  const sendIdleMs = config.FILE_SEND_IDLE_TIMEOUT_S * 1000;
   app.post('/write_file', {
     config: { idempotent: true },
     schema: {
@@ -161,7 +184,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
   }, async (req, reply) => {
     const path = requirePath(req.body.remote_path, req.body.path);
     if (req.body.as_file) {
-      return sendFile(reply, await service.openFile(req.owner, refOf(req.body), path));
+      return sendFile(reply, await service.openFile(req.owner, refOf(req.body), path), sendIdleMs);
     }
     const { record, entry } = await service.statFile(req.owner, refOf(req.body), path);
     if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
@@ -214,9 +237,9 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
           ? 'this file link has expired; ask /download_file (or run the code again) for a fresh one'
           : 'this file link\'s signature is not valid for this file; use the URL exactly as the service gave it');
       }
-      return sendFile(reply, await service.openFileBySignature(sandboxId, path));
+      return sendFile(reply, await service.openFileBySignature(sandboxId, path), sendIdleMs);
     }
     app.authenticate(req);
-    return sendFile(reply, await service.openFile(req.owner, { sandboxId }, path));
+    return sendFile(reply, await service.openFile(req.owner, { sandboxId }, path), sendIdleMs);
   });
 };

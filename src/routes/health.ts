@@ -1,6 +1,7 @@
 /** Liveness and service facts; no API key needed. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
+import type { FastifyRequest } from 'fastify';
 import type { SandboxService } from '../service/sandbox-service.js';
 
 const HealthResponse = Type.Object({
@@ -10,7 +11,7 @@ const HealthResponse = Type.Object({
   backend_ready: Type.Boolean(),
   isolation: Type.String(),
   problem: Type.Optional(Type.String()),
-  live_sandboxes: Type.Integer(),
+  live_sandboxes: Type.Optional(Type.Integer({ description: 'Live sandboxes of all keys; only for a caller with a valid API key (or when none is configured).' })),
   pool: Type.Optional(Type.Object({
     target: Type.Integer({ description: 'POOL_SIZE' }),
     ready: Type.Integer({ description: 'Sandboxes ready to hand out now' }),
@@ -19,7 +20,13 @@ const HealthResponse = Type.Object({
 });
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
-  const handler = async () => {
+  const handler = async (req: FastifyRequest) => {
+    let trusted = true;
+    try {
+      app.authenticate(req);
+    } catch {
+      trusted = false;
+    }
     const s = service.backend.status();
     return {
       status: s.ready ? ('ok' as const) : ('degraded' as const),
@@ -28,7 +35,7 @@ export const healthRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }
       backend_ready: s.ready,
       isolation: s.isolation,
       ...(s.problem ? { problem: s.problem } : {}),
-      live_sandboxes: service.size,
+      ...(trusted ? { live_sandboxes: service.size } : {}),
       ...(s.pool ? { pool: { ...s.pool, preload: [...s.pool.preload] } } : {}),
     };
   };

@@ -4,6 +4,8 @@
  * IDEMPOTENCY_TTL_S: a repeat gets the first answer (header `Idempotent-Replayed: true`), waiting for it if
  * the first call is still running. The same key with a different body is a 422. Only 2xx answers are kept,
  * so a retry after a failure runs again. Streamed calls are not covered (their answer is not a single body).
+ * Memory is bounded per API key (entries and bytes, oldest forgotten first), so no tenant can push out
+ * another's; an answer too large to keep is remembered as "ran" and a repeat gets 409, never a second run.
  */
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
@@ -23,27 +25,86 @@ interface Stored {
   payload: string | Buffer;
 }
 
+/** What a first call left for its repeats: its answer, a note that the answer was too large to keep, or nothing (it failed). */
+type Outcome = Stored | 'not-kept' | null;
+
 interface Entry {
   fingerprint: string;
   expiresAt: number;
-  result: Promise<Stored | null>;
-  settle: (s: Stored | null) => void;
+  /** Bytes of the kept answer (0 until it is there). */
+  bytes: number;
+  result: Promise<Outcome>;
+  settle: (s: Outcome) => void;
 }
 
-const MAX_ENTRIES = 10_000;
-const KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
+/** One API key's remembered calls, oldest first (a Map keeps insertion order), and the bytes they hold. */
+interface OwnerEntries {
+  entries: Map<string, Entry>;
+  bytes: number;
+}
 
-export const idempotencyPlugin = fp(async (app: FastifyInstance, opts: { ttlMs: number; now?: () => number }) => {
+export interface IdempotencyOptions {
+  readonly ttlMs: number;
+  /** Calls remembered per API key. */
+  readonly maxEntriesPerKey: number;
+  /** Bytes of kept answers per API key. */
+  readonly maxBytesPerKey: number;
+  /** Largest answer kept. */
+  readonly maxAnswerBytes: number;
+  readonly now?: () => number;
+}
+
+const KEY_PATTERN = /^[\x21-\x7e]{1,200}$/;
+/** Files are hashed in slices, the event loop free between them. */
+const HASH_SLICE_BYTES = 4 * 1024 * 1024;
+
+/** The request's fingerprint: its fields and the bytes of every file it carries. */
+async function fingerprintOf(body: unknown, files: readonly { data: Buffer }[] | undefined): Promise<string> {
+  const hash = createHash('sha256').update(JSON.stringify(body));
+  for (const file of files ?? []) {
+    hash.update(`\0${file.data.length}\0`);
+    for (let at = 0; at < file.data.length; at += HASH_SLICE_BYTES) {
+      if (at > 0) await new Promise((r) => setImmediate(r));
+      hash.update(file.data.subarray(at, at + HASH_SLICE_BYTES));
+    }
+  }
+  return hash.digest('hex');
+}
+
+export const idempotencyPlugin = fp(async (app: FastifyInstance, opts: IdempotencyOptions) => {
   const now = opts.now ?? Date.now;
-  const entries = new Map<string, Entry>();
-  const pending = new WeakMap<FastifyRequest, { key: string; entry: Entry }>();
+  // Per API key: one key's calls never push out another's. There are as many owners as configured keys.
+  const owners = new Map<string, OwnerEntries>();
+  const pending = new WeakMap<FastifyRequest, { owner: OwnerEntries; key: string; entry: Entry }>();
+
+  const forget = (owner: OwnerEntries, key: string, entry: Entry) => {
+    if (owner.entries.get(key) !== entry) return;
+    owner.entries.delete(key);
+    owner.bytes -= entry.bytes;
+  };
 
   const settle = (req: FastifyRequest, stored: Stored | null) => {
     const p = pending.get(req);
     if (!p) return;
     pending.delete(req);
-    if (!stored) entries.delete(p.key);
+    if (!stored) {
+      forget(p.owner, p.key, p.entry);
+      p.entry.settle(null);
+      return;
+    }
+    const size = typeof stored.payload === 'string' ? Buffer.byteLength(stored.payload) : stored.payload.length;
+    if (size > opts.maxAnswerBytes || p.owner.entries.get(p.key) !== p.entry) {
+      // The call ran: its repeats must not run it again, but its answer is not worth the memory.
+      p.entry.settle('not-kept');
+      return;
+    }
+    p.entry.bytes = size;
+    p.owner.bytes += size;
     p.entry.settle(stored);
+    for (const [k, e] of p.owner.entries) {
+      if (p.owner.bytes <= opts.maxBytesPerKey) break;
+      if (e !== p.entry) forget(p.owner, k, e);
+    }
   };
 
   // Callback hooks, not async ones: they run on every call of the hot path, almost always with nothing to do.
@@ -62,29 +123,36 @@ export const idempotencyPlugin = fp(async (app: FastifyInstance, opts: { ttlMs: 
     if (typeof header !== 'string' || !KEY_PATTERN.test(header)) {
       throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'Idempotency-Key must be 1 to 200 printable ASCII characters');
     }
-    const key = `${req.owner}\n${req.routeOptions.url}\n${header}`;
-    const fingerprint = createHash('sha256').update(JSON.stringify(body)).update(String(req.uploadedFiles?.map((f) => f.data.length))).digest('hex');
+    const key = `${req.routeOptions.url}\n${header}`;
+    const fingerprint = await fingerprintOf(body, req.uploadedFiles);
+    let owner = owners.get(req.owner);
+    if (!owner) owners.set(req.owner, (owner = { entries: new Map(), bytes: 0 }));
     const t = now();
-    for (const [k, e] of entries) {
-      if (e.expiresAt > t && entries.size < MAX_ENTRIES) break;
-      entries.delete(k); // oldest first: Map keeps insertion order
+    for (const [k, e] of owner.entries) {
+      if (e.expiresAt > t && owner.entries.size < opts.maxEntriesPerKey) break;
+      forget(owner, k, e); // oldest first
     }
-    const existing = entries.get(key);
+    const existing = owner.entries.get(key);
     if (existing && existing.expiresAt > t) {
       if (existing.fingerprint !== fingerprint) {
         throw new ServiceError(ErrorCode.IDEMPOTENCY_KEY_REUSED, 'this Idempotency-Key was already used with a different request; use a new key for a new request');
       }
       const stored = await existing.result;
+      if (stored === 'not-kept') {
+        throw new ServiceError(ErrorCode.IDEMPOTENT_ANSWER_NOT_KEPT,
+          `a call with this Idempotency-Key already ran, and its answer was larger than IDEMPOTENCY_MAX_ANSWER_BYTES=${opts.maxAnswerBytes} so it was not kept; it is not run again. Use a new key to run it again`);
+      }
       if (stored) {
         return reply.status(stored.status).header('content-type', stored.contentType).header('idempotent-replayed', 'true').send(stored.payload);
       }
       // The first call failed: this one runs.
     }
-    let resolve!: (s: Stored | null) => void;
-    const result = new Promise<Stored | null>((r) => (resolve = r));
-    const entry: Entry = { fingerprint, expiresAt: t + opts.ttlMs, result, settle: resolve };
-    entries.set(key, entry);
-    pending.set(req, { key, entry });
+    let resolve!: (s: Outcome) => void;
+    const result = new Promise<Outcome>((r) => (resolve = r));
+    const entry: Entry = { fingerprint, expiresAt: t + opts.ttlMs, bytes: 0, result, settle: resolve };
+    owner.entries.delete(key);
+    owner.entries.set(key, entry);
+    pending.set(req, { owner, key, entry });
   };
 
   app.addHook('onSend', (req, reply, payload, done) => {

@@ -5,7 +5,7 @@
  * `curl -N`.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ServiceError } from '../errors.js';
+import { ServiceError, publicMessage } from '../errors.js';
 
 export type StreamFormat = 'ndjson' | 'sse';
 
@@ -47,7 +47,8 @@ export async function streamReply(
     emit('end', { response: final });
   } catch (err) {
     if (err instanceof ServiceError) {
-      emit('error', { error: { code: err.code, message: err.message } });
+      if (err.status >= 500) req.log.error({ err, reqId: req.id }, 'streamed call failed');
+      emit('error', { error: { code: err.code, message: publicMessage(err) } });
     } else {
       req.log.error({ err, reqId: req.id }, 'streamed call failed');
       emit('error', { error: { code: 'INTERNAL_ERROR', message: 'internal error; see the service log' } });

@@ -13,7 +13,8 @@ export const ACCEPTED_LANGUAGES = Object.keys(LANGUAGES);
 
 export function runtimeOf(language: string | undefined): Runtime {
   const key = (language ?? 'py').trim().toLowerCase();
-  const runtime = LANGUAGES[key];
+  // Own keys only: '__proto__' or 'constructor' must not find Object.prototype's members.
+  const runtime = Object.hasOwn(LANGUAGES, key) ? LANGUAGES[key] : undefined;
   if (!runtime) {
     throw new ServiceError(ErrorCode.UNSUPPORTED_LANGUAGE,
       `language '${language}' is not supported; use one of: ${ACCEPTED_LANGUAGES.join(', ')}`);

@@ -6,6 +6,7 @@
  * Dify's internal file host.
  */
 import { lookup as dnsLookup, type LookupAddress } from 'node:dns';
+import { networkInterfaces } from 'node:os';
 import ipaddr from 'ipaddr.js';
 
 export interface OutboundPolicy {
@@ -13,12 +14,58 @@ export interface OutboundPolicy {
   readonly allowCidrs: ReadonlyArray<[ipaddr.IPv4 | ipaddr.IPv6, number]>;
   /** Host names whose addresses are reachable whatever they are (OUTBOUND_ALLOW_HOSTS); `*.x` matches subdomains. */
   readonly allowHosts: readonly string[];
+  /**
+   * This host's own addresses (normalized), which are never "public" even when globally routable: through
+   * them a sandbox would reach the service itself and whatever else listens here. Read from the network
+   * interfaces, again at most every few seconds.
+   */
+  readonly ownAddresses: () => ReadonlySet<string>;
+}
+
+const OWN_ADDRESSES_TTL_MS = 5_000;
+
+/** This machine's interface addresses, cached briefly (they can change: DHCP, a new container network). */
+export function localAddresses(): () => ReadonlySet<string> {
+  let cached: ReadonlySet<string> = new Set();
+  let readAt = -Infinity;
+  return () => {
+    if (Date.now() - readAt > OWN_ADDRESSES_TTL_MS) {
+      const found = new Set<string>();
+      for (const list of Object.values(networkInterfaces())) {
+        for (const a of list ?? []) {
+          try {
+            found.add(normalized(ipaddr.process(a.address.split('%')[0])));
+          } catch {
+            // not an address ipaddr knows
+          }
+        }
+      }
+      cached = found;
+      readAt = Date.now();
+    }
+    return cached;
+  };
+}
+
+function normalized(ip: ipaddr.IPv4 | ipaddr.IPv6): string {
+  return ip.kind() === 'ipv6' ? (ip as ipaddr.IPv6).toNormalizedString() : ip.toString();
+}
+
+/**
+ * IPv4-compatible IPv6 (::a.b.c.d, deprecated by RFC 4291) carries an IPv4 address that ipaddr.js judges as
+ * IPv6 "unicast": ::7f00:1 is 127.0.0.1. Judge such an address as the IPv4 address it holds.
+ */
+function embeddedIpv4(ip: ipaddr.IPv4 | ipaddr.IPv6): ipaddr.IPv4 | ipaddr.IPv6 {
+  if (ip.kind() !== 'ipv6') return ip;
+  const parts = (ip as ipaddr.IPv6).parts;
+  if (parts.slice(0, 6).some((p) => p !== 0) || (parts[6] === 0 && parts[7] <= 1)) return ip; // ::, ::1 are their own
+  return ipaddr.IPv4.parse(`${parts[6] >> 8}.${parts[6] & 0xff}.${parts[7] >> 8}.${parts[7] & 0xff}`);
 }
 
 /** Never reachable, allow-listed or not. */
 const NEVER = new Set(['unspecified', 'multicast', 'broadcast']);
 
-export function parsePolicy(cidrs: string, hosts: string): OutboundPolicy {
+export function parsePolicy(cidrs: string, hosts: string, ownAddresses: () => ReadonlySet<string> = localAddresses()): OutboundPolicy {
   const allowCidrs = cidrs.split(',').map((c) => c.trim()).filter(Boolean).map((c) => {
     try {
       return c.includes('/') ? ipaddr.parseCIDR(c) : ([ipaddr.parse(c), ipaddr.parse(c).kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number]);
@@ -27,7 +74,7 @@ export function parsePolicy(cidrs: string, hosts: string): OutboundPolicy {
     }
   });
   const allowHosts = hosts.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
-  return { allowCidrs, allowHosts };
+  return { allowCidrs, allowHosts, ownAddresses };
 }
 
 export function hostAllowed(policy: OutboundPolicy, hostname: string): boolean {
@@ -39,16 +86,18 @@ export function hostAllowed(policy: OutboundPolicy, hostname: string): boolean {
 export function deniedReason(policy: OutboundPolicy, address: string, hostname = address): string | null {
   let ip: ipaddr.IPv4 | ipaddr.IPv6;
   try {
-    ip = ipaddr.process(address); // IPv4-mapped IPv6 becomes plain IPv4
+    ip = embeddedIpv4(ipaddr.process(address)); // IPv4-mapped and IPv4-compatible IPv6 become plain IPv4
   } catch {
     return `'${address}' is not an IP address`;
   }
-  const range = ip.range();
+  // Only a global address needs this check: the host's private and loopback ones are refused as such.
+  const own = ip.range() === 'unicast' && policy.ownAddresses().has(normalized(ip));
+  const range = own ? 'this host\'s own' : ip.range();
   if (NEVER.has(range)) return `${address} is a ${range} address`;
   if (range === 'unicast') return null;
   if (hostAllowed(policy, hostname)) return null;
   if (policy.allowCidrs.some(([net, bits]) => net.kind() === ip.kind() && ip.match(net, bits))) return null;
-  return `${hostname === address ? '' : `${hostname} resolves to `}${address}, a ${range} address; ` +
+  return `${hostname === address ? '' : `${hostname} resolves to `}${address}, ${own ? 'one of this host\'s own addresses' : `a ${range} address`}; ` +
     'allow it with OUTBOUND_ALLOW_CIDRS or OUTBOUND_ALLOW_HOSTS if it is meant to be reachable';
 }
 

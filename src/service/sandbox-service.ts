@@ -11,6 +11,7 @@ import type { FileEntry, OutputListener, RunCodeResult, RunCommandResult, Sandbo
 import { createUrlSigner, type UrlSigner } from './signing.js';
 import { runtimeOf } from './languages.js';
 import { fetchFileUrl } from './fetch-url.js';
+import { FairQueue } from './fair-queue.js';
 
 /** How a request names its sandbox: by id, or by conversation (created on first use when allowed). */
 export interface SandboxRef {
@@ -84,6 +85,27 @@ interface Tombstone {
 }
 
 const TOMBSTONES_KEPT = 10_000;
+
+/** Owner of the short-lived sandboxes of Dify's Code node (/v1/sandbox/run): no API key's listing shows them. */
+export const CODE_NODE_OWNER = 'dify-sandbox';
+
+/** NUL or a lone UTF-16 surrogate: neither can become a path, an argument or an environment value. */
+const UNREPRESENTABLE = /\0|\p{Cs}/u;
+
+/** Refuses a path, command or environment value that the OS could not take, naming the field (400). */
+export function checkText(field: string, value: string | undefined): void {
+  if (value !== undefined && UNREPRESENTABLE.test(value)) {
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED,
+      `${field} contains a NUL character or a lone UTF-16 surrogate, which no path, command or environment value can hold; remove it`);
+  }
+}
+
+function checkEnv(field: string, env: Readonly<Record<string, string>> | undefined): void {
+  for (const [name, value] of Object.entries(env ?? {})) {
+    checkText(`${field} name`, name);
+    checkText(`${field}.${name}`, value);
+  }
+}
 const REAP_INTERVAL_MS = 1_000;
 
 export interface ServiceOptions {
@@ -106,6 +128,12 @@ export class SandboxService {
   private readonly creating = new Map<string, Promise<SandboxRecord>>();
   private readonly tombstones = new Map<string, Tombstone>();
   private pendingCreates = 0;
+  /** Creates in progress (queued or starting) per owner. */
+  private readonly pendingByOwner = new Map<string, number>();
+  /** Calls running or queued per owner. */
+  private readonly callsByOwner = new Map<string, number>();
+  /** Sandbox starts: a few at a time, in turn across owners. */
+  private readonly starts: FairQueue;
   private reaper: NodeJS.Timeout | null = null;
   private closed = false;
 
@@ -115,6 +143,26 @@ export class SandboxService {
     this.now = options.now ?? Date.now;
     this.log = options.log ?? (() => undefined);
     this.signer = createUrlSigner(this.config.URL_SIGNING_KEY, this.config.FILE_URL_TTL_S, this.now);
+    this.starts = new FairQueue(this.config.MAX_CONCURRENT_CREATES, this.config.MAX_QUEUED_CREATES_PER_KEY);
+  }
+
+  /** Sandboxes kept for the Code node, out of MAX_SANDBOXES. */
+  private get reservedForCodeNode(): number {
+    return Math.min(this.config.DIFY_SANDBOX_RESERVED, this.config.MAX_SANDBOXES - 1);
+  }
+
+  /** Live sandboxes one API key may hold (MAX_SANDBOXES_PER_KEY, or its default: see config.ts). */
+  get perKeyLimit(): number {
+    if (this.config.MAX_SANDBOXES_PER_KEY > 0) return this.config.MAX_SANDBOXES_PER_KEY;
+    const open = this.config.MAX_SANDBOXES - this.reservedForCodeNode;
+    return this.config.apiKeys.length >= 2 ? Math.max(1, Math.ceil(open / 2)) : open;
+  }
+
+  /** Sandboxes of `owner`, live or being created. */
+  private held(owner: string): number {
+    let n = this.pendingByOwner.get(owner) ?? 0;
+    for (const r of this.records.values()) if (r.owner === owner) n++;
+    return n;
   }
 
   /** Starts the reaper. */
@@ -128,6 +176,7 @@ export class SandboxService {
   }
 
   async create(owner: string, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
+    checkEnv('env', input.env);
     if (input.conversationId) {
       const existing = this.conversationRecord(owner, input.conversationId);
       if (existing) return { info: this.info(existing), reused: true };
@@ -173,6 +222,7 @@ export class SandboxService {
     const timeoutMs = this.timeoutMs(input.timeoutS);
     const record = await this.resolve(owner, ref);
     if (runtime === 'shell') {
+      checkText('code', input.code);
       const result = await this.exclusive(record, () => record.sandbox.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
       return { record, runtime, result };
     }
@@ -184,6 +234,9 @@ export class SandboxService {
 
   async runCommand(owner: string, ref: SandboxRef, input: RunCommandInput): Promise<{ record: SandboxRecord; result: RunCommandResult }> {
     const timeoutMs = this.timeoutMs(input.timeoutS);
+    checkText('command', input.command);
+    checkText('cwd', input.cwd);
+    checkEnv('env', input.env);
     const record = await this.resolve(owner, ref);
     const result = await this.exclusive(record, () =>
       record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }));
@@ -191,6 +244,7 @@ export class SandboxService {
   }
 
   async writeFile(owner: string, ref: SandboxRef, path: string, data: Uint8Array): Promise<{ record: SandboxRecord; path: string; size: number }> {
+    checkText('remote_path', path);
     if (data.length > this.config.MAX_FILE_BYTES) {
       throw new ServiceError(ErrorCode.FILE_TOO_LARGE, `content is ${data.length} bytes, more than the ${this.config.MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES)`);
     }
@@ -200,6 +254,7 @@ export class SandboxService {
   }
 
   async uploadFromUrl(owner: string, ref: SandboxRef, fileUrl: string, path: string): Promise<{ record: SandboxRecord; path: string; size: number }> {
+    checkText('remote_path', path);
     const record = await this.resolve(owner, ref);
     const { data } = await fetchFileUrl(fileUrl, {
       maxBytes: this.config.MAX_FILE_BYTES,
@@ -211,6 +266,7 @@ export class SandboxService {
   }
 
   async readFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; path: string; data: Buffer }> {
+    checkText('remote_path', path);
     const record = await this.resolve(owner, ref, false);
     const read = await this.exclusive(record, () => record.sandbox.files.read(path, this.config.MAX_FILE_BYTES));
     return { record, ...read };
@@ -239,6 +295,7 @@ export class SandboxService {
   }
 
   private openIn(record: SandboxRecord | null, sandbox: Sandbox, path: string): Promise<{ path: string; size: number; body: Readable }> {
+    checkText('path', path);
     const max = this.config.MAX_FILE_BYTES;
     const read = async () => {
       const { path: real, data } = await sandbox.files.read(path, max);
@@ -256,12 +313,14 @@ export class SandboxService {
   }
 
   async statFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; entry: FileEntry }> {
+    checkText('remote_path', path);
     const record = await this.resolve(owner, ref, false);
     const entry = await this.exclusive(record, () => record.sandbox.files.stat(path));
     return { record, entry };
   }
 
   async listFiles(owner: string, ref: SandboxRef, path: string, recursive: boolean) {
+    checkText('path', path);
     const record = await this.resolve(owner, ref);
     const listing = await this.exclusive(record, () => record.sandbox.files.list(path, { recursive, limit: 10_000 }));
     return { record, listing };
@@ -287,14 +346,28 @@ export class SandboxService {
     await this.backend.close();
   }
 
-  /** Stops every sandbox whose idle time or lifetime is over. */
+  /**
+   * Stops every sandbox whose idle time or lifetime is over, or that used up its CPU budget. A lifetime is a
+   * lifetime: a sandbox past it is stopped even in the middle of a call (which then answers 410 saying so);
+   * only the idle timeout waits for calls to end.
+   */
   async reap(): Promise<void> {
     const now = this.now();
-    const expired = [...this.records.values()].filter((r) => r.busy === 0 && this.expiryMs(r) <= now);
-    await Promise.all(expired.map((r) => {
-      const why = r.createdAtMs + r.maxLifetimeMs <= now ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s` : `was idle for ${r.idleTimeoutMs / 1000} s`;
-      return this.remove(r, 'expired', `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`);
-    }));
+    const cpuLimitS = this.config.SANDBOX_CPU_LIMIT_S;
+    const ending: Promise<void>[] = [];
+    for (const r of [...this.records.values()]) {
+      const lifetimeOver = r.createdAtMs + r.maxLifetimeMs <= now;
+      if (lifetimeOver || (r.busy === 0 && this.expiryMs(r) <= now)) {
+        const why = lifetimeOver ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s` : `was idle for ${r.idleTimeoutMs / 1000} s`;
+        ending.push(this.remove(r, 'expired', `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`));
+        continue;
+      }
+      const used = cpuLimitS > 0 ? r.sandbox.cpuSeconds?.() ?? null : null;
+      if (used !== null && used > cpuLimitS) {
+        ending.push(this.remove(r, 'expired', `sandbox '${r.id}' was stopped at ${new Date(now).toISOString()}: it used ${Math.round(used)} CPU seconds, more than SANDBOX_CPU_LIMIT_S=${cpuLimitS}; create a new one`));
+      }
+    }
+    await Promise.all(ending);
   }
 
   /** A sandbox another instance created (shared backends): looked up in the backend, then remembered here. */
@@ -343,11 +416,7 @@ export class SandboxService {
 
   private async doCreate(owner: string, input: CreateInput): Promise<SandboxRecord> {
     if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
-    if (this.records.size + this.pendingCreates >= this.config.MAX_SANDBOXES) {
-      throw new ServiceError(ErrorCode.SANDBOX_LIMIT_REACHED,
-        `${this.config.MAX_SANDBOXES} sandboxes are live (MAX_SANDBOXES); stop one with /stop_sandbox or retry later`,
-        { headers: { 'retry-after': '5' } });
-    }
+    this.checkQuota(owner);
     const maxLifetimeS = input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S;
     const idleTimeoutS = input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S;
     if (maxLifetimeS > this.config.SANDBOX_MAX_LIFETIME_S) {
@@ -362,11 +431,18 @@ export class SandboxService {
     }
     const proposedId = `sbx_${randomBytes(12).toString('hex')}`;
     this.pendingCreates++;
+    this.pendingByOwner.set(owner, (this.pendingByOwner.get(owner) ?? 0) + 1);
     let sandbox: Sandbox;
     try {
-      sandbox = await this.backend.create({ id: proposedId, env: input.env ?? {}, network, owner });
+      sandbox = await this.starts.run(owner, () => {
+        if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
+        return this.backend.create({ id: proposedId, env: input.env ?? {}, network, owner });
+      });
     } finally {
       this.pendingCreates--;
+      const left = this.pendingByOwner.get(owner)! - 1;
+      if (left > 0) this.pendingByOwner.set(owner, left);
+      else this.pendingByOwner.delete(owner);
     }
     if (this.closed) {
       await this.backend.destroy(sandbox);
@@ -375,6 +451,26 @@ export class SandboxService {
     // A shared backend names its sandboxes (the name leads any instance to it); otherwise the id is ours.
     const id = this.backend.shared ? sandbox.id : proposedId;
     return this.register(sandbox, owner, { ...input, maxLifetimeS, idleTimeoutS }, id);
+  }
+
+  /**
+   * The live-sandbox quotas: MAX_SANDBOXES in all; a share of it that only the Code node may use; and
+   * MAX_SANDBOXES_PER_KEY for each API key, so that no key can take every sandbox.
+   */
+  private checkQuota(owner: string): void {
+    const limit = (message: string) => new ServiceError(ErrorCode.SANDBOX_LIMIT_REACHED, message, { headers: { 'retry-after': '5' } });
+    const max = this.config.MAX_SANDBOXES;
+    const total = this.records.size + this.pendingCreates;
+    if (total >= max) throw limit(`${max} sandboxes are live (MAX_SANDBOXES); stop one with /stop_sandbox or retry later`);
+    if (owner === CODE_NODE_OWNER) return;
+    const reserved = this.reservedForCodeNode;
+    if (total - this.held(CODE_NODE_OWNER) >= max - reserved) {
+      throw limit(`${max - reserved} sandboxes are live, all that is open to API keys (MAX_SANDBOXES=${max}, of which DIFY_SANDBOX_RESERVED=${reserved} are kept for the Code node); stop one with /stop_sandbox or retry later`);
+    }
+    const mine = this.held(owner);
+    if (mine >= this.perKeyLimit) {
+      throw limit(`this API key holds ${mine} live sandboxes, its limit (MAX_SANDBOXES_PER_KEY=${this.perKeyLimit}); stop one with /stop_sandbox or retry later`);
+    }
   }
 
   private register(sandbox: Sandbox, owner: string, input: CreateInput, id = sandbox.id): SandboxRecord {
@@ -420,22 +516,51 @@ export class SandboxService {
     this.log('info', `sandbox ${record.id} ${kind}`);
   }
 
-  /** Runs `fn` after every earlier call into the same sandbox has finished. */
+  /**
+   * Runs `fn` after every earlier call into the same sandbox has finished. Bounded: at most
+   * MAX_QUEUED_CALLS_PER_SANDBOX calls wait behind the running one, and an API key has at most
+   * MAX_CALLS_PER_KEY calls running or waiting in all (each may hold a request body); more get 429.
+   */
   private exclusive<T>(record: SandboxRecord, fn: () => Promise<T>): Promise<T> {
+    if (record.busy > this.config.MAX_QUEUED_CALLS_PER_SANDBOX) {
+      return Promise.reject(new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
+        `${record.busy - 1} calls are already waiting for sandbox '${record.id}' (MAX_QUEUED_CALLS_PER_SANDBOX); retry when they are done`,
+        { headers: { 'retry-after': '1' } }));
+    }
+    const owner = record.owner;
+    const calls = this.callsByOwner.get(owner) ?? 0;
+    if (calls >= this.config.MAX_CALLS_PER_KEY) {
+      return Promise.reject(new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
+        `this API key has ${calls} calls running or waiting, its limit (MAX_CALLS_PER_KEY); retry when they are done`,
+        { headers: { 'retry-after': '1' } }));
+    }
+    this.callsByOwner.set(owner, calls + 1);
     record.busy++;
     const run = async () => {
       try {
+        if (this.records.get(record.id) !== record && !this.backend.shared) {
+          // Stopped or expired while this call waited its turn.
+          throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, this.tombstones.get(record.id)?.message ?? `sandbox '${record.id}' is gone`);
+        }
         return await fn();
       } catch (err) {
         // The backend says the sandbox is gone (another instance stopped it, AgentCube expired it, its
         // processes died): stop remembering it, so later calls get the plain not-found answer.
         if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_NOT_FOUND || err.code === ErrorCode.SANDBOX_LOST)) {
+          const tomb = this.records.get(record.id) === record ? undefined : this.tombstones.get(record.id);
+          if (tomb && err.code === ErrorCode.SANDBOX_LOST) {
+            // Ended under this call by the service itself (its lifetime, its CPU budget, a stop): say why.
+            throw new ServiceError(ErrorCode.SANDBOX_LOST, `the call was ended: ${tomb.message}`, { cause: err });
+          }
           void this.remove(record, 'lost', `sandbox '${record.id}' is gone: ${err.message}`);
         }
         throw err;
       } finally {
         record.busy--;
         record.lastUsedAtMs = this.now();
+        const left = this.callsByOwner.get(owner)! - 1;
+        if (left > 0) this.callsByOwner.set(owner, left);
+        else this.callsByOwner.delete(owner);
       }
     };
     const result = record.tail.then(run, run);

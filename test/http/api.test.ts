@@ -7,7 +7,7 @@ import { startServer } from '../helpers/http-server.js';
 
 let t: TestApp;
 beforeAll(async () => {
-  t = await startTestApp({ PUBLIC_BASE_URL: 'http://ciw.example:8000/', MAX_SANDBOXES: '5', MAX_FILE_BYTES: '2097152' });
+  t = await startTestApp({ PUBLIC_BASE_URL: 'http://ciw.example:8000/', MAX_SANDBOXES: '5', DIFY_SANDBOX_RESERVED: '0', MAX_FILE_BYTES: '2097152' });
 });
 afterAll(async () => t.close());
 afterEach(async () => {

@@ -50,18 +50,23 @@ describe('bwrapArgs', () => {
     const setenvs = args.map((a, i) => (a === '--setenv' ? i : -1)).filter((i) => i >= 0);
     expect(clear).toBeGreaterThanOrEqual(0);
     expect(setenvs.every((i) => i > clear)).toBe(true);
-    expect(find(args, '--setenv', 'FOO', 'bar')).toBeGreaterThan(clear);
+    expect(find(args, '--setenv', 'FOO', 'bar')).toBe(-1); // user variables travel in CIW_USER_ENV only
+    expect(JSON.parse(args[args.indexOf('CIW_USER_ENV') + 1]).FOO).toBe('bar');
     expect(find(args, '--setenv', 'CIW_WORKSPACE', '/workspace')).toBeGreaterThan(clear);
   });
 
   it('recreates merged-/usr symlinks and ends with the agent command', () => {
     expect(find(args, '--symlink', 'usr/bin', '/bin')).toBeGreaterThanOrEqual(0);
-    expect(args.slice(-4)).toEqual(['/usr/bin/python3', '-S', '-u', '/opt/ciw/agent.py']);
+    expect(args.slice(-5)).toEqual(['/usr/bin/python3', '-I', '-S', '-u', '/opt/ciw/agent.py']);
   });
 
-  it('lets user variables not override the agent\'s own', () => {
-    const env = sandboxEnv('/workspace', { CIW_WORKSPACE: '/etc', PATH: '/x' }, {});
+  it('keeps user variables out of the agent\'s own environment: they reach only user processes', () => {
+    const env = sandboxEnv('/workspace', { CIW_WORKSPACE: '/etc', PATH: '/x', LD_PRELOAD: '/workspace/x.so', PYTHONHOME: '/x' }, {});
     expect(env.CIW_WORKSPACE).toBe('/workspace');
-    expect(env.PATH).toBe('/x');
+    expect(env.PATH).toBe('/usr/local/bin:/usr/bin:/bin');
+    expect(env).not.toHaveProperty('LD_PRELOAD');
+    expect(env).not.toHaveProperty('PYTHONHOME');
+    const user = JSON.parse(env.CIW_USER_ENV);
+    expect(user).toMatchObject({ PATH: '/x', LD_PRELOAD: '/workspace/x.so', PYTHONHOME: '/x' });
   });
 });

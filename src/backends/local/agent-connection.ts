@@ -15,7 +15,12 @@ interface Pending {
   resolve(reply: AgentReply): void;
   reject(error: Error): void;
   timer: NodeJS.Timeout;
+  /** Fires the deadline (re-armed with what is left of it after a pause for a slow reader). */
+  expire: () => void;
+  deadlineAt: number;
   onEvent?: EventListener;
+  /** Bytes of output events received for this request. */
+  eventBytes: number;
   sink?: BlobSink;
 }
 
@@ -26,7 +31,12 @@ interface Pending {
  */
 export interface BlobSink {
   start(header: Record<string, unknown>, length: number): void;
-  chunk(data: Buffer): void;
+  /**
+   * Takes a piece; a promise back means "full": nothing more is read from the sandbox until it settles
+   * (back-pressure from a slow reader reaches the sandbox, not the service's memory), and the request's
+   * deadline does not run meanwhile.
+   */
+  chunk(data: Buffer): Promise<void> | null;
 }
 
 /** Receives the event frames ({"event": "stdout", "data": "..."}) that precede a streamed call's reply. */
@@ -40,6 +50,11 @@ export interface FrameLimits {
   readonly maxHeaderBytes: number;
   /** Largest binary payload, in bytes. */
   readonly maxBlobBytes: number;
+  /**
+   * Output event bytes one request may bring: the agent caps a call's output itself, so more means it was
+   * subverted, and the sandbox is stopped instead of the service buffering whatever it sends.
+   */
+  readonly maxEventBytes: number;
 }
 
 /**
@@ -53,7 +68,10 @@ export class AgentFailure extends ServiceError {
 }
 
 export class AgentConnection {
+  /** Bytes received and not yet parsed; while a header line is incomplete, its pieces wait in `partial`. */
   private buffer: Buffer = Buffer.alloc(0);
+  private partial: Buffer[] = [];
+  private partialBytes = 0;
   /** The payload being received, allocated at its full size once its header came, and how much is in. */
   private blob: Buffer | null = null;
   private blobReceived = 0;
@@ -121,10 +139,9 @@ export class AgentConnection {
     if (this.closedReason) return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LOST, this.closedReason));
     return new Promise<AgentReply>((resolve, reject) => {
       const id = this.nextId++;
-      const timer = setTimeout(() => {
-        this.onFatal(`the sandbox agent did not answer within ${Math.round(deadlineMs / 1000)} s and was killed`);
-      }, deadlineMs);
-      this.pending = { resolve, reject, timer, onEvent, sink };
+      const expire = () => this.onFatal(`the sandbox agent did not answer within ${Math.round(deadlineMs / 1000)} s and was killed`);
+      const timer = setTimeout(expire, deadlineMs);
+      this.pending = { resolve, reject, timer, expire, deadlineAt: Date.now() + deadlineMs, onEvent, eventBytes: 0, sink };
       const frame = { ...header, id, ...(blob && blob.length > 0 ? { blob: blob.length } : {}) };
       const line = Buffer.from(JSON.stringify(frame) + '\n', 'utf8');
       const stdin = this.child.stdin!;
@@ -143,10 +160,12 @@ export class AgentConnection {
     if (this.blob !== null || this.sink !== null) {
       const length = this.blob ? this.blob.length : this.sinkLength;
       const n = Math.min(chunk.length, length - this.blobReceived);
-      if (this.blob) chunk.copy(this.blob, this.blobReceived, 0, n);
-      else this.sink!.chunk(chunk.subarray(0, n));
+      const full = this.blob ? (chunk.copy(this.blob, this.blobReceived, 0, n), null) : this.sink!.chunk(chunk.subarray(0, n));
       this.blobReceived += n;
-      if (this.blobReceived < length) return;
+      if (this.blobReceived < length) {
+        if (full) this.pauseFor(full);
+        return;
+      }
       const [header, blob] = [this.header!, this.blob ?? Buffer.alloc(0)];
       this.header = null;
       this.blob = null;
@@ -156,12 +175,36 @@ export class AgentConnection {
       chunk = chunk.subarray(n);
       if (chunk.length === 0) return;
     }
+    if (this.header === null && this.buffer.length === 0 && this.partialBytes > 0) {
+      // The rest of a header line that came in pieces: only the new piece is searched for its end, and the
+      // pieces are joined once, when it is found (a search and a join per piece were quadratic in its length).
+      const nl = chunk.indexOf(NEWLINE);
+      if (nl < 0) {
+        this.partial.push(chunk);
+        this.partialBytes += chunk.length;
+        if (this.partialBytes > this.limits.maxHeaderBytes) this.violation('an oversized frame header');
+        return;
+      }
+      this.partial.push(chunk);
+      chunk = Buffer.concat(this.partial, this.partialBytes + chunk.length);
+      this.partial = [];
+      this.partialBytes = 0;
+    }
     this.buffer = this.buffer.length === 0 ? chunk : Buffer.concat([this.buffer, chunk]);
     for (;;) {
       if (this.header === null) {
         const nl = this.buffer.indexOf(NEWLINE);
         if (nl < 0) {
           if (this.buffer.length > this.limits.maxHeaderBytes) this.violation('an oversized frame header');
+          else if (this.buffer.length > 0) {
+            this.partial = [this.buffer];
+            this.partialBytes = this.buffer.length;
+            this.buffer = Buffer.alloc(0);
+          }
+          return;
+        }
+        if (nl > this.limits.maxHeaderBytes) {
+          this.violation('an oversized frame header');
           return;
         }
         const text = this.buffer.toString('utf8', 0, nl);
@@ -187,12 +230,13 @@ export class AgentConnection {
         // A reply whose payload streams out as it comes (the header first, so the caller can answer at once).
         sink.start(this.header, blobLength);
         const n = Math.min(this.buffer.length, blobLength);
-        if (n > 0) sink.chunk(this.buffer.subarray(0, n));
+        const full = n > 0 ? sink.chunk(this.buffer.subarray(0, n)) : null;
         this.buffer = this.buffer.subarray(n);
         if (n < blobLength) {
           this.sink = sink;
           this.sinkLength = blobLength;
           this.blobReceived = n;
+          if (full) this.pauseFor(full);
           return;
         }
         const header = this.header;
@@ -214,6 +258,25 @@ export class AgentConnection {
     }
   }
 
+  /** Stops reading from the sandbox until `until` settles; the request's deadline waits too. */
+  private pauseFor(until: Promise<void>): void {
+    const stdout = this.child.stdout!;
+    const p = this.pending;
+    stdout.pause();
+    let left = 0;
+    if (p) {
+      clearTimeout(p.timer);
+      left = Math.max(0, p.deadlineAt - Date.now());
+    }
+    void until.finally(() => {
+      if (p && this.pending === p) {
+        p.deadlineAt = Date.now() + left;
+        p.timer = setTimeout(p.expire, left);
+      }
+      if (!this.closedReason) stdout.resume();
+    });
+  }
+
   private blobLength(): number {
     return typeof this.header?.blob === 'number' ? this.header.blob : 0;
   }
@@ -221,6 +284,8 @@ export class AgentConnection {
   /** The agent broke the protocol: stop reading and kill the sandbox. */
   private violation(what: string): void {
     this.buffer = Buffer.alloc(0);
+    this.partial = [];
+    this.partialBytes = 0;
     this.blob = null;
     this.sink = null;
     this.header = null;
@@ -245,7 +310,13 @@ export class AgentConnection {
       return;
     }
     if (typeof header.event === 'string') {
-      p.onEvent?.(header.event, String(header.data ?? ''));
+      const data = String(header.data ?? '');
+      p.eventBytes += data.length;
+      if (p.eventBytes > this.limits.maxEventBytes) {
+        this.violation(`more output than its limit (${this.limits.maxEventBytes} bytes of events in one call)`);
+        return;
+      }
+      p.onEvent?.(header.event, data);
       return;
     }
     this.pending = null;

@@ -27,6 +27,8 @@ export interface BwrapInput {
   readonly proxySocket?: string;
   /** Host directories of extra Python packages, bound read-only at EXTRA_PYTHONPATH/<n>. */
   readonly extraPythonPaths?: readonly string[];
+  /** A descriptor bubblewrap reads the seccomp filter from (seccomp.ts). */
+  readonly seccompFd?: number;
 }
 
 /** Where extra package directories appear inside; PYTHONPATH lists them. */
@@ -75,10 +77,12 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--remount-ro', '/dev',
     '--remount-ro', '/',
     '--chdir', input.workspace,
+    ...(input.seccompFd !== undefined ? ['--seccomp', String(input.seccompFd)] : []),
     '--clearenv',
   );
   for (const [key, value] of Object.entries(input.env)) args.push('--setenv', key, value);
-  args.push(input.python, '-S', '-u', '/opt/ciw/agent.py');
+  // -I: the agent never imports from PYTHONPATH, a user site or its script's directory (see agent.py).
+  args.push(input.python, '-I', '-S', '-u', '/opt/ciw/agent.py');
   return args;
 }
 
@@ -92,11 +96,13 @@ function proxyEnv(): Record<string, string> {
 }
 
 /**
- * The environment code sees inside a sandbox: defaults, then the user's variables, then the agent's own
- * (CIW_*, which the agent removes before running user code).
+ * The environment of a sandbox's agent. User processes (kernels, shell commands) see defaults, then the
+ * user's variables; the agent hands them that environment (CIW_USER_ENV, JSON) and runs itself only with
+ * the defaults and its own CIW_* settings, so that no variable a user chooses — LD_PRELOAD, PYTHONHOME,
+ * PYTHONPATH — applies to the agent, which holds the service's channel.
  */
 export function sandboxEnv(workspace: string, user: Readonly<Record<string, string>>, agent: Readonly<Record<string, string>>, network = false) {
-  return {
+  const defaults = {
     PATH: '/usr/local/bin:/usr/bin:/bin',
     HOME: workspace,
     USER: 'sandbox',
@@ -106,10 +112,12 @@ export function sandboxEnv(workspace: string, user: Readonly<Record<string, stri
     TMPDIR: '/tmp',
     MPLBACKEND: 'Agg',
     PYTHONDONTWRITEBYTECODE: '1',
-    ...(network ? proxyEnv() : {}),
-    ...user,
+  };
+  return {
+    ...defaults,
     ...agent,
     ...(network ? { CIW_PROXY_SOCKET: PROXY_SOCKET, CIW_PROXY_PORT: String(PROXY_PORT) } : {}),
     CIW_WORKSPACE: workspace,
+    CIW_USER_ENV: JSON.stringify({ ...defaults, ...(network ? proxyEnv() : {}), ...user }),
   };
 }

@@ -21,9 +21,13 @@ export interface LimitCounters {
 }
 
 export interface SandboxCgroup {
+  /** False for the stand-in used when the host has no cgroups: nothing to join. */
+  readonly active: boolean;
   /** Moves a process (and later its children) into the sandbox's cgroups. */
   addProcess(pid: number): void;
   counters(): LimitCounters;
+  /** CPU seconds all the sandbox's processes used so far (dead ones included), or null when not accounted. */
+  cpuSeconds(): number | null;
   /** Removes the cgroup directories; call once the sandbox's processes are gone. */
   remove(): Promise<void>;
 }
@@ -116,7 +120,7 @@ function ownPaths(): Map<string, string> {
 const none = (why: string): CgroupManager => ({
   mode: 'none',
   description: `no cgroups (${why}); memory, process and CPU limits fall back to rlimits`,
-  create: () => ({ addProcess: () => undefined, counters: () => ({ oomKills: 0, pidsRefused: 0 }), remove: async () => undefined }),
+  create: () => ({ active: false, addProcess: () => undefined, counters: () => ({ oomKills: 0, pidsRefused: 0 }), cpuSeconds: () => null, remove: async () => undefined }),
   close: () => undefined,
 });
 
@@ -136,11 +140,25 @@ function v1(): CgroupManager | string {
       return `cannot create a cgroup under ${parent}: ${(err as Error).message}`;
     }
   }
+  // CPU accounting (cpuacct) where it is mounted, often together with cpu; without it, no per-sandbox total.
+  const acct = mountsOf('cgroup').find((m) => m.options.split(',').includes('cpuacct'));
+  if (acct) {
+    try {
+      const parent = join(acct.point, own.get('cpuacct') ?? '/');
+      sweepStale(parent);
+      const dir = join(parent, `ciw-${process.pid}`);
+      mkdirSync(dir, { recursive: true });
+      base.set('cpuacct', dir);
+    } catch {
+      // no accounting
+    }
+  }
   return {
     mode: 'v1',
     description: 'cgroup v1 (memory without swap, pids, cpu quota per sandbox)',
     create(name, limits) {
-      const dirs = { memory: join(base.get('memory')!, name), pids: join(base.get('pids')!, name), cpu: join(base.get('cpu')!, name) };
+      const dirs: Record<string, string> = { memory: join(base.get('memory')!, name), pids: join(base.get('pids')!, name), cpu: join(base.get('cpu')!, name) };
+      if (base.has('cpuacct')) dirs.cpuacct = join(base.get('cpuacct')!, name);
       for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
       writeFileSync(join(dirs.memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
       if (existsSync(join(dirs.memory, 'memory.memsw.limit_in_bytes'))) {
@@ -152,14 +170,19 @@ function v1(): CgroupManager | string {
         writeFileSync(join(dirs.cpu, 'cpu.cfs_quota_us'), String(Math.round(limits.cpus * PERIOD_US)));
       }
       return {
+        active: true,
         addProcess(pid) {
-          for (const d of Object.values(dirs)) writeFileSync(join(d, 'cgroup.procs'), String(pid));
+          for (const d of new Set(Object.values(dirs))) writeFileSync(join(d, 'cgroup.procs'), String(pid));
         },
         counters: () => ({
           oomKills: counter(read(join(dirs.memory, 'memory.oom_control')), 'oom_kill'),
           pidsRefused: counter(read(join(dirs.pids, 'pids.events')), 'max'),
         }),
-        remove: () => removeWithRetry(Object.values(dirs)),
+        cpuSeconds: () => {
+          const ns = dirs.cpuacct ? Number(read(join(dirs.cpuacct, 'cpuacct.usage')).trim()) : NaN;
+          return Number.isFinite(ns) && dirs.cpuacct ? ns / 1e9 : null;
+        },
+        remove: () => removeWithRetry([...new Set(Object.values(dirs))]),
       };
     },
     close: () => base.forEach((dir) => removeTree(dir)),
@@ -187,11 +210,16 @@ function v2(mountPoint: string): CgroupManager | string {
         writeFileSync(join(dir, 'pids.max'), String(limits.maxProcesses));
         if (limits.cpus > 0) writeFileSync(join(dir, 'cpu.max'), `${Math.round(limits.cpus * PERIOD_US)} ${PERIOD_US}`);
         return {
+          active: true,
           addProcess: (pid) => writeFileSync(join(dir, 'cgroup.procs'), String(pid)),
           counters: () => ({
             oomKills: counter(read(join(dir, 'memory.events')), 'oom_kill'),
             pidsRefused: counter(read(join(dir, 'pids.events')), 'max'),
           }),
+          cpuSeconds: () => {
+            const m = /^usage_usec\s+(\d+)/m.exec(read(join(dir, 'cpu.stat')));
+            return m ? Number(m[1]) / 1e6 : null;
+          },
           remove: () => removeWithRetry([dir]),
         };
       },

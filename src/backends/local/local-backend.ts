@@ -3,21 +3,22 @@
  * At start it prepares a runtime directory (a copy of the agent, passwd/group files) and proves that a
  * sandbox can start; if it cannot, it refuses to run code unless ALLOW_UNSANDBOXED is set.
  */
-import { spawn, execFile } from 'node:child_process';
+import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, rmSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
 import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
 import { UidPool } from './uid-pool.js';
-import { pidsOfUid } from './proc.js';
-import { detectCgroups, type CgroupManager } from './cgroups.js';
+import { pidsInUidRange, pidsOfUid } from './proc.js';
+import { detectCgroups, type CgroupManager, type SandboxCgroup } from './cgroups.js';
 import { startEgressProxy, type EgressProxy } from './egress-proxy.js';
+import { DENIED_SYSCALLS, seccompProgram } from './seccomp.js';
 import type { OutboundPolicy } from '../../service/outbound.js';
 import { randomBytes } from 'node:crypto';
 
@@ -37,6 +38,7 @@ function killAll(pids: readonly number[]): void {
 export const AGENT_SOURCE = fileURLToPath(new URL('../../../src/agent/', import.meta.url));
 
 const WORKSPACE = '/workspace';
+const SECCOMP_FD = 4;
 const READY_TIMEOUT_MS = 15_000;
 
 export interface LocalBackendOptions {
@@ -75,6 +77,8 @@ export interface SandboxLimits {
   readonly cpus: number;
   /** CPU seconds per call; 0 for no limit. */
   readonly cpuSecondsPerCall: number;
+  /** CPU seconds each process of a sandbox may use in its life (a hard RLIMIT_CPU code cannot raise); 0 or absent for none. */
+  readonly cpuSecondsPerSandbox?: number;
 }
 
 export function createLocalBackend(options: LocalBackendOptions): SandboxBackend {
@@ -94,6 +98,10 @@ class LocalBackend implements SandboxBackend {
   private canHibernate = false;
   private closed = false;
   private cgroups: CgroupManager | null = null;
+  /** The seccomp filter's bytes, or null on an architecture without one. */
+  private readonly seccomp = seccompProgram();
+  /** Why the last sandbox failed to start, for the operator (never in an answer). */
+  private lastStartFailure: string | null = null;
 
   constructor(private readonly options: LocalBackendOptions) {
     this.uids = new UidPool(options.uidBase, options.uidCount);
@@ -129,11 +137,12 @@ class LocalBackend implements SandboxBackend {
       this.current = {
         name: this.name,
         ready: true,
-        isolation: `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who}); limits: ${this.cgroups.description}`,
+        isolation: `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who}; `
+          + `${this.seccomp ? `seccomp refuses ${DENIED_SYSCALLS.join(', ')}` : `no seccomp filter for ${process.arch}`}); limits: ${this.cgroups.description}`,
       };
       if (!this.asRoot) this.log('warn', 'not running as root: sandboxes run as the service\'s own uid (weaker separation from the host)');
     } catch (err) {
-      const why = version ? `bubblewrap failed its self-test: ${(err as Error).message}` : 'bubblewrap (bwrap) is not installed';
+      const why = version ? `bubblewrap failed its self-test: ${this.lastStartFailure ?? (err as Error).message}` : 'bubblewrap (bwrap) is not installed';
       if (this.options.allowUnsandboxed) {
         this.mode = 'unsandboxed';
         this.current = { name: this.name, ready: true, isolation: `NONE (ALLOW_UNSANDBOXED=true; ${why})` };
@@ -155,10 +164,13 @@ class LocalBackend implements SandboxBackend {
     try {
       await sandbox.ready(READY_TIMEOUT_MS);
       // Processes forked before the cgroup was joined join it now, before any user code runs.
-      sandbox.joinLimits();
+      await sandbox.joinLimits();
     } catch (err) {
       await sandbox.destroy();
-      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `the sandbox failed to start: ${(err as Error).message} ${sandbox.stderr.trim()}`.trim(), { cause: err });
+      // The details (paths, Python's own start-up errors) are the operator's, not the caller's.
+      this.lastStartFailure = `${(err as Error).message} ${sandbox.stderr.trim()}`.trim();
+      this.log('error', `sandbox ${opts.id} failed to start: ${this.lastStartFailure}`);
+      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the sandbox failed to start; the service log says why', { cause: err });
     }
     return sandbox;
   }
@@ -174,59 +186,81 @@ class LocalBackend implements SandboxBackend {
     releaseRuntimeDir(this.options.rootDir);
   }
 
+  /**
+   * Starts one sandbox. Whatever it takes — a host uid, an egress proxy, a cgroup, the process — is given
+   * back if a later step fails, so a create that cannot succeed (a value the OS refuses, a full disk) costs
+   * nothing that lasts: repeated, it must not drain the uid range or leave proxies listening.
+   */
   private async spawnBubblewrap(opts: CreateSandboxOptions): Promise<LocalSandbox> {
     const uid = this.asRoot ? this.uids.acquire() : undefined;
     let proxy: EgressProxy | undefined;
-    if (opts.network) {
-      const socketPath = join(this.options.rootDir, 'net', `${randomBytes(12).toString('hex')}.sock`);
-      try {
-        proxy = await startEgressProxy(socketPath, this.options.outbound, uid !== undefined ? { uid, gid: uid } : undefined);
-      } catch (err) {
-        if (uid !== undefined) this.uids.release(uid);
-        throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `could not start the sandbox's network proxy: ${(err as Error).message}`, { cause: err });
+    let cgroup: SandboxCgroup | undefined;
+    let child: ChildProcess | undefined;
+    try {
+      if (opts.network) {
+        const socketPath = join(this.options.rootDir, 'net', `${randomBytes(12).toString('hex')}.sock`);
+        try {
+          proxy = await startEgressProxy(socketPath, this.options.outbound, uid !== undefined ? { uid, gid: uid } : undefined);
+        } catch (err) {
+          throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `could not start the sandbox's network proxy: ${(err as Error).message}`, { cause: err });
+        }
       }
+      const extra = this.options.extraPythonPaths ?? [];
+      const args = bwrapArgs({
+        proxySocket: proxy?.socketPath,
+        extraPythonPaths: extra,
+        agentDir: join(this.options.rootDir, 'agent'),
+        passwdFile: join(this.options.rootDir, 'passwd'),
+        groupFile: join(this.options.rootDir, 'group'),
+        rootSymlinks: this.rootSymlinks,
+        etcEntries: this.etcEntries,
+        workspace: WORKSPACE,
+        workspaceBytes: this.options.workspaceBytes,
+        python: this.options.python,
+        innerUid: INNER_UID,
+        hostname: 'sandbox',
+        env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(opts), opts.network === true),
+        seccompFd: this.seccomp ? SECCOMP_FD : undefined,
+      });
+      // fd 3: the direct channel between the service and the sandbox's Python kernel; fd 4: the seccomp filter.
+      const spawned = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', ...(this.seccomp ? ['pipe' as const] : [])], env: {}, uid, gid: uid });
+      child = spawned;
+      if (this.seccomp) (spawned.stdio[SECCOMP_FD] as Writable).end(this.seccomp);
+      cgroup = this.cgroups!.create(`${opts.id}-${spawned.pid}`, this.options.limits);
+      const sandboxCgroup = cgroup;
+      return new LocalSandbox({
+        cgroup,
+        id: opts.id,
+        workspace: WORKSPACE,
+        child: spawned,
+        graceMs: this.options.interruptGraceMs,
+        frameLimits: this.frameLimits(),
+        maxOutputBytes: this.options.maxOutputBytes,
+        kernelSocket: spawned.stdio[3] as Duplex,
+        warm: opts.warm !== undefined,
+        listPids: () => (uid !== undefined ? pidsInUidRange(uid, 1) : spawned.pid ? [spawned.pid] : []), // diagnostics, tests
+        afterExit: async () => {
+          if (uid !== undefined) await this.reapUid(uid);
+          await sandboxCgroup.remove();
+          await proxy?.close();
+        },
+        // Kill everything inside (pid 1 of the sandbox — the supervisor, or bubblewrap's reaper in a sandbox
+        // with network — takes its namespace with it) but not the outer bubblewrap, which then reaps it and
+        // exits: no zombie is left for the host's init to collect.
+        killTree: uid !== undefined ? async () => killAll((await pidsOfUid(uid)).filter((p) => p !== spawned.pid)) : undefined,
+      });
+    } catch (err) {
+      if (child) {
+        child.kill('SIGKILL');
+        await new Promise((r) => (child!.exitCode !== null || child!.signalCode !== null ? r(null) : child!.once('close', r)));
+      }
+      await cgroup?.remove();
+      await proxy?.close();
+      if (uid !== undefined) await this.reapUid(uid);
+      this.lastStartFailure = (err as Error).message;
+      this.log('error', `a sandbox failed to start: ${this.lastStartFailure}`);
+      throw err instanceof ServiceError ? err : new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the sandbox failed to start; the service log says why', { cause: err });
     }
-    const extra = this.options.extraPythonPaths ?? [];
-    const args = bwrapArgs({
-      proxySocket: proxy?.socketPath,
-      extraPythonPaths: extra,
-      agentDir: join(this.options.rootDir, 'agent'),
-      passwdFile: join(this.options.rootDir, 'passwd'),
-      groupFile: join(this.options.rootDir, 'group'),
-      rootSymlinks: this.rootSymlinks,
-      etcEntries: this.etcEntries,
-      workspace: WORKSPACE,
-      workspaceBytes: this.options.workspaceBytes,
-      python: this.options.python,
-      innerUid: INNER_UID,
-      hostname: 'sandbox',
-      env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(opts), opts.network === true),
-    });
-    // fd 3: the direct channel between the service and the sandbox's Python kernel.
-    const child = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe'], env: {}, uid, gid: uid });
-    const cgroup = this.cgroups!.create(`${opts.id}-${child.pid}`, this.options.limits);
-    const sandbox = new LocalSandbox({
-      cgroup,
-      id: opts.id,
-      workspace: WORKSPACE,
-      child,
-      graceMs: this.options.interruptGraceMs,
-      frameLimits: this.frameLimits(),
-      maxOutputBytes: this.options.maxOutputBytes,
-      kernelSocket: child.stdio[3] as Duplex,
-      warm: opts.warm !== undefined,
-      listPids: () => (uid !== undefined ? pidsOfUid(uid) : child.pid ? [child.pid] : []),
-      afterExit: async () => {
-        if (uid !== undefined) await this.reapUid(uid);
-        await cgroup.remove();
-        await proxy?.close();
-      },
-      // Kill everything inside (pid 1 of the sandbox — the supervisor, or bubblewrap's reaper in a sandbox
-      // with network — takes its namespace with it) but not the outer bubblewrap, which then reaps it and
-      // exits: no zombie is left for the host's init to collect.
-      killTree: uid !== undefined ? () => killAll(pidsOfUid(uid).filter((p) => p !== child.pid)) : undefined,
-    });
-    return sandbox;
   }
 
   /**
@@ -236,7 +270,7 @@ class LocalBackend implements SandboxBackend {
    */
   private async reapUid(uid: number): Promise<void> {
     for (let attempt = 0; attempt < 200; attempt++) {
-      const left = pidsOfUid(uid);
+      const left = await pidsOfUid(uid);
       if (left.length === 0) {
         this.uids.release(uid);
         return;
@@ -280,12 +314,18 @@ class LocalBackend implements SandboxBackend {
 
   /** stdout, stderr and output each hold at most maxOutputBytes, and JSON escaping can grow text 6-fold. */
   private frameLimits() {
-    return { maxHeaderBytes: 3 * 6 * this.options.maxOutputBytes + 4 * 1024 * 1024, maxBlobBytes: this.options.maxFileBytes };
+    return {
+      maxHeaderBytes: 3 * 6 * this.options.maxOutputBytes + 4 * 1024 * 1024,
+      maxBlobBytes: this.options.maxFileBytes,
+      // stdout and stderr events of one call: the agent stops a call once its output passes the cap.
+      maxEventBytes: 2 * this.options.maxOutputBytes + 64 * 1024,
+    };
   }
 
   private agentEnv(opts: CreateSandboxOptions): Record<string, string> {
-    const { memoryBytes, maxProcesses, cpuSecondsPerCall } = this.options.limits;
+    const { memoryBytes, maxProcesses, cpuSecondsPerCall, cpuSecondsPerSandbox } = this.options.limits;
     const rlimits: Record<string, number> = { data: memoryBytes };
+    if (cpuSecondsPerSandbox) rlimits.cpu = Math.ceil(Math.max(cpuSecondsPerSandbox, cpuSecondsPerCall));
     // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
     if (this.cgroups?.mode === 'none') rlimits.nproc = maxProcesses;
     return {

@@ -17,6 +17,8 @@ import type {
 const AGENT_SLACK_MS = 10_000;
 /** Bound on a file operation's round trip; large files move at hundreds of MB/s, so this is generous. */
 const FILE_OP_DEADLINE_MS = 120_000;
+/** What a download may hold in memory for a reader that has not taken it yet. */
+const SEND_BUFFER_BYTES = 256 * 1024;
 /** Bound on a control operation of the supervisor (start, interrupt or restart the kernel). */
 const CONTROL_DEADLINE_MS = 70_000;
 
@@ -40,7 +42,7 @@ export interface LocalSandboxParts {
   /** Bounds on the agent's frames. */
   readonly frameLimits: FrameLimits;
   /** Kills every process of the sandbox (default: SIGKILL to the child, enough under bubblewrap). */
-  readonly killTree?: () => void;
+  readonly killTree?: () => void | Promise<void>;
   /** Runs after the child has exited, before destroy() resolves: makes sure nothing is left behind. */
   readonly afterExit?: () => Promise<void>;
   /** Started for the pool, with its Python kernel already running. */
@@ -60,7 +62,7 @@ export class LocalSandbox implements Sandbox {
   private readonly child: ChildProcess;
   private readonly graceMs: number;
   private readonly listPids: () => number[];
-  private readonly killTree: () => void;
+  private readonly killTree: () => void | Promise<void>;
   private readonly exitListeners: Array<(reason: string) => void> = [];
   private destroying = false;
   private stderrTail = '';
@@ -88,7 +90,7 @@ export class LocalSandbox implements Sandbox {
     this.child = parts.child;
     this.graceMs = parts.graceMs;
     this.listPids = parts.listPids;
-    this.killTree = parts.killTree ?? (() => this.child.kill('SIGKILL'));
+    this.killTree = parts.killTree ?? (() => void this.child.kill('SIGKILL'));
     this.cgroup = parts.cgroup;
     if (this.cgroup && parts.child.pid) this.cgroup.addProcess(parts.child.pid);
     this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason), parts.frameLimits);
@@ -131,9 +133,10 @@ export class LocalSandbox implements Sandbox {
         return { path: String(header.path), data: blob };
       },
       open: (path, maxBytes) => new Promise<OpenedFile>((resolve, reject) => {
-        // Bytes go on to the HTTP answer as they come out of the sandbox, without waiting for the rest; the
-        // agent is never held back by a slow reader (what the reader has not taken yet waits in `body`).
-        const body = new PassThrough();
+        // Bytes go on to the HTTP answer as they come out of the sandbox. What the reader has not taken yet
+        // waits in `body`, up to its high-water mark; past it the sandbox is held back until the reader takes
+        // some (or goes away), so a reader that never reads pins a few hundred KiB, not the file.
+        const body = new PassThrough({ highWaterMark: SEND_BUFFER_BYTES });
         body.on('error', () => undefined); // a reader that went away; the sandbox still sends the rest, ignored
         let opened = false;
         const received = this.connection.request({ op: 'read', path, max_bytes: maxBytes }, null, FILE_OP_DEADLINE_MS, undefined, {
@@ -142,7 +145,11 @@ export class LocalSandbox implements Sandbox {
             resolve({ path: String(header.path), size: length, body, received });
           },
           chunk: (data) => {
-            if (!body.destroyed) body.write(data);
+            if (body.destroyed || body.write(data)) return null;
+            return new Promise<void>((wake) => {
+              body.once('drain', wake);
+              body.once('close', wake);
+            });
           },
         }).then((reply) => {
           if (!opened) resolve({ path: String(reply.header.path), size: 0, body, received }); // an empty file
@@ -193,9 +200,9 @@ export class LocalSandbox implements Sandbox {
   }
 
   /** Puts every process of the sandbox into its cgroups (call once it is ready, before user code runs). */
-  joinLimits(): void {
-    if (!this.cgroup || !this.child.pid) return;
-    for (const pid of processTree(this.child.pid)) {
+  async joinLimits(): Promise<void> {
+    if (!this.cgroup?.active || !this.child.pid) return;
+    for (const pid of await processTree(this.child.pid)) {
       try {
         this.cgroup.addProcess(pid);
       } catch {
@@ -420,6 +427,10 @@ export class LocalSandbox implements Sandbox {
     return this.listPids();
   }
 
+  cpuSeconds(): number | null {
+    return this.cgroup?.cpuSeconds() ?? null;
+  }
+
   onExit(listener: (reason: string) => void): void {
     this.exitListeners.push(listener);
   }
@@ -429,7 +440,7 @@ export class LocalSandbox implements Sandbox {
     this.connection.close(reason);
     this.channel?.abandon(new ServiceError(ErrorCode.SANDBOX_LOST, reason));
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
-    this.killTree();
+    void Promise.resolve(this.killTree()).catch(() => undefined);
     // If the tree could not be found (still starting, say), the outer process goes too.
     setTimeout(() => {
       if (this.child.exitCode === null && this.child.signalCode === null) this.child.kill('SIGKILL');

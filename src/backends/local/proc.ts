@@ -1,15 +1,32 @@
-/** Host /proc helpers for finding a sandbox's processes. */
+/**
+ * Host /proc helpers for finding a sandbox's processes. The scans read a file per host process; with
+ * thousands of processes that is a good part of a second, so the ones on a request's path (create, stop)
+ * are asynchronous and never hold the event loop. The synchronous one is for start-up only.
+ */
 import { readdirSync, readFileSync } from 'node:fs';
+import { readdir, readFile } from 'node:fs/promises';
 
-/** Pids of live processes whose real uid is in [first, first + count) (zombies, which run nothing, left out). */
+/** Files read at once by an asynchronous scan. */
+const SCAN_CONCURRENCY = 32;
+
+const isPid = (name: string) => name.length > 0 && name.length < 11 && [...name].every((c) => c >= '0' && c <= '9');
+
+function uidOf(status: string): number {
+  const m = /^Uid:\s+(\d+)/m.exec(status);
+  return m ? Number(m[1]) : NaN;
+}
+
+const isZombie = (status: string) => /^State:\s+Z/m.test(status);
+
+/** Pids of live processes whose real uid is in [first, first + count) (zombies, which run nothing, left out). Start-up only. */
 export function pidsInUidRange(first: number, count: number): number[] {
   const found: number[] = [];
   for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
+    if (!isPid(name)) continue;
     try {
       const status = readFileSync(`/proc/${name}/status`, 'utf8');
-      const uid = Number(/^Uid:\s+(\d+)/m.exec(status)?.[1]);
-      if (uid >= first && uid < first + count && !/^State:\s+Z/m.test(status)) found.push(Number(name));
+      const uid = uidOf(status);
+      if (uid >= first && uid < first + count && !isZombie(status)) found.push(Number(name));
     } catch {
       // the process ended while we looked
     }
@@ -17,26 +34,43 @@ export function pidsInUidRange(first: number, count: number): number[] {
   return found;
 }
 
+/** Reads `/proc/<pid>/<file>` for every process, a few at a time, and hands each text to `visit`. */
+async function scanProc(file: string, visit: (pid: number, text: string) => void): Promise<void> {
+  const pids = (await readdir('/proc')).filter(isPid);
+  let next = 0;
+  const worker = async () => {
+    while (next < pids.length) {
+      const name = pids[next++];
+      try {
+        visit(Number(name), await readFile(`/proc/${name}/${file}`, 'utf8'));
+      } catch {
+        // ended while we looked
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: SCAN_CONCURRENCY }, worker));
+}
+
 /** Pids of all live host processes whose real uid is `uid`. */
-export const pidsOfUid = (uid: number): number[] => pidsInUidRange(uid, 1);
+export async function pidsOfUid(uid: number): Promise<number[]> {
+  const found: number[] = [];
+  await scanProc('status', (pid, status) => {
+    if (uidOf(status) === uid && !isZombie(status)) found.push(pid);
+  });
+  return found;
+}
 
 /** `root` and all its live descendants, found through the parent pids in /proc. */
-export function processTree(root: number): number[] {
+export async function processTree(root: number): Promise<number[]> {
   const children = new Map<number, number[]>();
-  for (const name of readdirSync('/proc')) {
-    if (!/^\d+$/.test(name)) continue;
-    try {
-      const stat = readFileSync(`/proc/${name}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-      if (fields[0] === 'Z') continue;
-      const ppid = Number(fields[1]);
-      const list = children.get(ppid) ?? [];
-      list.push(Number(name));
-      children.set(ppid, list);
-    } catch {
-      // ended while we looked
-    }
-  }
+  await scanProc('stat', (pid, stat) => {
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (fields[0] === 'Z') return;
+    const ppid = Number(fields[1]);
+    const list = children.get(ppid) ?? [];
+    list.push(pid);
+    children.set(ppid, list);
+  });
   const out: number[] = [];
   const queue = [root];
   while (queue.length > 0) {
