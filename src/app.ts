@@ -3,6 +3,8 @@
  * listens; server.ts does, and tests use app.inject().
  */
 import Fastify, { LogController, type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify';
+import type { IncomingMessage } from 'node:http';
+import type { Socket } from 'node:net';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
@@ -49,9 +51,16 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     requestTimeout: config.HTTP_REQUEST_TIMEOUT_S * 1000,
     keepAliveTimeout: config.HTTP_KEEPALIVE_TIMEOUT_S * 1000,
     connectionTimeout: (config.EXEC_MAX_TIMEOUT_S + config.INTERRUPT_GRACE_MS / 1000 + 60) * 1000,
+    // Node checks the header and request timeouts this often (30 s by default, which would stretch a 10 s limit).
+    http: { connectionsCheckingInterval: Math.min(1000, config.HTTP_HEADERS_TIMEOUT_S * 1000) },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.server.headersTimeout = config.HTTP_HEADERS_TIMEOUT_S * 1000;
   app.server.maxConnections = config.MAX_CONNECTIONS;
+  // Node's header timeout starts with the first byte: a connection that sends nothing would wait for the
+  // long idle timeout above. It gets the header timeout instead, until a request arrives.
+  const requestIdleMs = app.server.timeout;
+  app.server.on('connection', (socket: Socket) => socket.setTimeout(config.HTTP_HEADERS_TIMEOUT_S * 1000));
+  app.server.on('request', (req: IncomingMessage) => req.socket.setTimeout(requestIdleMs));
 
   app.setErrorHandler((err: FastifyError | ServiceError, req, reply) => {
     // Refused before its body was all in (no key, too large, a bad shape) or for want of a key: the connection

@@ -78,6 +78,11 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
   // Hooks here and in auth/idempotency take callbacks, not promises: they run on every call of the hot path.
   app.addHook('onRequest', syncHook((req) => {
     req.uploadedFiles = [];
+    // The multipart reader throws a plain error (a 500) on a multipart body without a boundary: refuse it here.
+    const type = req.headers['content-type'];
+    if (typeof type === 'string' && /^\s*multipart\//i.test(type) && !/;\s*boundary=(?:"[^"]+"|[^\s;"]+)/i.test(type)) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'a multipart body needs a boundary in its Content-Type (multipart/form-data; boundary=...); let the HTTP client set the header');
+    }
   }));
 
   await app.register(multipart, {

@@ -73,17 +73,28 @@ function requirePath(...candidates: Array<string | undefined>): string {
 }
 
 /**
- * A download whose client takes nothing for `idleMs` is ended: the socket's idle timeout (which the server
- * sets far longer, for calls that run silently) is shortened while the file goes out, and restored after.
- * The body's back-pressure reaches the sandbox (see BlobSink), so meanwhile the service holds little of it.
+ * A download whose client takes nothing for `idleMs` is ended: a watchdog looks at the bytes the socket has
+ * sent, and destroys it when they stopped moving (the socket's own timeout is stretched by Node while a
+ * write is pending, and the server's is far longer, for calls that run silently). The body's back-pressure
+ * reaches the sandbox (see BlobSink), so meanwhile the service holds little of the file.
  */
 function holdBackSlowReader(reply: FastifyReply, body: Readable, idleMs: number): void {
   const socket = reply.raw.socket;
-  if (!socket || typeof socket.setTimeout !== 'function') return; // app.inject(): no socket
-  const usual = reply.server.server.timeout;
-  socket.setTimeout(idleMs);
+  if (!socket) return; // app.inject(): no socket
+  let sent = -1;
+  let still = 0;
+  const step = Math.max(50, Math.floor(idleMs / 4));
+  const watchdog = setInterval(() => {
+    if (socket.bytesWritten !== sent) {
+      sent = socket.bytesWritten;
+      still = 0;
+    } else if ((still += step) >= idleMs) {
+      socket.destroy();
+    }
+  }, step);
+  watchdog.unref();
   reply.raw.once('close', () => {
-    if (!socket.destroyed) socket.setTimeout(usual);
+    clearInterval(watchdog);
     body.destroy();
   });
 }

@@ -1,0 +1,31 @@
+import { startTestApp } from '../test/helpers/app.js';
+const t = await startTestApp({});
+const r = await t.app.inject({ method: 'POST', url: '/upload_file', headers: { 'content-type': 'multipart/form-data' }, payload: 'abc' });
+console.log('no boundary', r.statusCode, r.body);
+const r2 = await t.app.inject({ method: 'POST', url: '/upload_file', headers: { 'content-type': 'multipart/form-data; boundary=' }, payload: 'abc' });
+console.log('empty boundary', r2.statusCode, r2.body);
+const r3 = await t.post('/upload_file', { sandbox_id: 'x', file: { url: 5 } });
+console.log('url 5', r3.status, JSON.stringify(r3.body));
+const deep = '['.repeat(100000) + ']'.repeat(100000);
+const r4 = await t.app.inject({ method: 'POST', url: '/run_code', headers: { 'content-type': 'application/json', 'idempotency-key': 'k1' }, payload: `{"code":"1","x":${deep}}` });
+console.log('deep', r4.statusCode, r4.body.slice(0, 200));
+const sp = ' '.repeat(1_000_000) + '!';
+let t0 = Date.now();
+const r5 = await t.post('/write_file', { sandbox_id: 'x', remote_path: 'a', encoding: 'base64', content: sp });
+console.log('redos', r5.status, Date.now() - t0, 'ms');
+t0 = Date.now();
+const r6 = await t.post('/run_code', { code_base64: sp });
+console.log('redos2', r6.status, Date.now() - t0, 'ms', JSON.stringify(r6.body).slice(0, 150));
+const many = '[' + Array(1_500_000).fill('{}').join(',') + ']';
+t0 = Date.now();
+const r7 = await t.app.inject({ method: 'POST', url: '/run_code', headers: { 'content-type': 'application/json' }, payload: `{"code":"1","x":${many}}` });
+console.log('many', r7.statusCode, Date.now() - t0, 'ms', r7.body.slice(0, 200));
+for (const lang of ['__proto__', 'constructor', 'toString']) {
+  const r8 = await t.post('/run_code', { code: '1', language: lang });
+  console.log(lang, r8.status, JSON.stringify(r8.body).slice(0, 150));
+  const r9 = await t.post('/v1/sandbox/run', { code: '1', language: lang });
+  console.log('dify', lang, r9.status, JSON.stringify(r9.body).slice(0, 150));
+}
+const h = await t.app.inject({ method: 'GET', url: '/health' });
+console.log(h.body);
+await t.close();
