@@ -13,6 +13,7 @@ import { ServiceError, ErrorCode, HTTP_STATUS, publicMessage } from './errors.js
 import type { SandboxService } from './service/sandbox-service.js';
 import { authPlugin } from './routes/auth.js';
 import { bodiesPlugin } from './routes/bodies.js';
+import { bodyBudgetPlugin } from './routes/body-budget.js';
 import { idempotencyPlugin } from './routes/idempotency.js';
 import { sandboxRoutes } from './routes/sandboxes.js';
 import { executionRoutes } from './routes/execution.js';
@@ -118,6 +119,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   }));
   registerToolDocument(app, config);
   await app.register(authPlugin, { apiKeys: config.apiKeys });
+  await app.register(bodyBudgetPlugin, { maxBytesPerKey: Math.max(config.MAX_BODY_BYTES_PER_KEY, app.initialConfig.bodyLimit!), bodyLimit: app.initialConfig.bodyLimit! });
   await app.register(bodiesPlugin, { maxFileBytes: config.MAX_FILE_BYTES });
   await app.register(idempotencyPlugin, {
     ttlMs: config.IDEMPOTENCY_TTL_S * 1000,

@@ -59,6 +59,7 @@ export const ConfigSchema = Type.Object({
   MAX_CONCURRENT_CREATES: Type.Integer({ default: 4, minimum: 1, description: 'Sandbox starts at once; further creates wait in a queue served in turn across API keys (one key\'s burst does not delay another key by more than one start).' }),
   MAX_QUEUED_CREATES_PER_KEY: Type.Integer({ default: 16, minimum: 1, description: 'Creates one API key may have waiting for a start; more get 429.' }),
   MAX_CALLS_PER_KEY: Type.Integer({ default: 32, minimum: 1, description: 'Calls into sandboxes (code, commands, files) one API key may have running or queued at once; more get 429.' }),
+  MAX_BODY_BYTES_PER_KEY: Type.Integer({ default: 512 * MiB, minimum: MiB, description: 'Bytes of request bodies one API key may have in flight at once (declared sizes; at least the largest body allowed); more get 429.' }),
   MAX_QUEUED_CALLS_PER_SANDBOX: Type.Integer({ default: 8, minimum: 1, description: 'Calls waiting behind the running one in a sandbox; more get 429 (each may hold a request body in memory).' }),
   SANDBOX_CPU_LIMIT_S: Type.Number({ default: 3600, minimum: 0, description: 'CPU seconds a sandbox may use over its whole life, background threads and processes included (cgroup accounting where available; per process RLIMIT_CPU hard limit always); past it the sandbox is stopped. 0 for no limit.' }),
   HTTP_HEADERS_TIMEOUT_S: Type.Number({ default: 10, minimum: 1, description: 'Time a client has to send a request\'s headers, from the connection or from the end of the previous answer.' }),

@@ -16,6 +16,12 @@ import { ServiceError, ErrorCode } from '../errors.js';
 import { syncHook } from './sync-hook.js';
 import { isBase64 } from '../service/file-input.js';
 import { JsonShapeGuard } from './json-shape.js';
+import { FormDecoder } from './form-decoder.js';
+
+/** Looks at each chunk of a body as it arrives; answers why the body is refused, or null. */
+interface BodyGuard {
+  push(chunk: Buffer): string | null;
+}
 
 /** A file that came in the request itself (a multipart file part, or a binary body). */
 export interface UploadedFile {
@@ -96,15 +102,10 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
     },
   });
 
-  app.addContentTypeParser('application/x-www-form-urlencoded', { parseAs: 'string' }, (_req, body, done) => {
-    // A field is at least "a=": a body of a million of them would hold the event loop while it is split.
-    if ((body as string).split('&', MAX_FORM_FIELDS + 1).length > MAX_FORM_FIELDS) {
-      done(new ServiceError(ErrorCode.VALIDATION_FAILED, `a form body may have at most ${MAX_FORM_FIELDS} fields`));
-      return;
-    }
-    const fields: Fields = {};
-    for (const [k, v] of new URLSearchParams(body as string)) fields[k] = v;
-    done(null, fields);
+  // Forms are decoded as they arrive (form-decoder.ts), at most MAX_FORM_FIELDS fields.
+  app.addContentTypeParser('application/x-www-form-urlencoded', (req, payload, done) => {
+    const form = new FormDecoder(MAX_FORM_FIELDS);
+    readBody(req, payload, form, (err) => (err ? done(err) : done(null, form.finish())));
   });
   app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBody(req, payload, null, done));
   // JSON is read like a binary body, its shape bounded as it arrives (json-shape.ts); an empty POST (Dify's
@@ -129,7 +130,7 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
  * and stalls the event loop while it does. Same limits and errors as Fastify's. A JSON body's shape is
  * checked chunk by chunk by `guard`, and the body refused at the first chunk that breaks it.
  */
-function readBody(req: FastifyRequest, payload: NodeJS.ReadableStream, guard: JsonShapeGuard | null, done: (err: Error | null, body?: Buffer) => void): void {
+function readBody(req: FastifyRequest, payload: NodeJS.ReadableStream, guard: BodyGuard | null, done: (err: Error | null, body?: Buffer) => void): void {
   const limit = req.routeOptions.bodyLimit ?? Infinity;
   const header = req.headers['content-length'];
   const declared = header === undefined ? NaN : Number(header);

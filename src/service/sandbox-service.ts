@@ -100,10 +100,16 @@ export function checkText(field: string, value: string | undefined): void {
   }
 }
 
+/** What a sandbox's environment may hold in all: it reaches the sandbox as one argument, which Linux caps at 128 KiB. */
+const MAX_ENV_BYTES = 96 * 1024;
+
 function checkEnv(field: string, env: Readonly<Record<string, string>> | undefined): void {
   for (const [name, value] of Object.entries(env ?? {})) {
     checkText(`${field} name`, name);
     checkText(`${field}.${name}`, value);
+  }
+  if (env && Buffer.byteLength(JSON.stringify(env)) > MAX_ENV_BYTES) {
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED, `${field} holds more than ${MAX_ENV_BYTES} bytes in all; pass large data as a file instead`);
   }
 }
 const REAP_INTERVAL_MS = 1_000;

@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { watchStalls, type StallWatch } from '../helpers/stalls.js';
 import { FairQueue } from '../../src/service/fair-queue.js';
+import { connect, type Socket } from 'node:net';
 
 const KEY_A = 'tenant-a-key';
 const KEY_B = 'tenant-b-key';
@@ -23,10 +24,13 @@ afterAll(async () => {
   await t.close();
 });
 
+/** A request the service must refuse (or answer at once): sent with the event-loop watch on. */
 const send = (url: string, payload: string | Buffer, headers: Record<string, string>) =>
-  t.app.inject({ method: 'POST', url, payload, headers: { ...as(KEY_A), ...headers } });
-const json = (url: string, body: unknown, headers: Record<string, string> = {}) =>
-  send(url, JSON.stringify(body), { 'content-type': 'application/json', ...headers });
+  stalls.refusing(() => t.app.inject({ method: 'POST', url, payload, headers: { ...as(KEY_A), ...headers } }));
+const json = (url: string, body: unknown, headers: Record<string, string> = {}) => {
+  const payload = JSON.stringify(body);
+  return send(url, payload, { 'content-type': 'application/json', ...headers });
+};
 
 describe('ReDoS: no pattern backtracks over request data', () => {
   // Whitespace runs that a pattern with whitespace on both sides of its padding tried in n² ways.
@@ -36,13 +40,14 @@ describe('ReDoS: no pattern backtracks over request data', () => {
 
   it.each(cases)('base64 fields and encoding=base64 content: %s × %i then "!" are refused at once', async (_name, _size, text) => {
     const attempts = [
-      json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', encoding: 'base64', content: text }),
-      json('/run_code', { sandbox_id: 'sbx_none', code_base64: text }),
-      json('/execute_command', { sandbox_id: 'sbx_none', command_base64: text }),
-      json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', content_base64: text }),
-      send('/run_code', new URLSearchParams({ sandbox_id: 'sbx_none', code_base64: text }).toString(), { 'content-type': 'application/x-www-form-urlencoded' }),
+      () => json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', encoding: 'base64', content: text }),
+      () => json('/run_code', { sandbox_id: 'sbx_none', code_base64: text }),
+      () => json('/execute_command', { sandbox_id: 'sbx_none', command_base64: text }),
+      () => json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', content_base64: text }),
+      () => send('/run_code', new URLSearchParams({ sandbox_id: 'sbx_none', code_base64: text }).toString(), { 'content-type': 'application/x-www-form-urlencoded' }),
     ];
-    for (const r of await Promise.all(attempts)) {
+    for (const attempt of attempts) {
+      const r = await attempt();
       expect(r.statusCode).toBe(400);
       expect(JSON.parse(r.body).error.code).toBe('VALIDATION_FAILED');
     }
@@ -70,7 +75,7 @@ describe('JSON bodies are bounded in shape before anything parses them', () => {
     ['2 million numbers', `{"code": "1", "x": ${manyNumbers}}`],
   ])('refuses %s with 400, with and without an Idempotency-Key, on every JSON route', async (_name, body) => {
     for (const url of ['/run_code', '/create_sandbox', '/write_file', '/mcp']) {
-      for (const headers of [{}, { 'idempotency-key': `k-${url}` }]) {
+      for (const headers of [{}, { 'idempotency-key': `k-${url}` }] as Array<Record<string, string>>) {
         const r = await send(url, body, { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers });
         expect(r.statusCode, url).toBe(400);
         expect(JSON.parse(r.body).error.message).toMatch(/nests deeper|more than 100000 values/);
@@ -262,5 +267,36 @@ describe('fair queueing of sandbox starts', () => {
     release();
     await held;
     expect(await Promise.all([...waiting, other])).toEqual(['a1', 'a2', 'b1']);
+  });
+});
+
+describe('request bodies in flight are bounded per API key', () => {
+  it('a key that opens many slow uploads gets 429 past MAX_BODY_BYTES_PER_KEY; another key is not affected', async () => {
+    const e = await startTestApp({ API_KEYS: `${KEY_A},${KEY_B}`, MAX_FILE_BYTES: '1024', MAX_BODY_BYTES_PER_KEY: String(1024 * 1024) });
+    await e.app.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = e.app.server.address() as { port: number };
+    const open = (key: string) => new Promise<string>((resolve) => {
+      const socket = connect(port, '127.0.0.1');
+      let text = '';
+      socket.on('data', (d) => {
+        text += d;
+        if (text.includes('\r\n\r\n')) resolve(text.split('\r\n')[0]);
+      });
+      socket.on('error', () => resolve(text));
+      socket.write(`POST /write_file HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 700000\r\n\r\n{"content": "`);
+      setTimeout(() => resolve(`${text}(still open)`), 1500).unref();
+      sockets.push(socket);
+    });
+    const sockets: Socket[] = [];
+    try {
+      const first = open(KEY_A);
+      await new Promise((r) => setTimeout(r, 100));
+      expect(await open(KEY_A)).toMatch(/^HTTP\/1\.1 429/);
+      expect(await open(KEY_B)).toBe('(still open)');
+      expect(await first).toBe('(still open)');
+    } finally {
+      for (const s of sockets) s.destroy();
+      await e.close();
+    }
   });
 });

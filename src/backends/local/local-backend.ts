@@ -225,7 +225,11 @@ class LocalBackend implements SandboxBackend {
       // fd 3: the direct channel between the service and the sandbox's Python kernel; fd 4: the seccomp filter.
       const spawned = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', ...(this.seccomp ? ['pipe' as const] : [])], env: {}, uid, gid: uid });
       child = spawned;
-      if (this.seccomp) (spawned.stdio[SECCOMP_FD] as Writable).end(this.seccomp);
+      if (this.seccomp) {
+        const filter = spawned.stdio[SECCOMP_FD] as Writable;
+        filter.on('error', () => undefined); // bubblewrap gone before it read the filter: its start fails anyway
+        filter.end(this.seccomp);
+      }
       cgroup = this.cgroups!.create(`${opts.id}-${spawned.pid}`, this.options.limits);
       const sandboxCgroup = cgroup;
       return new LocalSandbox({
@@ -251,8 +255,15 @@ class LocalBackend implements SandboxBackend {
       });
     } catch (err) {
       if (child) {
-        child.kill('SIGKILL');
-        await new Promise((r) => (child!.exitCode !== null || child!.signalCode !== null ? r(null) : child!.once('close', r)));
+        // Our ends of its descriptors go too: a sandbox process bubblewrap forked before it could be told
+        // to die with it sees end-of-file and exits (and, as root, the uid's reaping below kills it anyway).
+        for (const stream of child.stdio) stream?.destroy();
+        const started = child;
+        if (started.pid !== undefined && started.exitCode === null && started.signalCode === null) {
+          const exited = new Promise((r) => started.once('exit', r));
+          started.kill('SIGKILL');
+          await exited;
+        }
       }
       await cgroup?.remove();
       await proxy?.close();
@@ -325,7 +336,9 @@ class LocalBackend implements SandboxBackend {
   private agentEnv(opts: CreateSandboxOptions): Record<string, string> {
     const { memoryBytes, maxProcesses, cpuSecondsPerCall, cpuSecondsPerSandbox } = this.options.limits;
     const rlimits: Record<string, number> = { data: memoryBytes };
-    if (cpuSecondsPerSandbox) rlimits.cpu = Math.ceil(Math.max(cpuSecondsPerSandbox, cpuSecondsPerCall));
+    // A hard limit no process can raise: per process, over the sandbox's life (the service's cgroup accounting
+    // counts the whole sandbox and stops it at the same budget).
+    if (cpuSecondsPerSandbox) rlimits.cpu = Math.ceil(cpuSecondsPerSandbox);
     // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
     if (this.cgroups?.mode === 'none') rlimits.nproc = maxProcesses;
     return {
