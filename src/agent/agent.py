@@ -23,7 +23,8 @@ import sys
 if __name__ == "__main__":
     # The supervisor runs with -I: no PYTHON* variable, user site or script directory on the path, so nothing
     # the sandbox's code can write or choose is ever imported by it. Its own modules come from here, read-only.
-    sys.path.insert(0, __file__.rpartition("/")[0] or ".")
+    import os.path
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 if __name__ == "__main__" and sys.argv[1:2] in ([], ["--kernel-starts"]):
     # The supervisor holds the service's channel: undumpable before anything else, so that code of the sandbox

@@ -44,14 +44,12 @@ class Supervisor:
     def __init__(self, out, resume=None):
         """`resume`: (kernel pid or 0, kernel starts so far) when this process comes back from ciw-idle."""
         self.out = out
-        # What user processes see. The local backend passes it as JSON (CIW_USER_ENV) so that none of it
-        # (LD_PRELOAD, PYTHONHOME…) applies to this process; elsewhere it is this process's own environment.
-        user_env = os.environ.get("CIW_USER_ENV")
-        if user_env is not None:
-            self.env = {k: v for k, v in json.loads(user_env).items() if not k.startswith("CIW_")}
-            self.env["CIW_WORKSPACE"] = WORKSPACE
-        else:
-            self.env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_") or k == "CIW_WORKSPACE"}
+        # What user processes see: this process's environment (the service's defaults, or the pod's), then the
+        # variables the sandbox was created with. Those come as JSON (CIW_USER_ENV) so that none of them
+        # (LD_PRELOAD, PYTHONHOME…) ever applies to this process.
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("CIW_")}
+        self.env.update((k, v) for k, v in json.loads(os.environ.get("CIW_USER_ENV") or "{}").items() if not k.startswith("CIW_"))
+        self.env["CIW_WORKSPACE"] = WORKSPACE
         self.max_output = int(os.environ.get("CIW_MAX_OUTPUT_BYTES", "1048576"))
         self.grace_s = float(os.environ.get("CIW_INTERRUPT_GRACE_MS", "2000")) / 1000
         self.cpu_limit_s = float(os.environ.get("CIW_CPU_SECONDS_PER_CALL", "0") or 0)

@@ -295,7 +295,7 @@ class LocalBackend implements SandboxBackend {
   private spawnUnsandboxed(opts: CreateSandboxOptions): LocalSandbox {
     const workspace = join(this.options.rootDir, 'unsandboxed', opts.id);
     mkdirSync(workspace, { recursive: true });
-    const child = spawn(this.options.python, ['-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
+    const child = spawn(this.options.python, ['-I', '-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
       stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
       cwd: workspace,
       env: sandboxEnv(workspace, opts.env, this.agentEnv(opts)),
