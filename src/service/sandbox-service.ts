@@ -112,6 +112,7 @@ function checkEnv(field: string, env: Readonly<Record<string, string>> | undefin
     throw new ServiceError(ErrorCode.VALIDATION_FAILED, `${field} holds more than ${MAX_ENV_BYTES} bytes in all; pass large data as a file instead`);
   }
 }
+
 const REAP_INTERVAL_MS = 1_000;
 
 export interface ServiceOptions {
@@ -226,9 +227,9 @@ export class SandboxService {
   async runCode(owner: string, ref: SandboxRef, input: RunCodeInput): Promise<RunOutcome> {
     const runtime = runtimeOf(input.language);
     const timeoutMs = this.timeoutMs(input.timeoutS);
+    if (runtime === 'shell') checkText('code', input.code);
     const record = await this.resolve(owner, ref);
     if (runtime === 'shell') {
-      checkText('code', input.code);
       const result = await this.exclusive(record, () => record.sandbox.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
       return { record, runtime, result };
     }
@@ -468,8 +469,12 @@ export class SandboxService {
     const max = this.config.MAX_SANDBOXES;
     const total = this.records.size + this.pendingCreates;
     if (total >= max) throw limit(`${max} sandboxes are live (MAX_SANDBOXES); stop one with /stop_sandbox or retry later`);
-    if (owner === CODE_NODE_OWNER) return;
     const reserved = this.reservedForCodeNode;
+    if (owner === CODE_NODE_OWNER) {
+      // The Code node has its reserved share plus what one key may hold: it cannot take every sandbox either.
+      if (this.held(owner) >= reserved + this.perKeyLimit) throw limit(`the Code node holds ${reserved + this.perKeyLimit} sandboxes, its share (DIFY_SANDBOX_RESERVED + MAX_SANDBOXES_PER_KEY); retry later`);
+      return;
+    }
     if (total - this.held(CODE_NODE_OWNER) >= max - reserved) {
       throw limit(`${max - reserved} sandboxes are live, all that is open to API keys (MAX_SANDBOXES=${max}, of which DIFY_SANDBOX_RESERVED=${reserved} are kept for the Code node); stop one with /stop_sandbox or retry later`);
     }

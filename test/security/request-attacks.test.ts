@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { watchStalls, type StallWatch } from '../helpers/stalls.js';
 import { FairQueue } from '../../src/service/fair-queue.js';
+import { CODE_NODE_OWNER } from '../../src/service/sandbox-service.js';
 import { connect, type Socket } from 'node:net';
 
 const KEY_A = 'tenant-a-key';
@@ -226,6 +227,18 @@ describe('quotas: one key cannot take every sandbox', () => {
     // Key B at its own limit now, and the rest kept for the Code node: neither key takes those.
     const more = await q.post('/create_sandbox', {}, as(KEY_B));
     expect(more.status).toBe(429);
+  });
+
+  it('the Code node cannot take every sandbox either: its share is DIFY_SANDBOX_RESERVED more than a key\'s', async () => {
+    const e = await startTestApp({ API_KEYS: `${KEY_A},${KEY_B}`, MAX_SANDBOXES: '10' });
+    try {
+      const made = [];
+      for (let i = 0; i < 6; i++) made.push(await e.service.create(CODE_NODE_OWNER, {}));
+      await expect(e.service.create(CODE_NODE_OWNER, {})).rejects.toMatchObject({ code: 'SANDBOX_LIMIT_REACHED' });
+      expect((await e.post('/create_sandbox', {}, as(KEY_A))).status).toBe(200);
+    } finally {
+      await e.close();
+    }
   });
 
   it('honours an explicit MAX_SANDBOXES_PER_KEY', async () => {
