@@ -47,26 +47,32 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     bodyLimit: Math.ceil(config.MAX_FILE_BYTES * 4 / 3) + 1024 * 1024,
     // Form, multipart and query fields arrive as strings: "30" must be a valid timeout.
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
-    // Every connection is bounded in time: headers, the whole request, idle keep-alive. Once a request is in,
-    // a call may run silently for up to EXEC_MAX_TIMEOUT_S, so the socket's own idle timeout sits above that.
+    // Every connection is bounded in time: its headers, the whole request, idle keep-alive (Node's own
+    // timers). Once a request is in, a call may run silently for up to EXEC_MAX_TIMEOUT_S: no idle timeout
+    // on the socket then (downloads have their own watchdog, files.ts).
     requestTimeout: config.HTTP_REQUEST_TIMEOUT_S * 1000,
     keepAliveTimeout: config.HTTP_KEEPALIVE_TIMEOUT_S * 1000,
-    connectionTimeout: (config.EXEC_MAX_TIMEOUT_S + config.INTERRUPT_GRACE_MS / 1000 + 60) * 1000,
     // Node checks the header and request timeouts this often (30 s by default, which would stretch a 10 s limit).
     http: { connectionsCheckingInterval: Math.min(1000, config.HTTP_HEADERS_TIMEOUT_S * 1000) },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.server.headersTimeout = config.HTTP_HEADERS_TIMEOUT_S * 1000;
   app.server.maxConnections = config.MAX_CONNECTIONS;
-  // Node's header timeout starts with the first byte: a connection that sends nothing would wait for the
-  // long idle timeout above. It gets the header timeout instead, until a request arrives.
-  const requestIdleMs = app.server.timeout;
-  app.server.on('connection', (socket: Socket) => socket.setTimeout(config.HTTP_HEADERS_TIMEOUT_S * 1000));
-  app.server.on('request', (req: IncomingMessage) => req.socket.setTimeout(requestIdleMs));
+  // Node's header timeout starts with the first byte: a connection that sends nothing would be kept forever.
+  // It gets the header timeout until its first request arrives.
+  const silentMs = config.HTTP_HEADERS_TIMEOUT_S * 1000;
+  app.server.on('connection', (socket: Socket) => socket.setTimeout(silentMs));
+  app.server.on('request', (req: IncomingMessage) => {
+    if (req.socket.timeout === silentMs) req.socket.setTimeout(0); // its first request: Node's timers from here on
+  });
 
   app.setErrorHandler((err: FastifyError | ServiceError, req, reply) => {
-    // Refused before its body was all in (no key, too large, a bad shape) or for want of a key: the connection
-    // goes with the answer, instead of staying open for whatever the client still sends.
-    if (!req.raw.complete || (err instanceof ServiceError && err.code === ErrorCode.UNAUTHORIZED)) reply.header('connection', 'close');
+    // No key, a body too large, or over the key's budget: the connection goes with the answer, instead of
+    // staying open for whatever the client still sends. (Other early refusals, like a JSON body of a bad
+    // shape from a valid key, let the rest of the body drain unread so that the client gets to read its 400.)
+    const closing = err instanceof ServiceError
+      ? err.code === ErrorCode.UNAUTHORIZED || (err.code === ErrorCode.CALL_LIMIT_REACHED && !req.raw.complete)
+      : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE';
+    if (closing) reply.header('connection', 'close');
     if (err instanceof ServiceError) {
       if (err.status >= 500) req.log.error({ err, reqId: req.id }, 'service error');
       return reply.status(err.status).headers(err.headers).send(errorBody(err.code, publicMessage(err)));

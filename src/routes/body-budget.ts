@@ -2,12 +2,15 @@
  * Request bodies in flight per API key: each request reserves its declared Content-Length (a chunked body,
  * which declares none, reserves the largest body allowed) from its key's budget until its answer is sent,
  * so that one key cannot make the service hold a body for every connection it opens. Over the budget the
- * request gets 429 before its body is read (and the connection is closed with the answer).
+ * request gets 429 before its body is read (and the connection is closed with the answer). Bodies up to
+ * SMALL_BODY_BYTES are not counted (the calls of the hot path): MAX_CONNECTIONS of them are a bounded few MiB.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { syncHook } from './sync-hook.js';
+
+const SMALL_BODY_BYTES = 64 * 1024;
 
 export const bodyBudgetPlugin = fp(async (app: FastifyInstance, opts: { maxBytesPerKey: number; bodyLimit: number }) => {
   const inFlight = new Map<string, number>();
@@ -21,7 +24,7 @@ export const bodyBudgetPlugin = fp(async (app: FastifyInstance, opts: { maxBytes
     const length = req.headers['content-length'];
     const declared = length !== undefined ? Math.min(Number(length) || 0, opts.bodyLimit)
       : req.headers['transfer-encoding'] !== undefined ? opts.bodyLimit : 0;
-    if (declared === 0) return;
+    if (declared <= SMALL_BODY_BYTES) return;
     const held = inFlight.get(req.owner) ?? 0;
     if (held + declared > opts.maxBytesPerKey) {
       throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,

@@ -9,6 +9,7 @@ import { watchStalls, type StallWatch } from '../helpers/stalls.js';
 import { FairQueue } from '../../src/service/fair-queue.js';
 import { CODE_NODE_OWNER } from '../../src/service/sandbox-service.js';
 import { connect, type Socket } from 'node:net';
+import { Readable } from 'node:stream';
 
 const KEY_A = 'tenant-a-key';
 const KEY_B = 'tenant-b-key';
@@ -25,9 +26,16 @@ afterAll(async () => {
   await t.close();
 });
 
-/** A request the service must refuse (or answer at once): sent with the event-loop watch on. */
-const send = (url: string, payload: string | Buffer, headers: Record<string, string>) =>
-  stalls.refusing(() => t.app.inject({ method: 'POST', url, payload, headers: { ...as(KEY_A), ...headers } }));
+/**
+ * A request the service must refuse (or answer at once), sent with the event-loop watch on. A large body
+ * arrives in 64 KiB chunks, as it does over a socket (app.inject would hand it over in one piece).
+ */
+const send = (url: string, payload: string | Buffer, headers: Record<string, string>) => {
+  const bytes = Buffer.from(payload);
+  const body = bytes.length <= CHUNK ? bytes : Readable.from(Array.from({ length: Math.ceil(bytes.length / CHUNK) }, (_, i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)));
+  return stalls.refusing(() => t.app.inject({ method: 'POST', url, payload: body, headers: { ...as(KEY_A), 'content-length': String(bytes.length), ...headers } }));
+};
+const CHUNK = 64 * 1024;
 const json = (url: string, body: unknown, headers: Record<string, string> = {}) => {
   const payload = JSON.stringify(body);
   return send(url, payload, { 'content-type': 'application/json', ...headers });

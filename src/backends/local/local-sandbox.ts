@@ -147,8 +147,13 @@ export class LocalSandbox implements Sandbox {
           chunk: (data) => {
             if (body.destroyed || body.write(data)) return null;
             return new Promise<void>((wake) => {
-              body.once('drain', wake);
-              body.once('close', wake);
+              const done = () => {
+                body.off('drain', done);
+                body.off('close', done);
+                wake();
+              };
+              body.on('drain', done);
+              body.on('close', done);
             });
           },
         }).then((reply) => {
