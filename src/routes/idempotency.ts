@@ -150,7 +150,7 @@ export const idempotencyPlugin = fp(async (app: FastifyInstance, opts: Idempoten
     let resolve!: (s: Outcome) => void;
     const result = new Promise<Outcome>((r) => (resolve = r));
     const entry: Entry = { fingerprint, expiresAt: t + opts.ttlMs, bytes: 0, result, settle: resolve };
-    owner.entries.delete(key);
+    if (existing) forget(owner, key, existing); // expired, or its first call failed
     owner.entries.set(key, entry);
     pending.set(req, { owner, key, entry });
   };

@@ -77,6 +77,8 @@ interface SandboxRecord {
   /** Tail of the chain of calls into this sandbox: calls run one after another, never interleaved. */
   tail: Promise<unknown>;
   busy: number;
+  /** Downloads through signed links in progress (anyone holding a link can start one). */
+  linkDownloads: number;
 }
 
 interface Tombstone {
@@ -114,6 +116,8 @@ function checkEnv(field: string, env: Readonly<Record<string, string>> | undefin
 }
 
 const REAP_INTERVAL_MS = 1_000;
+/** Downloads through signed links of one sandbox at once. */
+const LINK_DOWNLOADS_PER_SANDBOX = 2;
 
 export interface ServiceOptions {
   readonly backend: SandboxBackend;
@@ -298,7 +302,24 @@ export class SandboxService {
     if (!record) {
       throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, this.tombstones.get(sandboxId)?.message ?? `sandbox '${sandboxId}' not found`);
     }
-    return this.openIn(record, record.sandbox, path);
+    // A link is a bearer token that may have been passed around: its holders may keep at most a few of the
+    // sandbox's turns busy (each download holds the sandbox until its bytes are out, or its client stalls).
+    if (record.linkDownloads >= LINK_DOWNLOADS_PER_SANDBOX) {
+      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
+        `${record.linkDownloads} downloads of this sandbox's files through links are in progress; retry when they are done`, { headers: { 'retry-after': '2' } });
+    }
+    record.linkDownloads++;
+    const done = () => {
+      record.linkDownloads--;
+    };
+    try {
+      const file = await this.openIn(record, record.sandbox, path);
+      file.body.once('close', done);
+      return file;
+    } catch (err) {
+      done();
+      throw err;
+    }
   }
 
   private openIn(record: SandboxRecord | null, sandbox: Sandbox, path: string): Promise<{ path: string; size: number; body: Readable }> {
@@ -493,7 +514,7 @@ export class SandboxService {
       idleTimeoutMs: (input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S) * 1000,
       maxLifetimeMs: (input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S) * 1000,
       network: input.network === true,
-      tail: Promise.resolve(), busy: 0,
+      tail: Promise.resolve(), busy: 0, linkDownloads: 0,
     };
     this.records.set(id, record);
     if (input.conversationId) this.byConversation.set(`${owner}\0${input.conversationId}`, id);

@@ -182,6 +182,31 @@ describe('an attack run against the real service', () => {
     c.socket.destroy();
   }, 30_000);
 
+  it('lets link holders keep at most two of a sandbox\'s downloads going at once', async () => {
+    const id = (await call('/create_sandbox', {}, KEY_A)).body.sandbox_id as string;
+    await call('/execute_command', { sandbox_id: id, command: `head -c ${DOWNLOAD_BYTES} /dev/urandom > big.bin` }, KEY_A);
+    const url = new URL((await call('/download_file', { sandbox_id: id, remote_path: 'big.bin' }, KEY_A)).body.download_url as string);
+    const stalled = [rawConnection(), rawConnection()];
+    for (const c of stalled) {
+      c.socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: x\r\n\r\n`);
+      c.socket.pause();
+    }
+    await new Promise((r) => setTimeout(r, 300));
+    const third = await fetch(url);
+    expect(third.status).toBe(429);
+    expect((await third.json() as any).error.code).toBe('CALL_LIMIT_REACHED');
+    for (const c of stalled) c.socket.destroy();
+    await Promise.all(stalled.map((c) => c.closed));
+    // Once they are gone, the link works again.
+    let again = await fetch(url);
+    for (let i = 0; i < 20 && again.status === 429; i++) {
+      await again.arrayBuffer();
+      await new Promise((r) => setTimeout(r, 200));
+      again = await fetch(url);
+    }
+    expect((await again.arrayBuffer()).byteLength).toBe(DOWNLOAD_BYTES);
+  }, 30_000);
+
   it('refuses connections past MAX_CONNECTIONS at once instead of running out of descriptors', async () => {
     const many = Array.from({ length: 420 }, () => rawConnection());
     let refused = 0;

@@ -192,7 +192,12 @@ class LocalBackend implements SandboxBackend {
    * nothing that lasts: repeated, it must not drain the uid range or leave proxies listening.
    */
   private async spawnBubblewrap(opts: CreateSandboxOptions): Promise<LocalSandbox> {
-    const uid = this.asRoot ? this.uids.acquire() : undefined;
+    let uid: number | undefined;
+    try {
+      uid = this.asRoot ? this.uids.acquire() : undefined;
+    } catch (err) {
+      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `no sandbox uid is free (${(err as Error).message}); stop sandboxes or widen SANDBOX_UID_COUNT`, { cause: err });
+    }
     let proxy: EgressProxy | undefined;
     let cgroup: SandboxCgroup | undefined;
     let child: ChildProcess | undefined;
