@@ -74,9 +74,9 @@ function requirePath(...candidates: Array<string | undefined>): string {
 
 /**
  * A download whose client takes nothing for `idleMs` is ended: a watchdog looks at the bytes the socket has
- * sent, and destroys it when they stopped moving (the socket's own timeout is stretched by Node while a
- * write is pending, and the server's is far longer, for calls that run silently). The body's back-pressure
- * reaches the sandbox (see BlobSink), so meanwhile the service holds little of the file.
+ * sent, and destroys it when they stopped moving (a socket timeout would not do: Node holds it back while a
+ * write is pending, and the server keeps none once a request is in, for calls that run silently). The
+ * body's back-pressure reaches the sandbox (see BlobSink), so meanwhile the service holds little of the file.
  */
 function holdBackSlowReader(reply: FastifyReply, body: Readable, idleMs: number): void {
   const socket = reply.raw.socket;
