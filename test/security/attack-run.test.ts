@@ -191,7 +191,7 @@ describe('an attack run against the real service', () => {
       c.socket.write(`GET ${url.pathname}${url.search} HTTP/1.1\r\nHost: x\r\n\r\n`);
       c.socket.pause();
     }
-    await new Promise((r) => setTimeout(r, 300));
+    await new Promise((r) => setTimeout(r, 1000));
     const third = await fetch(url);
     expect(third.status).toBe(429);
     expect((await third.json() as any).error.code).toBe('CALL_LIMIT_REACHED');
@@ -211,7 +211,7 @@ describe('an attack run against the real service', () => {
     const many = Array.from({ length: 420 }, () => rawConnection());
     let refused = 0;
     for (const c of many) void c.closed.then(() => refused++);
-    await new Promise((r) => setTimeout(r, 500)); // well before HTTP_HEADERS_TIMEOUT_S
+    await new Promise((r) => setTimeout(r, 1500)); // before HTTP_HEADERS_TIMEOUT_S (2 s) would close them anyway
     expect(refused).toBeGreaterThanOrEqual(20);
     for (const c of many) c.socket.destroy();
     await Promise.all(many.map((c) => c.closed));

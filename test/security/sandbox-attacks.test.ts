@@ -211,7 +211,7 @@ describe('CPU time', () => {
       const r = await c.post('/execute_command', { sandbox_id: id, command: 'nohup bash -c \'while true; do timeout 0.5 sh -c "while :; do :; done"; done\' >/dev/null 2>&1 &' });
       expect(r.body.exit_code).toBe(0);
       let info = await c.post('/get_sandbox_info', { sandbox_id: id });
-      for (let i = 0; i < 150 && info.status === 200; i++) {
+      for (let i = 0; i < 400 && info.status === 200; i++) { // 40 s at most: a busy host gives the burners less CPU
         await sleep(100);
         info = await c.post('/get_sandbox_info', { sandbox_id: id });
       }
@@ -220,7 +220,7 @@ describe('CPU time', () => {
     } finally {
       await c.close();
     }
-  }, 30_000);
+  }, 60_000);
 });
 
 describe('seccomp', () => {
