@@ -75,12 +75,17 @@ async function artifactContent(ctx: ToolContext, sandboxId: string, files: Array
   for (const f of files) {
     if (inlined.has(f.path)) continue;
     if (f.mime_type.startsWith('image/') && f.mime_type !== 'image/svg+xml' && images < MAX_IMAGES && f.size <= MAX_IMAGE_BYTES) {
-      const { data } = await ctx.service.readFile(ctx.owner, { sandboxId }, f.path);
-      out.push({ type: 'image', data: data.toString('base64'), mimeType: f.mime_type });
-      images++;
-    } else {
-      out.push({ type: 'resource_link', uri: f.url, name: f.name, mimeType: f.mime_type, description: `${f.path} (${f.size} bytes)` });
+      const read = await ctx.service.readFile(ctx.owner, { sandboxId }, f.path, MAX_IMAGE_BYTES).catch((err: unknown) => {
+        if (err instanceof ServiceError && err.code === 'FILE_TOO_LARGE') return null; // it grew since it was listed
+        throw err;
+      });
+      if (read) {
+        out.push({ type: 'image', data: read.data.toString('base64'), mimeType: f.mime_type });
+        images++;
+        continue;
+      }
     }
+    out.push({ type: 'resource_link', uri: f.url, name: f.name, mimeType: f.mime_type, description: `${f.path} (${f.size} bytes)` });
   }
   return out;
 }
@@ -186,10 +191,16 @@ const readFile: Tool<typeof ReadInput> = {
   async run(a, ctx) {
     const path = a.remote_path ?? a.path;
     if (!path) throw new ServiceError('VALIDATION_FAILED', 'give remote_path');
-    const { record, data, path: real } = await ctx.service.readFile(ctx.owner, ref(a), path);
+    // Only what the answer can carry is read into memory (an image or a blob up to MAX_IMAGE_BYTES); a larger
+    // file is answered with its link alone, so that no call holds a whole 100 MB file here.
+    const { record, entry } = await ctx.service.statFile(ctx.owner, ref(a), path);
+    if (entry.type === 'directory') throw new ServiceError('IS_A_DIRECTORY', `${entry.path} is a directory, not a file; use list_files`);
+    const real = entry.path;
     const url = linker(ctx.service, ctx.baseUrl, record.id, record.sandbox.workspace)(real);
     const mimeType = mimeTypeOf(posix.basename(real)).split(';')[0];
-    const link: Content = { type: 'resource_link', uri: url, name: posix.basename(real), mimeType, description: `${real} (${data.length} bytes)` };
+    const link: Content = { type: 'resource_link', uri: url, name: posix.basename(real), mimeType, description: `${real} (${entry.size} bytes)` };
+    if (entry.size > MAX_IMAGE_BYTES) return { content: [text(`${real} is ${entry.size} bytes: too large to return here; download it from the link`), link] };
+    const { data } = await ctx.service.readFile(ctx.owner, ref(a), path, MAX_IMAGE_BYTES);
     const isText = mimeType.startsWith('text/') || /json|xml|yaml|javascript/.test(mimeType) || (mimeType === 'application/octet-stream' && !data.subarray(0, 4096).includes(0));
     let body: Content;
     if (mimeType.startsWith('image/') && mimeType !== 'image/svg+xml' && data.length <= MAX_IMAGE_BYTES) {
@@ -197,7 +208,7 @@ const readFile: Tool<typeof ReadInput> = {
     } else if (isText && data.length <= MAX_TEXT_FILE_BYTES) {
       body = text(data.toString('utf8'));
     } else {
-      body = { type: 'resource', resource: { uri: url, mimeType, blob: data.length <= MAX_IMAGE_BYTES ? data.toString('base64') : '' } };
+      body = { type: 'resource', resource: { uri: url, mimeType, blob: data.toString('base64') } };
     }
     return { content: [body, link] };
   },

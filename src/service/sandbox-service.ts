@@ -276,10 +276,11 @@ export class SandboxService {
     return { record, ...written };
   }
 
-  async readFile(owner: string, ref: SandboxRef, path: string): Promise<{ record: SandboxRecord; path: string; data: Buffer }> {
+  /** A file's bytes, whole; refused with FILE_TOO_LARGE past `maxBytes` (default MAX_FILE_BYTES). */
+  async readFile(owner: string, ref: SandboxRef, path: string, maxBytes = this.config.MAX_FILE_BYTES): Promise<{ record: SandboxRecord; path: string; data: Buffer }> {
     checkText('remote_path', path);
     const record = await this.resolve(owner, ref, false);
-    const read = await this.exclusive(record, () => record.sandbox.files.read(path, this.config.MAX_FILE_BYTES));
+    const read = await this.exclusive(record, () => record.sandbox.files.read(path, Math.min(maxBytes, this.config.MAX_FILE_BYTES)));
     return { record, ...read };
   }
 

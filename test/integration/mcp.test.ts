@@ -92,3 +92,21 @@ describe('MCP server', () => {
     expect(res.status).toBe(401);
   });
 });
+
+describe('MCP read_file holds no more than it can return', () => {
+  it('answers a file over 2 MiB with its link alone, and a small one with its content', async () => {
+    const id = await withClient(async (c) => (await c.callTool({ name: 'create_sandbox', arguments: {} })).structuredContent as { sandbox_id: string })
+      .then((s) => s.sandbox_id);
+    await t.post('/execute_command', { sandbox_id: id, command: 'head -c 5000000 /dev/zero > big.bin && echo small > small.txt' }, { authorization: `Bearer ${KEY}` });
+    const big = await withClient((c) => c.callTool({ name: 'read_file', arguments: { sandbox_id: id, remote_path: 'big.bin' } }));
+    const bigContent = big.content as Content;
+    expect(bigContent[0].text).toMatch(/5000000 bytes: too large to return here/);
+    expect(bigContent[1].type).toBe('resource_link');
+    expect(JSON.stringify(big).length).toBeLessThan(10_000);
+    const small = await withClient((c) => c.callTool({ name: 'read_file', arguments: { sandbox_id: id, remote_path: 'small.txt' } }));
+    expect((small.content as Content)[0].text).toBe('small\n');
+    const dir = await withClient((c) => c.callTool({ name: 'read_file', arguments: { sandbox_id: id, remote_path: '.' } }));
+    expect(dir.isError).toBe(true);
+    expect((dir.content as Content)[0].text).toMatch(/IS_A_DIRECTORY/);
+  });
+});
