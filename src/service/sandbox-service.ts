@@ -116,6 +116,8 @@ function checkEnv(field: string, env: Readonly<Record<string, string>> | undefin
 }
 
 const REAP_INTERVAL_MS = 1_000;
+/** file_url downloads of one API key at once (each holds up to MAX_FILE_BYTES until it is written). */
+const URL_FETCHES_PER_KEY = 4;
 /** Downloads through signed links of one sandbox at once. */
 const LINK_DOWNLOADS_PER_SANDBOX = 2;
 
@@ -143,6 +145,8 @@ export class SandboxService {
   private readonly pendingByOwner = new Map<string, number>();
   /** Calls running or queued per owner. */
   private readonly callsByOwner = new Map<string, number>();
+  /** file_url downloads in progress per owner. */
+  private readonly fetchesByOwner = new Map<string, number>();
   /** Sandbox starts: a few at a time, in turn across owners. */
   private readonly starts: FairQueue;
   private reaper: NodeJS.Timeout | null = null;
@@ -267,13 +271,27 @@ export class SandboxService {
   async uploadFromUrl(owner: string, ref: SandboxRef, fileUrl: string, path: string): Promise<{ record: SandboxRecord; path: string; size: number }> {
     checkText('remote_path', path);
     const record = await this.resolve(owner, ref);
-    const { data } = await fetchFileUrl(fileUrl, {
-      maxBytes: this.config.MAX_FILE_BYTES,
-      timeoutMs: this.config.UPLOAD_TIMEOUT_S * 1000,
-      policy: this.config.outbound,
-    });
-    const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
-    return { record, ...written };
+    // A fetched file is held whole until it is written: a key may have only a few fetches going at once.
+    const fetching = this.fetchesByOwner.get(owner) ?? 0;
+    if (fetching >= URL_FETCHES_PER_KEY) {
+      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
+        `this API key has ${fetching} file_url downloads in progress, its limit; retry when they are done`, { headers: { 'retry-after': '2' } });
+    }
+    this.fetchesByOwner.set(owner, fetching + 1);
+    let data: Buffer;
+    try {
+      ({ data } = await fetchFileUrl(fileUrl, {
+        maxBytes: this.config.MAX_FILE_BYTES,
+        timeoutMs: this.config.UPLOAD_TIMEOUT_S * 1000,
+        policy: this.config.outbound,
+      }));
+      const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
+      return { record, ...written };
+    } finally {
+      const left = this.fetchesByOwner.get(owner)! - 1;
+      if (left > 0) this.fetchesByOwner.set(owner, left);
+      else this.fetchesByOwner.delete(owner);
+    }
   }
 
   /** A file's bytes, whole; refused with FILE_TOO_LARGE past `maxBytes` (default MAX_FILE_BYTES). */

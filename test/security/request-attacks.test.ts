@@ -10,6 +10,7 @@ import { FairQueue } from '../../src/service/fair-queue.js';
 import { CODE_NODE_OWNER } from '../../src/service/sandbox-service.js';
 import { connect, type Socket } from 'node:net';
 import { Readable } from 'node:stream';
+import { createServer } from 'node:http';
 
 const KEY_A = 'tenant-a-key';
 const KEY_B = 'tenant-b-key';
@@ -320,4 +321,28 @@ describe('request bodies in flight are bounded per API key', () => {
       await e.close();
     }
   });
+});
+
+describe('file_url downloads are bounded per API key', () => {
+  it('a key may have only a few downloads going at once (each holds its file until written); others are not affected', async () => {
+    const origin = createServer((_req, res) => res.writeHead(200).write('partial')); // never ends
+    await new Promise<void>((r) => origin.listen(0, '127.0.0.1', r));
+    const url = `http://127.0.0.1:${(origin.address() as { port: number }).port}/stalls`;
+    const e = await startTestApp({ API_KEYS: `${KEY_A},${KEY_B}`, OUTBOUND_ALLOW_CIDRS: '127.0.0.1/32', UPLOAD_TIMEOUT_S: '3' });
+    try {
+      const a = (await e.post('/create_sandbox', {}, as(KEY_A))).body.sandbox_id;
+      const b = (await e.post('/create_sandbox', {}, as(KEY_B))).body.sandbox_id;
+      const going = Array.from({ length: 4 }, () => e.post('/upload_file', { sandbox_id: a, file_url: url }, as(KEY_A)));
+      await new Promise((r) => setTimeout(r, 200));
+      const refused = await e.post('/upload_file', { sandbox_id: a, file_url: url }, as(KEY_A));
+      expect(refused.status).toBe(429);
+      expect(refused.body.error.code).toBe('CALL_LIMIT_REACHED');
+      const other = e.post('/upload_file', { sandbox_id: b, file_url: url }, as(KEY_B));
+      for (const r of [...await Promise.all(going), await other]) expect(r.body.error.code).toBe('FILE_URL_FETCH_FAILED'); // the stall's timeout
+    } finally {
+      await e.close();
+      origin.closeAllConnections();
+      origin.close();
+    }
+  }, 20_000);
 });
