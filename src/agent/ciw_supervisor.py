@@ -230,49 +230,59 @@ class Supervisor:
             self.idle_s = 0  # stay awake
 
     def handle(self, req, blob):
-        op = req["op"]
         if req.get("rebase"):
             # The direct kernel ran since this process last looked: what it made is not new any more.
             self.files = snapshot()
-        if op in ("kernel_start", "kernel_interrupt", "kernel_restart"):
-            return self.kernel_op(op), b""
-        if op == "exec":
-            language = req.get("language") or "python"
-            kernel = self.kernels.get(language)
-            if language == "python" and self.direct is not None:
-                raise AgentError("USE_DIRECT_KERNEL", "Python runs on the direct channel in this sandbox")
-            if kernel is None:
-                raise AgentError("UNSUPPORTED_LANGUAGE", "no kernel for language %r" % language)
-            if language == "javascript" and kernel.proc is None and not _on_path("node", self.env.get("PATH", "")):
-                raise AgentError("UNSUPPORTED_LANGUAGE", "JavaScript needs Node.js under /usr on the host (e.g. /usr/bin/node); "
-                                 "it is not installed there")
-            capture = self.capture(req)
-            res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"))
-            return self.finish(res, capture), b""
-        if op == "shell":
-            capture = self.capture(req)
-            shell_env = dict(self.env)
-            shell_env.update(req.get("env") or {})
-            cwd = req.get("cwd") or WORKSPACE
-            cwd = cwd if os.path.isabs(cwd) else os.path.join(WORKSPACE, cwd)
-            res = run_shell(req["command"], req["timeout_ms"] / 1000, cwd, shell_env, capture, self.cpu_limit_s)
-            return self.finish(res, capture), b""
-        if op == "write":
-            written = write_file(req["path"], blob.chunks() if blob else (), bool(req.get("append")))
-            # A file put in by the client is not an artifact of the next call.
-            st = os.stat(written["path"])
-            self.files[written["path"]] = (st.st_mtime_ns, st.st_size)
-            return written, b""
-        if op == "read":
-            real, opened = open_file(req["path"], int(req["max_bytes"]))
-            return {"path": real, "size": opened.size}, opened
-        if op == "stat":
-            return stat_path(req["path"]), b""
-        if op == "list":
-            return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
-        if op == "ping":
-            return {"pid": os.getpid()}, b""
-        raise AgentError("UNKNOWN_OP", "unknown operation %r" % op)
+        handler = OPS.get(req["op"])
+        if handler is None:
+            raise AgentError("UNKNOWN_OP", "unknown operation %r" % req["op"])
+        return handler(self, req, blob)
+
+    def op_kernel(self, req, _blob):
+        return self.kernel_op(req["op"]), b""
+
+    def op_exec(self, req, _blob):
+        language = req.get("language") or "python"
+        kernel = self.kernels.get(language)
+        if language == "python" and self.direct is not None:
+            raise AgentError("USE_DIRECT_KERNEL", "Python runs on the direct channel in this sandbox")
+        if kernel is None:
+            raise AgentError("UNSUPPORTED_LANGUAGE", "no kernel for language %r" % language)
+        if language == "javascript" and kernel.proc is None and not _on_path("node", self.env.get("PATH", "")):
+            raise AgentError("UNSUPPORTED_LANGUAGE", "JavaScript needs Node.js under /usr on the host (e.g. /usr/bin/node); "
+                             "it is not installed there")
+        capture = self.capture(req)
+        res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"))
+        return self.finish(res, capture), b""
+
+    def op_shell(self, req, _blob):
+        capture = self.capture(req)
+        shell_env = dict(self.env)
+        shell_env.update(req.get("env") or {})
+        cwd = req.get("cwd") or WORKSPACE
+        cwd = cwd if os.path.isabs(cwd) else os.path.join(WORKSPACE, cwd)
+        res = run_shell(req["command"], req["timeout_ms"] / 1000, cwd, shell_env, capture, self.cpu_limit_s)
+        return self.finish(res, capture), b""
+
+    def op_write(self, req, blob):
+        written = write_file(req["path"], blob.chunks() if blob else (), bool(req.get("append")))
+        # A file put in by the client is not an artifact of the next call.
+        st = os.stat(written["path"])
+        self.files[written["path"]] = (st.st_mtime_ns, st.st_size)
+        return written, b""
+
+    def op_read(self, req, _blob):
+        real, opened = open_file(req["path"], int(req["max_bytes"]))
+        return {"path": real, "size": opened.size}, opened
+
+    def op_stat(self, req, _blob):
+        return stat_path(req["path"]), b""
+
+    def op_list(self, req, _blob):
+        return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
+
+    def op_ping(self, _req, _blob):
+        return {"pid": os.getpid()}, b""
 
     def serve(self, stdin, announce=True):
         """Answers requests from `stdin` until it ends. Returns True at the end of the stream."""
@@ -310,6 +320,21 @@ class Supervisor:
             reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             self.send(reply, reply_blob)
 
+
+# The ops the service may ask for, by name: the same names as AGENT_OPS in src/backends/agent/protocol.ts
+# (test/unit/agent-protocol.test.ts checks that the two lists agree).
+OPS = {
+    "exec": Supervisor.op_exec,
+    "shell": Supervisor.op_shell,
+    "write": Supervisor.op_write,
+    "read": Supervisor.op_read,
+    "stat": Supervisor.op_stat,
+    "list": Supervisor.op_list,
+    "ping": Supervisor.op_ping,
+    "kernel_start": Supervisor.op_kernel,
+    "kernel_interrupt": Supervisor.op_kernel,
+    "kernel_restart": Supervisor.op_kernel,
+}
 
 def _setup():
     _make_undumpable()

@@ -5,6 +5,7 @@
 import { describe, expect, it } from 'vitest';
 import { spawn } from 'node:child_process';
 import { AgentConnection } from '../../src/backends/local/agent-connection.js';
+import { agentRequest } from '../../src/backends/agent/protocol.js';
 
 const MiB = 1024 * 1024;
 const limits = { maxHeaderBytes: 22 * MiB, maxBlobBytes: 100 * MiB, maxEventBytes: 2 * MiB + 64 * 1024 };
@@ -40,7 +41,7 @@ describe('the supervisor channel is bounded like the kernel\'s', () => {
     ].join('\n'));
     await agent.connection.ready(10_000);
     let received = 0;
-    const call = agent.connection.request({ op: 'shell', command: 'yes' }, null, 60_000, (_event, data) => {
+    const call = agent.connection.request(agentRequest('shell', { command: 'yes', timeout_ms: 10_000 }), null, 60_000, (_event, data) => {
       received += data.length;
     });
     await expect(call).rejects.toMatchObject({ code: 'SANDBOX_LOST' });
@@ -58,7 +59,7 @@ describe('the supervisor channel is bounded like the kernel\'s', () => {
     ].join('\n'));
     await agent.connection.ready(10_000);
     const started = process.cpuUsage();
-    const call = agent.connection.request({ op: 'list', path: '.' }, null, 60_000);
+    const call = agent.connection.request(agentRequest('list', { path: '.', recursive: false, limit: 10 }), null, 60_000);
     await expect(call).rejects.toMatchObject({ code: 'SANDBOX_LOST' });
     expect(await agent.died).toMatch(/oversized frame header/);
     // Reported, not asserted: the CPU the service spent on 22 MiB of header (a quadratic join took seconds).
@@ -75,7 +76,7 @@ describe('the supervisor channel is bounded like the kernel\'s', () => {
       'sys.stdin.read()',
     ].join('\n'));
     await agent.connection.ready(10_000);
-    const reply = await agent.connection.request({ op: 'stat', path: '.' }, null, 60_000);
+    const reply = await agent.connection.request(agentRequest('stat', { path: '.' }), null, 60_000);
     expect((reply.header.text as string).length).toBe(300_000);
     agent.child.kill('SIGKILL');
   });

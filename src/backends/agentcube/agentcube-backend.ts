@@ -12,6 +12,7 @@ import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } fro
 import { AGENT_SOURCE } from '../local/local-backend.js';
 import { AgentCubeClient, type AgentCubeSettings } from './client.js';
 import { AGENT_DIR, AGENT_SOCKET, AgentCubeSandbox, type SandboxState } from './agentcube-sandbox.js';
+import { agentRequest } from '../agent/protocol.js';
 
 export interface AgentCubeBackendOptions extends AgentCubeSettings {
   readonly maxOutputBytes: number;
@@ -109,7 +110,7 @@ class AgentCubeBackend implements SandboxBackend {
     const script = `cd "$1" && (setsid python3 -I -S ${AGENT_DIR}/agent.py --serve "$1/${AGENT_DIR}/${AGENT_SOCKET}" > ${AGENT_DIR}/agent.log 2>&1 < /dev/null &)`;
     await this.client.execute(sandbox.sessionId, ['bash', '-c', script, 'bash', workspace], { timeoutMs: 30_000, env });
     for (let i = 0; i < PING_ATTEMPTS; i++) {
-      if (await sandbox.agent({ op: 'ping' }, 30_000).catch(() => null)) return true;
+      if (await sandbox.agent(agentRequest('ping', {}), 30_000).catch(() => null)) return true;
       await new Promise((r) => setTimeout(r, PING_INTERVAL_MS));
     }
     return false;

@@ -11,7 +11,8 @@ import type {
   CodeError, DirectoryListing, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox, SandboxFiles,
 } from '../types.js';
 import type { AgentCubeClient } from './client.js';
-import { toRunCodeResult } from '../agent-reply.js';
+import { toRunCodeResult } from '../agent/reply.js';
+import { agentRequest, type AgentRequest } from '../agent/protocol.js';
 
 export const AGENT_DIR = '.ciw';
 export const AGENT_SOCKET = 'agent.sock';
@@ -120,7 +121,7 @@ export class AgentCubeSandbox implements Sandbox {
   }
 
   /** One request to the agent daemon, through PicoD. Null when the daemon is not running. */
-  async agent(request: Record<string, unknown>, timeoutMs: number): Promise<Record<string, unknown> | null> {
+  async agent(request: AgentRequest, timeoutMs: number): Promise<Record<string, unknown> | null> {
     const id = this.live();
     const json = JSON.stringify({ id: ++this.sequence, ...request });
     let arg = json;
@@ -146,7 +147,7 @@ export class AgentCubeSandbox implements Sandbox {
 
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
     if (this.state.mode === 'script') return this.runScript(options);
-    const request = { op: 'exec', code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python', inline_images: options.inlineImages === true };
+    const request = agentRequest('exec', { code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python', inline_images: options.inlineImages === true });
     const deadline = options.timeoutMs + this.opts.graceMs + SLACK_MS;
     let h = await this.agent(request, deadline);
     let restarted = false;

@@ -5,6 +5,7 @@
  */
 import type { ChildProcess } from 'node:child_process';
 import { ServiceError, ErrorCode, isErrorCode } from '../../errors.js';
+import type { AgentRequest } from '../agent/protocol.js';
 
 export interface AgentReply {
   readonly header: Record<string, unknown>;
@@ -116,7 +117,7 @@ export class AgentConnection {
    * Sends one request and waits for its reply. `deadlineMs` bounds the wait: past it the agent is
    * considered hung and `onFatal` kills the sandbox.
    */
-  request(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
+  request(header: AgentRequest, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
     const run = () => this.send(header, blob, deadlineMs, onEvent, sink);
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
@@ -135,7 +136,7 @@ export class AgentConnection {
     }
   }
 
-  private send(header: Record<string, unknown>, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
+  private send(header: AgentRequest, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
     if (this.closedReason) return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LOST, this.closedReason));
     return new Promise<AgentReply>((resolve, reject) => {
       const id = this.nextId++;

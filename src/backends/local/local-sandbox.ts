@@ -7,7 +7,8 @@ import { KernelChannel } from './kernel-channel.js';
 import { ServiceError, ErrorCode } from '../../errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
-import { toArtifacts, toCodeError, toRunCodeResult } from '../agent-reply.js';
+import { toArtifacts, toCodeError, toRunCodeResult } from '../agent/reply.js';
+import { agentRequest } from '../agent/protocol.js';
 import type {
   CodeError, DirectoryListing, OpenedFile, OutputListener, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions,
   RunCommandResult, Sandbox, SandboxFiles,
@@ -125,11 +126,11 @@ export class LocalSandbox implements Sandbox {
     });
     this.files = {
       write: async (path, data) => {
-        const { header } = await this.connection.request({ op: 'write', path, rebase: this.look('agent') }, data, FILE_OP_DEADLINE_MS);
+        const { header } = await this.connection.request(agentRequest('write', { path, rebase: this.look('agent') }), data, FILE_OP_DEADLINE_MS);
         return { path: String(header.path), size: Number(header.size) };
       },
       read: async (path, maxBytes) => {
-        const { header, blob } = await this.connection.request({ op: 'read', path, max_bytes: maxBytes }, null, FILE_OP_DEADLINE_MS);
+        const { header, blob } = await this.connection.request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS);
         return { path: String(header.path), data: blob };
       },
       open: (path, maxBytes) => new Promise<OpenedFile>((resolve, reject) => {
@@ -139,7 +140,7 @@ export class LocalSandbox implements Sandbox {
         const body = new PassThrough({ highWaterMark: SEND_BUFFER_BYTES });
         body.on('error', () => undefined); // a reader that went away; the sandbox still sends the rest, ignored
         let opened = false;
-        const received = this.connection.request({ op: 'read', path, max_bytes: maxBytes }, null, FILE_OP_DEADLINE_MS, undefined, {
+        const received = this.connection.request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS, undefined, {
           start: (header, length) => {
             opened = true;
             resolve({ path: String(header.path), size: length, body, received });
@@ -166,10 +167,10 @@ export class LocalSandbox implements Sandbox {
         });
         received.catch(() => undefined);
       }),
-      stat: async (path) => toEntry((await this.connection.request({ op: 'stat', path }, null, FILE_OP_DEADLINE_MS)).header),
+      stat: async (path) => toEntry((await this.connection.request(agentRequest('stat', { path }), null, FILE_OP_DEADLINE_MS)).header),
       list: async (path, options): Promise<DirectoryListing> => {
         const { header } = await this.connection.request(
-          { op: 'list', path, recursive: options.recursive, limit: options.limit }, null, FILE_OP_DEADLINE_MS);
+          agentRequest('list', { path, recursive: options.recursive, limit: options.limit }), null, FILE_OP_DEADLINE_MS);
         return {
           path: String(header.path),
           entries: (Array.isArray(header.entries) ? header.entries as Record<string, unknown>[] : []).map(toEntry),
@@ -261,7 +262,7 @@ export class LocalSandbox implements Sandbox {
     // No kernel: ask for one. The very first time, the call goes right behind the request (the kernel reads
     // it once it is up); after a kernel has lived, the supervisor first throws away whatever its predecessor
     // left unread on the channel, so the call must wait until the new kernel is there.
-    const starting = this.kernelRunning ? null : this.connection.request({ op: 'kernel_start' }, null, CONTROL_DEADLINE_MS);
+    const starting = this.kernelRunning ? null : this.connection.request(agentRequest('kernel_start', {}), null, CONTROL_DEADLINE_MS);
     starting?.catch(() => undefined);
     const pipelined = !this.kernelEverStarted;
     this.kernelEverStarted = true;
@@ -282,7 +283,7 @@ export class LocalSandbox implements Sandbox {
     const stop = (why: 'timeout' | 'output') => {
       if (stopped) return;
       stopped = why;
-      interrupting = this.connection.request({ op: 'kernel_interrupt' }, null, CONTROL_DEADLINE_MS).then(() => {
+      interrupting = this.connection.request(agentRequest('kernel_interrupt', {}), null, CONTROL_DEADLINE_MS).then(() => {
         graceTimer = setTimeout(() => channel.abandon(new KernelGone('hung', 'did not stop')), this.graceMs);
       });
       interrupting.catch(() => undefined);
@@ -357,7 +358,7 @@ export class LocalSandbox implements Sandbox {
     let error: CodeError;
     if (gone!.why === 'hung') {
       try {
-        await this.connection.request({ op: 'kernel_restart' }, null, CONTROL_DEADLINE_MS);
+        await this.connection.request(agentRequest('kernel_restart', {}), null, CONTROL_DEADLINE_MS);
       } catch (e) {
         if (e instanceof ServiceError && e.code === ErrorCode.SANDBOX_LOST) throw e;
         this.kernelRunning = false; // tried again on the next call
@@ -394,10 +395,10 @@ export class LocalSandbox implements Sandbox {
 
   private async runRelayed(options: RunCodeOptions): Promise<RunCodeResult> {
     const { header: h } = await this.connection.request(
-      {
-        op: 'exec', code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python',
+      agentRequest('exec', {
+        code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python',
         inline_images: options.inlineImages === true, stream: options.onOutput !== undefined, rebase: this.look('agent'),
-      },
+      }),
       null,
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
       streamTo(options.onOutput),
@@ -407,10 +408,10 @@ export class LocalSandbox implements Sandbox {
 
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
     const { header: h } = await this.connection.request(
-      {
-        op: 'shell', command: options.command, timeout_ms: options.timeoutMs, cwd: options.cwd, env: options.env,
+      agentRequest('shell', {
+        command: options.command, timeout_ms: options.timeoutMs, cwd: options.cwd, env: options.env,
         stream: options.onOutput !== undefined, rebase: this.look('agent'),
-      },
+      }),
       null,
       options.timeoutMs + AGENT_SLACK_MS,
       streamTo(options.onOutput),

@@ -3,7 +3,7 @@
  * over its pipes, AgentCube through PicoD) gets the same reply; it comes from inside the sandbox, so fields
  * are re-typed here and never trusted as typed.
  */
-import type { ArtifactFile, CodeError, RichResult, RunCodeResult } from './types.js';
+import type { ArtifactFile, CodeError, RichResult, RunCodeResult } from '../types.js';
 
 export function toCodeError(v: unknown): CodeError | null {
   if (typeof v !== 'object' || v === null) return null;

@@ -1,0 +1,69 @@
+/**
+ * The protocol between the service and the in-sandbox agent (src/agent/), named in one place: every op and
+ * the fields of its request. Both backends that run the agent speak it — the local one over the sandbox's
+ * pipes (one JSON header line per frame, then `blob` raw bytes), AgentCube through PicoD (`agent.py --call`).
+ * The agent dispatches from a table with the same names (`OPS` in ciw_supervisor.py); a unit test checks
+ * that the two lists agree. Replies come from inside the sandbox, so their fields are re-typed by reply.ts,
+ * never trusted as typed; what each op's reply carries is listed beside its request.
+ */
+
+/** Request fields of each op (snake_case, as on the wire). `rebase`: the workspace changed behind the agent. */
+export interface AgentRequests {
+  /**
+   * Runs code in a stateful kernel: JavaScript, and Python where the sandbox has no direct channel.
+   * Reply: stdout, stderr, output, output_truncated, results, error, timed_out, state_preserved, notice,
+   * files, files_truncated, duration_ms (reply.ts: toRunCodeResult). Output events may precede it.
+   */
+  readonly exec: {
+    readonly code: string;
+    readonly timeout_ms: number;
+    readonly language: 'python' | 'javascript';
+    readonly inline_images: boolean;
+    readonly stream?: boolean;
+    readonly rebase?: boolean;
+  };
+  /** Runs a shell command line in a session of its own. Reply: as exec, plus exit_code. */
+  readonly shell: {
+    readonly command: string;
+    readonly timeout_ms: number;
+    readonly cwd?: string;
+    readonly env?: Readonly<Record<string, string>>;
+    readonly stream?: boolean;
+    readonly rebase?: boolean;
+  };
+  /** Writes the request's payload to a file, creating its directories. Reply: path, size. */
+  readonly write: { readonly path: string; readonly rebase?: boolean; readonly append?: boolean };
+  /** Reads a file, refused past max_bytes. Reply: path, size, and the file as its payload. */
+  readonly read: { readonly path: string; readonly max_bytes: number };
+  /** Reply: name, path, type, size, modified_ms. */
+  readonly stat: { readonly path: string };
+  /** Reply: path, entries (each as stat's reply), truncated. */
+  readonly list: { readonly path: string; readonly recursive: boolean; readonly limit: number };
+  /** Reply: pid. */
+  readonly ping: Readonly<Record<string, never>>;
+  /** Starts the direct channel's Python kernel if none runs. Reply: started. */
+  readonly kernel_start: Readonly<Record<string, never>>;
+  /** Sends the direct kernel SIGINT. Reply: running. */
+  readonly kernel_interrupt: Readonly<Record<string, never>>;
+  /** Stops the direct kernel and starts a new one (its state is lost). Reply: started. */
+  readonly kernel_restart: Readonly<Record<string, never>>;
+}
+
+export type AgentOp = keyof AgentRequests;
+
+/** One request: its op and that op's fields. */
+export type AgentRequest<O extends AgentOp = AgentOp> = { readonly op: O } & AgentRequests[O];
+
+/** Every op, in one list (the unit test compares it with the agent's table). */
+export const AGENT_OPS = [
+  'exec', 'shell', 'write', 'read', 'stat', 'list', 'ping', 'kernel_start', 'kernel_interrupt', 'kernel_restart',
+] as const satisfies readonly AgentOp[];
+
+// The list names every op of AgentRequests: adding an op there without adding it here does not compile.
+const everyOpListed: Exclude<AgentOp, (typeof AGENT_OPS)[number]> extends never ? true : never = true;
+void everyOpListed;
+
+/** A request of `op`, typed by it. */
+export function agentRequest<O extends AgentOp>(op: O, fields: AgentRequests[O]): AgentRequest<O> {
+  return { op, ...fields };
+}
