@@ -15,7 +15,11 @@ import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '
 import { commandToWire, linker, runCodeToWire } from '../routes/responses.js';
 import { infoToWire } from '../routes/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
-import { decodeContent, urlFileName } from '../service/file-input.js';
+import { decodeContent } from '../service/file-input.js';
+import type { Config } from '../config.js';
+import * as files from '../api/file-operations.js';
+import type { Caller, StoredFile } from '../api/file-operations.js';
+import { listingToWire, storedToWire } from '../api/file-presenters.js';
 
 /** MCP content items (text, image, resource link, embedded resource). */
 type Content =
@@ -35,6 +39,7 @@ export interface ToolContext {
   readonly owner: string;
   /** Absolute base for file links. */
   readonly baseUrl: string;
+  readonly config: Config;
 }
 
 interface Tool<S extends TSchema> {
@@ -53,10 +58,11 @@ const MAX_TEXT_FILE_BYTES = 256 * 1024;
 const ref = (a: { sandbox_id?: string; conversation_id?: string }) => ({ sandboxId: a.sandbox_id, conversationId: a.conversation_id });
 
 /** The answer of a tool that stored a file, as /write_file answers. */
-const stored = (verb: string, w: { record: { id: string }; path: string; size: number }): ToolResult => ({
+const stored = (verb: string, w: StoredFile): ToolResult => ({
   content: [{ type: 'text', text: `${verb} ${w.size} bytes at ${w.path}` }],
-  structuredContent: { status: 'success', sandbox_id: w.record.id, remote_path: w.path, size: w.size },
+  structuredContent: storedToWire(w),
 });
+const caller = (ctx: ToolContext): Caller => ({ service: ctx.service, config: ctx.config, owner: ctx.owner });
 const text = (t: string): Content => ({ type: 'text', text: t });
 
 /** Output, error and values as text a model reads easily. */
@@ -161,9 +167,9 @@ const writeFile: Tool<typeof WriteFileBody> = {
   description: 'Writes text (or base64 bytes with encoding "base64") to remote_path in the sandbox; relative paths are inside /workspace.',
   inputSchema: WriteFileBody,
   async run(a, ctx) {
-    const path = a.remote_path ?? a.path;
-    if (!path || a.content === undefined) throw new ServiceError('VALIDATION_FAILED', 'give remote_path and content');
-    return stored('wrote', await ctx.service.writeFile(ctx.owner, ref(a), path, decodeContent(a.content, a.encoding)));
+    const path = files.requirePath(a.remote_path, a.path);
+    if (a.content === undefined) throw new ServiceError('VALIDATION_FAILED', 'give content (text, or base64 with encoding=base64)');
+    return stored('wrote', await files.writeFile(caller(ctx), ref(a), { path, data: decodeContent(a.content, a.encoding) }));
   },
 };
 
@@ -176,8 +182,7 @@ const uploadFile: Tool<typeof UploadInput> = {
   inputSchema: UploadInput,
   async run(a, ctx) {
     if (!a.file_url) throw new ServiceError('VALIDATION_FAILED', 'give file_url');
-    const name = a.remote_filename || a.remote_path || urlFileName(a.file_url) || 'upload.bin';
-    return stored('saved', await ctx.service.uploadFromUrl(ctx.owner, ref(a), a.file_url, name));
+    return stored('saved', await files.uploadFromUrl(caller(ctx), ref(a), { url: a.file_url, target: a.remote_filename || a.remote_path }));
   },
 };
 
@@ -220,11 +225,11 @@ const listFiles: Tool<typeof ListFilesBody> = {
   description: 'Lists a directory of the sandbox (default /workspace), optionally recursively.',
   inputSchema: ListFilesBody,
   async run(a, ctx) {
-    const { record, listing } = await ctx.service.listFiles(ctx.owner, ref(a), a.path ?? '.', a.recursive ?? false);
+    const listing = await files.listFiles(caller(ctx), ref(a), { path: a.path, recursive: a.recursive });
     const lines = listing.entries.map((e) => `${e.type === 'directory' ? 'd' : '-'} ${String(e.size).padStart(10)}  ${e.path}`);
     return {
       content: [text(lines.length > 0 ? lines.join('\n') : `(${listing.path} is empty)`)],
-      structuredContent: { sandbox_id: record.id, path: listing.path, truncated: listing.truncated, entries: listing.entries.map((e) => ({ name: e.name, path: e.path, type: e.type, size: e.size })) },
+      structuredContent: listingToWire(listing),
     };
   },
 };

@@ -10,10 +10,12 @@ import type { SandboxService } from '../service/sandbox-service.js';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { mimeTypeOf } from '../service/mime.js';
-import { decodeContent, urlFileName } from '../service/file-input.js';
+import { decodeContent } from '../service/file-input.js';
+import { listFiles, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile } from '../api/file-operations.js';
+import { listingToWire, storedToWire } from '../api/file-presenters.js';
 import { baseUrl, refOf } from './wire.js';
 import { linker } from './responses.js';
-import type { FastifyReply } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 413: ErrorResponse };
@@ -52,24 +54,6 @@ function urlOf(body: { file_url?: string; file?: unknown }): string {
       : `the file URL '${url.slice(0, 100)}' is relative: set FILES_URL in Dify's .env so file variables carry absolute URLs, or send the file as form-data instead`);
   }
   return url;
-}
-
-/** Applies DIFY_FILES_URL_REWRITE ("public-prefix=internal-prefix,…") so the service can reach Dify's files. */
-export function rewriteFilesUrl(rules: string, url: string): string {
-  for (const rule of rules.split(',')) {
-    const eq = rule.indexOf('=');
-    if (eq <= 0) continue;
-    const from = rule.slice(0, eq).trim();
-    const to = rule.slice(eq + 1).trim();
-    if (from && url.startsWith(from)) return to + url.slice(from.length);
-  }
-  return url;
-}
-
-function requirePath(...candidates: Array<string | undefined>): string {
-  const path = candidates.find((p) => p !== undefined && p !== '');
-  if (!path) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give remote_path: where the file is in the sandbox (relative paths are inside /workspace)');
-  return path;
 }
 
 /**
@@ -121,6 +105,7 @@ export function contentDisposition(filename: string): string {
 
 export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   const sendIdleMs = config.FILE_SEND_IDLE_TIMEOUT_S * 1000;
+  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner });
   app.post('/write_file', {
     config: { idempotent: true },
     schema: {
@@ -142,8 +127,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
     } else {
       data = decodeContent(content, encoding);
     }
-    const w = await service.writeFile(req.owner, refOf(req.body), path, data);
-    return { status: 'success' as const, sandbox_id: w.record.id, remote_path: w.path, size: w.size };
+    return storedToWire(await writeFile(caller(req), refOf(req.body), { path, data }));
   });
 
   app.post('/upload_file', {
@@ -163,22 +147,16 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
     const target = req.body.remote_filename || req.body.remote_path;
     const ref = refOf(req.body);
     if (req.uploadedFiles.length > 0) {
-      const written = [];
+      const written: StoredFile[] = [];
       for (const f of req.uploadedFiles) {
         const name = posix.basename(f.filename) || 'upload.bin';
         const path = !target ? name : req.uploadedFiles.length === 1 ? target : posix.join(target, name);
-        written.push(await service.writeFile(req.owner, ref, path, f.data));
+        written.push(await writeFile(caller(req), ref, { path, data: f.data }));
       }
-      const first = written[0];
-      return {
-        status: 'success' as const, sandbox_id: first.record.id, remote_path: first.path, size: first.size,
-        files: written.map((w) => ({ remote_path: w.path, size: w.size })),
-      };
+      return { ...storedToWire(written[0]), files: written.map((w) => ({ remote_path: w.path, size: w.size })) };
     }
-    const fileUrl = rewriteFilesUrl(config.DIFY_FILES_URL_REWRITE, urlOf(req.body));
-    const name = difyFile(req.body.file)?.filename;
-    const w = await service.uploadFromUrl(req.owner, ref, fileUrl, target || name || urlFileName(fileUrl) || 'upload.bin');
-    return { status: 'success' as const, sandbox_id: w.record.id, remote_path: w.path, size: w.size, files: [{ remote_path: w.path, size: w.size }] };
+    const w = await uploadFromUrl(caller(req), ref, { url: urlOf(req.body), target, suggestedName: difyFile(req.body.file)?.filename });
+    return { ...storedToWire(w), files: [{ remote_path: w.path, size: w.size }] };
   });
 
   app.post('/download_file', {
@@ -213,13 +191,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
       response: { 200: ListFilesResponse, ...errors },
     },
   }, async (req) => {
-    const { record, listing } = await service.listFiles(req.owner, refOf(req.body), req.body.path ?? '.', req.body.recursive ?? false);
-    return {
-      sandbox_id: record.id,
-      path: listing.path,
-      truncated: listing.truncated,
-      entries: listing.entries.map((e) => ({ name: e.name, path: e.path, type: e.type, size: e.size, modified_at: new Date(e.modifiedMs).toISOString() })),
-    };
+    return listingToWire(await listFiles(caller(req), refOf(req.body), { path: req.body.path, recursive: req.body.recursive }));
   });
 
   app.get('/files/:sandbox_id/*', {

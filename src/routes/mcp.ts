@@ -22,7 +22,7 @@ export function registerMcp(app: FastifyInstance, service: SandboxService, confi
       { name: 'code-interpreter-wrapper', title: 'Code Interpreter', version: '0.1.0' },
       { capabilities: { tools: {} }, instructions: INSTRUCTIONS },
     );
-    const ctx = { service, owner: req.owner, baseUrl: baseUrl(config, req) };
+    const ctx = { service, config, owner: req.owner, baseUrl: baseUrl(config, req) };
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
       tools: TOOLS.map((t) => ({
         name: t.name, title: t.title, description: t.description,

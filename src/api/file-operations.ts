@@ -1,0 +1,77 @@
+/**
+ * The file use cases, written once for every front end (the HTTP routes and the MCP tools; issue 14 moves
+ * the others here too). Each takes input already validated by its front end's schema, in the service's
+ * terms, and returns a domain result that the front end presents (file-presenters.ts). Whatever differs
+ * between front ends is only how they parse and present: naming, URL rewriting and path defaults live here.
+ */
+import type { Config } from '../config.js';
+import type { DirectoryListing } from '../backends/types.js';
+import type { SandboxRef, SandboxService } from '../service/sandbox-service.js';
+import { ServiceError, ErrorCode } from '../errors.js';
+import { urlFileName } from '../service/file-input.js';
+
+/** Who asks, and what answers: the same for every operation of a request. */
+export interface Caller {
+  readonly service: SandboxService;
+  readonly config: Config;
+  /** The owner (API key digest) the request acts for. */
+  readonly owner: string;
+}
+
+/** A file that was stored in a sandbox. */
+export interface StoredFile {
+  readonly sandboxId: string;
+  /** Absolute path inside the sandbox. */
+  readonly path: string;
+  readonly size: number;
+}
+
+/** A directory listing of a sandbox. */
+export interface Listing extends DirectoryListing {
+  readonly sandboxId: string;
+}
+
+/** Fallback name of a stored file that has none of its own. */
+const DEFAULT_NAME = 'upload.bin';
+
+/** The first path given, or a 400 saying what to give. */
+export function requirePath(...candidates: Array<string | undefined>): string {
+  const path = candidates.find((p) => p !== undefined && p !== '');
+  if (!path) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give remote_path: where the file is in the sandbox (relative paths are inside /workspace)');
+  return path;
+}
+
+/** Applies DIFY_FILES_URL_REWRITE ("public-prefix=internal-prefix,…") so the service can reach Dify's files. */
+export function rewriteFilesUrl(rules: string, url: string): string {
+  for (const rule of rules.split(',')) {
+    const eq = rule.indexOf('=');
+    if (eq <= 0) continue;
+    const from = rule.slice(0, eq).trim();
+    const to = rule.slice(eq + 1).trim();
+    if (from && url.startsWith(from)) return to + url.slice(from.length);
+  }
+  return url;
+}
+
+/**
+ * Fetches `url` into the sandbox, after DIFY_FILES_URL_REWRITE: at `target` when given, else under the
+ * file's own name (`suggestedName`, e.g. a Dify file object's filename), else the URL's file name.
+ */
+export async function uploadFromUrl(caller: Caller, ref: SandboxRef, input: { url: string; target?: string; suggestedName?: string }): Promise<StoredFile> {
+  const url = rewriteFilesUrl(caller.config.DIFY_FILES_URL_REWRITE, input.url);
+  const name = input.target || input.suggestedName || urlFileName(url) || DEFAULT_NAME;
+  const w = await caller.service.uploadFromUrl(caller.owner, ref, url, name);
+  return { sandboxId: w.record.id, path: w.path, size: w.size };
+}
+
+/** Writes bytes at `path`. */
+export async function writeFile(caller: Caller, ref: SandboxRef, input: { path: string; data: Uint8Array }): Promise<StoredFile> {
+  const w = await caller.service.writeFile(caller.owner, ref, input.path, input.data);
+  return { sandboxId: w.record.id, path: w.path, size: w.size };
+}
+
+/** Lists a directory (default: the workspace), optionally recursively, up to 10,000 entries. */
+export async function listFiles(caller: Caller, ref: SandboxRef, input: { path?: string; recursive?: boolean }): Promise<Listing> {
+  const { record, listing } = await caller.service.listFiles(caller.owner, ref, input.path ?? '.', input.recursive ?? false);
+  return { sandboxId: record.id, ...listing };
+}
