@@ -134,7 +134,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     maxAnswerBytes: config.IDEMPOTENCY_MAX_ANSWER_BYTES,
   });
   await app.register(healthRoutes, { service });
-  await app.register(sandboxRoutes, { service });
+  await app.register(sandboxRoutes, { service, config });
   await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
   await app.register(difySandboxRoutes, { service, config });

@@ -4,19 +4,14 @@
  * terms, and returns a domain result that the front end presents (file-presenters.ts). Whatever differs
  * between front ends is only how they parse and present: naming, URL rewriting and path defaults live here.
  */
-import type { Config } from '../config.js';
-import type { DirectoryListing } from '../backends/types.js';
-import type { SandboxRef, SandboxService } from '../service/sandbox-service.js';
+import type { DirectoryListing, FileEntry } from '../backends/types.js';
+import { linker } from '../routes/responses.js';
+import type { SandboxRef } from '../service/sandbox-service.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { urlFileName } from '../service/file-input.js';
+import type { Caller } from './caller.js';
 
-/** Who asks, and what answers: the same for every operation of a request. */
-export interface Caller {
-  readonly service: SandboxService;
-  readonly config: Config;
-  /** The owner (API key digest) the request acts for. */
-  readonly owner: string;
-}
+export type { Caller } from './caller.js';
 
 /** A file that was stored in a sandbox. */
 export interface StoredFile {
@@ -74,4 +69,12 @@ export async function writeFile(caller: Caller, ref: SandboxRef, input: { path: 
 export async function listFiles(caller: Caller, ref: SandboxRef, input: { path?: string; recursive?: boolean }): Promise<Listing> {
   const { record, listing } = await caller.service.listFiles(caller.owner, ref, input.path ?? '.', input.recursive ?? false);
   return { sandboxId: record.id, ...listing };
+}
+
+/** A file of the sandbox (not a directory) and its signed download link. */
+export async function fileLink(caller: Caller, ref: SandboxRef, path: string): Promise<{ sandboxId: string; entry: FileEntry; url: string }> {
+  const { record, entry } = await caller.service.statFile(caller.owner, ref, path);
+  if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
+  const url = linker(caller.service, caller.baseUrl, record.id, record.sandbox.workspace)(entry.path);
+  return { sandboxId: record.id, entry, url };
 }

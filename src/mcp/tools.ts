@@ -12,12 +12,13 @@ import { ServiceError, publicMessage } from '../errors.js';
 import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandResponse } from '../schemas/execution.js';
 import { CreateSandboxBody, SandboxRefBody } from '../schemas/sandboxes.js';
 import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '../schemas/files.js';
-import { commandToWire, linker, runCodeToWire } from '../routes/responses.js';
+import { commandToWire, runCodeToWire } from '../routes/responses.js';
 import { infoToWire } from '../routes/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../service/file-input.js';
 import type { Config } from '../config.js';
 import * as files from '../api/file-operations.js';
+import * as ops from '../api/sandbox-operations.js';
 import type { Caller, StoredFile } from '../api/file-operations.js';
 import { listingToWire, storedToWire } from '../api/file-presenters.js';
 
@@ -62,7 +63,7 @@ const stored = (verb: string, w: StoredFile): ToolResult => ({
   content: [{ type: 'text', text: `${verb} ${w.size} bytes at ${w.path}` }],
   structuredContent: storedToWire(w),
 });
-const caller = (ctx: ToolContext): Caller => ({ service: ctx.service, config: ctx.config, owner: ctx.owner });
+const caller = (ctx: ToolContext): Caller => ({ service: ctx.service, config: ctx.config, owner: ctx.owner, baseUrl: ctx.baseUrl });
 const text = (t: string): Content => ({ type: 'text', text: t });
 
 /** Output, error and values as text a model reads easily. */
@@ -106,7 +107,7 @@ const createSandbox: Tool<typeof CreateInput> = {
     + 'Optional: network (HTTP(S) to public addresses), idle_timeout_seconds.',
   inputSchema: CreateInput,
   async run(a, ctx) {
-    const { info, reused } = await ctx.service.create(ctx.owner, {
+    const { info, reused } = await ops.createSandbox(caller(ctx), {
       conversationId: a.conversation_id, idleTimeoutS: a.idle_timeout_seconds, maxLifetimeS: a.max_lifetime_seconds, network: a.network,
     });
     const wire = { sandbox_id: info.id, info: infoToWire(info), reused };
@@ -125,8 +126,8 @@ const runCode: Tool<typeof RunCodeInput> = {
   inputSchema: RunCodeInput,
   outputSchema: RunCodeResponse,
   async run(a, ctx) {
-    const outcome = await ctx.service.runCode(ctx.owner, ref(a), { code: a.code, language: a.language, timeoutS: a.timeout, inlineImages: true });
-    const wire = runCodeToWire(outcome, linker(ctx.service, ctx.baseUrl, outcome.record.id, outcome.record.sandbox.workspace));
+    const { outcome, link } = await ops.runCode(caller(ctx), ref(a), { code: a.code, language: a.language, timeoutS: a.timeout, inlineImages: true });
+    const wire = runCodeToWire(outcome, link);
     const content: Content[] = [text(runText(wire))];
     const inlined = new Set<string>();
     for (const r of wire.results) {
@@ -140,7 +141,7 @@ const runCode: Tool<typeof RunCodeInput> = {
       // Images went out as images: keep the structured copy light.
       for (const mime of ['image/png', 'image/jpeg']) delete (r.data as Record<string, string>)[mime];
     }
-    content.push(...await artifactContent(ctx, outcome.record.id, wire.files, inlined));
+    content.push(...await artifactContent(ctx, wire.sandbox_id, wire.files, inlined));
     return { content, structuredContent: wire, isError: wire.error !== null };
   },
 };
@@ -154,9 +155,9 @@ const runCommand: Tool<typeof CommandInput> = {
   inputSchema: CommandInput,
   outputSchema: ExecuteCommandResponse,
   async run(a, ctx) {
-    const { record, result } = await ctx.service.runCommand(ctx.owner, ref(a), { command: a.command, timeoutS: a.timeout, cwd: a.cwd });
-    const wire = commandToWire(record.id, result, linker(ctx.service, ctx.baseUrl, record.id, record.sandbox.workspace));
-    const content = [text(runText(wire)), ...await artifactContent(ctx, record.id, wire.files, new Set())];
+    const { sandboxId, result, link } = await ops.runCommand(caller(ctx), ref(a), { command: a.command, timeoutS: a.timeout, cwd: a.cwd });
+    const wire = commandToWire(sandboxId, result, link);
+    const content = [text(runText(wire)), ...await artifactContent(ctx, sandboxId, wire.files, new Set())];
     return { content, structuredContent: wire, isError: wire.error !== null };
   },
 };
@@ -198,10 +199,8 @@ const readFile: Tool<typeof ReadInput> = {
     if (!path) throw new ServiceError('VALIDATION_FAILED', 'give remote_path');
     // Only what the answer can carry is read into memory (an image or a blob up to MAX_IMAGE_BYTES); a larger
     // file is answered with its link alone, so that no call holds a whole 100 MB file here.
-    const { record, entry } = await ctx.service.statFile(ctx.owner, ref(a), path);
-    if (entry.type === 'directory') throw new ServiceError('IS_A_DIRECTORY', `${entry.path} is a directory, not a file; use list_files`);
+    const { entry, url } = await files.fileLink(caller(ctx), ref(a), path);
     const real = entry.path;
-    const url = linker(ctx.service, ctx.baseUrl, record.id, record.sandbox.workspace)(real);
     const mimeType = mimeTypeOf(posix.basename(real)).split(';')[0];
     const link: Content = { type: 'resource_link', uri: url, name: posix.basename(real), mimeType, description: `${real} (${entry.size} bytes)` };
     if (entry.size > MAX_IMAGE_BYTES) return { content: [text(`${real} is ${entry.size} bytes: too large to return here; download it from the link`), link] };
@@ -240,9 +239,8 @@ const stopSandbox: Tool<typeof SandboxRefBody> = {
   description: 'Stops a sandbox: kills its processes and deletes its files. Give sandbox_id or conversation_id.',
   inputSchema: SandboxRefBody,
   async run(a, ctx) {
-    const id = a.sandbox_id ?? (a.conversation_id ? ctx.service.conversationSandbox(ctx.owner, a.conversation_id) : undefined);
-    const status = id ? await ctx.service.stop(ctx.owner, id) : 'not_found';
-    return { content: [text(`${status}${id ? `: ${id}` : ''}`)], structuredContent: { status, sandbox_id: id ?? '' } };
+    const { status, sandboxId } = await ops.stopSandbox(caller(ctx), ref(a));
+    return { content: [text(`${status}${sandboxId ? `: ${sandboxId}` : ''}`)], structuredContent: { status, sandbox_id: sandboxId } };
   },
 };
 

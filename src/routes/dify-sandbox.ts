@@ -13,6 +13,10 @@ import { Type } from 'typebox';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { CODE_NODE_OWNER, type SandboxService } from '../service/sandbox-service.js';
+import type { Caller } from '../api/caller.js';
+import { createSandbox, runCommand, stopSandbox } from '../api/sandbox-operations.js';
+import { writeFile } from '../api/file-operations.js';
+import { baseUrl } from './wire.js';
 import type { RunCommandResult } from '../backends/types.js';
 
 const RUNNERS: Record<string, { file: string; command: string }> = {
@@ -69,10 +73,12 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     if (!authorized(req, reply)) return reply;
     const runner = Object.hasOwn(RUNNERS, req.body.language) ? RUNNERS[req.body.language] : undefined;
     if (!runner) return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
+    // Every run is the Code node's, whoever's key it came with: its own owner, its own share of sandboxes.
+    const caller: Caller = { service, config, owner: DIFY_OWNER, baseUrl: baseUrl(config, req) };
     let sandboxId: string;
     try {
       const network = req.body.enable_network === true && config.SANDBOX_NETWORK_ALLOWED;
-      ({ info: { id: sandboxId } } = await service.create(DIFY_OWNER, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
+      ({ info: { id: sandboxId } } = await createSandbox(caller, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
     } catch (err) {
       if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_LIMIT_REACHED || err.code === ErrorCode.BACKEND_UNAVAILABLE)) {
         return reply.status(503).send({ code: -503, message: 'Too many requests' });
@@ -80,15 +86,15 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
       throw err;
     }
     try {
-      await service.writeFile(DIFY_OWNER, { sandboxId }, runner.file, Buffer.from(req.body.code, 'utf8'));
-      const { result } = await service.runCommand(DIFY_OWNER, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
+      await writeFile(caller, { sandboxId }, { path: runner.file, data: Buffer.from(req.body.code, 'utf8') });
+      const { result } = await runCommand(caller, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
       return {
         code: 0,
         message: 'success',
         data: { stdout: result.stdout, stderr: result.stderr, error: failureOf(result), exit_code: result.exitCode },
       };
     } finally {
-      await service.stop(DIFY_OWNER, sandboxId);
+      await stopSandbox(caller, { sandboxId });
     }
   });
 

@@ -6,7 +6,10 @@ import { ExecuteCommandBody, ExecuteCommandResponse, RunCodeBody, RunCodeRespons
 import type { SandboxService } from '../service/sandbox-service.js';
 import type { OutputListener } from '../backends/types.js';
 import { baseUrl, refOf } from './wire.js';
-import { commandToWire, linker, runCodeToWire } from './responses.js';
+import { commandToWire, runCodeToWire } from './responses.js';
+import type { FastifyRequest } from 'fastify';
+import type { Caller } from '../api/caller.js';
+import { resolveSandbox, runCode, runCommand } from '../api/sandbox-operations.js';
 import { streamFormat, streamReply, type Emit } from './streaming.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
@@ -16,6 +19,7 @@ const STREAM_NOTE = ' With `stream` (true / "ndjson" / "sse", or `Accept: text/e
 const toEmit = (emit: Emit): OutputListener => (stream, text) => emit(stream, { data: text });
 
 export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
+  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
   app.post('/run_code', {
     config: { idempotent: true },
     schema: {
@@ -30,18 +34,17 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
     },
   }, async (req, reply) => {
     const { code, language, timeout, inline_images: inlineImages } = req.body;
-    const base = baseUrl(config, req);
     const format = streamFormat(req, req.body.stream);
     if (format) {
       // Problems with the request itself (unknown sandbox, bad timeout) are still plain 4xx answers.
-      const record = await service.resolve(req.owner, refOf(req.body));
+      const ref = await resolveSandbox(caller(req), refOf(req.body));
       return streamReply(req, reply, format, async (emit) => {
-        const outcome = await service.runCode(req.owner, { sandboxId: record.id }, { code, language, timeoutS: timeout, inlineImages, onOutput: toEmit(emit) });
-        return runCodeToWire(outcome, linker(service, base, record.id, record.sandbox.workspace));
+        const { outcome, link } = await runCode(caller(req), ref, { code, language, timeoutS: timeout, inlineImages, onOutput: toEmit(emit) });
+        return runCodeToWire(outcome, link);
       });
     }
-    const outcome = await service.runCode(req.owner, refOf(req.body), { code, language, timeoutS: timeout, inlineImages });
-    return runCodeToWire(outcome, linker(service, base, outcome.record.id, outcome.record.sandbox.workspace));
+    const { outcome, link } = await runCode(caller(req), refOf(req.body), { code, language, timeoutS: timeout, inlineImages });
+    return runCodeToWire(outcome, link);
   });
 
   app.post('/execute_command', {
@@ -57,16 +60,15 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
     },
   }, async (req, reply) => {
     const { command, timeout, cwd, env } = req.body;
-    const base = baseUrl(config, req);
     const format = streamFormat(req, req.body.stream);
     if (format) {
-      const record = await service.resolve(req.owner, refOf(req.body));
+      const ref = await resolveSandbox(caller(req), refOf(req.body));
       return streamReply(req, reply, format, async (emit) => {
-        const { result } = await service.runCommand(req.owner, { sandboxId: record.id }, { command, timeoutS: timeout, cwd, env, onOutput: toEmit(emit) });
-        return commandToWire(record.id, result, linker(service, base, record.id, record.sandbox.workspace));
+        const { sandboxId, result, link } = await runCommand(caller(req), ref, { command, timeoutS: timeout, cwd, env, onOutput: toEmit(emit) });
+        return commandToWire(sandboxId, result, link);
       });
     }
-    const { record, result } = await service.runCommand(req.owner, refOf(req.body), { command, timeoutS: timeout, cwd, env });
-    return commandToWire(record.id, result, linker(service, base, record.id, record.sandbox.workspace));
+    const { sandboxId, result, link } = await runCommand(caller(req), refOf(req.body), { command, timeoutS: timeout, cwd, env });
+    return commandToWire(sandboxId, result, link);
   });
 };

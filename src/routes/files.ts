@@ -11,10 +11,9 @@ import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../service/file-input.js';
-import { listFiles, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile } from '../api/file-operations.js';
+import { fileLink, listFiles, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile } from '../api/file-operations.js';
 import { listingToWire, storedToWire } from '../api/file-presenters.js';
 import { baseUrl, refOf } from './wire.js';
-import { linker } from './responses.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 
@@ -105,7 +104,7 @@ export function contentDisposition(filename: string): string {
 
 export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   const sendIdleMs = config.FILE_SEND_IDLE_TIMEOUT_S * 1000;
-  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner });
+  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
   app.post('/write_file', {
     config: { idempotent: true },
     schema: {
@@ -175,10 +174,8 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
     if (req.body.as_file) {
       return sendFile(reply, await service.openFile(req.owner, refOf(req.body), path), sendIdleMs);
     }
-    const { record, entry } = await service.statFile(req.owner, refOf(req.body), path);
-    if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
-    const url = linker(service, baseUrl(config, req), record.id, record.sandbox.workspace)(entry.path);
-    return { sandbox_id: record.id, filename: entry.name, remote_path: entry.path, download_url: url, size: entry.size, mime_type: mimeTypeOf(entry.name) };
+    const { sandboxId, entry, url } = await fileLink(caller(req), refOf(req.body), path);
+    return { sandbox_id: sandboxId, filename: entry.name, remote_path: entry.path, download_url: url, size: entry.size, mime_type: mimeTypeOf(entry.name) };
   });
 
   app.post('/list_files', {

@@ -3,12 +3,16 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorResponse, SandboxInfoSchema } from '../schemas/common.js';
 import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxRefBody, StopSandboxResponse } from '../schemas/sandboxes.js';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { infoToWire, refOf } from './wire.js';
-import { ServiceError, ErrorCode } from '../errors.js';
+import type { FastifyRequest } from 'fastify';
+import type { Config } from '../config.js';
+import { baseUrl, infoToWire, refOf } from './wire.js';
+import type { Caller } from '../api/caller.js';
+import { createSandbox, listSandboxes, sandboxInfo, stopSandbox } from '../api/sandbox-operations.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
 
-export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {
+export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
+  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
   app.post('/create_sandbox', {
     config: { idempotent: true },
     schema: {
@@ -21,7 +25,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
     },
   }, async (req) => {
     const body = req.body;
-    const { info, reused } = await service.create(req.owner, {
+    const { info, reused } = await createSandbox(caller(req), {
       conversationId: body.conversation_id,
       idleTimeoutS: body.idle_timeout_seconds,
       maxLifetimeS: body.max_lifetime_seconds,
@@ -40,7 +44,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
       body: SandboxRefBody,
       response: { 200: SandboxInfoSchema, ...errors },
     },
-  }, async (req) => infoToWire(service.info(await service.resolve(req.owner, refOf(req.body)))));
+  }, async (req) => infoToWire(await sandboxInfo(caller(req), refOf(req.body))));
 
   const listSchema = {
     tags: ['sandboxes'],
@@ -48,7 +52,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
     description: 'Every live sandbox created with the caller\'s API key.',
     response: { 200: ListSandboxesResponse, 401: ErrorResponse },
   };
-  const list = async (req: { owner: string }) => ({ sandboxes: service.list(req.owner).map(infoToWire) });
+  const list = async (req: FastifyRequest) => ({ sandboxes: listSandboxes(caller(req)).map(infoToWire) });
   app.get('/sandboxes', { schema: { ...listSchema, operationId: 'listSandboxes' } }, list);
   app.post('/list_sandboxes', { schema: { ...listSchema, operationId: 'listSandboxesPost' } }, list);
 
@@ -62,10 +66,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService 
       response: { 200: StopSandboxResponse, 400: ErrorResponse, 401: ErrorResponse },
     },
   }, async (req) => {
-    const id = req.body.sandbox_id ?? service.conversationSandbox(req.owner, req.body.conversation_id ?? '') ?? '';
-    if (!req.body.sandbox_id && !req.body.conversation_id) {
-      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
-    }
-    return { status: id ? await service.stop(req.owner, id) : ('not_found' as const), sandbox_id: id };
+    const { status, sandboxId } = await stopSandbox(caller(req), refOf(req.body));
+    return { status, sandbox_id: sandboxId };
   });
 };

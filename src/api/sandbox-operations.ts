@@ -1,0 +1,56 @@
+/**
+ * The sandbox use cases, written once for every front end (the HTTP routes, the MCP tools, the Dify Code
+ * node's API): lifecycle (create, info, list, stop) and running code and commands. Each takes input already
+ * validated by its front end, in the service's terms, and returns a domain result, with a `link` function
+ * for the sandbox's files where the result names files; front ends present it (responses.ts, wire.ts).
+ */
+import type { RunCommandResult } from '../backends/types.js';
+import type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
+import { ServiceError, ErrorCode } from '../errors.js';
+import { linker, type Linker } from '../routes/responses.js';
+import type { Caller } from './caller.js';
+
+export async function createSandbox(caller: Caller, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
+  return caller.service.create(caller.owner, input);
+}
+
+/** A sandbox's facts; a conversation without a sandbox gets one, as every call naming it does. */
+export async function sandboxInfo(caller: Caller, ref: SandboxRef): Promise<SandboxInfo> {
+  return caller.service.info(await caller.service.resolve(caller.owner, ref));
+}
+
+export function listSandboxes(caller: Caller): SandboxInfo[] {
+  return caller.service.list(caller.owner);
+}
+
+/** Stops the sandbox named by id or by conversation; 'not_found' when this key has no such sandbox. */
+export async function stopSandbox(caller: Caller, ref: SandboxRef): Promise<{ status: 'stopped' | 'not_found'; sandboxId: string }> {
+  if (!ref.sandboxId && !ref.conversationId) {
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
+  }
+  const id = ref.sandboxId ?? caller.service.conversationSandbox(caller.owner, ref.conversationId!) ?? '';
+  return { status: id ? await caller.service.stop(caller.owner, id) : 'not_found', sandboxId: id };
+}
+
+/**
+ * The sandbox a request names, created for a conversation on first use: front ends that stream resolve it
+ * before they start answering, so that a request naming no sandbox is still a plain 4xx.
+ */
+export async function resolveSandbox(caller: Caller, ref: SandboxRef): Promise<SandboxRef> {
+  return { sandboxId: (await caller.service.resolve(caller.owner, ref)).id };
+}
+
+/** Signed links to files of the sandbox a result came from. */
+function linksOf(caller: Caller, record: RunOutcome['record']): Linker {
+  return linker(caller.service, caller.baseUrl, record.id, record.sandbox.workspace);
+}
+
+export async function runCode(caller: Caller, ref: SandboxRef, input: RunCodeInput): Promise<{ outcome: RunOutcome; link: Linker }> {
+  const outcome = await caller.service.runCode(caller.owner, ref, input);
+  return { outcome, link: linksOf(caller, outcome.record) };
+}
+
+export async function runCommand(caller: Caller, ref: SandboxRef, input: RunCommandInput): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker }> {
+  const { record, result } = await caller.service.runCommand(caller.owner, ref, input);
+  return { sandboxId: record.id, result, link: linksOf(caller, record) };
+}
