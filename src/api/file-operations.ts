@@ -4,6 +4,7 @@
  * terms, and returns a domain result that the front end presents (file-presenters.ts). Whatever differs
  * between front ends is only how they parse and present: naming, URL rewriting and path defaults live here.
  */
+import type { Readable } from 'node:stream';
 import type { DirectoryListing, FileEntry } from '../backends/types.js';
 import { linker } from '../routes/responses.js';
 import type { SandboxRef } from '../service/sandbox-service.js';
@@ -77,4 +78,31 @@ export async function fileLink(caller: Caller, ref: SandboxRef, path: string): P
   if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
   const url = linker(caller.service, caller.baseUrl, record.id, record.sandbox.workspace)(entry.path);
   return { sandboxId: record.id, entry, url };
+}
+
+/** A file to send as it comes out of the sandbox. */
+export interface OpenedFile {
+  readonly path: string;
+  readonly size: number;
+  readonly body: Readable;
+}
+
+/** Opens a file of the caller's sandbox, to send it as it comes out. */
+export function openFile(caller: Caller, ref: SandboxRef, path: string): Promise<OpenedFile> {
+  return caller.service.openFile(caller.owner, ref, path);
+}
+
+/**
+ * Opens a file through a signed link (`exp` and `sig` of a URL the service handed out): no API key, the
+ * signature stands in for it; 403 when it does not hold for this sandbox and path, or has expired.
+ */
+export function openFileByLink(caller: Caller, sandboxId: string, path: string, link: { exp?: string; sig?: string }): Promise<OpenedFile> {
+  caller.service.links.check(sandboxId, path, link.exp, link.sig);
+  return caller.service.openFileBySignature(sandboxId, path);
+}
+
+/** A file's bytes, whole, refused with FILE_TOO_LARGE past `maxBytes`: for answers that carry the file itself. */
+export async function readFile(caller: Caller, ref: SandboxRef, path: string, maxBytes: number): Promise<{ path: string; data: Buffer }> {
+  const { path: real, data } = await caller.service.readFile(caller.owner, ref, path, maxBytes);
+  return { path: real, data };
 }

@@ -17,7 +17,7 @@ import { infoToWire } from '../routes/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../service/file-input.js';
 import type { Config } from '../config.js';
-import * as files from '../api/file-operations.js';
+import * as fileOps from '../api/file-operations.js';
 import * as ops from '../api/sandbox-operations.js';
 import type { Caller, StoredFile } from '../api/file-operations.js';
 import { listingToWire, storedToWire } from '../api/file-presenters.js';
@@ -82,7 +82,7 @@ async function artifactContent(ctx: ToolContext, sandboxId: string, files: Array
   for (const f of files) {
     if (inlined.has(f.path)) continue;
     if (f.mime_type.startsWith('image/') && f.mime_type !== 'image/svg+xml' && images < MAX_IMAGES && f.size <= MAX_IMAGE_BYTES) {
-      const read = await ctx.service.readFile(ctx.owner, { sandboxId }, f.path, MAX_IMAGE_BYTES).catch((err: unknown) => {
+      const read = await fileOps.readFile(caller(ctx), { sandboxId }, f.path, MAX_IMAGE_BYTES).catch((err: unknown) => {
         if (err instanceof ServiceError && err.code === 'FILE_TOO_LARGE') return null; // it grew since it was listed
         throw err;
       });
@@ -168,9 +168,9 @@ const writeFile: Tool<typeof WriteFileBody> = {
   description: 'Writes text (or base64 bytes with encoding "base64") to remote_path in the sandbox; relative paths are inside /workspace.',
   inputSchema: WriteFileBody,
   async run(a, ctx) {
-    const path = files.requirePath(a.remote_path, a.path);
+    const path = fileOps.requirePath(a.remote_path, a.path);
     if (a.content === undefined) throw new ServiceError('VALIDATION_FAILED', 'give content (text, or base64 with encoding=base64)');
-    return stored('wrote', await files.writeFile(caller(ctx), ref(a), { path, data: decodeContent(a.content, a.encoding) }));
+    return stored('wrote', await fileOps.writeFile(caller(ctx), ref(a), { path, data: decodeContent(a.content, a.encoding) }));
   },
 };
 
@@ -183,7 +183,7 @@ const uploadFile: Tool<typeof UploadInput> = {
   inputSchema: UploadInput,
   async run(a, ctx) {
     if (!a.file_url) throw new ServiceError('VALIDATION_FAILED', 'give file_url');
-    return stored('saved', await files.uploadFromUrl(caller(ctx), ref(a), { url: a.file_url, target: a.remote_filename || a.remote_path }));
+    return stored('saved', await fileOps.uploadFromUrl(caller(ctx), ref(a), { url: a.file_url, target: a.remote_filename || a.remote_path }));
   },
 };
 
@@ -199,12 +199,12 @@ const readFile: Tool<typeof ReadInput> = {
     if (!path) throw new ServiceError('VALIDATION_FAILED', 'give remote_path');
     // Only what the answer can carry is read into memory (an image or a blob up to MAX_IMAGE_BYTES); a larger
     // file is answered with its link alone, so that no call holds a whole 100 MB file here.
-    const { entry, url } = await files.fileLink(caller(ctx), ref(a), path);
+    const { entry, url } = await fileOps.fileLink(caller(ctx), ref(a), path);
     const real = entry.path;
     const mimeType = mimeTypeOf(posix.basename(real)).split(';')[0];
     const link: Content = { type: 'resource_link', uri: url, name: posix.basename(real), mimeType, description: `${real} (${entry.size} bytes)` };
     if (entry.size > MAX_IMAGE_BYTES) return { content: [text(`${real} is ${entry.size} bytes: too large to return here; download it from the link`), link] };
-    const { data } = await ctx.service.readFile(ctx.owner, ref(a), path, MAX_IMAGE_BYTES);
+    const { data } = await fileOps.readFile(caller(ctx), ref(a), path, MAX_IMAGE_BYTES);
     const isText = mimeType.startsWith('text/') || /json|xml|yaml|javascript/.test(mimeType) || (mimeType === 'application/octet-stream' && !data.subarray(0, 4096).includes(0));
     let body: Content;
     if (mimeType.startsWith('image/') && mimeType !== 'image/svg+xml' && data.length <= MAX_IMAGE_BYTES) {
@@ -224,7 +224,7 @@ const listFiles: Tool<typeof ListFilesBody> = {
   description: 'Lists a directory of the sandbox (default /workspace), optionally recursively.',
   inputSchema: ListFilesBody,
   async run(a, ctx) {
-    const listing = await files.listFiles(caller(ctx), ref(a), { path: a.path, recursive: a.recursive });
+    const listing = await fileOps.listFiles(caller(ctx), ref(a), { path: a.path, recursive: a.recursive });
     const lines = listing.entries.map((e) => `${e.type === 'directory' ? 'd' : '-'} ${String(e.size).padStart(10)}  ${e.path}`);
     return {
       content: [text(lines.length > 0 ? lines.join('\n') : `(${listing.path} is empty)`)],

@@ -11,7 +11,9 @@ import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../service/file-input.js';
-import { fileLink, listFiles, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile } from '../api/file-operations.js';
+import {
+  fileLink, listFiles, openFile, openFileByLink, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile,
+} from '../api/file-operations.js';
 import { listingToWire, storedToWire } from '../api/file-presenters.js';
 import { baseUrl, refOf } from './wire.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
@@ -172,7 +174,7 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
   }, async (req, reply) => {
     const path = requirePath(req.body.remote_path, req.body.path);
     if (req.body.as_file) {
-      return sendFile(reply, await service.openFile(req.owner, refOf(req.body), path), sendIdleMs);
+      return sendFile(reply, await openFile(caller(req), refOf(req.body), path), sendIdleMs);
     }
     const { sandboxId, entry, url } = await fileLink(caller(req), refOf(req.body), path);
     return { sandbox_id: sandboxId, filename: entry.name, remote_path: entry.path, download_url: url, size: entry.size, mime_type: mimeTypeOf(entry.name) };
@@ -211,15 +213,9 @@ export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; co
     const { sandbox_id: sandboxId, '*': path } = req.params;
     const { exp, sig } = req.query;
     if (exp !== undefined || sig !== undefined) {
-      const verdict = service.signer.verify(sandboxId, path, exp, sig);
-      if (verdict !== 'ok') {
-        throw new ServiceError(ErrorCode.URL_SIGNATURE_INVALID, verdict === 'expired'
-          ? 'this file link has expired; ask /download_file (or run the code again) for a fresh one'
-          : 'this file link\'s signature is not valid for this file; use the URL exactly as the service gave it');
-      }
-      return sendFile(reply, await service.openFileBySignature(sandboxId, path), sendIdleMs);
+      return sendFile(reply, await openFileByLink(caller(req), sandboxId, path, { exp, sig }), sendIdleMs);
     }
     app.authenticate(req);
-    return sendFile(reply, await service.openFile(req.owner, { sandboxId }, path), sendIdleMs);
+    return sendFile(reply, await openFile(caller(req), { sandboxId }, path), sendIdleMs);
   });
 };

@@ -6,7 +6,6 @@ import { posix } from 'node:path';
 import type { ArtifactFile, CodeError, RichResult, RunCodeResult, RunCommandResult } from '../backends/types.js';
 import type { RunOutcome, SandboxService } from '../service/sandbox-service.js';
 import { mimeTypeOf } from '../service/mime.js';
-import { encodePath } from './wire.js';
 
 /** Builds absolute signed URLs for files of one sandbox. */
 export interface Linker {
@@ -14,11 +13,7 @@ export interface Linker {
 }
 
 export function linker(service: SandboxService, base: string, sandboxId: string, workspace: string): Linker {
-  return (path) => {
-    const rel = posix.relative(workspace, path);
-    const { exp, sig } = service.signer.sign(sandboxId, rel);
-    return `${base}/files/${encodeURIComponent(sandboxId)}/${encodePath(rel)}?exp=${exp}&sig=${sig}`;
-  };
+  return (path) => service.links.url(base, sandboxId, workspace, path);
 }
 
 export function fileToWire(f: ArtifactFile, link: Linker) {

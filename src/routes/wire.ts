@@ -30,8 +30,3 @@ export function baseUrl(config: Config, req: FastifyRequest): string {
   if (config.PUBLIC_BASE_URL) return config.PUBLIC_BASE_URL;
   return `${req.protocol}://${req.host}`;
 }
-
-/** URL-encodes each segment of a sandbox path for /files/{id}/{path}. */
-export function encodePath(path: string): string {
-  return path.replace(/^\/+/, '').split('/').map(encodeURIComponent).join('/');
-}

@@ -8,7 +8,7 @@ import { Readable } from 'node:stream';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../errors.js';
 import type { FileEntry, OutputListener, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
-import { createUrlSigner, type UrlSigner } from './signing.js';
+import { createFileLinks, type FileLinks } from './file-links.js';
 import { runtimeOf } from './languages.js';
 import { fetchFileUrl } from './fetch-url.js';
 import { FairQueue } from './fair-queue.js';
@@ -131,8 +131,8 @@ export interface ServiceOptions {
 
 export class SandboxService {
   readonly backend: SandboxBackend;
-  /** Signs file URLs handed out by this service. */
-  readonly signer: UrlSigner;
+  /** The signed file links this service hands out and accepts. */
+  readonly links: FileLinks;
   private readonly config: Config;
   private readonly now: () => number;
   private readonly log: NonNullable<ServiceOptions['log']>;
@@ -157,7 +157,7 @@ export class SandboxService {
     this.config = options.config;
     this.now = options.now ?? Date.now;
     this.log = options.log ?? (() => undefined);
-    this.signer = createUrlSigner(this.config.URL_SIGNING_KEY, this.config.FILE_URL_TTL_S, this.now);
+    this.links = createFileLinks(this.config.URL_SIGNING_KEY, this.config.FILE_URL_TTL_S, this.now);
     this.starts = new FairQueue(this.config.MAX_CONCURRENT_CREATES, this.config.MAX_QUEUED_CREATES_PER_KEY);
   }
 
