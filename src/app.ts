@@ -9,7 +9,7 @@ import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { Config } from './config.js';
-import { ServiceError, ErrorCode, HTTP_STATUS, publicMessage } from './errors.js';
+import { ServiceError, ErrorCode, describeError, errorBody } from './errors.js';
 import type { SandboxService } from './service/sandbox-service.js';
 import { authPlugin } from './routes/auth.js';
 import { bodiesPlugin } from './routes/bodies.js';
@@ -29,10 +29,6 @@ export interface AppDeps {
   readonly service: SandboxService;
   /** A pino logger, or false for none (tests). */
   readonly logger?: FastifyBaseLogger | boolean | Record<string, unknown>;
-}
-
-function errorBody(code: string, message: string) {
-  return { error: { code, message }, detail: message };
 }
 
 export async function buildApp({ config, service, logger = false }: AppDeps): Promise<FastifyInstance> {
@@ -73,22 +69,9 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
       ? err.code === ErrorCode.UNAUTHORIZED || (err.code === ErrorCode.CALL_LIMIT_REACHED && !req.raw.complete)
       : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE';
     if (closing) reply.header('connection', 'close');
-    if (err instanceof ServiceError) {
-      if (err.status >= 500) req.log.error({ err, reqId: req.id }, 'service error');
-      return reply.status(err.status).headers(err.headers).send(errorBody(err.code, publicMessage(err)));
-    }
-    if (err.validation) {
-      return reply.status(400).send(errorBody(ErrorCode.VALIDATION_FAILED, `invalid request: ${err.message}`));
-    }
-    if (err.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-      return reply.status(HTTP_STATUS.PAYLOAD_TOO_LARGE).send(errorBody(ErrorCode.PAYLOAD_TOO_LARGE,
-        `request body is larger than ${app.initialConfig.bodyLimit} bytes; files are limited to MAX_FILE_BYTES=${config.MAX_FILE_BYTES}`));
-    }
-    if (typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500) {
-      return reply.status(err.statusCode).send(errorBody(ErrorCode.VALIDATION_FAILED, err.message));
-    }
-    req.log.error({ err, reqId: req.id }, 'unhandled error');
-    return reply.status(500).send(errorBody(ErrorCode.INTERNAL_ERROR, 'internal error; see the service log'));
+    const e = describeError(err, { bodyLimitBytes: app.initialConfig.bodyLimit, maxFileBytes: config.MAX_FILE_BYTES });
+    if (e.internal) req.log.error({ err, reqId: req.id }, 'request failed');
+    return reply.status(e.status).headers(e.headers).send(errorBody(e.code, e.message));
   });
   app.setNotFoundHandler((req, reply) =>
     reply.status(404).send(errorBody(ErrorCode.ROUTE_NOT_FOUND, `no route ${req.method} ${req.url.split('?')[0]}; see /docs for the API`)));

@@ -100,3 +100,38 @@ export function isErrorCode(value: string): value is ErrorCode {
 export function publicMessage(err: ServiceError): string {
   return err.code === ErrorCode.INTERNAL_ERROR ? 'internal error; see the service log' : err.message;
 }
+
+/** An error as every front end tells it: status, stable code, the message a caller may see, extra headers. */
+export interface PublicError {
+  readonly status: number;
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly headers: Readonly<Record<string, string>>;
+  /** Our own fault: the full error belongs in the log. */
+  readonly internal: boolean;
+}
+
+/**
+ * The one reading of any error thrown while serving a request: the service's own errors by their code;
+ * the HTTP layer's (a validation error, a body too large, another 4xx) as VALIDATION_FAILED or
+ * PAYLOAD_TOO_LARGE; anything else is a 500 whose text stays in the log.
+ */
+export function describeError(err: unknown, hints: { bodyLimitBytes?: number; maxFileBytes?: number } = {}): PublicError {
+  if (err instanceof ServiceError) {
+    return { status: err.status, code: err.code, message: publicMessage(err), headers: err.headers, internal: err.status >= 500 };
+  }
+  const e = err as { validation?: unknown; code?: string; statusCode?: number; message?: string };
+  const plain = (status: number, code: ErrorCode, message: string): PublicError => ({ status, code, message, headers: {}, internal: false });
+  if (e?.validation) return plain(400, ErrorCode.VALIDATION_FAILED, `invalid request: ${e.message}`);
+  if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+    return plain(HTTP_STATUS.PAYLOAD_TOO_LARGE, ErrorCode.PAYLOAD_TOO_LARGE,
+      `request body is larger than ${hints.bodyLimitBytes} bytes; files are limited to MAX_FILE_BYTES=${hints.maxFileBytes}`);
+  }
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return plain(e.statusCode, ErrorCode.VALIDATION_FAILED, String(e.message));
+  return { status: 500, code: ErrorCode.INTERNAL_ERROR, message: 'internal error; see the service log', headers: {}, internal: true };
+}
+
+/** The JSON body of a failed request: `{ error: { code, message }, detail }` (`detail` for FastAPI-style clients). */
+export function errorBody(code: string, message: string) {
+  return { error: { code, message }, detail: message };
+}

@@ -35,7 +35,7 @@ export function createPooledBackend(inner: SandboxBackend, options: PoolOptions)
       filling++;
       inner.create({ id: `pool-${++made}`, env: {}, warm: { preload: options.preload } })
         .then((sandbox) => {
-          if (closed) return inner.destroy(sandbox);
+          if (closed) return sandbox.destroy();
           sandbox.onExit(() => {
             const i = ready.indexOf(sandbox);
             if (i >= 0) ready.splice(i, 1);
@@ -79,11 +79,10 @@ export function createPooledBackend(inner: SandboxBackend, options: PoolOptions)
       refill();
       return inner.create(opts);
     },
-    destroy: (sandbox) => inner.destroy(sandbox),
     async close(): Promise<void> {
       closed = true;
       if (retryTimer) clearTimeout(retryTimer);
-      await Promise.all(ready.splice(0).map((s) => inner.destroy(s)));
+      await Promise.all(ready.splice(0).map((s) => s.destroy()));
       await inner.close();
     },
   };

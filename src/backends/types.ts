@@ -167,6 +167,8 @@ export interface Sandbox {
   pids(): readonly number[];
   /** Called once if the sandbox dies by itself (crash, killed); the service then forgets it. */
   onExit(listener: (reason: string) => void): void;
+  /** Kills every process of the sandbox and removes its files. Idempotent. */
+  destroy(): Promise<void>;
   /** CPU seconds the whole sandbox used so far, background work included; null or absent when not accounted. */
   cpuSeconds?(): number | null;
 }
@@ -196,8 +198,6 @@ export interface SandboxBackend {
   init(): Promise<BackendStatus>;
   status(): BackendStatus;
   create(options: CreateSandboxOptions): Promise<Sandbox>;
-  /** Kills every process of the sandbox and removes its files. Idempotent. */
-  destroy(sandbox: Sandbox): Promise<void>;
   /** Destroys everything; the backend is unusable afterwards. */
   close(): Promise<void>;
 }

@@ -8,7 +8,7 @@ import { posix } from 'node:path';
 import { Type, type Static, type TSchema } from 'typebox';
 import { Value } from 'typebox/value';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { ServiceError, publicMessage } from '../errors.js';
+import { ServiceError, describeError } from '../errors.js';
 import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandResponse } from '../schemas/execution.js';
 import { CreateSandboxBody, SandboxRefBody } from '../schemas/sandboxes.js';
 import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '../schemas/files.js';
@@ -258,7 +258,8 @@ export async function callTool(name: string, args: unknown, ctx: ToolContext): P
   try {
     return await tool.run(input as never, ctx);
   } catch (err) {
-    if (err instanceof ServiceError) return { content: [text(`${err.code}: ${publicMessage(err)}`)], isError: true };
-    throw err;
+    if (!(err instanceof ServiceError)) throw err; // the MCP route logs it and answers a JSON-RPC error
+    const e = describeError(err);
+    return { content: [text(`${e.code}: ${e.message}`)], isError: true };
   }
 }

@@ -5,7 +5,7 @@
  * `curl -N`.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ServiceError, publicMessage } from '../errors.js';
+import { describeError } from '../errors.js';
 
 export type StreamFormat = 'ndjson' | 'sse';
 
@@ -46,13 +46,9 @@ export async function streamReply(
     for (const file of final.files ?? []) emit('file', { file });
     emit('end', { response: final });
   } catch (err) {
-    if (err instanceof ServiceError) {
-      if (err.status >= 500) req.log.error({ err, reqId: req.id }, 'streamed call failed');
-      emit('error', { error: { code: err.code, message: publicMessage(err) } });
-    } else {
-      req.log.error({ err, reqId: req.id }, 'streamed call failed');
-      emit('error', { error: { code: 'INTERNAL_ERROR', message: 'internal error; see the service log' } });
-    }
+    const e = describeError(err);
+    if (e.internal) req.log.error({ err, reqId: req.id }, 'streamed call failed');
+    emit('error', { error: { code: e.code, message: e.message } });
   } finally {
     raw.end();
   }

@@ -492,7 +492,7 @@ export class SandboxService {
       else this.pendingByOwner.delete(owner);
     }
     if (this.closed) {
-      await this.backend.destroy(sandbox);
+      await sandbox.destroy();
       throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
     }
     // A shared backend names its sandboxes (the name leads any instance to it); otherwise the id is ours.
@@ -560,7 +560,7 @@ export class SandboxService {
     this.tombstones.set(record.id, { owner: record.owner, message });
     if (this.tombstones.size > TOMBSTONES_KEPT) this.tombstones.delete(this.tombstones.keys().next().value!);
     try {
-      await this.backend.destroy(record.sandbox);
+      await record.sandbox.destroy();
     } catch (err) {
       this.log('error', `destroying sandbox ${record.id} failed: ${(err as Error).message}`);
     }

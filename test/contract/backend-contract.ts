@@ -44,7 +44,7 @@ export function backendContract(name: string, makeBackend: () => SandboxBackend,
       expect(status.ready, status.problem).toBe(true);
     });
     afterAll(async () => {
-      for (const s of made) await backend.destroy(s);
+      for (const s of made) await s.destroy();
       await backend.close();
     });
 
@@ -142,8 +142,8 @@ export function backendContract(name: string, makeBackend: () => SandboxBackend,
 
     test('makes a destroyed sandbox unusable, and destroy is idempotent', async () => {
       const s = await fresh();
-      await backend.destroy(s);
-      await backend.destroy(s);
+      await s.destroy();
+      await s.destroy();
       expect(await codeOf(s.runCode({ code: 'print(1)', timeoutMs: 5_000 }))).toBe('SANDBOX_LOST');
     });
   });

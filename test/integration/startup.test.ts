@@ -65,7 +65,7 @@ describe('local backend without bubblewrap', () => {
       expect(status.isolation).toMatch(/^NONE/);
       const s = await backend.create({ id: 'unsandboxed', env: {} });
       expect((await s.runCode({ code: 'v = 2\nprint(v * 21)', timeoutMs: 5000 })).stdout).toBe('42\n');
-      await backend.destroy(s);
+      await s.destroy();
       await backend.close();
     } finally {
       process.env.PATH = path;

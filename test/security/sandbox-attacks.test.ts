@@ -283,7 +283,7 @@ describe('a sandbox start that fails gives back what it took', () => {
       }
       const sandbox = await backend.create({ id: 'good', env: {} });
       expect((await sandbox.runCode({ code: 'print(1)', timeoutMs: 10_000 })).stdout).toBe('1\n');
-      await backend.destroy(sandbox);
+      await sandbox.destroy();
       let sockets: string[] = [];
       try {
         sockets = readdirSync(join(options.rootDir, 'net'));

@@ -130,13 +130,6 @@ class AgentCubeBackend implements SandboxBackend {
     return owner === null || state.owner === owner ? this.sandbox(sessionId, state) : null;
   }
 
-  async destroy(sandbox: Sandbox): Promise<void> {
-    const s = sandbox as AgentCubeSandbox;
-    if (s.destroyed) return;
-    s.destroyed = true;
-    await this.client.deleteSession(s.sessionId);
-  }
-
   async close(): Promise<void> {
     // Sessions outlive this instance: others may serve them, and AgentCube's GC ends idle ones.
     await this.client.close();

@@ -120,6 +120,13 @@ export class AgentCubeSandbox implements Sandbox {
     return rel === '.' ? this.workspace : posix.join(this.workspace, rel);
   }
 
+  /** Ends the AgentCube session (its pod). Idempotent. */
+  async destroy(): Promise<void> {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    await this.client.deleteSession(this.sessionId);
+  }
+
   /** One request to the agent daemon, through PicoD. Null when the daemon is not running. */
   async agent(request: AgentRequest, timeoutMs: number): Promise<Record<string, unknown> | null> {
     const id = this.live();

@@ -175,10 +175,6 @@ class LocalBackend implements SandboxBackend {
     return sandbox;
   }
 
-  async destroy(sandbox: Sandbox): Promise<void> {
-    await (sandbox as LocalSandbox).destroy();
-  }
-
   async close(): Promise<void> {
     this.closed = true;
     await Promise.all([...this.live].map((s) => s.destroy()));
@@ -364,7 +360,7 @@ class LocalBackend implements SandboxBackend {
       const r = await sandbox.runCode({ code: 'print(6 * 7)', timeoutMs: 10_000 });
       if (r.stdout !== '42\n') throw new Error(`unexpected self-test output ${JSON.stringify(r.output)}`);
     } finally {
-      await this.destroy(sandbox);
+      await sandbox.destroy();
     }
   }
 

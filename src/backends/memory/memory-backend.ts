@@ -21,13 +21,9 @@ export function createMemoryBackend(): SandboxBackend {
     init: async () => status,
     status: () => status,
     create: async (opts: CreateSandboxOptions) => {
-      const s = new MemorySandbox(opts.id);
+      const s = new MemorySandbox(opts.id, () => live.delete(s));
       live.add(s);
       return s;
-    },
-    destroy: async (sandbox: Sandbox) => {
-      (sandbox as MemorySandbox).dead = true;
-      live.delete(sandbox as MemorySandbox);
     },
     close: async () => {
       for (const s of live) s.dead = true;
@@ -43,7 +39,12 @@ class MemorySandbox implements Sandbox {
   private readonly store = new Map<string, { data: Buffer; modifiedMs: number }>();
   private cell = 0;
 
-  constructor(readonly id: string) {}
+  constructor(readonly id: string, private readonly forget: () => void) {}
+
+  async destroy(): Promise<void> {
+    this.dead = true;
+    this.forget();
+  }
 
   private alive(): void {
     if (this.dead) throw new ServiceError(ErrorCode.SANDBOX_LOST, 'the sandbox was stopped');
