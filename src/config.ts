@@ -4,7 +4,7 @@
  */
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
-import { parsePolicy, type OutboundPolicy } from './service/outbound.js';
+import { parsePolicy, type OutboundPolicy } from './core/network-policy.js';
 
 const MiB = 1024 * 1024;
 

@@ -6,10 +6,10 @@
  */
 import type { Readable } from 'node:stream';
 import type { DirectoryListing, FileEntry } from '../backends/types.js';
-import { linker } from '../routes/responses.js';
+import { linker } from './run-presenters.js';
 import type { SandboxRef } from '../service/sandbox-service.js';
-import { ServiceError, ErrorCode } from '../errors.js';
-import { urlFileName } from '../service/file-input.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
+import { urlFileName } from './file-input.js';
 import type { Caller } from './caller.js';
 
 export type { Caller } from './caller.js';

@@ -5,9 +5,11 @@
  * for the sandbox's files where the result names files; front ends present it (responses.ts, wire.ts).
  */
 import type { RunCommandResult } from '../backends/types.js';
+
+export type { OutputListener, RunCommandResult } from '../backends/types.js';
 import type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
-import { ServiceError, ErrorCode } from '../errors.js';
-import { linker, type Linker } from '../routes/responses.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
+import { linker, type Linker } from './run-presenters.js';
 import type { Caller } from './caller.js';
 
 export async function createSandbox(caller: Caller, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {

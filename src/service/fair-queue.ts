@@ -3,7 +3,7 @@
  * goes to the owners in turn. So a key that queues a hundred sandbox starts delays another key's single start
  * by at most one start, not by a hundred. Each owner may have at most `maxQueuedPerOwner` jobs waiting.
  */
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
 
 interface Job {
   readonly run: () => void;

@@ -4,8 +4,8 @@
  * never a file holding an error page.
  */
 import { Agent, request } from 'undici';
-import { ServiceError, ErrorCode } from '../errors.js';
-import { guardedLookup, literalDenied, type OutboundPolicy } from './outbound.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
+import { guardedLookup, literalDenied, type OutboundPolicy } from '../core/network-policy.js';
 
 export interface FetchLimits {
   readonly maxBytes: number;

@@ -6,7 +6,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { posix } from 'node:path';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
 
 export interface FileLinks {
   /** The absolute signed URL of `path` (absolute inside the sandbox, under `workspace`), valid for FILE_URL_TTL_S. */

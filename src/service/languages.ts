@@ -1,5 +1,5 @@
 /** The `language` values /run_code accepts, and what runs each. */
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
 
 export type Runtime = 'python' | 'javascript' | 'shell';
 

@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Config } from '../config.js';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { FileEntry, OutputListener, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
 import { createFileLinks, type FileLinks } from './file-links.js';
 import { runtimeOf } from './languages.js';

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import type { Sandbox, SandboxBackend } from '../../src/backends/types.js';
-import { ServiceError } from '../../src/errors.js';
+import { ServiceError } from '../../src/core/errors.js';
 
 export interface ContractOptions {
   /** Case name → why this backend cannot pass it. */

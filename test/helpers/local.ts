@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalBackend, type LocalBackendOptions } from '../../src/backends/local/local-backend.js';
-import { parsePolicy } from '../../src/service/outbound.js';
+import { parsePolicy } from '../../src/core/network-policy.js';
 
 /**
  * A uid range of its own for every backend a test process makes: ranges never overlap across processes

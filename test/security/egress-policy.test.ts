@@ -3,7 +3,7 @@
  * written so that a naive check takes them for public ones, and this host's own global addresses.
  */
 import { describe, expect, it } from 'vitest';
-import { deniedReason, literalDenied, parsePolicy } from '../../src/service/outbound.js';
+import { deniedReason, literalDenied, parsePolicy } from '../../src/core/network-policy.js';
 
 // Public addresses standing in for this host's own (only judged here: nothing is sent anywhere).
 const OWN = '93.184.216.34';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { FormDecoder } from '../../src/routes/form-decoder.js';
+import { FormDecoder } from '../../src/http/plugins/form-decoder.js';
 
 /** What URLSearchParams makes of a body (the last of repeated names wins, as the bodies plugin keeps it). */
 const reference = (body: string) => Object.fromEntries(new URLSearchParams(body));

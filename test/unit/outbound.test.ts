@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { deniedReason, guardedLookup, literalDenied, parsePolicy } from '../../src/service/outbound.js';
+import { deniedReason, guardedLookup, literalDenied, parsePolicy } from '../../src/core/network-policy.js';
 
 const none = parsePolicy('', '');
 

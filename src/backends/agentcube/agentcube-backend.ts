@@ -7,9 +7,9 @@
  */
 import { readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ServiceError, ErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
-import { AGENT_SOURCE } from '../local/local-backend.js';
+import { AGENT_SOURCE } from '../agent/source.js';
 import { AgentCubeClient, type AgentCubeSettings } from './client.js';
 import { AGENT_DIR, AGENT_SOCKET, AgentCubeSandbox, type SandboxState } from './agentcube-sandbox.js';
 import { agentRequest } from '../agent/protocol.js';

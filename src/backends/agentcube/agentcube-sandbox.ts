@@ -6,7 +6,7 @@
  * script per call, as AgentCube itself does, and every result says the state was not kept and why.
  */
 import { posix } from 'node:path';
-import { ServiceError, ErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type {
   CodeError, DirectoryListing, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox, SandboxFiles,
 } from '../types.js';

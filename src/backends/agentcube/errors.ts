@@ -3,7 +3,7 @@
  * WorkloadManager bodies are {"message"}, Router bodies {"error", "code": string}, PicoD bodies
  * {"error", "code": number}. The original answer is kept as the cause.
  */
-import { ServiceError, ErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 
 type Where = 'wm' | 'router';
 

@@ -4,7 +4,7 @@
  * flight at a time; callers queue behind it.
  */
 import type { ChildProcess } from 'node:child_process';
-import { ServiceError, ErrorCode, isErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode, isErrorCode } from '../../core/errors.js';
 import type { AgentRequest } from '../agent/protocol.js';
 
 export interface AgentReply {

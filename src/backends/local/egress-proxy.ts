@@ -10,7 +10,7 @@ import { createServer, request as httpRequest, type IncomingMessage, type Server
 import { connect, type Socket } from 'node:net';
 import { chmodSync, chownSync, rmSync } from 'node:fs';
 import type { Duplex } from 'node:stream';
-import { AddressDeniedError, guardedLookup, literalDenied, type OutboundPolicy } from '../../service/outbound.js';
+import { AddressDeniedError, guardedLookup, literalDenied, type OutboundPolicy } from '../../core/network-policy.js';
 
 export interface EgressProxy {
   readonly socketPath: string;

@@ -6,10 +6,9 @@
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { mkdirSync, rmSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import type { Duplex, Writable } from 'node:stream';
-import { ServiceError, ErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
 import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
@@ -19,7 +18,8 @@ import { pidsInUidRange, pidsOfUid } from './proc.js';
 import { detectCgroups, type CgroupManager, type SandboxCgroup } from './cgroups.js';
 import { startEgressProxy, type EgressProxy } from './egress-proxy.js';
 import { DENIED_SYSCALLS, seccompProgram } from './seccomp.js';
-import type { OutboundPolicy } from '../../service/outbound.js';
+import { AGENT_SOURCE } from '../agent/source.js';
+import type { OutboundPolicy } from '../../core/network-policy.js';
 import { randomBytes } from 'node:crypto';
 
 const execFileAsync = promisify(execFile);
@@ -34,8 +34,6 @@ function killAll(pids: readonly number[]): void {
   }
 }
 
-/** The agent ships with the package: src/agent/, found from both src/ and dist/. */
-export const AGENT_SOURCE = fileURLToPath(new URL('../../../src/agent/', import.meta.url));
 
 const WORKSPACE = '/workspace';
 const SECCOMP_FD = 4;

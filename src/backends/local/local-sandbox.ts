@@ -4,7 +4,7 @@ import { posix } from 'node:path';
 import { PassThrough, type Duplex } from 'node:stream';
 import { AgentConnection, AgentFailure, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
-import { ServiceError, ErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
 import { toArtifacts, toCodeError, toRunCodeResult } from '../agent/reply.js';

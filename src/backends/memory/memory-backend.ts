@@ -4,7 +4,7 @@
  * nothing; it exists so the HTTP layer can be tested fast through the same interface as real backends.
  */
 import { posix } from 'node:path';
-import { ServiceError, ErrorCode } from '../../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type {
   BackendStatus, CreateSandboxOptions, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox,
   SandboxBackend,

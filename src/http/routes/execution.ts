@@ -1,16 +1,15 @@
 /** Running code and commands. A failure of the user's code is HTTP 200 with the failure in the body. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import type { Config } from '../config.js';
-import { ErrorResponse } from '../schemas/common.js';
-import { ExecuteCommandBody, ExecuteCommandResponse, RunCodeBody, RunCodeResponse } from '../schemas/execution.js';
-import type { SandboxService } from '../service/sandbox-service.js';
-import type { OutputListener } from '../backends/types.js';
-import { baseUrl, refOf } from './wire.js';
-import { commandToWire, runCodeToWire } from './responses.js';
+import type { Config } from '../../config.js';
+import { ErrorResponse } from '../../api/schemas/common.js';
+import { ExecuteCommandBody, ExecuteCommandResponse, RunCodeBody, RunCodeResponse } from '../../api/schemas/execution.js';
+import type { SandboxService } from '../../service/sandbox-service.js';
+import { baseUrl, refOf } from '../../api/wire.js';
+import { commandToWire, runCodeToWire } from '../../api/run-presenters.js';
 import type { FastifyRequest } from 'fastify';
-import type { Caller } from '../api/caller.js';
-import { resolveSandbox, runCode, runCommand } from '../api/sandbox-operations.js';
-import { streamFormat, streamReply, type Emit } from './streaming.js';
+import type { Caller } from '../../api/caller.js';
+import { resolveSandbox, runCode, runCommand, type OutputListener } from '../../api/sandbox-operations.js';
+import { streamFormat, streamReply, type Emit } from '../streaming.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
 const STREAM_NOTE = ' With `stream` (true / "ndjson" / "sse", or `Accept: text/event-stream`) the answer is a stream of '

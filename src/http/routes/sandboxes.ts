@@ -1,13 +1,13 @@
 /** Lifecycle routes: create, info, list, stop. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
-import { ErrorResponse, SandboxInfoSchema } from '../schemas/common.js';
-import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxRefBody, StopSandboxResponse } from '../schemas/sandboxes.js';
-import type { SandboxService } from '../service/sandbox-service.js';
+import { ErrorResponse, SandboxInfoSchema } from '../../api/schemas/common.js';
+import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxRefBody, StopSandboxResponse } from '../../api/schemas/sandboxes.js';
+import type { SandboxService } from '../../service/sandbox-service.js';
 import type { FastifyRequest } from 'fastify';
-import type { Config } from '../config.js';
-import { baseUrl, infoToWire, refOf } from './wire.js';
-import type { Caller } from '../api/caller.js';
-import { createSandbox, listSandboxes, sandboxInfo, stopSandbox } from '../api/sandbox-operations.js';
+import type { Config } from '../../config.js';
+import { baseUrl, infoToWire, refOf } from '../../api/wire.js';
+import type { Caller } from '../../api/caller.js';
+import { createSandbox, listSandboxes, sandboxInfo, stopSandbox } from '../../api/sandbox-operations.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
 

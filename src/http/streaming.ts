@@ -5,7 +5,7 @@
  * `curl -N`.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { describeError } from '../errors.js';
+import { describeError } from '../core/errors.js';
 
 export type StreamFormat = 'ndjson' | 'sse';
 

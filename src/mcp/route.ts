@@ -10,8 +10,8 @@ import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
 import type { Config } from '../config.js';
 import type { SandboxService } from '../service/sandbox-service.js';
-import { TOOLS, callTool } from '../mcp/tools.js';
-import { baseUrl } from './wire.js';
+import { TOOLS, callTool } from './tools.js';
+import { baseUrl } from '../api/wire.js';
 
 const INSTRUCTIONS = 'Isolated, stateful code-interpreter sandboxes. Call create_sandbox once (or pass a conversation_id to any tool), '
   + 'then run_code repeatedly with the returned sandbox_id: variables persist between calls. Charts come back as images.';

@@ -2,20 +2,20 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { posix } from 'node:path';
 import { Type } from 'typebox';
-import { ErrorResponse } from '../schemas/common.js';
+import { ErrorResponse } from '../../api/schemas/common.js';
 import {
   DownloadFileBody, DownloadFileResponse, FileParams, FileQuery, FileWrittenResponse, ListFilesBody, ListFilesResponse, UploadFileBody, WriteFileBody,
-} from '../schemas/files.js';
-import type { SandboxService } from '../service/sandbox-service.js';
-import type { Config } from '../config.js';
-import { ServiceError, ErrorCode } from '../errors.js';
-import { mimeTypeOf } from '../service/mime.js';
-import { decodeContent } from '../service/file-input.js';
+} from '../../api/schemas/files.js';
+import type { SandboxService } from '../../service/sandbox-service.js';
+import type { Config } from '../../config.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
+import { mimeTypeOf } from '../../service/mime.js';
+import { decodeContent } from '../../api/file-input.js';
 import {
   fileLink, listFiles, openFile, openFileByLink, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile,
-} from '../api/file-operations.js';
-import { listingToWire, storedToWire } from '../api/file-presenters.js';
-import { baseUrl, refOf } from './wire.js';
+} from '../../api/file-operations.js';
+import { listingToWire, storedToWire } from '../../api/file-presenters.js';
+import { baseUrl, refOf } from '../../api/wire.js';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import type { Readable } from 'node:stream';
 

@@ -1,6 +1,6 @@
 /** File content and names as clients give them, read the same way by the HTTP routes and the MCP tools. */
 import { posix } from 'node:path';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
 
 /**
  * Whether `text` is base64 (standard, or URL-safe with `urlSafe`), whitespace anywhere allowed. Linear in the

@@ -5,8 +5,8 @@
  * such as `env` are left out), `servers[0]` the public base URL, bearer auth.
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { Config } from '../config.js';
-import { baseUrl } from './wire.js';
+import type { Config } from '../../config.js';
+import { baseUrl } from '../../api/wire.js';
 
 type Schema = Record<string, unknown> & { type?: string; properties?: Record<string, Schema>; anyOf?: Schema[]; description?: string };
 

@@ -10,7 +10,7 @@
 import { createHash } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 
 declare module 'fastify' {
   interface FastifyContextConfig {

@@ -7,7 +7,7 @@
  */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import { syncHook } from './sync-hook.js';
 
 const SMALL_BODY_BYTES = 64 * 1024;

@@ -12,9 +12,9 @@
 import { errorCodes, type FastifyInstance, type FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import multipart, { type MultipartFile } from '@fastify/multipart';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import { syncHook } from './sync-hook.js';
-import { isBase64 } from '../service/file-input.js';
+import { isBase64 } from '../../api/file-input.js';
 import { JsonShapeGuard } from './json-shape.js';
 import { FormDecoder } from './form-decoder.js';
 

@@ -11,13 +11,12 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.js';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../core/errors.js';
 import { CODE_NODE_OWNER, type SandboxService } from '../service/sandbox-service.js';
 import type { Caller } from '../api/caller.js';
-import { createSandbox, runCommand, stopSandbox } from '../api/sandbox-operations.js';
+import { createSandbox, runCommand, stopSandbox, type RunCommandResult } from '../api/sandbox-operations.js';
 import { writeFile } from '../api/file-operations.js';
-import { baseUrl } from './wire.js';
-import type { RunCommandResult } from '../backends/types.js';
+import { baseUrl } from '../api/wire.js';
 
 const RUNNERS: Record<string, { file: string; command: string }> = {
   python3: { file: 'main.py', command: 'python3 main.py' },

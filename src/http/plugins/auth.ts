@@ -6,7 +6,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
-import { ServiceError, ErrorCode } from '../errors.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import { syncHook } from './sync-hook.js';
 
 declare module 'fastify' {

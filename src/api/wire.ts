@@ -1,7 +1,6 @@
 /** Conversion between the service's camelCase objects and the API's snake_case wire names, in one place. */
-import type { FastifyRequest } from 'fastify';
 import type { SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
-import type { SandboxInfoWire } from '../schemas/common.js';
+import type { SandboxInfoWire } from './schemas/common.js';
 import type { Config } from '../config.js';
 
 export function infoToWire(info: SandboxInfo): SandboxInfoWire {
@@ -26,7 +25,7 @@ export function refOf(body: { sandbox_id?: string; conversation_id?: string }): 
 }
 
 /** Base URL for links: PUBLIC_BASE_URL, else what the client used to reach us. */
-export function baseUrl(config: Config, req: FastifyRequest): string {
+export function baseUrl(config: Config, req: { readonly protocol: string; readonly host: string }): string {
   if (config.PUBLIC_BASE_URL) return config.PUBLIC_BASE_URL;
   return `${req.protocol}://${req.host}`;
 }
