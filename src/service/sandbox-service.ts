@@ -7,79 +7,18 @@ import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
-import type { FileEntry, OutputListener, RunCodeResult, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
+import type { FileEntry, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
 import { createFileLinks, type FileLinks } from './file-links.js';
 import { runtimeOf } from './languages.js';
 import { fetchFileUrl } from './fetch-url.js';
 import { FairQueue } from './fair-queue.js';
+import { checkEnv, checkText } from './input-checks.js';
+import { Quotas } from './quotas.js';
+import type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRecord, SandboxRef } from './types.js';
 
-/** How a request names its sandbox: by id, or by conversation (created on first use when allowed). */
-export interface SandboxRef {
-  readonly sandboxId?: string;
-  readonly conversationId?: string;
-}
-
-export interface CreateInput {
-  readonly conversationId?: string;
-  readonly idleTimeoutS?: number;
-  readonly maxLifetimeS?: number;
-  readonly env?: Readonly<Record<string, string>>;
-  /** Outbound HTTP(S) through the filtering proxy. */
-  readonly network?: boolean;
-}
-
-export interface RunCodeInput {
-  readonly code: string;
-  /** py / python / python3, js / javascript / node, bash / sh / shell. */
-  readonly language?: string;
-  readonly timeoutS?: number;
-  readonly inlineImages?: boolean;
-  readonly onOutput?: OutputListener;
-}
-
-export interface RunCommandInput {
-  readonly command: string;
-  readonly timeoutS?: number;
-  readonly cwd?: string;
-  readonly env?: Record<string, string>;
-  readonly onOutput?: OutputListener;
-}
-
-/** What ran, where, and what came of it. */
-export type RunOutcome =
-  | { readonly record: SandboxRecord; readonly runtime: 'shell'; readonly result: RunCommandResult }
-  | { readonly record: SandboxRecord; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult };
-
-export interface SandboxInfo {
-  readonly id: string;
-  readonly status: 'running';
-  readonly backend: string;
-  readonly conversationId: string | null;
-  readonly createdAt: Date;
-  readonly lastUsedAt: Date;
-  readonly expiresAt: Date;
-  readonly idleTimeoutS: number;
-  readonly maxLifetimeS: number;
-  readonly workspace: string;
-  readonly network: boolean;
-}
-
-interface SandboxRecord {
-  readonly id: string;
-  readonly sandbox: Sandbox;
-  readonly owner: string;
-  readonly conversationId: string | null;
-  readonly createdAtMs: number;
-  lastUsedAtMs: number;
-  readonly idleTimeoutMs: number;
-  readonly maxLifetimeMs: number;
-  readonly network: boolean;
-  /** Tail of the chain of calls into this sandbox: calls run one after another, never interleaved. */
-  tail: Promise<unknown>;
-  busy: number;
-  /** Downloads through signed links in progress (anyone holding a link can start one). */
-  linkDownloads: number;
-}
+export type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRecord, SandboxRef } from './types.js';
+export { checkText } from './input-checks.js';
+export { CODE_NODE_OWNER } from './quotas.js';
 
 interface Tombstone {
   readonly owner: string;
@@ -88,36 +27,7 @@ interface Tombstone {
 
 const TOMBSTONES_KEPT = 10_000;
 
-/** Owner of the short-lived sandboxes of Dify's Code node (/v1/sandbox/run): no API key's listing shows them. */
-export const CODE_NODE_OWNER = 'dify-sandbox';
-
-/** NUL or a lone UTF-16 surrogate: neither can become a path, an argument or an environment value. */
-const UNREPRESENTABLE = /\0|\p{Cs}/u;
-
-/** Refuses a path, command or environment value that the OS could not take, naming the field (400). */
-export function checkText(field: string, value: string | undefined): void {
-  if (value !== undefined && UNREPRESENTABLE.test(value)) {
-    throw new ServiceError(ErrorCode.VALIDATION_FAILED,
-      `${field} contains a NUL character or a lone UTF-16 surrogate, which no path, command or environment value can hold; remove it`);
-  }
-}
-
-/** What a sandbox's environment may hold in all: it reaches the sandbox as one argument, which Linux caps at 128 KiB. */
-const MAX_ENV_BYTES = 96 * 1024;
-
-function checkEnv(field: string, env: Readonly<Record<string, string>> | undefined): void {
-  for (const [name, value] of Object.entries(env ?? {})) {
-    checkText(`${field} name`, name);
-    checkText(`${field}.${name}`, value);
-  }
-  if (env && Buffer.byteLength(JSON.stringify(env)) > MAX_ENV_BYTES) {
-    throw new ServiceError(ErrorCode.VALIDATION_FAILED, `${field} holds more than ${MAX_ENV_BYTES} bytes in all; pass large data as a file instead`);
-  }
-}
-
 const REAP_INTERVAL_MS = 1_000;
-/** file_url downloads of one API key at once (each holds up to MAX_FILE_BYTES until it is written). */
-const URL_FETCHES_PER_KEY = 4;
 /** Downloads through signed links of one sandbox at once. */
 const LINK_DOWNLOADS_PER_SANDBOX = 2;
 
@@ -140,13 +50,7 @@ export class SandboxService {
   private readonly byConversation = new Map<string, string>();
   private readonly creating = new Map<string, Promise<SandboxRecord>>();
   private readonly tombstones = new Map<string, Tombstone>();
-  private pendingCreates = 0;
-  /** Creates in progress (queued or starting) per owner. */
-  private readonly pendingByOwner = new Map<string, number>();
-  /** Calls running or queued per owner. */
-  private readonly callsByOwner = new Map<string, number>();
-  /** file_url downloads in progress per owner. */
-  private readonly fetchesByOwner = new Map<string, number>();
+  private readonly quotas: Quotas;
   /** Sandbox starts: a few at a time, in turn across owners. */
   private readonly starts: FairQueue;
   private reaper: NodeJS.Timeout | null = null;
@@ -159,25 +63,16 @@ export class SandboxService {
     this.log = options.log ?? (() => undefined);
     this.links = createFileLinks(this.config.URL_SIGNING_KEY, this.config.FILE_URL_TTL_S, this.now);
     this.starts = new FairQueue(this.config.MAX_CONCURRENT_CREATES, this.config.MAX_QUEUED_CREATES_PER_KEY);
+    this.quotas = new Quotas(this.config, (owner) => {
+      let n = 0;
+      for (const r of this.records.values()) if (r.owner === owner) n++;
+      return n;
+    }, () => this.records.size);
   }
 
-  /** Sandboxes kept for the Code node, out of MAX_SANDBOXES. */
-  private get reservedForCodeNode(): number {
-    return Math.min(this.config.DIFY_SANDBOX_RESERVED, this.config.MAX_SANDBOXES - 1);
-  }
-
-  /** Live sandboxes one API key may hold (MAX_SANDBOXES_PER_KEY, or its default: see config.ts). */
+  /** Live sandboxes one API key may hold. */
   get perKeyLimit(): number {
-    if (this.config.MAX_SANDBOXES_PER_KEY > 0) return this.config.MAX_SANDBOXES_PER_KEY;
-    const open = this.config.MAX_SANDBOXES - this.reservedForCodeNode;
-    return this.config.apiKeys.length >= 2 ? Math.max(1, Math.ceil(open / 2)) : open;
-  }
-
-  /** Sandboxes of `owner`, live or being created. */
-  private held(owner: string): number {
-    let n = this.pendingByOwner.get(owner) ?? 0;
-    for (const r of this.records.values()) if (r.owner === owner) n++;
-    return n;
+    return this.quotas.perKeyLimit;
   }
 
   /** Starts the reaper. */
@@ -272,12 +167,7 @@ export class SandboxService {
     checkText('remote_path', path);
     const record = await this.resolve(owner, ref);
     // A fetched file is held whole until it is written: a key may have only a few fetches going at once.
-    const fetching = this.fetchesByOwner.get(owner) ?? 0;
-    if (fetching >= URL_FETCHES_PER_KEY) {
-      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
-        `this API key has ${fetching} file_url downloads in progress, its limit; retry when they are done`, { headers: { 'retry-after': '2' } });
-    }
-    this.fetchesByOwner.set(owner, fetching + 1);
+    this.quotas.takeFetch(owner);
     let data: Buffer;
     try {
       ({ data } = await fetchFileUrl(fileUrl, {
@@ -288,9 +178,7 @@ export class SandboxService {
       const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
       return { record, ...written };
     } finally {
-      const left = this.fetchesByOwner.get(owner)! - 1;
-      if (left > 0) this.fetchesByOwner.set(owner, left);
-      else this.fetchesByOwner.delete(owner);
+      this.quotas.fetches.give(owner);
     }
   }
 
@@ -463,7 +351,7 @@ export class SandboxService {
 
   private async doCreate(owner: string, input: CreateInput): Promise<SandboxRecord> {
     if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
-    this.checkQuota(owner);
+    this.quotas.checkCreate(owner);
     const maxLifetimeS = input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S;
     const idleTimeoutS = input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S;
     if (maxLifetimeS > this.config.SANDBOX_MAX_LIFETIME_S) {
@@ -477,8 +365,7 @@ export class SandboxService {
       throw new ServiceError(ErrorCode.NETWORK_NOT_ALLOWED, 'this service does not give sandboxes network access (SANDBOX_NETWORK_ALLOWED=false); create the sandbox without network');
     }
     const proposedId = `sbx_${randomBytes(12).toString('hex')}`;
-    this.pendingCreates++;
-    this.pendingByOwner.set(owner, (this.pendingByOwner.get(owner) ?? 0) + 1);
+    this.quotas.creating.take(owner);
     let sandbox: Sandbox;
     try {
       sandbox = await this.starts.run(owner, () => {
@@ -486,10 +373,7 @@ export class SandboxService {
         return this.backend.create({ id: proposedId, env: input.env ?? {}, network, owner });
       });
     } finally {
-      this.pendingCreates--;
-      const left = this.pendingByOwner.get(owner)! - 1;
-      if (left > 0) this.pendingByOwner.set(owner, left);
-      else this.pendingByOwner.delete(owner);
+      this.quotas.creating.give(owner);
     }
     if (this.closed) {
       await sandbox.destroy();
@@ -498,30 +382,6 @@ export class SandboxService {
     // A shared backend names its sandboxes (the name leads any instance to it); otherwise the id is ours.
     const id = this.backend.shared ? sandbox.id : proposedId;
     return this.register(sandbox, owner, { ...input, maxLifetimeS, idleTimeoutS }, id);
-  }
-
-  /**
-   * The live-sandbox quotas: MAX_SANDBOXES in all; a share of it that only the Code node may use; and
-   * MAX_SANDBOXES_PER_KEY for each API key, so that no key can take every sandbox.
-   */
-  private checkQuota(owner: string): void {
-    const limit = (message: string) => new ServiceError(ErrorCode.SANDBOX_LIMIT_REACHED, message, { headers: { 'retry-after': '5' } });
-    const max = this.config.MAX_SANDBOXES;
-    const total = this.records.size + this.pendingCreates;
-    if (total >= max) throw limit(`${max} sandboxes are live (MAX_SANDBOXES); stop one with /stop_sandbox or retry later`);
-    const reserved = this.reservedForCodeNode;
-    if (owner === CODE_NODE_OWNER) {
-      // The Code node has its reserved share plus what one key may hold: it cannot take every sandbox either.
-      if (this.held(owner) >= reserved + this.perKeyLimit) throw limit(`the Code node holds ${reserved + this.perKeyLimit} sandboxes, its share (DIFY_SANDBOX_RESERVED + MAX_SANDBOXES_PER_KEY); retry later`);
-      return;
-    }
-    if (total - this.held(CODE_NODE_OWNER) >= max - reserved) {
-      throw limit(`${max - reserved} sandboxes are live, all that is open to API keys (MAX_SANDBOXES=${max}, of which DIFY_SANDBOX_RESERVED=${reserved} are kept for the Code node); stop one with /stop_sandbox or retry later`);
-    }
-    const mine = this.held(owner);
-    if (mine >= this.perKeyLimit) {
-      throw limit(`this API key holds ${mine} live sandboxes, its limit (MAX_SANDBOXES_PER_KEY=${this.perKeyLimit}); stop one with /stop_sandbox or retry later`);
-    }
   }
 
   private register(sandbox: Sandbox, owner: string, input: CreateInput, id = sandbox.id): SandboxRecord {
@@ -579,13 +439,11 @@ export class SandboxService {
         { headers: { 'retry-after': '1' } }));
     }
     const owner = record.owner;
-    const calls = this.callsByOwner.get(owner) ?? 0;
-    if (calls >= this.config.MAX_CALLS_PER_KEY) {
-      return Promise.reject(new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
-        `this API key has ${calls} calls running or waiting, its limit (MAX_CALLS_PER_KEY); retry when they are done`,
-        { headers: { 'retry-after': '1' } }));
+    try {
+      this.quotas.takeCall(owner);
+    } catch (err) {
+      return Promise.reject(err);
     }
-    this.callsByOwner.set(owner, calls + 1);
     record.busy++;
     const run = async () => {
       try {
@@ -609,9 +467,7 @@ export class SandboxService {
       } finally {
         record.busy--;
         record.lastUsedAtMs = this.now();
-        const left = this.callsByOwner.get(owner)! - 1;
-        if (left > 0) this.callsByOwner.set(owner, left);
-        else this.callsByOwner.delete(owner);
+        this.quotas.calls.give(owner);
       }
     };
     const result = record.tail.then(run, run);
@@ -632,4 +488,3 @@ export class SandboxService {
   }
 }
 
-export type { SandboxRecord };
