@@ -25,15 +25,30 @@ function stats(ms: number[]): Stats {
   return { p50: at(0.5), p95: at(0.95), p99: at(0.99), n: s.length };
 }
 
-interface Service { url: string; pool: Pool; child: ChildProcess; uidBase: number; close(): Promise<void> }
+interface Service {
+  url: string;
+  pool: Pool;
+  child: ChildProcess;
+  uidBase: number;
+  close(): Promise<void>;
+}
 
 async function startService(name: string, env: Record<string, string>): Promise<Service> {
   const uidBase = 1_700_000_000 + Math.floor(Math.random() * 1000) * 100_000;
   const child = spawn(process.execPath, [join(ROOT, 'dist/server.js')], {
     env: {
-      PATH: process.env.PATH, API_KEY: KEY, HOST: '127.0.0.1', PORT: '0', LOG_LEVEL: 'info', MAX_SANDBOXES: '200',
-      SANDBOX_ROOT: mkdtempSync(join(tmpdir(), `ciw-bench-${name}-`)), SANDBOX_UID_BASE: String(uidBase), SANDBOX_UID_COUNT: '4096',
-      MAX_FILE_BYTES: String(64 * 1024 * 1024), SUPERVISOR_IDLE_MS: String(SUPERVISOR_IDLE_MS), ...env,
+      PATH: process.env.PATH,
+      API_KEY: KEY,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      LOG_LEVEL: 'info',
+      MAX_SANDBOXES: '200',
+      SANDBOX_ROOT: mkdtempSync(join(tmpdir(), `ciw-bench-${name}-`)),
+      SANDBOX_UID_BASE: String(uidBase),
+      SANDBOX_UID_COUNT: '4096',
+      MAX_FILE_BYTES: String(64 * 1024 * 1024),
+      SUPERVISOR_IDLE_MS: String(SUPERVISOR_IDLE_MS),
+      ...env,
     },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -44,7 +59,10 @@ async function startService(name: string, env: Record<string, string>): Promise<
   if (!url) throw new Error(`the service did not start:\n${out}`);
   const pool = new Pool(url, { connections: 32, pipelining: 1 });
   return {
-    url, pool, child, uidBase,
+    url,
+    pool,
+    child,
+    uidBase,
     async close() {
       await pool.close();
       child.kill('SIGTERM');
@@ -55,7 +73,10 @@ async function startService(name: string, env: Record<string, string>): Promise<
 
 async function call(svc: Service, path: string, body: unknown): Promise<any> {
   const res = await svc.pool.request({
-    path, method: 'POST', headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    path,
+    method: 'POST',
+    headers: { authorization: `Bearer ${KEY}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
   });
   const text = await res.body.text();
   if (res.statusCode !== 200) throw new Error(`${path}: HTTP ${res.statusCode} ${text}`);
@@ -75,7 +96,10 @@ class RawClient {
   private received = 0;
   private waiting: ((r: { status: number; body: Buffer }) => void) | null = null;
 
-  private constructor(private readonly socket: Socket, private readonly host: string) {
+  private constructor(
+    private readonly socket: Socket,
+    private readonly host: string,
+  ) {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
   }
@@ -129,8 +153,10 @@ class RawClient {
       // Head and body in one system call (writev), as one segment for a small body: two writes would wake
       // the service twice for one request.
       this.socket.cork();
-      this.socket.write(`${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\nAuthorization: Bearer ${KEY}\r\n`
-        + `Content-Type: ${contentType}\r\nContent-Length: ${length}\r\n\r\n`);
+      this.socket.write(
+        `${method} ${path} HTTP/1.1\r\nHost: ${this.host}\r\nAuthorization: Bearer ${KEY}\r\n` +
+          `Content-Type: ${contentType}\r\nContent-Length: ${length}\r\n\r\n`,
+      );
       if (length > 0) this.socket.write(body);
       this.socket.uncork();
     });
@@ -183,16 +209,18 @@ async function createToFirst(svc: Service, n: number, code: string, waitPool: nu
 async function throughput(svc: Service, ids: string[], concurrency: number, seconds: number, raw = false): Promise<number> {
   let done = 0;
   const end = performance.now() + seconds * 1000;
-  await Promise.all(ids.slice(0, concurrency).map(async (id) => {
-    const body = { sandbox_id: id, code: 'print(1)' };
-    const client = raw ? await RawClient.open(svc.url) : null;
-    while (performance.now() < end) {
-      if (client) await rawRunCode(client, id);
-      else await call(svc, '/run_code', body);
-      done++;
-    }
-    client?.close();
-  }));
+  await Promise.all(
+    ids.slice(0, concurrency).map(async (id) => {
+      const body = { sandbox_id: id, code: 'print(1)' };
+      const client = raw ? await RawClient.open(svc.url) : null;
+      while (performance.now() < end) {
+        if (client) await rawRunCode(client, id);
+        else await call(svc, '/run_code', body);
+        done++;
+      }
+      client?.close();
+    }),
+  );
   return done / seconds;
 }
 
@@ -213,18 +241,29 @@ function throughputWrk(svc: Service, ids: string[], concurrency: number, seconds
   const threads = Math.min(concurrency, Math.max(1, Number(execFileSync('nproc').toString().trim())));
   const per = Math.ceil(concurrency / threads);
   const script = join(mkdtempSync(join(tmpdir(), 'ciw-wrk-')), 'run_code.lua');
-  const list = ids.slice(0, concurrency).map((id) => `"${id}"`).join(',');
-  writeFileSync(script, `local ids = {${list}}\nlocal n = 0\n`
-    + `function setup(thread)\n  thread:set("first", n * ${per})\n  n = n + 1\nend\n`
-    + `function init(args)\n  requests = {}\n  for i = 1, ${per} do\n    local id = ids[first + i]\n    if id then requests[#requests + 1] = wrk.format("POST", "/run_code", `
-    + `{["Content-Type"] = "application/json", ["Authorization"] = "Bearer ${KEY}"}, '{"sandbox_id":"' .. id .. '","code":"print(1)"}') end\n  end\n  k = 0\nend\n`
-    + `function request()\n  k = k % #requests + 1\n  return requests[k]\nend\n`
-    + `function done(summary, latency, requests)\n  io.write(string.format("CIW-LATENCY %f %f %f %d\\n", latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.requests))\nend\n`);
-  const out = execFileSync('wrk', ['-t', String(threads), '-c', String(concurrency), '-d', `${seconds}s`, '-s', script, svc.url], { encoding: 'utf8' });
+  const list = ids
+    .slice(0, concurrency)
+    .map((id) => `"${id}"`)
+    .join(',');
+  writeFileSync(
+    script,
+    `local ids = {${list}}\nlocal n = 0\n` +
+      `function setup(thread)\n  thread:set("first", n * ${per})\n  n = n + 1\nend\n` +
+      `function init(args)\n  requests = {}\n  for i = 1, ${per} do\n    local id = ids[first + i]\n    if id then requests[#requests + 1] = wrk.format("POST", "/run_code", ` +
+      `{["Content-Type"] = "application/json", ["Authorization"] = "Bearer ${KEY}"}, '{"sandbox_id":"' .. id .. '","code":"print(1)"}') end\n  end\n  k = 0\nend\n` +
+      `function request()\n  k = k % #requests + 1\n  return requests[k]\nend\n` +
+      `function done(summary, latency, requests)\n  io.write(string.format("CIW-LATENCY %f %f %f %d\\n", latency:percentile(50), latency:percentile(95), latency:percentile(99), summary.requests))\nend\n`,
+  );
+  const out = execFileSync('wrk', ['-t', String(threads), '-c', String(concurrency), '-d', `${seconds}s`, '-s', script, svc.url], {
+    encoding: 'utf8',
+  });
   if (/Non-2xx/.test(out)) throw new Error(`wrk saw failed requests:\n${out}`);
   const l = /CIW-LATENCY ([\d.]+) ([\d.]+) ([\d.]+) (\d+)/.exec(out);
   const us = (i: number) => Number(l?.[i] ?? NaN) / 1000;
-  return { rate: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]), latency: { p50: us(1), p95: us(2), p99: us(3), n: Number(l?.[4] ?? 0) } };
+  return {
+    rate: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
+    latency: { p50: us(1), p95: us(2), p99: us(3), n: Number(l?.[4] ?? 0) },
+  };
 }
 
 /** Summed RSS and PSS (MiB) of all processes under the service's sandbox uids. */
@@ -281,15 +320,37 @@ function transferCurl(svc: Service, id: string): { uploadMBs: number; downloadMB
   const dir = mkdtempSync(join(tmpdir(), 'ciw-xfer-'));
   const file = join(dir, 'big.bin');
   writeFileSync(file, Buffer.alloc(50 * 1024 * 1024, 9));
-  const curl = (args: string[]) => execFileSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', ...args], { encoding: 'utf8' });
+  const curl = (args: string[]) =>
+    execFileSync('curl', ['-s', '-o', '/dev/null', '-w', '%{http_code} %{time_total}', ...args], { encoding: 'utf8' });
   const up: number[] = [];
   const down: number[] = [];
   try {
     for (let i = 0; i < 3; i++) {
-      const u = curl(['-H', `authorization: Bearer ${KEY}`, '-H', 'content-type: application/octet-stream', '--data-binary', `@${file}`,
-        `${svc.url}/upload_file?sandbox_id=${id}&remote_filename=big-curl.bin`]).split(' ');
-      const link = JSON.parse(execFileSync('curl', ['-s', '-H', `authorization: Bearer ${KEY}`, '-H', 'content-type: application/json',
-        '-d', JSON.stringify({ sandbox_id: id, remote_path: 'big-curl.bin' }), `${svc.url}/download_file`], { encoding: 'utf8' })).download_url;
+      const u = curl([
+        '-H',
+        `authorization: Bearer ${KEY}`,
+        '-H',
+        'content-type: application/octet-stream',
+        '--data-binary',
+        `@${file}`,
+        `${svc.url}/upload_file?sandbox_id=${id}&remote_filename=big-curl.bin`,
+      ]).split(' ');
+      const link = JSON.parse(
+        execFileSync(
+          'curl',
+          [
+            '-s',
+            '-H',
+            `authorization: Bearer ${KEY}`,
+            '-H',
+            'content-type: application/json',
+            '-d',
+            JSON.stringify({ sandbox_id: id, remote_path: 'big-curl.bin' }),
+            `${svc.url}/download_file`,
+          ],
+          { encoding: 'utf8' },
+        ),
+      ).download_url;
       const d = curl([link]).split(' ');
       if (u[0] !== '200' || d[0] !== '200') throw new Error(`curl: upload HTTP ${u[0]}, download HTTP ${d[0]}`);
       up.push(50 / Number(u[1]));
@@ -315,7 +376,28 @@ function processPerRequest(n: number): { plain: Stats; bwrap: Stats | null } {
   const plain = run('/usr/bin/python3', ['-c', 'print(1)']);
   let bwrap: Stats | null = null;
   try {
-    bwrap = run('bwrap', ['--unshare-all', '--ro-bind', '/usr', '/usr', '--symlink', 'usr/lib', '/lib', '--symlink', 'usr/lib64', '/lib64', '--symlink', 'usr/bin', '/bin', '--proc', '/proc', '--dev', '/dev', '/usr/bin/python3', '-c', 'print(1)']);
+    bwrap = run('bwrap', [
+      '--unshare-all',
+      '--ro-bind',
+      '/usr',
+      '/usr',
+      '--symlink',
+      'usr/lib',
+      '/lib',
+      '--symlink',
+      'usr/lib64',
+      '/lib64',
+      '--symlink',
+      'usr/bin',
+      '/bin',
+      '--proc',
+      '/proc',
+      '--dev',
+      '/dev',
+      '/usr/bin/python3',
+      '-c',
+      'print(1)',
+    ]);
   } catch {
     bwrap = null;
   }
@@ -324,7 +406,9 @@ function processPerRequest(n: number): { plain: Stats; bwrap: Stats | null } {
 
 function jupyter(): Record<string, any> {
   try {
-    return JSON.parse(execFileSync('/usr/bin/python3', [join(ROOT, 'bench/jupyter_baseline.py'), '300'], { encoding: 'utf8', timeout: 120_000 }));
+    return JSON.parse(
+      execFileSync('/usr/bin/python3', [join(ROOT, 'bench/jupyter_baseline.py'), '300'], { encoding: 'utf8', timeout: 120_000 }),
+    );
   } catch (err) {
     return { skipped: (err as Error).message.split('\n')[0] };
   }
@@ -353,10 +437,13 @@ async function main(): Promise<void> {
     for (let i = 0; i < 16; i++) ids.push((await call(a, '/create_sandbox', {})).sandbox_id);
     for (const sid of ids) await call(a, '/run_code', { sandbox_id: sid, code: 'print(1)' });
     results.throughput = {
-      c1: await throughput(a, ids, 1, 3, true), c4: await throughput(a, ids, 4, 3, true), c16: await throughput(a, ids, 16, 3, true),
+      c1: await throughput(a, ids, 1, 3, true),
+      c4: await throughput(a, ids, 4, 3, true),
+      c16: await throughput(a, ids, 16, 3, true),
     };
     const wrk = [1, 4, 16].map((c) => throughputWrk(a, ids, c, 3));
-    results.throughputWrk = wrk[0] === null ? { skipped: 'apt-get install -y wrk' } : { c1: wrk[0].rate, c4: wrk[1]!.rate, c16: wrk[2]!.rate };
+    results.throughputWrk =
+      wrk[0] === null ? { skipped: 'apt-get install -y wrk' } : { c1: wrk[0].rate, c4: wrk[1]!.rate, c16: wrk[2]!.rate };
     if (wrk[0]) results.runCodeWrk = wrk[0].latency;
     results.transfer = await transfer(a, id);
     results.transferCurl = transferCurl(a, id) ?? { skipped: 'curl not installed' };
@@ -411,20 +498,91 @@ async function main(): Promise<void> {
   const rows: Array<[string, string, string, string]> = [
     // The service's latency is best seen with a C client: a Node client adds ≈ 0.2 ms of its own at
     // concurrency 1 on this kind of machine (its own wake-ups). Both are shown.
-    ['run_code print(1) over HTTP, warm, wrk client (ms)', r.runCodeWrk ? `p50 ${f(r.runCodeWrk.p50, 3)} p95 ${f(r.runCodeWrk.p95, 3)} p99 ${f(r.runCodeWrk.p99, 3)}` : 'wrk not installed (apt-get install -y wrk)', '≤ 0.5 p50; ≥ 10× Jupyter', r.runCodeWrk && jexec ? `Jupyter p50 ${f(jexec)} → ${f(jexec / r.runCodeWrk.p50, 1)}×; process/request ${f(ppr.plain.p50)} → ${f(ppr.plain.p50 / r.runCodeWrk.p50, 0)}×` : jexec ? '' : 'Jupyter: skipped'],
-    ['… Node client (raw keep-alive HTTP) (ms)', `p50 ${f(r.runCode.p50, 3)} p95 ${f(r.runCode.p95, 3)} p99 ${f(r.runCode.p99, 3)}`, '', jexec ? `Jupyter → ${f(jexec / r.runCode.p50, 1)}×; process/request → ${f(ppr.plain.p50 / r.runCode.p50, 0)}×` : 'Jupyter: skipped'],
-    ['… Node client (undici) (ms)', `p50 ${f(r.runCodeUndici.p50, 3)} p95 ${f(r.runCodeUndici.p95, 3)} p99 ${f(r.runCodeUndici.p99, 3)}`, '', jexec ? `Jupyter → ${f(jexec / r.runCodeUndici.p50, 1)}×` : ''],
-    ['execute_command true (ms)', `p50 ${f(r.executeCommand.p50, 3)} p95 ${f(r.executeCommand.p95, 3)} p99 ${f(r.executeCommand.p99, 3)}`, '', `bwrap+python per request ${f(ppr.bwrap?.p50)}`],
-    ['create → first result, no pool (ms)', `p50 ${f(r.createToFirstNoPool.p50)} p95 ${f(r.createToFirstNoPool.p95)} p99 ${f(r.createToFirstNoPool.p99)}`, '≤ 60 p50', `Jupyter start ${f(jup.start_ms?.p50, 0)} → ${f(jup.start_ms?.p50 / r.createToFirstNoPool.p50, 0)}×`],
-    ['create → first result, pool (ms)', `p50 ${f(r.createToFirstPool.p50)} p95 ${f(r.createToFirstPool.p95)} p99 ${f(r.createToFirstPool.p99)}`, '≤ 5 p50', ''],
-    ['… numpy+pandas+matplotlib, pool (ms)', `p50 ${f(r.createToFirstPreloaded.p50)} p95 ${f(r.createToFirstPreloaded.p95)}`, '≤ 10 p50', ''],
-    ['run_code throughput (calls/s), Node client', `c1 ${f(r.throughput.c1, 0)} c4 ${f(r.throughput.c4, 0)} c16 ${f(r.throughput.c16, 0)}`, '≥ 8000 at c16', ''],
-    ['run_code throughput (calls/s), wrk', r.throughputWrk.skipped ?? `c1 ${f(r.throughputWrk.c1, 0)} c4 ${f(r.throughputWrk.c4, 0)} c16 ${f(r.throughputWrk.c16, 0)}`, '≥ 8000 at c16', ''],
-    ['idle memory per sandbox, after a Python call (MiB)', `RSS ${f(r.idleMemoryMiB.afterCallIdle.rss, 1)} PSS ${f(r.idleMemoryMiB.afterCallIdle.pss, 1)}`, '≤ 15', `Jupyter RSS ${f(jup.idle_rss_mb, 1)} → ${f(jup.idle_rss_mb / r.idleMemoryMiB.afterCallIdle.rss, 1)}×`],
+    [
+      'run_code print(1) over HTTP, warm, wrk client (ms)',
+      r.runCodeWrk
+        ? `p50 ${f(r.runCodeWrk.p50, 3)} p95 ${f(r.runCodeWrk.p95, 3)} p99 ${f(r.runCodeWrk.p99, 3)}`
+        : 'wrk not installed (apt-get install -y wrk)',
+      '≤ 0.5 p50; ≥ 10× Jupyter',
+      r.runCodeWrk && jexec
+        ? `Jupyter p50 ${f(jexec)} → ${f(jexec / r.runCodeWrk.p50, 1)}×; process/request ${f(ppr.plain.p50)} → ${f(ppr.plain.p50 / r.runCodeWrk.p50, 0)}×`
+        : jexec
+          ? ''
+          : 'Jupyter: skipped',
+    ],
+    [
+      '… Node client (raw keep-alive HTTP) (ms)',
+      `p50 ${f(r.runCode.p50, 3)} p95 ${f(r.runCode.p95, 3)} p99 ${f(r.runCode.p99, 3)}`,
+      '',
+      jexec ? `Jupyter → ${f(jexec / r.runCode.p50, 1)}×; process/request → ${f(ppr.plain.p50 / r.runCode.p50, 0)}×` : 'Jupyter: skipped',
+    ],
+    [
+      '… Node client (undici) (ms)',
+      `p50 ${f(r.runCodeUndici.p50, 3)} p95 ${f(r.runCodeUndici.p95, 3)} p99 ${f(r.runCodeUndici.p99, 3)}`,
+      '',
+      jexec ? `Jupyter → ${f(jexec / r.runCodeUndici.p50, 1)}×` : '',
+    ],
+    [
+      'execute_command true (ms)',
+      `p50 ${f(r.executeCommand.p50, 3)} p95 ${f(r.executeCommand.p95, 3)} p99 ${f(r.executeCommand.p99, 3)}`,
+      '',
+      `bwrap+python per request ${f(ppr.bwrap?.p50)}`,
+    ],
+    [
+      'create → first result, no pool (ms)',
+      `p50 ${f(r.createToFirstNoPool.p50)} p95 ${f(r.createToFirstNoPool.p95)} p99 ${f(r.createToFirstNoPool.p99)}`,
+      '≤ 60 p50',
+      `Jupyter start ${f(jup.start_ms?.p50, 0)} → ${f(jup.start_ms?.p50 / r.createToFirstNoPool.p50, 0)}×`,
+    ],
+    [
+      'create → first result, pool (ms)',
+      `p50 ${f(r.createToFirstPool.p50)} p95 ${f(r.createToFirstPool.p95)} p99 ${f(r.createToFirstPool.p99)}`,
+      '≤ 5 p50',
+      '',
+    ],
+    [
+      '… numpy+pandas+matplotlib, pool (ms)',
+      `p50 ${f(r.createToFirstPreloaded.p50)} p95 ${f(r.createToFirstPreloaded.p95)}`,
+      '≤ 10 p50',
+      '',
+    ],
+    [
+      'run_code throughput (calls/s), Node client',
+      `c1 ${f(r.throughput.c1, 0)} c4 ${f(r.throughput.c4, 0)} c16 ${f(r.throughput.c16, 0)}`,
+      '≥ 8000 at c16',
+      '',
+    ],
+    [
+      'run_code throughput (calls/s), wrk',
+      r.throughputWrk.skipped ?? `c1 ${f(r.throughputWrk.c1, 0)} c4 ${f(r.throughputWrk.c4, 0)} c16 ${f(r.throughputWrk.c16, 0)}`,
+      '≥ 8000 at c16',
+      '',
+    ],
+    [
+      'idle memory per sandbox, after a Python call (MiB)',
+      `RSS ${f(r.idleMemoryMiB.afterCallIdle.rss, 1)} PSS ${f(r.idleMemoryMiB.afterCallIdle.pss, 1)}`,
+      '≤ 15',
+      `Jupyter RSS ${f(jup.idle_rss_mb, 1)} → ${f(jup.idle_rss_mb / r.idleMemoryMiB.afterCallIdle.rss, 1)}×`,
+    ],
     ['… never used (MiB)', `RSS ${f(r.idleMemoryMiB.freshIdle.rss, 1)} PSS ${f(r.idleMemoryMiB.freshIdle.pss, 1)}`, '', ''],
-    ['… before its supervisor hibernates: new / after a call (MiB)', `RSS ${f(r.idleMemoryMiB.fresh.rss, 1)} / ${f(r.idleMemoryMiB.afterCall.rss, 1)}`, '', `hibernates after SUPERVISOR_IDLE_MS=${SUPERVISOR_IDLE_MS}`],
-    ['execute_command true, supervisor hibernated (ms)', `p50 ${f(r.executeCommandResumed.p50, 1)} p95 ${f(r.executeCommandResumed.p95, 1)}`, '', 'the supervisor execs again'],
-    ['50 MiB upload / download, curl, median of 3 (MiB/s)', r.transferCurl.skipped ?? `${f(r.transferCurl.uploadMBs, 0)} / ${f(r.transferCurl.downloadMBs, 0)}`, '≥ 200 each', ''],
+    [
+      '… before its supervisor hibernates: new / after a call (MiB)',
+      `RSS ${f(r.idleMemoryMiB.fresh.rss, 1)} / ${f(r.idleMemoryMiB.afterCall.rss, 1)}`,
+      '',
+      `hibernates after SUPERVISOR_IDLE_MS=${SUPERVISOR_IDLE_MS}`,
+    ],
+    [
+      'execute_command true, supervisor hibernated (ms)',
+      `p50 ${f(r.executeCommandResumed.p50, 1)} p95 ${f(r.executeCommandResumed.p95, 1)}`,
+      '',
+      'the supervisor execs again',
+    ],
+    [
+      '50 MiB upload / download, curl, median of 3 (MiB/s)',
+      r.transferCurl.skipped ?? `${f(r.transferCurl.uploadMBs, 0)} / ${f(r.transferCurl.downloadMBs, 0)}`,
+      '≥ 200 each',
+      '',
+    ],
     ['… Node client (MiB/s)', `${f(r.transfer.uploadMBs, 0)} / ${f(r.transfer.downloadMBs, 0)}`, '≥ 200 each', ''],
   ];
   console.log('\n| figure | measured | target | baseline (same run) |\n|---|---|---|---|');

@@ -33,14 +33,16 @@ export interface AppDeps {
 
 export async function buildApp({ config, service, logger = false }: AppDeps): Promise<FastifyInstance> {
   const app = Fastify({
-    ...(typeof logger === 'object' && 'child' in logger ? { loggerInstance: logger as FastifyBaseLogger } : { logger: logger as boolean | Record<string, unknown> }),
+    ...(typeof logger === 'object' && 'child' in logger
+      ? { loggerInstance: logger as FastifyBaseLogger }
+      : { logger: logger as boolean | Record<string, unknown> }),
     // Two synchronous log lines per call are a large part of a sub-millisecond hot path: off unless asked.
     logController: new LogController({ disableRequestLogging: !config.LOG_REQUESTS }),
     // Without request logging, no child logger per request either (a pino child per call is measurable on
     // the hot path); the few error lines name the request id themselves.
     ...(config.LOG_REQUESTS ? {} : { childLoggerFactory: (parent: FastifyBaseLogger) => parent }),
     // base64 content is 4/3 of the bytes, plus the JSON around it.
-    bodyLimit: Math.ceil(config.MAX_FILE_BYTES * 4 / 3) + 1024 * 1024,
+    bodyLimit: Math.ceil((config.MAX_FILE_BYTES * 4) / 3) + 1024 * 1024,
     // Form, multipart and query fields arrive as strings: "30" must be a valid timeout.
     ajv: { customOptions: { coerceTypes: true, removeAdditional: false, useDefaults: true } },
     // Every connection is bounded in time: its headers, the whole request, idle keep-alive (Node's own
@@ -65,16 +67,18 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     // No key, a body too large, or over the key's budget: the connection goes with the answer, instead of
     // staying open for whatever the client still sends. (Other early refusals, like a JSON body of a bad
     // shape from a valid key, let the rest of the body drain unread so that the client gets to read its 400.)
-    const closing = err instanceof ServiceError
-      ? err.code === ErrorCode.UNAUTHORIZED || (err.code === ErrorCode.CALL_LIMIT_REACHED && !req.raw.complete)
-      : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE';
+    const closing =
+      err instanceof ServiceError
+        ? err.code === ErrorCode.UNAUTHORIZED || (err.code === ErrorCode.CALL_LIMIT_REACHED && !req.raw.complete)
+        : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE';
     if (closing) reply.header('connection', 'close');
     const e = describeError(err, { bodyLimitBytes: app.initialConfig.bodyLimit, maxFileBytes: config.MAX_FILE_BYTES });
     if (e.internal) req.log.error({ err, reqId: req.id }, 'request failed');
     return reply.status(e.status).headers(e.headers).send(errorBody(e.code, e.message));
   });
   app.setNotFoundHandler((req, reply) =>
-    reply.status(404).send(errorBody(ErrorCode.ROUTE_NOT_FOUND, `no route ${req.method} ${req.url.split('?')[0]}; see /docs for the API`)));
+    reply.status(404).send(errorBody(ErrorCode.ROUTE_NOT_FOUND, `no route ${req.method} ${req.url.split('?')[0]}; see /docs for the API`)),
+  );
 
   await app.register(swagger, {
     openapi: {
@@ -82,8 +86,9 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
       info: {
         title: 'Code Interpreter Wrapper',
         version: '0.1.0',
-        description: 'Isolated, stateful code-interpreter sandboxes over HTTP, for Dify and other LLM applications. '
-          + 'Failures of the user\'s code are HTTP 200 with the failure in the body; 4xx means the request must change.',
+        description:
+          'Isolated, stateful code-interpreter sandboxes over HTTP, for Dify and other LLM applications. ' +
+          "Failures of the user's code are HTTP 200 with the failure in the body; 4xx means the request must change.",
       },
       components: {
         securitySchemes: {
@@ -97,7 +102,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
         { name: 'execution', description: 'Run Python and shell commands' },
         { name: 'files', description: 'Move files in and out' },
         { name: 'health', description: 'Liveness' },
-        { name: 'dify-sandbox', description: 'dify-sandbox compatible API for Dify\'s Code node (CODE_EXECUTION_ENDPOINT)' },
+        { name: 'dify-sandbox', description: "dify-sandbox compatible API for Dify's Code node (CODE_EXECUTION_ENDPOINT)" },
       ],
     },
   });
@@ -108,7 +113,10 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   }));
   registerToolDocument(app, config);
   await app.register(authPlugin, { apiKeys: config.apiKeys });
-  await app.register(bodyBudgetPlugin, { maxBytesPerKey: Math.max(config.MAX_BODY_BYTES_PER_KEY, app.initialConfig.bodyLimit!), bodyLimit: app.initialConfig.bodyLimit! });
+  await app.register(bodyBudgetPlugin, {
+    maxBytesPerKey: Math.max(config.MAX_BODY_BYTES_PER_KEY, app.initialConfig.bodyLimit!),
+    bodyLimit: app.initialConfig.bodyLimit!,
+  });
   await app.register(bodiesPlugin, { maxFileBytes: config.MAX_FILE_BYTES });
   await app.register(idempotencyPlugin, {
     ttlMs: config.IDEMPOTENCY_TTL_S * 1000,

@@ -23,7 +23,7 @@ export const ConfigSchema = Type.Object({
   }),
   PUBLIC_BASE_URL: Type.String({
     default: '',
-    description: 'Absolute base URL for `download_url` (e.g. http://ciw:8000). Default: taken from the request\'s Host header.',
+    description: "Absolute base URL for `download_url` (e.g. http://ciw:8000). Default: taken from the request's Host header.",
   }),
   URL_SIGNING_KEY: Type.String({
     default: '',
@@ -32,89 +32,258 @@ export const ConfigSchema = Type.Object({
   FILE_URL_TTL_S: Type.Number({ default: 3600, minimum: 1, description: 'How long signed file URLs stay valid, in seconds.' }),
   SANDBOX_BACKEND: Type.Union([Type.Literal('local'), Type.Literal('agentcube'), Type.Literal('memory')], {
     default: 'local',
-    description: '`local` (bubblewrap sandboxes on this machine), `agentcube` (AgentCube sessions on Kubernetes) or `memory` (a test double that runs no real code).',
+    description:
+      '`local` (bubblewrap sandboxes on this machine), `agentcube` (AgentCube sessions on Kubernetes) or `memory` (a test double that runs no real code).',
   }),
-  AGENTCUBE_WORKLOAD_MANAGER_URL: Type.String({ default: '', description: 'AgentCube WorkloadManager base URL, e.g. http://workloadmanager.agentcube-system.svc:8080 (agentcube backend).' }),
-  AGENTCUBE_ROUTER_URL: Type.String({ default: '', description: 'AgentCube Router base URL, e.g. http://agentcube-router.agentcube-system.svc:8080.' }),
+  AGENTCUBE_WORKLOAD_MANAGER_URL: Type.String({
+    default: '',
+    description: 'AgentCube WorkloadManager base URL, e.g. http://workloadmanager.agentcube-system.svc:8080 (agentcube backend).',
+  }),
+  AGENTCUBE_ROUTER_URL: Type.String({
+    default: '',
+    description: 'AgentCube Router base URL, e.g. http://agentcube-router.agentcube-system.svc:8080.',
+  }),
   AGENTCUBE_NAMESPACE: Type.String({ default: 'default', description: 'Namespace of the CodeInterpreter resource.' }),
-  AGENTCUBE_CODE_INTERPRETER: Type.String({ default: 'my-interpreter', description: 'Name of the CodeInterpreter resource (its image needs python3 for stateful Python).' }),
-  AGENTCUBE_TOKEN: Type.String({ default: '', description: 'Bearer token for AgentCube (WorkloadManager with --enable-auth, Router with OIDC).' }),
-  AGENTCUBE_TOKEN_FILE: Type.String({ default: '', description: 'File holding that token, re-read as it rotates, e.g. /var/run/secrets/kubernetes.io/serviceaccount/token.' }),
-  AGENTCUBE_CREATE_TIMEOUT_S: Type.Number({ default: 180, minimum: 150, description: 'How long a session creation may take (the WorkloadManager blocks until the pod is ready: allow at least 150 s).' }),
+  AGENTCUBE_CODE_INTERPRETER: Type.String({
+    default: 'my-interpreter',
+    description: 'Name of the CodeInterpreter resource (its image needs python3 for stateful Python).',
+  }),
+  AGENTCUBE_TOKEN: Type.String({
+    default: '',
+    description: 'Bearer token for AgentCube (WorkloadManager with --enable-auth, Router with OIDC).',
+  }),
+  AGENTCUBE_TOKEN_FILE: Type.String({
+    default: '',
+    description: 'File holding that token, re-read as it rotates, e.g. /var/run/secrets/kubernetes.io/serviceaccount/token.',
+  }),
+  AGENTCUBE_CREATE_TIMEOUT_S: Type.Number({
+    default: 180,
+    minimum: 150,
+    description: 'How long a session creation may take (the WorkloadManager blocks until the pod is ready: allow at least 150 s).',
+  }),
   AGENTCUBE_REQUEST_TIMEOUT_S: Type.Number({ default: 60, minimum: 1, description: 'Time limit of AgentCube file operations.' }),
   LOG_LEVEL: Type.Union(
     ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
     { default: 'info', description: 'pino log level.' },
   ),
-  POOL_SIZE: Type.Integer({ default: 2, minimum: 0, maximum: 1000, description: 'Sandboxes kept started ahead and handed out by create_sandbox (0 disables the warm pool).' }),
+  POOL_SIZE: Type.Integer({
+    default: 2,
+    minimum: 0,
+    maximum: 1000,
+    description: 'Sandboxes kept started ahead and handed out by create_sandbox (0 disables the warm pool).',
+  }),
   POOL_PRELOAD: Type.String({
     default: '',
-    description: 'Comma-separated modules the pooled sandboxes import ahead, e.g. `numpy,pandas,matplotlib.pyplot` (≈50 MB more per pooled sandbox, ready in milliseconds).',
+    description:
+      'Comma-separated modules the pooled sandboxes import ahead, e.g. `numpy,pandas,matplotlib.pyplot` (≈50 MB more per pooled sandbox, ready in milliseconds).',
   }),
-  LOG_REQUESTS: Type.Boolean({ default: false, description: 'Log a line per request and per response (pino, at info level). Off: errors, sandbox lifecycle and start-up are still logged.' }),
-  MCP_SSE: Type.Boolean({ default: false, description: 'Answer MCP requests at /mcp as SSE streams instead of JSON (either way works with Streamable HTTP clients; `?sse=1` chooses per request).' }),
+  LOG_REQUESTS: Type.Boolean({
+    default: false,
+    description:
+      'Log a line per request and per response (pino, at info level). Off: errors, sandbox lifecycle and start-up are still logged.',
+  }),
+  MCP_SSE: Type.Boolean({
+    default: false,
+    description:
+      'Answer MCP requests at /mcp as SSE streams instead of JSON (either way works with Streamable HTTP clients; `?sse=1` chooses per request).',
+  }),
   MAX_SANDBOXES: Type.Integer({ default: 100, minimum: 1, description: 'Live sandboxes at most; a create beyond it gets 429.' }),
-  MAX_SANDBOXES_PER_KEY: Type.Integer({ default: 0, minimum: 0, description: 'Live sandboxes one API key may hold at once; a create beyond it gets 429. 0: MAX_SANDBOXES with one key (or none), half of what the Code node leaves with several, so that one tenant cannot take every sandbox.' }),
-  DIFY_SANDBOX_RESERVED: Type.Integer({ default: 2, minimum: 0, description: 'Sandboxes out of MAX_SANDBOXES kept for Dify\'s Code node (/v1/sandbox/run), which other callers cannot take (at most MAX_SANDBOXES - 1).' }),
-  MAX_CONCURRENT_CREATES: Type.Integer({ default: 4, minimum: 1, description: 'Sandbox starts at once; further creates wait in a queue served in turn across API keys (one key\'s burst does not delay another key by more than one start).' }),
-  MAX_QUEUED_CREATES_PER_KEY: Type.Integer({ default: 16, minimum: 1, description: 'Creates one API key may have waiting for a start; more get 429.' }),
-  MAX_CALLS_PER_KEY: Type.Integer({ default: 32, minimum: 1, description: 'Calls into sandboxes (code, commands, files) one API key may have running or queued at once; more get 429.' }),
-  MAX_BODY_BYTES_PER_KEY: Type.Integer({ default: 512 * MiB, minimum: MiB, description: 'Bytes of request bodies one API key may have in flight at once (declared sizes; at least the largest body allowed); more get 429.' }),
-  MAX_QUEUED_CALLS_PER_SANDBOX: Type.Integer({ default: 8, minimum: 1, description: 'Calls waiting behind the running one in a sandbox; more get 429 (each may hold a request body in memory).' }),
-  SANDBOX_CPU_LIMIT_S: Type.Number({ default: 3600, minimum: 0, description: 'CPU seconds a sandbox may use over its whole life, background threads and processes included (cgroup accounting where available; per process RLIMIT_CPU hard limit always); past it the sandbox is stopped. 0 for no limit.' }),
-  HTTP_HEADERS_TIMEOUT_S: Type.Number({ default: 10, minimum: 1, description: 'Time a client has to send a request\'s headers, from the connection or from the end of the previous answer.' }),
-  HTTP_REQUEST_TIMEOUT_S: Type.Number({ default: 120, minimum: 1, description: 'Time a client has to send a whole request, body included (a 100 MB upload needs ≈ 1 MB/s).' }),
+  MAX_SANDBOXES_PER_KEY: Type.Integer({
+    default: 0,
+    minimum: 0,
+    description:
+      'Live sandboxes one API key may hold at once; a create beyond it gets 429. 0: MAX_SANDBOXES with one key (or none), half of what the Code node leaves with several, so that one tenant cannot take every sandbox.',
+  }),
+  DIFY_SANDBOX_RESERVED: Type.Integer({
+    default: 2,
+    minimum: 0,
+    description:
+      "Sandboxes out of MAX_SANDBOXES kept for Dify's Code node (/v1/sandbox/run), which other callers cannot take (at most MAX_SANDBOXES - 1).",
+  }),
+  MAX_CONCURRENT_CREATES: Type.Integer({
+    default: 4,
+    minimum: 1,
+    description:
+      "Sandbox starts at once; further creates wait in a queue served in turn across API keys (one key's burst does not delay another key by more than one start).",
+  }),
+  MAX_QUEUED_CREATES_PER_KEY: Type.Integer({
+    default: 16,
+    minimum: 1,
+    description: 'Creates one API key may have waiting for a start; more get 429.',
+  }),
+  MAX_CALLS_PER_KEY: Type.Integer({
+    default: 32,
+    minimum: 1,
+    description: 'Calls into sandboxes (code, commands, files) one API key may have running or queued at once; more get 429.',
+  }),
+  MAX_BODY_BYTES_PER_KEY: Type.Integer({
+    default: 512 * MiB,
+    minimum: MiB,
+    description:
+      'Bytes of request bodies one API key may have in flight at once (declared sizes; at least the largest body allowed); more get 429.',
+  }),
+  MAX_QUEUED_CALLS_PER_SANDBOX: Type.Integer({
+    default: 8,
+    minimum: 1,
+    description: 'Calls waiting behind the running one in a sandbox; more get 429 (each may hold a request body in memory).',
+  }),
+  SANDBOX_CPU_LIMIT_S: Type.Number({
+    default: 3600,
+    minimum: 0,
+    description:
+      'CPU seconds a sandbox may use over its whole life, background threads and processes included (cgroup accounting where available; per process RLIMIT_CPU hard limit always); past it the sandbox is stopped. 0 for no limit.',
+  }),
+  HTTP_HEADERS_TIMEOUT_S: Type.Number({
+    default: 10,
+    minimum: 1,
+    description: "Time a client has to send a request's headers, from the connection or from the end of the previous answer.",
+  }),
+  HTTP_REQUEST_TIMEOUT_S: Type.Number({
+    default: 120,
+    minimum: 1,
+    description: 'Time a client has to send a whole request, body included (a 100 MB upload needs ≈ 1 MB/s).',
+  }),
   HTTP_KEEPALIVE_TIMEOUT_S: Type.Number({ default: 30, minimum: 1, description: 'How long an idle keep-alive connection is kept open.' }),
-  MAX_CONNECTIONS: Type.Integer({ default: 512, minimum: 16, description: 'Open HTTP connections at most; further ones are refused at once (keep it under the process\'s file-descriptor limit, with room for sandboxes, which use ≈ 5 each).' }),
-  FILE_SEND_IDLE_TIMEOUT_S: Type.Number({ default: 30, minimum: 1, description: 'A download whose client takes no bytes for this long is ended; meanwhile at most a few hundred KiB of it wait in memory (the sandbox is held back, not the service).' }),
-  SANDBOX_IDLE_TIMEOUT_S: Type.Number({ default: 1800, minimum: 1, description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).' }),
+  MAX_CONNECTIONS: Type.Integer({
+    default: 512,
+    minimum: 16,
+    description:
+      "Open HTTP connections at most; further ones are refused at once (keep it under the process's file-descriptor limit, with room for sandboxes, which use ≈ 5 each).",
+  }),
+  FILE_SEND_IDLE_TIMEOUT_S: Type.Number({
+    default: 30,
+    minimum: 1,
+    description:
+      'A download whose client takes no bytes for this long is ended; meanwhile at most a few hundred KiB of it wait in memory (the sandbox is held back, not the service).',
+  }),
+  SANDBOX_IDLE_TIMEOUT_S: Type.Number({
+    default: 1800,
+    minimum: 1,
+    description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).',
+  }),
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),
-  EXEC_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Default timeout of one run_code / execute_command call, in seconds.' }),
+  EXEC_TIMEOUT_S: Type.Number({
+    default: 60,
+    exclusiveMinimum: 0,
+    description: 'Default timeout of one run_code / execute_command call, in seconds.',
+  }),
   EXEC_MAX_TIMEOUT_S: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'Largest timeout a request may ask for, in seconds.' }),
-  SUPERVISOR_IDLE_MS: Type.Integer({ default: 2000, minimum: 0, description: 'Local backend: after this long without a shell command, file operation or JavaScript call, a sandbox\'s supervisor process gives way to a 0.7 MiB placeholder until the next one (which then waits ≈ 20 ms for it); Python calls never need it. 0 keeps it running.' }),
-  INTERRUPT_GRACE_MS: Type.Integer({ default: 2000, minimum: 100, description: 'After a timeout, how long Python has to stop on KeyboardInterrupt before it is restarted.' }),
-  MAX_OUTPUT_BYTES: Type.Integer({ default: MiB, minimum: 1024, description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.' }),
-  MAX_FILE_BYTES: Type.Integer({ default: 100 * MiB, minimum: 1024, description: 'Largest file that may be written, uploaded or downloaded.' }),
-  SANDBOX_DISK_BYTES: Type.Integer({ default: 512 * MiB, minimum: MiB, description: 'Size of each sandbox\'s workspace: a tmpfs, so a hard quota whose pages are memory.' }),
-  SANDBOX_MEMORY_BYTES: Type.Integer({ default: 1024 * MiB, minimum: 32 * MiB, description: 'Memory of each sandbox, all its processes and its tmpfs files together (cgroup; per process RLIMIT_DATA as well).' }),
-  SANDBOX_MAX_PROCESSES: Type.Integer({ default: 256, minimum: 8, description: 'Processes and threads a sandbox may have at once (cgroup pids; RLIMIT_NPROC without cgroups).' }),
-  SANDBOX_CPUS: Type.Number({ default: 1, minimum: 0, description: 'CPU cores a sandbox may use at once (cgroup CPU quota); 0 for no cap.' }),
+  SUPERVISOR_IDLE_MS: Type.Integer({
+    default: 2000,
+    minimum: 0,
+    description:
+      "Local backend: after this long without a shell command, file operation or JavaScript call, a sandbox's supervisor process gives way to a 0.7 MiB placeholder until the next one (which then waits ≈ 20 ms for it); Python calls never need it. 0 keeps it running.",
+  }),
+  INTERRUPT_GRACE_MS: Type.Integer({
+    default: 2000,
+    minimum: 100,
+    description: 'After a timeout, how long Python has to stop on KeyboardInterrupt before it is restarted.',
+  }),
+  MAX_OUTPUT_BYTES: Type.Integer({
+    default: MiB,
+    minimum: 1024,
+    description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.',
+  }),
+  MAX_FILE_BYTES: Type.Integer({
+    default: 100 * MiB,
+    minimum: 1024,
+    description: 'Largest file that may be written, uploaded or downloaded.',
+  }),
+  SANDBOX_DISK_BYTES: Type.Integer({
+    default: 512 * MiB,
+    minimum: MiB,
+    description: "Size of each sandbox's workspace: a tmpfs, so a hard quota whose pages are memory.",
+  }),
+  SANDBOX_MEMORY_BYTES: Type.Integer({
+    default: 1024 * MiB,
+    minimum: 32 * MiB,
+    description: 'Memory of each sandbox, all its processes and its tmpfs files together (cgroup; per process RLIMIT_DATA as well).',
+  }),
+  SANDBOX_MAX_PROCESSES: Type.Integer({
+    default: 256,
+    minimum: 8,
+    description: 'Processes and threads a sandbox may have at once (cgroup pids; RLIMIT_NPROC without cgroups).',
+  }),
+  SANDBOX_CPUS: Type.Number({
+    default: 1,
+    minimum: 0,
+    description: 'CPU cores a sandbox may use at once (cgroup CPU quota); 0 for no cap.',
+  }),
   EXEC_CPU_LIMIT_S: Type.Number({ default: 600, minimum: 0, description: 'CPU seconds one call may use (RLIMIT_CPU); 0 for no limit.' }),
-  SANDBOX_CGROUPS: Type.Boolean({ default: true, description: 'Use cgroups (v2, or v1) for memory, process and CPU limits when the host allows; false to use rlimits only.' }),
+  SANDBOX_CGROUPS: Type.Boolean({
+    default: true,
+    description: 'Use cgroups (v2, or v1) for memory, process and CPU limits when the host allows; false to use rlimits only.',
+  }),
   UPLOAD_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Time limit for fetching a `file_url` in /upload_file.' }),
   SANDBOX_NETWORK_ALLOWED: Type.Boolean({
     default: true,
-    description: 'Whether create_sandbox may ask for `network: true` (HTTP(S) through the filtering egress proxy). Sandboxes have no network unless they ask.',
+    description:
+      'Whether create_sandbox may ask for `network: true` (HTTP(S) through the filtering egress proxy). Sandboxes have no network unless they ask.',
   }),
   OUTBOUND_ALLOW_CIDRS: Type.String({
     default: '',
-    description: 'Comma-separated IPs/CIDRs that /upload_file and sandbox network may reach although not public (e.g. 10.0.0.0/8). Default: public addresses only.',
+    description:
+      'Comma-separated IPs/CIDRs that /upload_file and sandbox network may reach although not public (e.g. 10.0.0.0/8). Default: public addresses only.',
   }),
   OUTBOUND_ALLOW_HOSTS: Type.String({
     default: '',
-    description: 'Comma-separated host names reachable whatever they resolve to (`*.example.com` for subdomains), e.g. Dify\'s internal file host `api`.',
+    description:
+      "Comma-separated host names reachable whatever they resolve to (`*.example.com` for subdomains), e.g. Dify's internal file host `api`.",
   }),
   IDEMPOTENCY_TTL_S: Type.Number({ default: 3600, minimum: 1, description: 'How long an Idempotency-Key is remembered, in seconds.' }),
-  IDEMPOTENCY_MAX_ENTRIES_PER_KEY: Type.Integer({ default: 1000, minimum: 1, description: 'Idempotency-Keys remembered per API key (the oldest are forgotten first; one API key never pushes out another\'s).' }),
-  IDEMPOTENCY_MAX_BYTES_PER_KEY: Type.Integer({ default: 32 * MiB, minimum: MiB, description: 'Bytes of kept answers per API key (the oldest are forgotten first).' }),
-  IDEMPOTENCY_MAX_ANSWER_BYTES: Type.Integer({ default: 4 * MiB, minimum: 1024, description: 'Largest answer kept for replay; a retry of a call whose answer was larger gets 409 IDEMPOTENT_ANSWER_NOT_KEPT instead of running the code again.' }),
+  IDEMPOTENCY_MAX_ENTRIES_PER_KEY: Type.Integer({
+    default: 1000,
+    minimum: 1,
+    description: "Idempotency-Keys remembered per API key (the oldest are forgotten first; one API key never pushes out another's).",
+  }),
+  IDEMPOTENCY_MAX_BYTES_PER_KEY: Type.Integer({
+    default: 32 * MiB,
+    minimum: MiB,
+    description: 'Bytes of kept answers per API key (the oldest are forgotten first).',
+  }),
+  IDEMPOTENCY_MAX_ANSWER_BYTES: Type.Integer({
+    default: 4 * MiB,
+    minimum: 1024,
+    description:
+      'Largest answer kept for replay; a retry of a call whose answer was larger gets 409 IDEMPOTENT_ANSWER_NOT_KEPT instead of running the code again.',
+  }),
   DIFY_SANDBOX_TIMEOUT_S: Type.Number({
     default: 55,
     minimum: 1,
-    description: 'Time limit of one /v1/sandbox/run (dify-sandbox compatible) call; keep it under Dify\'s CODE_EXECUTION_READ_TIMEOUT (60 s).',
+    description:
+      "Time limit of one /v1/sandbox/run (dify-sandbox compatible) call; keep it under Dify's CODE_EXECUTION_READ_TIMEOUT (60 s).",
   }),
   DIFY_FILES_URL_REWRITE: Type.String({
     default: '',
-    description: 'Rewrites file URLs before fetching them, as `public-prefix=internal-prefix` pairs separated by commas (e.g. `https://dify.example.com=http://api:5001`): Dify signs URLs with its public FILES_URL, which the service may not reach.',
+    description:
+      'Rewrites file URLs before fetching them, as `public-prefix=internal-prefix` pairs separated by commas (e.g. `https://dify.example.com=http://api:5001`): Dify signs URLs with its public FILES_URL, which the service may not reach.',
   }),
   SANDBOX_EXTRA_PYTHONPATH: Type.String({
     default: '',
-    description: 'Colon-separated host directories of extra Python packages (e.g. made with `pip install --target`), mounted read-only in every sandbox and put on its PYTHONPATH.',
+    description:
+      'Colon-separated host directories of extra Python packages (e.g. made with `pip install --target`), mounted read-only in every sandbox and put on its PYTHONPATH.',
   }),
-  SANDBOX_PYTHON: Type.String({ default: '/usr/bin/python3', description: 'Python interpreter used inside sandboxes (must live under /usr).' }),
-  SANDBOX_ROOT: Type.String({ default: '/tmp/code-interpreter-wrapper', description: 'Host directory for the agent copy and per-sandbox runtime files.' }),
-  SANDBOX_UID_BASE: Type.Integer({ default: 1_500_000_000, minimum: 1000, maximum: 4_000_000_000, description: 'First host uid given to sandboxes when running as root (each sandbox gets its own). No other user or service may use the range.' }),
-  SANDBOX_UID_COUNT: Type.Integer({ default: 65536, minimum: 16, maximum: 16_777_216, description: 'Size of the sandbox uid range; at start, processes left in it by an earlier run are killed.' }),
+  SANDBOX_PYTHON: Type.String({
+    default: '/usr/bin/python3',
+    description: 'Python interpreter used inside sandboxes (must live under /usr).',
+  }),
+  SANDBOX_ROOT: Type.String({
+    default: '/tmp/code-interpreter-wrapper',
+    description: 'Host directory for the agent copy and per-sandbox runtime files.',
+  }),
+  SANDBOX_UID_BASE: Type.Integer({
+    default: 1_500_000_000,
+    minimum: 1000,
+    maximum: 4_000_000_000,
+    description:
+      'First host uid given to sandboxes when running as root (each sandbox gets its own). No other user or service may use the range.',
+  }),
+  SANDBOX_UID_COUNT: Type.Integer({
+    default: 65536,
+    minimum: 16,
+    maximum: 16_777_216,
+    description: 'Size of the sandbox uid range; at start, processes left in it by an earlier run are killed.',
+  }),
   ALLOW_UNSANDBOXED: Type.Boolean({
     default: false,
     description: 'If bubblewrap cannot run, run code WITHOUT isolation instead of refusing. Never in production.',
@@ -138,9 +307,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
   const converted = Value.Convert(ConfigSchema, withDefaults);
   const cleaned = Value.Clean(ConfigSchema, converted);
   if (!Value.Check(ConfigSchema, cleaned)) {
-    const problems = [...Value.Errors(ConfigSchema, cleaned)]
-      .map((e) => `${e.instancePath.slice(1) || '(root)'}: ${e.message}`)
-      .join('; ');
+    const problems = [...Value.Errors(ConfigSchema, cleaned)].map((e) => `${e.instancePath.slice(1) || '(root)'}: ${e.message}`).join('; ');
     throw new Error(`invalid configuration: ${problems}`);
   }
   const cfg = cleaned as Static<typeof ConfigSchema>;

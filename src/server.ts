@@ -12,12 +12,16 @@ async function main(): Promise<void> {
     redact: ['req.headers.authorization', 'req.headers["x-api-key"]'],
   });
   if (config.apiKeys.length === 0 && !isLoopbackHost(config.HOST) && !config.ALLOW_UNAUTHENTICATED) {
-    logger.fatal(`refusing to listen on ${config.HOST} without an API key: anyone on the network could run code. Set API_KEY, or HOST=127.0.0.1, or ALLOW_UNAUTHENTICATED=true.`);
+    logger.fatal(
+      `refusing to listen on ${config.HOST} without an API key: anyone on the network could run code. Set API_KEY, or HOST=127.0.0.1, or ALLOW_UNAUTHENTICATED=true.`,
+    );
     process.exit(2);
   }
   const log = (level: 'info' | 'warn' | 'error', message: string) => logger[level](message);
   if (config.SANDBOX_BACKEND === 'agentcube' && !config.URL_SIGNING_KEY) {
-    logger.warn('URL_SIGNING_KEY is not set: file links signed by this instance will not open through other instances, nor survive a restart');
+    logger.warn(
+      'URL_SIGNING_KEY is not set: file links signed by this instance will not open through other instances, nor survive a restart',
+    );
   }
   const backend = createBackend(config, log);
   const status = await backend.init();
@@ -42,7 +46,8 @@ async function main(): Promise<void> {
   app.addHook('onClose', async () => undefined);
 
   await app.listen({ port: config.PORT, host: config.HOST });
-  if (config.apiKeys.length === 0) logger.warn('no API key set: every client is trusted (bound to loopback only unless ALLOW_UNAUTHENTICATED)');
+  if (config.apiKeys.length === 0)
+    logger.warn('no API key set: every client is trusted (bound to loopback only unless ALLOW_UNAUTHENTICATED)');
 }
 
 main().catch((err) => {

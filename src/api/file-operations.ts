@@ -33,7 +33,11 @@ const DEFAULT_NAME = 'upload.bin';
 /** The first path given, or a 400 saying what to give. */
 export function requirePath(...candidates: Array<string | undefined>): string {
   const path = candidates.find((p) => p !== undefined && p !== '');
-  if (!path) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give remote_path: where the file is in the sandbox (relative paths are inside /workspace)');
+  if (!path)
+    throw new ServiceError(
+      ErrorCode.VALIDATION_FAILED,
+      'give remote_path: where the file is in the sandbox (relative paths are inside /workspace)',
+    );
   return path;
 }
 
@@ -53,7 +57,11 @@ export function rewriteFilesUrl(rules: string, url: string): string {
  * Fetches `url` into the sandbox, after DIFY_FILES_URL_REWRITE: at `target` when given, else under the
  * file's own name (`suggestedName`, e.g. a Dify file object's filename), else the URL's file name.
  */
-export async function uploadFromUrl(caller: Caller, ref: SandboxRef, input: { url: string; target?: string; suggestedName?: string }): Promise<StoredFile> {
+export async function uploadFromUrl(
+  caller: Caller,
+  ref: SandboxRef,
+  input: { url: string; target?: string; suggestedName?: string },
+): Promise<StoredFile> {
   const url = rewriteFilesUrl(caller.config.DIFY_FILES_URL_REWRITE, input.url);
   const name = input.target || input.suggestedName || urlFileName(url) || DEFAULT_NAME;
   const w = await caller.service.uploadFromUrl(caller.owner, ref, url, name);
@@ -73,7 +81,11 @@ export async function listFiles(caller: Caller, ref: SandboxRef, input: { path?:
 }
 
 /** A file of the sandbox (not a directory) and its signed download link. */
-export async function fileLink(caller: Caller, ref: SandboxRef, path: string): Promise<{ sandboxId: string; entry: FileEntry; url: string }> {
+export async function fileLink(
+  caller: Caller,
+  ref: SandboxRef,
+  path: string,
+): Promise<{ sandboxId: string; entry: FileEntry; url: string }> {
   const { record, entry } = await caller.service.statFile(caller.owner, ref, path);
   if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
   const url = linker(caller.service, caller.baseUrl, record.id, record.sandbox.workspace)(entry.path);

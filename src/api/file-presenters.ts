@@ -12,6 +12,12 @@ export function listingToWire(l: Listing) {
     sandbox_id: l.sandboxId,
     path: l.path,
     truncated: l.truncated,
-    entries: l.entries.map((e) => ({ name: e.name, path: e.path, type: e.type, size: e.size, modified_at: new Date(e.modifiedMs).toISOString() })),
+    entries: l.entries.map((e) => ({
+      name: e.name,
+      path: e.path,
+      type: e.type,
+      size: e.size,
+      modified_at: new Date(e.modifiedMs).toISOString(),
+    })),
   };
 }

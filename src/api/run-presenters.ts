@@ -27,13 +27,19 @@ function resultToWire(r: RichResult, link: Linker) {
 
 const MARKDOWN_TEXT_MAX = 20_000;
 const fence = (text: string) => {
-  const shown = text.length > MARKDOWN_TEXT_MAX ? `${text.slice(0, MARKDOWN_TEXT_MAX)}\n… (${text.length - MARKDOWN_TEXT_MAX} more characters)` : text;
+  const shown =
+    text.length > MARKDOWN_TEXT_MAX ? `${text.slice(0, MARKDOWN_TEXT_MAX)}\n… (${text.length - MARKDOWN_TEXT_MAX} more characters)` : text;
   const ticks = shown.includes('```') ? '~~~~' : '```';
   return `${ticks}text\n${shown.replace(/\n$/, '')}\n${ticks}`;
 };
 
 /** Markdown for an Answer node: output as a code block, the error, rich values, images and files. */
-export function markdownOf(output: string, error: CodeError | null, results: ReturnType<typeof resultToWire>[], files: ReturnType<typeof fileToWire>[]): string {
+export function markdownOf(
+  output: string,
+  error: CodeError | null,
+  results: ReturnType<typeof resultToWire>[],
+  files: ReturnType<typeof fileToWire>[],
+): string {
   const parts: string[] = [];
   if (output.trim()) parts.push(fence(output));
   const shownImages = new Set<string>();
@@ -64,9 +70,22 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
   if (runtime === 'shell') {
     const r: RunCommandResult = outcome.result;
     return {
-      sandbox_id: record.id, language: runtime, output: r.output, stdout: r.stdout, stderr: r.stderr, error: r.error, results: [],
-      exit_code: r.exitCode, timed_out: r.timedOut, state_preserved: true, output_truncated: r.outputTruncated,
-      files, files_truncated: r.filesTruncated, notice: r.notice ?? null, markdown: markdownOf(r.output, r.error, [], files), duration_ms: r.durationMs,
+      sandbox_id: record.id,
+      language: runtime,
+      output: r.output,
+      stdout: r.stdout,
+      stderr: r.stderr,
+      error: r.error,
+      results: [],
+      exit_code: r.exitCode,
+      timed_out: r.timedOut,
+      state_preserved: true,
+      output_truncated: r.outputTruncated,
+      files,
+      files_truncated: r.filesTruncated,
+      notice: r.notice ?? null,
+      markdown: markdownOf(r.output, r.error, [], files),
+      duration_ms: r.durationMs,
     };
   }
   const r: RunCodeResult = outcome.result;
@@ -75,17 +94,39 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
   let output = shown === undefined ? r.output : appendLine(r.output, `${shown}\n`);
   if (r.error) output = appendLine(output, r.error.traceback || `${r.error.name}: ${r.error.value}\n`);
   return {
-    sandbox_id: record.id, language: runtime, output, stdout: r.stdout, stderr: r.stderr, error: r.error, results, exit_code: null,
-    timed_out: r.timedOut, state_preserved: r.statePreserved, output_truncated: r.outputTruncated,
-    files, files_truncated: r.filesTruncated, notice: r.notice ?? null, markdown: markdownOf(r.output, r.error, results, files), duration_ms: r.durationMs,
+    sandbox_id: record.id,
+    language: runtime,
+    output,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    error: r.error,
+    results,
+    exit_code: null,
+    timed_out: r.timedOut,
+    state_preserved: r.statePreserved,
+    output_truncated: r.outputTruncated,
+    files,
+    files_truncated: r.filesTruncated,
+    notice: r.notice ?? null,
+    markdown: markdownOf(r.output, r.error, results, files),
+    duration_ms: r.durationMs,
   };
 }
 
 export function commandToWire(sandboxId: string, r: RunCommandResult, link: Linker) {
   const files = r.files.map((f) => fileToWire(f, link));
   return {
-    sandbox_id: sandboxId, output: r.output, stdout: r.stdout, stderr: r.stderr, exit_code: r.exitCode, error: r.error,
-    timed_out: r.timedOut, output_truncated: r.outputTruncated, files, files_truncated: r.filesTruncated, notice: r.notice ?? null,
+    sandbox_id: sandboxId,
+    output: r.output,
+    stdout: r.stdout,
+    stderr: r.stderr,
+    exit_code: r.exitCode,
+    error: r.error,
+    timed_out: r.timedOut,
+    output_truncated: r.outputTruncated,
+    files,
+    files_truncated: r.filesTruncated,
+    notice: r.notice ?? null,
     duration_ms: r.durationMs,
   };
 }

@@ -52,7 +52,11 @@ export async function runCode(caller: Caller, ref: SandboxRef, input: RunCodeInp
   return { outcome, link: linksOf(caller, outcome.record) };
 }
 
-export async function runCommand(caller: Caller, ref: SandboxRef, input: RunCommandInput): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker }> {
+export async function runCommand(
+  caller: Caller,
+  ref: SandboxRef,
+  input: RunCommandInput,
+): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker }> {
   const { record, result } = await caller.service.runCommand(caller.owner, ref, input);
   return { sandboxId: record.id, result, link: linksOf(caller, record) };
 }

@@ -42,7 +42,9 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
         cgroups: config.SANDBOX_CGROUPS,
         outbound: config.outbound,
-        extraPythonPaths: config.SANDBOX_EXTRA_PYTHONPATH.split(':').map((d) => d.trim()).filter(Boolean),
+        extraPythonPaths: config.SANDBOX_EXTRA_PYTHONPATH.split(':')
+          .map((d) => d.trim())
+          .filter(Boolean),
         limits: {
           memoryBytes: config.SANDBOX_MEMORY_BYTES,
           maxProcesses: config.SANDBOX_MAX_PROCESSES,
@@ -53,7 +55,9 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         log,
       });
       if (config.POOL_SIZE === 0) return local;
-      const preload = config.POOL_PRELOAD.split(',').map((m) => m.trim()).filter(Boolean);
+      const preload = config.POOL_PRELOAD.split(',')
+        .map((m) => m.trim())
+        .filter(Boolean);
       return createPooledBackend(local, { size: config.POOL_SIZE, preload, log });
     }
   }

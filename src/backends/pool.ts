@@ -33,23 +33,27 @@ export function createPooledBackend(inner: SandboxBackend, options: PoolOptions)
   const refill = () => {
     while (!closed && inner.status().ready && ready.length + filling < options.size) {
       filling++;
-      inner.create({ id: `pool-${++made}`, env: {}, warm: { preload: options.preload } })
-        .then((sandbox) => {
-          if (closed) return sandbox.destroy();
-          sandbox.onExit(() => {
-            const i = ready.indexOf(sandbox);
-            if (i >= 0) ready.splice(i, 1);
-            refill();
-          });
-          ready.push(sandbox);
-        }, (err: Error) => {
-          options.log?.('warn', `warm pool: could not start a sandbox: ${err.message}`);
-          retryTimer ??= setTimeout(() => {
-            retryTimer = null;
-            refill();
-          }, RETRY_MS);
-          retryTimer.unref();
-        })
+      inner
+        .create({ id: `pool-${++made}`, env: {}, warm: { preload: options.preload } })
+        .then(
+          (sandbox) => {
+            if (closed) return sandbox.destroy();
+            sandbox.onExit(() => {
+              const i = ready.indexOf(sandbox);
+              if (i >= 0) ready.splice(i, 1);
+              refill();
+            });
+            ready.push(sandbox);
+          },
+          (err: Error) => {
+            options.log?.('warn', `warm pool: could not start a sandbox: ${err.message}`);
+            retryTimer ??= setTimeout(() => {
+              retryTimer = null;
+              refill();
+            }, RETRY_MS);
+            retryTimer.unref();
+          },
+        )
         .finally(() => {
           filling--;
         });

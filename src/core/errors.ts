@@ -121,13 +121,23 @@ export function describeError(err: unknown, hints: { bodyLimitBytes?: number; ma
     return { status: err.status, code: err.code, message: publicMessage(err), headers: err.headers, internal: err.status >= 500 };
   }
   const e = err as { validation?: unknown; code?: string; statusCode?: number; message?: string };
-  const plain = (status: number, code: ErrorCode, message: string): PublicError => ({ status, code, message, headers: {}, internal: false });
+  const plain = (status: number, code: ErrorCode, message: string): PublicError => ({
+    status,
+    code,
+    message,
+    headers: {},
+    internal: false,
+  });
   if (e?.validation) return plain(400, ErrorCode.VALIDATION_FAILED, `invalid request: ${e.message}`);
   if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
-    return plain(HTTP_STATUS.PAYLOAD_TOO_LARGE, ErrorCode.PAYLOAD_TOO_LARGE,
-      `request body is larger than ${hints.bodyLimitBytes} bytes; files are limited to MAX_FILE_BYTES=${hints.maxFileBytes}`);
+    return plain(
+      HTTP_STATUS.PAYLOAD_TOO_LARGE,
+      ErrorCode.PAYLOAD_TOO_LARGE,
+      `request body is larger than ${hints.bodyLimitBytes} bytes; files are limited to MAX_FILE_BYTES=${hints.maxFileBytes}`,
+    );
   }
-  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return plain(e.statusCode, ErrorCode.VALIDATION_FAILED, String(e.message));
+  if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)
+    return plain(e.statusCode, ErrorCode.VALIDATION_FAILED, String(e.message));
   return { status: 500, code: ErrorCode.INTERNAL_ERROR, message: 'internal error; see the service log', headers: {}, internal: true };
 }
 

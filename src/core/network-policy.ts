@@ -66,14 +66,23 @@ function embeddedIpv4(ip: ipaddr.IPv4 | ipaddr.IPv6): ipaddr.IPv4 | ipaddr.IPv6 
 const NEVER = new Set(['unspecified', 'multicast', 'broadcast']);
 
 export function parsePolicy(cidrs: string, hosts: string, ownAddresses: () => ReadonlySet<string> = localAddresses()): OutboundPolicy {
-  const allowCidrs = cidrs.split(',').map((c) => c.trim()).filter(Boolean).map((c) => {
-    try {
-      return c.includes('/') ? ipaddr.parseCIDR(c) : ([ipaddr.parse(c), ipaddr.parse(c).kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number]);
-    } catch {
-      throw new Error(`invalid configuration: OUTBOUND_ALLOW_CIDRS: '${c}' is not an IP address or CIDR range`);
-    }
-  });
-  const allowHosts = hosts.split(',').map((h) => h.trim().toLowerCase()).filter(Boolean);
+  const allowCidrs = cidrs
+    .split(',')
+    .map((c) => c.trim())
+    .filter(Boolean)
+    .map((c) => {
+      try {
+        return c.includes('/')
+          ? ipaddr.parseCIDR(c)
+          : ([ipaddr.parse(c), ipaddr.parse(c).kind() === 'ipv4' ? 32 : 128] as [ipaddr.IPv4 | ipaddr.IPv6, number]);
+      } catch {
+        throw new Error(`invalid configuration: OUTBOUND_ALLOW_CIDRS: '${c}' is not an IP address or CIDR range`);
+      }
+    });
+  const allowHosts = hosts
+    .split(',')
+    .map((h) => h.trim().toLowerCase())
+    .filter(Boolean);
   return { allowCidrs, allowHosts, ownAddresses };
 }
 
@@ -92,13 +101,15 @@ export function deniedReason(policy: OutboundPolicy, address: string, hostname =
   }
   // Only a global address needs this check: the host's private and loopback ones are refused as such.
   const own = ip.range() === 'unicast' && policy.ownAddresses().has(normalized(ip));
-  const range = own ? 'this host\'s own' : ip.range();
+  const range = own ? "this host's own" : ip.range();
   if (NEVER.has(range)) return `${address} is a ${range} address`;
   if (range === 'unicast') return null;
   if (hostAllowed(policy, hostname)) return null;
   if (policy.allowCidrs.some(([net, bits]) => net.kind() === ip.kind() && ip.match(net, bits))) return null;
-  return `${hostname === address ? '' : `${hostname} resolves to `}${address}, ${own ? 'one of this host\'s own addresses' : `a ${range} address`}; ` +
-    'allow it with OUTBOUND_ALLOW_CIDRS or OUTBOUND_ALLOW_HOSTS if it is meant to be reachable';
+  return (
+    `${hostname === address ? '' : `${hostname} resolves to `}${address}, ${own ? "one of this host's own addresses" : `a ${range} address`}; ` +
+    'allow it with OUTBOUND_ALLOW_CIDRS or OUTBOUND_ALLOW_HOSTS if it is meant to be reachable'
+  );
 }
 
 /**

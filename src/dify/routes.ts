@@ -31,7 +31,7 @@ const Envelope = Type.Object({
 
 const RunBody = Type.Object({
   language: Type.String({ description: 'python3 or nodejs (Jinja2 templates arrive as python3).' }),
-  code: Type.String({ description: 'The runner script Dify built around the node\'s code.' }),
+  code: Type.String({ description: "The runner script Dify built around the node's code." }),
   preload: Type.Optional(Type.String({ description: 'Ignored, as dify-sandbox does by default.' })),
   enable_network: Type.Optional(Type.Boolean({ description: 'Filtered HTTP(S) for this run, when SANDBOX_NETWORK_ALLOWED.' })),
 });
@@ -46,7 +46,10 @@ function failureOf(r: RunCommandResult): string {
   return '';
 }
 
-export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
+export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (
+  app,
+  { service, config },
+) => {
   const keys = config.apiKeys.map(digest);
   /** dify-sandbox answers a bad X-Api-Key with 401 and an empty body. */
   const authorized = (req: FastifyRequest, reply: FastifyReply): boolean => {
@@ -56,46 +59,57 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     void reply.status(401).send('');
     return false;
   };
-  const common = { config: { public: true }, schema: { tags: ['dify-sandbox'], response: { 200: Envelope, 400: Envelope, 503: Envelope } } };
+  const common = {
+    config: { public: true },
+    schema: { tags: ['dify-sandbox'], response: { 200: Envelope, 400: Envelope, 503: Envelope } },
+  };
 
-  app.post('/v1/sandbox/run', {
-    ...common,
-    schema: {
-      ...common.schema,
-      operationId: 'difySandboxRun',
-      summary: 'Run code as dify-sandbox does (for Dify\'s Code node)',
-      description: 'Runs a python3 or nodejs script in a fresh sandbox and returns {code: 0, data: {stdout, stderr, error, exit_code}}. '
-        + 'error is empty unless the script failed: non-zero exit, timeout (DIFY_SANDBOX_TIMEOUT_S) or a limit.',
-      body: RunBody,
+  app.post(
+    '/v1/sandbox/run',
+    {
+      ...common,
+      schema: {
+        ...common.schema,
+        operationId: 'difySandboxRun',
+        summary: "Run code as dify-sandbox does (for Dify's Code node)",
+        description:
+          'Runs a python3 or nodejs script in a fresh sandbox and returns {code: 0, data: {stdout, stderr, error, exit_code}}. ' +
+          'error is empty unless the script failed: non-zero exit, timeout (DIFY_SANDBOX_TIMEOUT_S) or a limit.',
+        body: RunBody,
+      },
     },
-  }, async (req, reply) => {
-    if (!authorized(req, reply)) return reply;
-    const runner = Object.hasOwn(RUNNERS, req.body.language) ? RUNNERS[req.body.language] : undefined;
-    if (!runner) return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
-    // Every run is the Code node's, whoever's key it came with: its own owner, its own share of sandboxes.
-    const caller: Caller = { service, config, owner: DIFY_OWNER, baseUrl: baseUrl(config, req) };
-    let sandboxId: string;
-    try {
-      const network = req.body.enable_network === true && config.SANDBOX_NETWORK_ALLOWED;
-      ({ info: { id: sandboxId } } = await createSandbox(caller, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
-    } catch (err) {
-      if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_LIMIT_REACHED || err.code === ErrorCode.BACKEND_UNAVAILABLE)) {
-        return reply.status(503).send({ code: -503, message: 'Too many requests' });
+    async (req, reply) => {
+      if (!authorized(req, reply)) return reply;
+      const runner = Object.hasOwn(RUNNERS, req.body.language) ? RUNNERS[req.body.language] : undefined;
+      if (!runner)
+        return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
+      // Every run is the Code node's, whoever's key it came with: its own owner, its own share of sandboxes.
+      const caller: Caller = { service, config, owner: DIFY_OWNER, baseUrl: baseUrl(config, req) };
+      let sandboxId: string;
+      try {
+        const network = req.body.enable_network === true && config.SANDBOX_NETWORK_ALLOWED;
+        ({
+          info: { id: sandboxId },
+        } = await createSandbox(caller, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
+      } catch (err) {
+        if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_LIMIT_REACHED || err.code === ErrorCode.BACKEND_UNAVAILABLE)) {
+          return reply.status(503).send({ code: -503, message: 'Too many requests' });
+        }
+        throw err;
       }
-      throw err;
-    }
-    try {
-      await writeFile(caller, { sandboxId }, { path: runner.file, data: Buffer.from(req.body.code, 'utf8') });
-      const { result } = await runCommand(caller, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
-      return {
-        code: 0,
-        message: 'success',
-        data: { stdout: result.stdout, stderr: result.stderr, error: failureOf(result), exit_code: result.exitCode },
-      };
-    } finally {
-      await stopSandbox(caller, { sandboxId });
-    }
-  });
+      try {
+        await writeFile(caller, { sandboxId }, { path: runner.file, data: Buffer.from(req.body.code, 'utf8') });
+        const { result } = await runCommand(caller, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
+        return {
+          code: 0,
+          message: 'success',
+          data: { stdout: result.stdout, stderr: result.stderr, error: failureOf(result), exit_code: result.exitCode },
+        };
+      } finally {
+        await stopSandbox(caller, { sandboxId });
+      }
+    },
+  );
 
   const dependencies = async (req: FastifyRequest, reply: FastifyReply) => {
     if (!authorized(req, reply)) return reply;
@@ -103,11 +117,24 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
   };
   const depsSchema = (operationId: string, summary: string) => ({
     ...common,
-    schema: { ...common.schema, operationId, summary, description: `${summary}. Packages come from the host (see the README); the list is empty, as dify-sandbox returns when none are configured.` },
+    schema: {
+      ...common.schema,
+      operationId,
+      summary,
+      description: `${summary}. Packages come from the host (see the README); the list is empty, as dify-sandbox returns when none are configured.`,
+    },
   });
   app.get('/v1/sandbox/dependencies', depsSchema('difySandboxDependencies', 'Python dependencies (dify-sandbox compatible)'), dependencies);
-  app.post('/v1/sandbox/dependencies/update', depsSchema('difySandboxDependenciesUpdate', 'Update dependencies (dify-sandbox compatible; nothing to do)'), dependencies);
-  app.get('/v1/sandbox/dependencies/refresh', depsSchema('difySandboxDependenciesRefresh', 'Refresh dependencies (dify-sandbox compatible; nothing to do)'), dependencies);
+  app.post(
+    '/v1/sandbox/dependencies/update',
+    depsSchema('difySandboxDependenciesUpdate', 'Update dependencies (dify-sandbox compatible; nothing to do)'),
+    dependencies,
+  );
+  app.get(
+    '/v1/sandbox/dependencies/refresh',
+    depsSchema('difySandboxDependenciesRefresh', 'Refresh dependencies (dify-sandbox compatible; nothing to do)'),
+    dependencies,
+  );
 };
 
 /** Owner of the short-lived sandboxes of this API: no API key's listing ever shows them. */

@@ -13,8 +13,9 @@ import type { SandboxService } from '../service/sandbox-service.js';
 import { TOOLS, callTool } from './tools.js';
 import { baseUrl } from '../api/wire.js';
 
-const INSTRUCTIONS = 'Isolated, stateful code-interpreter sandboxes. Call create_sandbox once (or pass a conversation_id to any tool), '
-  + 'then run_code repeatedly with the returned sandbox_id: variables persist between calls. Charts come back as images.';
+const INSTRUCTIONS =
+  'Isolated, stateful code-interpreter sandboxes. Call create_sandbox once (or pass a conversation_id to any tool), ' +
+  'then run_code repeatedly with the returned sandbox_id: variables persist between calls. Charts come back as images.';
 
 export function registerMcp(app: FastifyInstance, service: SandboxService, config: Config): void {
   const handler = async (req: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => {
@@ -25,12 +26,17 @@ export function registerMcp(app: FastifyInstance, service: SandboxService, confi
     const ctx = { service, config, owner: req.owner, baseUrl: baseUrl(config, req) };
     server.setRequestHandler(ListToolsRequestSchema, async () => ({
       tools: TOOLS.map((t) => ({
-        name: t.name, title: t.title, description: t.description,
+        name: t.name,
+        title: t.title,
+        description: t.description,
         inputSchema: t.inputSchema as never,
         ...(t.outputSchema ? { outputSchema: t.outputSchema as never } : {}),
       })),
     }));
-    server.setRequestHandler(CallToolRequestSchema, async (request) => callTool(request.params.name, request.params.arguments, ctx) as never);
+    server.setRequestHandler(
+      CallToolRequestSchema,
+      async (request) => callTool(request.params.name, request.params.arguments, ctx) as never,
+    );
     const sse = config.MCP_SSE || (req.query as Record<string, string>).sse === '1';
     const transport = new StreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: !sse });
     reply.hijack();
@@ -46,6 +52,16 @@ export function registerMcp(app: FastifyInstance, service: SandboxService, confi
   };
   app.post('/mcp', { schema }, handler);
   // Stateless: no server-initiated stream, no session to delete.
-  app.get('/mcp', { schema }, async (_req, reply) => reply.status(405).header('allow', 'POST').send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless; POST to /mcp' }, id: null }));
-  app.delete('/mcp', { schema }, async (_req, reply) => reply.status(405).header('allow', 'POST').send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless' }, id: null }));
+  app.get('/mcp', { schema }, async (_req, reply) =>
+    reply
+      .status(405)
+      .header('allow', 'POST')
+      .send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless; POST to /mcp' }, id: null }),
+  );
+  app.delete('/mcp', { schema }, async (_req, reply) =>
+    reply
+      .status(405)
+      .header('allow', 'POST')
+      .send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless' }, id: null }),
+  );
 }

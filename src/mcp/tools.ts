@@ -67,7 +67,12 @@ const caller = (ctx: ToolContext): Caller => ({ service: ctx.service, config: ct
 const text = (t: string): Content => ({ type: 'text', text: t });
 
 /** Output, error and values as text a model reads easily. */
-function runText(r: { output: string; error: { name: string; value: string } | null; exit_code?: number | null; timed_out: boolean }): string {
+function runText(r: {
+  output: string;
+  error: { name: string; value: string } | null;
+  exit_code?: number | null;
+  timed_out: boolean;
+}): string {
   const parts: string[] = [];
   parts.push(r.output.trim() ? r.output.replace(/\n$/, '') : '(no output)');
   if (r.error) parts.push(`${r.error.name}: ${r.error.value}`);
@@ -76,7 +81,12 @@ function runText(r: { output: string; error: { name: string; value: string } | n
 }
 
 /** Images as ImageContent (Dify turns them into files), other files as links with their signed URLs. */
-async function artifactContent(ctx: ToolContext, sandboxId: string, files: Array<{ path: string; name: string; mime_type: string; url: string; size: number }>, inlined: Set<string>): Promise<Content[]> {
+async function artifactContent(
+  ctx: ToolContext,
+  sandboxId: string,
+  files: Array<{ path: string; name: string; mime_type: string; url: string; size: number }>,
+  inlined: Set<string>,
+): Promise<Content[]> {
   const out: Content[] = [];
   let images = 0;
   for (const f of files) {
@@ -102,13 +112,17 @@ const CreateInput = Type.Omit(CreateSandboxBody, ['env']);
 const createSandbox: Tool<typeof CreateInput> = {
   name: 'create_sandbox',
   title: 'Create a sandbox',
-  description: 'Starts an isolated sandbox with a stateful Python (and JavaScript) interpreter, a shell and a /workspace directory. '
-    + 'Returns its sandbox_id; pass it to the other tools. With conversation_id, returns that conversation\'s sandbox if one is live. '
-    + 'Optional: network (HTTP(S) to public addresses), idle_timeout_seconds.',
+  description:
+    'Starts an isolated sandbox with a stateful Python (and JavaScript) interpreter, a shell and a /workspace directory. ' +
+    "Returns its sandbox_id; pass it to the other tools. With conversation_id, returns that conversation's sandbox if one is live. " +
+    'Optional: network (HTTP(S) to public addresses), idle_timeout_seconds.',
   inputSchema: CreateInput,
   async run(a, ctx) {
     const { info, reused } = await ops.createSandbox(caller(ctx), {
-      conversationId: a.conversation_id, idleTimeoutS: a.idle_timeout_seconds, maxLifetimeS: a.max_lifetime_seconds, network: a.network,
+      conversationId: a.conversation_id,
+      idleTimeoutS: a.idle_timeout_seconds,
+      maxLifetimeS: a.max_lifetime_seconds,
+      network: a.network,
     });
     const wire = { sandbox_id: info.id, info: infoToWire(info), reused };
     return { content: [text(`sandbox_id: ${info.id}${reused ? ' (reused)' : ''}`)], structuredContent: wire };
@@ -119,14 +133,20 @@ const RunCodeInput = Type.Omit(RunCodeBody, ['stream', 'inline_images']);
 const runCode: Tool<typeof RunCodeInput> = {
   name: 'run_code',
   title: 'Run code',
-  description: 'Runs code in a sandbox and returns its output. Python (default) and JavaScript keep variables, imports and functions '
-    + 'between calls, like a notebook; language "bash" runs a shell command line. The value of a last bare expression is shown; '
-    + 'matplotlib figures come back as images, other files the code writes as links. Give sandbox_id (from create_sandbox) or a '
-    + 'conversation_id (a sandbox is created on first use). timeout is in seconds (default 60).',
+  description:
+    'Runs code in a sandbox and returns its output. Python (default) and JavaScript keep variables, imports and functions ' +
+    'between calls, like a notebook; language "bash" runs a shell command line. The value of a last bare expression is shown; ' +
+    'matplotlib figures come back as images, other files the code writes as links. Give sandbox_id (from create_sandbox) or a ' +
+    'conversation_id (a sandbox is created on first use). timeout is in seconds (default 60).',
   inputSchema: RunCodeInput,
   outputSchema: RunCodeResponse,
   async run(a, ctx) {
-    const { outcome, link } = await ops.runCode(caller(ctx), ref(a), { code: a.code, language: a.language, timeoutS: a.timeout, inlineImages: true });
+    const { outcome, link } = await ops.runCode(caller(ctx), ref(a), {
+      code: a.code,
+      language: a.language,
+      timeoutS: a.timeout,
+      inlineImages: true,
+    });
     const wire = runCodeToWire(outcome, link);
     const content: Content[] = [text(runText(wire))];
     const inlined = new Set<string>();
@@ -141,7 +161,7 @@ const runCode: Tool<typeof RunCodeInput> = {
       // Images went out as images: keep the structured copy light.
       for (const mime of ['image/png', 'image/jpeg']) delete (r.data as Record<string, string>)[mime];
     }
-    content.push(...await artifactContent(ctx, wire.sandbox_id, wire.files, inlined));
+    content.push(...(await artifactContent(ctx, wire.sandbox_id, wire.files, inlined)));
     return { content, structuredContent: wire, isError: wire.error !== null };
   },
 };
@@ -150,14 +170,15 @@ const CommandInput = Type.Omit(ExecuteCommandBody, ['stream', 'env']);
 const runCommand: Tool<typeof CommandInput> = {
   name: 'run_command',
   title: 'Run a shell command',
-  description: 'Runs a command line with bash in the sandbox\'s /workspace (pipes, &&, redirects work) and returns stdout, stderr and the '
-    + 'exit code. Files are shared with run_code. timeout is in seconds (default 60).',
+  description:
+    "Runs a command line with bash in the sandbox's /workspace (pipes, &&, redirects work) and returns stdout, stderr and the " +
+    'exit code. Files are shared with run_code. timeout is in seconds (default 60).',
   inputSchema: CommandInput,
   outputSchema: ExecuteCommandResponse,
   async run(a, ctx) {
     const { sandboxId, result, link } = await ops.runCommand(caller(ctx), ref(a), { command: a.command, timeoutS: a.timeout, cwd: a.cwd });
     const wire = commandToWire(sandboxId, result, link);
-    const content = [text(runText(wire)), ...await artifactContent(ctx, sandboxId, wire.files, new Set())];
+    const content = [text(runText(wire)), ...(await artifactContent(ctx, sandboxId, wire.files, new Set()))];
     return { content, structuredContent: wire, isError: wire.error !== null };
   },
 };
@@ -178,12 +199,16 @@ const UploadInput = Type.Omit(UploadFileBody, ['file']);
 const uploadFile: Tool<typeof UploadInput> = {
   name: 'upload_file',
   title: 'Download a URL into the sandbox',
-  description: 'Fetches file_url (http/https, public addresses only unless the operator allowed more) into the sandbox at remote_filename '
-    + '(default: the URL\'s file name).',
+  description:
+    'Fetches file_url (http/https, public addresses only unless the operator allowed more) into the sandbox at remote_filename ' +
+    "(default: the URL's file name).",
   inputSchema: UploadInput,
   async run(a, ctx) {
     if (!a.file_url) throw new ServiceError('VALIDATION_FAILED', 'give file_url');
-    return stored('saved', await fileOps.uploadFromUrl(caller(ctx), ref(a), { url: a.file_url, target: a.remote_filename || a.remote_path }));
+    return stored(
+      'saved',
+      await fileOps.uploadFromUrl(caller(ctx), ref(a), { url: a.file_url, target: a.remote_filename || a.remote_path }),
+    );
   },
 };
 
@@ -191,8 +216,9 @@ const ReadInput = Type.Omit(DownloadFileBody, ['as_file']);
 const readFile: Tool<typeof ReadInput> = {
   name: 'read_file',
   title: 'Read or download a file',
-  description: 'Returns a file from the sandbox: text files as text, images as images, anything else as an embedded resource, always with '
-    + 'a signed download link that works without an API key for a limited time.',
+  description:
+    'Returns a file from the sandbox: text files as text, images as images, anything else as an embedded resource, always with ' +
+    'a signed download link that works without an API key for a limited time.',
   inputSchema: ReadInput,
   async run(a, ctx) {
     const path = a.remote_path ?? a.path;
@@ -202,10 +228,20 @@ const readFile: Tool<typeof ReadInput> = {
     const { entry, url } = await fileOps.fileLink(caller(ctx), ref(a), path);
     const real = entry.path;
     const mimeType = mimeTypeOf(posix.basename(real)).split(';')[0];
-    const link: Content = { type: 'resource_link', uri: url, name: posix.basename(real), mimeType, description: `${real} (${entry.size} bytes)` };
-    if (entry.size > MAX_IMAGE_BYTES) return { content: [text(`${real} is ${entry.size} bytes: too large to return here; download it from the link`), link] };
+    const link: Content = {
+      type: 'resource_link',
+      uri: url,
+      name: posix.basename(real),
+      mimeType,
+      description: `${real} (${entry.size} bytes)`,
+    };
+    if (entry.size > MAX_IMAGE_BYTES)
+      return { content: [text(`${real} is ${entry.size} bytes: too large to return here; download it from the link`), link] };
     const { data } = await fileOps.readFile(caller(ctx), ref(a), path, MAX_IMAGE_BYTES);
-    const isText = mimeType.startsWith('text/') || /json|xml|yaml|javascript/.test(mimeType) || (mimeType === 'application/octet-stream' && !data.subarray(0, 4096).includes(0));
+    const isText =
+      mimeType.startsWith('text/') ||
+      /json|xml|yaml|javascript/.test(mimeType) ||
+      (mimeType === 'application/octet-stream' && !data.subarray(0, 4096).includes(0));
     let body: Content;
     if (mimeType.startsWith('image/') && mimeType !== 'image/svg+xml' && data.length <= MAX_IMAGE_BYTES) {
       body = { type: 'image', data: data.toString('base64'), mimeType };

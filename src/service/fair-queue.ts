@@ -14,16 +14,23 @@ export class FairQueue {
   /** Owners with waiting jobs, in the order they are served; a Map keeps insertion order. */
   private readonly waiting = new Map<string, Job[]>();
 
-  constructor(private readonly concurrency: number, private readonly maxQueuedPerOwner: number) {}
+  constructor(
+    private readonly concurrency: number,
+    private readonly maxQueuedPerOwner: number,
+  ) {}
 
   /** Runs `fn` when its turn comes; refused with 429 when `owner` already has too many jobs waiting. */
   run<T>(owner: string, fn: () => Promise<T>): Promise<T> {
     if (this.running < this.concurrency && this.waiting.size === 0) return this.start(fn);
     const queue = this.waiting.get(owner) ?? [];
     if (queue.length >= this.maxQueuedPerOwner) {
-      return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LIMIT_REACHED,
-        `${queue.length} sandbox starts of this API key are already waiting (MAX_QUEUED_CREATES_PER_KEY); retry when they are done`,
-        { headers: { 'retry-after': '2' } }));
+      return Promise.reject(
+        new ServiceError(
+          ErrorCode.SANDBOX_LIMIT_REACHED,
+          `${queue.length} sandbox starts of this API key are already waiting (MAX_QUEUED_CREATES_PER_KEY); retry when they are done`,
+          { headers: { 'retry-after': '2' } },
+        ),
+      );
     }
     return new Promise<T>((resolve, reject) => {
       queue.push({ run: () => void this.start(fn).then(resolve, reject) });

@@ -20,8 +20,10 @@ export function parseFileUrl(raw: string): URL {
   try {
     url = new URL(raw);
   } catch {
-    throw new ServiceError(ErrorCode.FILE_URL_INVALID,
-      `file_url '${raw.slice(0, 200)}' is not an absolute URL; give a full http(s):// URL (in Dify, set FILES_URL so file variables carry absolute URLs)`);
+    throw new ServiceError(
+      ErrorCode.FILE_URL_INVALID,
+      `file_url '${raw.slice(0, 200)}' is not an absolute URL; give a full http(s):// URL (in Dify, set FILES_URL so file variables carry absolute URLs)`,
+    );
   }
   if (url.protocol !== 'http:' && url.protocol !== 'https:') {
     throw new ServiceError(ErrorCode.FILE_URL_INVALID, `file_url must use http or https, not ${url.protocol.replace(':', '')}`);
@@ -41,22 +43,31 @@ export async function fetchFileUrl(raw: string, limits: FetchLimits): Promise<{ 
       const res = await request(url, { method: 'GET', dispatcher: agent, signal, headers: { 'user-agent': 'code-interpreter-wrapper' } });
       if (res.statusCode >= 300 && res.statusCode < 400 && res.headers.location) {
         await res.body.dump();
-        if (hop >= MAX_REDIRECTS) throw new ServiceError(ErrorCode.FILE_URL_FETCH_FAILED, `file_url redirected more than ${MAX_REDIRECTS} times`);
+        if (hop >= MAX_REDIRECTS)
+          throw new ServiceError(ErrorCode.FILE_URL_FETCH_FAILED, `file_url redirected more than ${MAX_REDIRECTS} times`);
         url = parseFileUrl(new URL(String(res.headers.location), url).toString());
         continue;
       }
       if (res.statusCode < 200 || res.statusCode >= 300) {
         const snippet = (await res.body.text().catch(() => '')).slice(0, 200).replace(/\s+/g, ' ');
-        const hint = res.statusCode === 403 || res.statusCode === 401
-          ? ' (a signed URL may have expired: Dify file URLs are valid for 300 s, so fetch them promptly)'
-          : res.statusCode === 404 ? ' (check the URL)' : '';
-        throw new ServiceError(ErrorCode.FILE_URL_FETCH_FAILED,
-          `fetching file_url answered HTTP ${res.statusCode}${hint}${snippet ? `: ${snippet}` : ''}`);
+        const hint =
+          res.statusCode === 403 || res.statusCode === 401
+            ? ' (a signed URL may have expired: Dify file URLs are valid for 300 s, so fetch them promptly)'
+            : res.statusCode === 404
+              ? ' (check the URL)'
+              : '';
+        throw new ServiceError(
+          ErrorCode.FILE_URL_FETCH_FAILED,
+          `fetching file_url answered HTTP ${res.statusCode}${hint}${snippet ? `: ${snippet}` : ''}`,
+        );
       }
       const declared = Number(res.headers['content-length']);
       if (Number.isFinite(declared) && declared > limits.maxBytes) {
         await res.body.destroy();
-        throw new ServiceError(ErrorCode.FILE_TOO_LARGE, `file_url is ${declared} bytes, more than the ${limits.maxBytes}-byte limit (MAX_FILE_BYTES)`);
+        throw new ServiceError(
+          ErrorCode.FILE_TOO_LARGE,
+          `file_url is ${declared} bytes, more than the ${limits.maxBytes}-byte limit (MAX_FILE_BYTES)`,
+        );
       }
       const chunks: Buffer[] = [];
       let size = 0;
@@ -75,12 +86,20 @@ export async function fetchFileUrl(raw: string, limits: FetchLimits): Promise<{ 
     const e = err as Error & { code?: string; cause?: { code?: string; message?: string } };
     const code = e.code ?? e.cause?.code;
     if (code === 'CIW_ADDRESS_DENIED' || e.cause?.code === 'CIW_ADDRESS_DENIED') {
-      throw new ServiceError(ErrorCode.FILE_URL_NOT_ALLOWED, `file_url is not allowed: ${(e.cause?.message ?? e.message)}`, { cause: err });
+      throw new ServiceError(ErrorCode.FILE_URL_NOT_ALLOWED, `file_url is not allowed: ${e.cause?.message ?? e.message}`, { cause: err });
     }
     if (e.name === 'TimeoutError' || e.name === 'AbortError') {
-      throw new ServiceError(ErrorCode.FILE_URL_FETCH_FAILED, `fetching file_url took longer than ${limits.timeoutMs / 1000} s (UPLOAD_TIMEOUT_S)`, { cause: err });
+      throw new ServiceError(
+        ErrorCode.FILE_URL_FETCH_FAILED,
+        `fetching file_url took longer than ${limits.timeoutMs / 1000} s (UPLOAD_TIMEOUT_S)`,
+        { cause: err },
+      );
     }
-    throw new ServiceError(ErrorCode.FILE_URL_FETCH_FAILED, `could not fetch file_url: ${e.cause?.message ?? e.message}${code ? ` (${code})` : ''}`, { cause: err });
+    throw new ServiceError(
+      ErrorCode.FILE_URL_FETCH_FAILED,
+      `could not fetch file_url: ${e.cause?.message ?? e.message}${code ? ` (${code})` : ''}`,
+      { cause: err },
+    );
   } finally {
     agent.close().catch(() => undefined);
   }

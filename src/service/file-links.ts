@@ -32,14 +32,20 @@ export function createFileLinks(key: string, ttlS: number, now: () => number = D
       return `${base}/files/${encodeURIComponent(sandboxId)}/${encodePath(rel)}?exp=${exp}&sig=${mac(sandboxId, rel, exp)}`;
     },
     check(sandboxId, path, exp, sig) {
-      const invalid = () => new ServiceError(ErrorCode.URL_SIGNATURE_INVALID,
-        'this file link\'s signature is not valid for this file; use the URL exactly as the service gave it');
+      const invalid = () =>
+        new ServiceError(
+          ErrorCode.URL_SIGNATURE_INVALID,
+          "this file link's signature is not valid for this file; use the URL exactly as the service gave it",
+        );
       if (!exp || !sig || !/^\d{1,12}$/.test(exp)) throw invalid();
       const expected = Buffer.from(mac(sandboxId, path, Number(exp)));
       const given = Buffer.from(sig);
       if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
       if (Number(exp) * 1000 < now()) {
-        throw new ServiceError(ErrorCode.URL_SIGNATURE_INVALID, 'this file link has expired; ask /download_file (or run the code again) for a fresh one');
+        throw new ServiceError(
+          ErrorCode.URL_SIGNATURE_INVALID,
+          'this file link has expired; ask /download_file (or run the code again) for a fresh one',
+        );
       }
     },
   };

@@ -7,8 +7,10 @@ const UNREPRESENTABLE = /\0|\p{Cs}/u;
 /** Refuses a path, command or environment value that the OS could not take, naming the field (400). */
 export function checkText(field: string, value: string | undefined): void {
   if (value !== undefined && UNREPRESENTABLE.test(value)) {
-    throw new ServiceError(ErrorCode.VALIDATION_FAILED,
-      `${field} contains a NUL character or a lone UTF-16 surrogate, which no path, command or environment value can hold; remove it`);
+    throw new ServiceError(
+      ErrorCode.VALIDATION_FAILED,
+      `${field} contains a NUL character or a lone UTF-16 surrogate, which no path, command or environment value can hold; remove it`,
+    );
   }
 }
 
@@ -21,7 +23,9 @@ export function checkEnv(field: string, env: Readonly<Record<string, string>> | 
     checkText(`${field}.${name}`, value);
   }
   if (env && Buffer.byteLength(JSON.stringify(env)) > MAX_ENV_BYTES) {
-    throw new ServiceError(ErrorCode.VALIDATION_FAILED, `${field} holds more than ${MAX_ENV_BYTES} bytes in all; pass large data as a file instead`);
+    throw new ServiceError(
+      ErrorCode.VALIDATION_FAILED,
+      `${field} holds more than ${MAX_ENV_BYTES} bytes in all; pass large data as a file instead`,
+    );
   }
 }
-

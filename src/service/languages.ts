@@ -4,9 +4,16 @@ import { ServiceError, ErrorCode } from '../core/errors.js';
 export type Runtime = 'python' | 'javascript' | 'shell';
 
 const LANGUAGES: Record<string, Runtime> = {
-  py: 'python', python: 'python', python3: 'python',
-  js: 'javascript', javascript: 'javascript', node: 'javascript', nodejs: 'javascript',
-  bash: 'shell', sh: 'shell', shell: 'shell',
+  py: 'python',
+  python: 'python',
+  python3: 'python',
+  js: 'javascript',
+  javascript: 'javascript',
+  node: 'javascript',
+  nodejs: 'javascript',
+  bash: 'shell',
+  sh: 'shell',
+  shell: 'shell',
 };
 
 export const ACCEPTED_LANGUAGES = Object.keys(LANGUAGES);
@@ -16,8 +23,10 @@ export function runtimeOf(language: string | undefined): Runtime {
   // Own keys only: '__proto__' or 'constructor' must not find Object.prototype's members.
   const runtime = Object.hasOwn(LANGUAGES, key) ? LANGUAGES[key] : undefined;
   if (!runtime) {
-    throw new ServiceError(ErrorCode.UNSUPPORTED_LANGUAGE,
-      `language '${language}' is not supported; use one of: ${ACCEPTED_LANGUAGES.join(', ')}`);
+    throw new ServiceError(
+      ErrorCode.UNSUPPORTED_LANGUAGE,
+      `language '${language}' is not supported; use one of: ${ACCEPTED_LANGUAGES.join(', ')}`,
+    );
   }
   return runtime;
 }

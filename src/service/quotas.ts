@@ -43,7 +43,11 @@ export class Quotas {
   readonly fetches = new OwnerCounts();
 
   /** `liveOf(owner)`: the owner's live sandboxes; `live`: all of them. */
-  constructor(private readonly config: Config, private readonly liveOf: (owner: string) => number, private readonly live: () => number) {}
+  constructor(
+    private readonly config: Config,
+    private readonly liveOf: (owner: string) => number,
+    private readonly live: () => number,
+  ) {}
 
   /** Sandboxes kept for the Code node, out of MAX_SANDBOXES. */
   get reservedForCodeNode(): number {
@@ -71,15 +75,22 @@ export class Quotas {
     const reserved = this.reservedForCodeNode;
     if (owner === CODE_NODE_OWNER) {
       // The Code node has its reserved share plus what one key may hold: it cannot take every sandbox either.
-      if (this.held(owner) >= reserved + this.perKeyLimit) throw limit(`the Code node holds ${reserved + this.perKeyLimit} sandboxes, its share (DIFY_SANDBOX_RESERVED + MAX_SANDBOXES_PER_KEY); retry later`);
+      if (this.held(owner) >= reserved + this.perKeyLimit)
+        throw limit(
+          `the Code node holds ${reserved + this.perKeyLimit} sandboxes, its share (DIFY_SANDBOX_RESERVED + MAX_SANDBOXES_PER_KEY); retry later`,
+        );
       return;
     }
     if (total - this.held(CODE_NODE_OWNER) >= max - reserved) {
-      throw limit(`${max - reserved} sandboxes are live, all that is open to API keys (MAX_SANDBOXES=${max}, of which DIFY_SANDBOX_RESERVED=${reserved} are kept for the Code node); stop one with /stop_sandbox or retry later`);
+      throw limit(
+        `${max - reserved} sandboxes are live, all that is open to API keys (MAX_SANDBOXES=${max}, of which DIFY_SANDBOX_RESERVED=${reserved} are kept for the Code node); stop one with /stop_sandbox or retry later`,
+      );
     }
     const mine = this.held(owner);
     if (mine >= this.perKeyLimit) {
-      throw limit(`this API key holds ${mine} live sandboxes, its limit (MAX_SANDBOXES_PER_KEY=${this.perKeyLimit}); stop one with /stop_sandbox or retry later`);
+      throw limit(
+        `this API key holds ${mine} live sandboxes, its limit (MAX_SANDBOXES_PER_KEY=${this.perKeyLimit}); stop one with /stop_sandbox or retry later`,
+      );
     }
   }
 
@@ -87,9 +98,11 @@ export class Quotas {
   takeCall(owner: string): void {
     const calls = this.calls.of(owner);
     if (calls >= this.config.MAX_CALLS_PER_KEY) {
-      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
+      throw new ServiceError(
+        ErrorCode.CALL_LIMIT_REACHED,
         `this API key has ${calls} calls running or waiting, its limit (MAX_CALLS_PER_KEY); retry when they are done`,
-        { headers: { 'retry-after': '1' } });
+        { headers: { 'retry-after': '1' } },
+      );
     }
     this.calls.take(owner);
   }
@@ -98,8 +111,11 @@ export class Quotas {
   takeFetch(owner: string): void {
     const fetching = this.fetches.of(owner);
     if (fetching >= URL_FETCHES_PER_KEY) {
-      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
-        `this API key has ${fetching} file_url downloads in progress, its limit; retry when they are done`, { headers: { 'retry-after': '2' } });
+      throw new ServiceError(
+        ErrorCode.CALL_LIMIT_REACHED,
+        `this API key has ${fetching} file_url downloads in progress, its limit; retry when they are done`,
+        { headers: { 'retry-after': '2' } },
+      );
     }
     this.fetches.take(owner);
   }

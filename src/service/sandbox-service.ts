@@ -63,11 +63,15 @@ export class SandboxService {
     this.log = options.log ?? (() => undefined);
     this.links = createFileLinks(this.config.URL_SIGNING_KEY, this.config.FILE_URL_TTL_S, this.now);
     this.starts = new FairQueue(this.config.MAX_CONCURRENT_CREATES, this.config.MAX_QUEUED_CREATES_PER_KEY);
-    this.quotas = new Quotas(this.config, (owner) => {
-      let n = 0;
-      for (const r of this.records.values()) if (r.owner === owner) n++;
-      return n;
-    }, () => this.records.size);
+    this.quotas = new Quotas(
+      this.config,
+      (owner) => {
+        let n = 0;
+        for (const r of this.records.values()) if (r.owner === owner) n++;
+        return n;
+      },
+      () => this.records.size,
+    );
   }
 
   /** Live sandboxes one API key may hold. */
@@ -97,7 +101,8 @@ export class SandboxService {
 
   /** Finds the sandbox a request names; a conversation without one gets one when `createMissing`. */
   async resolve(owner: string, ref: SandboxRef, createMissing = true): Promise<SandboxRecord> {
-    if (ref.sandboxId) return this.records.get(ref.sandboxId)?.owner === owner ? this.get(owner, ref.sandboxId) : this.getOrAttach(owner, ref.sandboxId);
+    if (ref.sandboxId)
+      return this.records.get(ref.sandboxId)?.owner === owner ? this.get(owner, ref.sandboxId) : this.getOrAttach(owner, ref.sandboxId);
     if (ref.conversationId) {
       const existing = this.conversationRecord(owner, ref.conversationId);
       if (existing) return existing;
@@ -133,12 +138,20 @@ export class SandboxService {
     if (runtime === 'shell') checkText('code', input.code);
     const record = await this.resolve(owner, ref);
     if (runtime === 'shell') {
-      const result = await this.exclusive(record, () => record.sandbox.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
+      const result = await this.exclusive(record, () =>
+        record.sandbox.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }),
+      );
       return { record, runtime, result };
     }
-    const result = await this.exclusive(record, () => record.sandbox.runCode({
-      code: input.code, timeoutMs, language: runtime, inlineImages: input.inlineImages, onOutput: input.onOutput,
-    }));
+    const result = await this.exclusive(record, () =>
+      record.sandbox.runCode({
+        code: input.code,
+        timeoutMs,
+        language: runtime,
+        inlineImages: input.inlineImages,
+        onOutput: input.onOutput,
+      }),
+    );
     return { record, runtime, result };
   }
 
@@ -149,21 +162,35 @@ export class SandboxService {
     checkEnv('env', input.env);
     const record = await this.resolve(owner, ref);
     const result = await this.exclusive(record, () =>
-      record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }));
+      record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }),
+    );
     return { record, result };
   }
 
-  async writeFile(owner: string, ref: SandboxRef, path: string, data: Uint8Array): Promise<{ record: SandboxRecord; path: string; size: number }> {
+  async writeFile(
+    owner: string,
+    ref: SandboxRef,
+    path: string,
+    data: Uint8Array,
+  ): Promise<{ record: SandboxRecord; path: string; size: number }> {
     checkText('remote_path', path);
     if (data.length > this.config.MAX_FILE_BYTES) {
-      throw new ServiceError(ErrorCode.FILE_TOO_LARGE, `content is ${data.length} bytes, more than the ${this.config.MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES)`);
+      throw new ServiceError(
+        ErrorCode.FILE_TOO_LARGE,
+        `content is ${data.length} bytes, more than the ${this.config.MAX_FILE_BYTES}-byte limit (MAX_FILE_BYTES)`,
+      );
     }
     const record = await this.resolve(owner, ref);
     const written = await this.exclusive(record, () => record.sandbox.files.write(path, data));
     return { record, ...written };
   }
 
-  async uploadFromUrl(owner: string, ref: SandboxRef, fileUrl: string, path: string): Promise<{ record: SandboxRecord; path: string; size: number }> {
+  async uploadFromUrl(
+    owner: string,
+    ref: SandboxRef,
+    fileUrl: string,
+    path: string,
+  ): Promise<{ record: SandboxRecord; path: string; size: number }> {
     checkText('remote_path', path);
     const record = await this.resolve(owner, ref);
     // A fetched file is held whole until it is written: a key may have only a few fetches going at once.
@@ -183,7 +210,12 @@ export class SandboxService {
   }
 
   /** A file's bytes, whole; refused with FILE_TOO_LARGE past `maxBytes` (default MAX_FILE_BYTES). */
-  async readFile(owner: string, ref: SandboxRef, path: string, maxBytes = this.config.MAX_FILE_BYTES): Promise<{ record: SandboxRecord; path: string; data: Buffer }> {
+  async readFile(
+    owner: string,
+    ref: SandboxRef,
+    path: string,
+    maxBytes = this.config.MAX_FILE_BYTES,
+  ): Promise<{ record: SandboxRecord; path: string; data: Buffer }> {
     checkText('remote_path', path);
     const record = await this.resolve(owner, ref, false);
     const read = await this.exclusive(record, () => record.sandbox.files.read(path, Math.min(maxBytes, this.config.MAX_FILE_BYTES)));
@@ -212,8 +244,11 @@ export class SandboxService {
     // A link is a bearer token that may have been passed around: its holders may keep at most a few of the
     // sandbox's turns busy (each download holds the sandbox until its bytes are out, or its client stalls).
     if (record.linkDownloads >= LINK_DOWNLOADS_PER_SANDBOX) {
-      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
-        `${record.linkDownloads} downloads of this sandbox's files through links are in progress; retry when they are done`, { headers: { 'retry-after': '2' } });
+      throw new ServiceError(
+        ErrorCode.CALL_LIMIT_REACHED,
+        `${record.linkDownloads} downloads of this sandbox's files through links are in progress; retry when they are done`,
+        { headers: { 'retry-after': '2' } },
+      );
     }
     record.linkDownloads++;
     const done = () => {
@@ -293,13 +328,27 @@ export class SandboxService {
     for (const r of [...this.records.values()]) {
       const lifetimeOver = r.createdAtMs + r.maxLifetimeMs <= now;
       if (lifetimeOver || (r.busy === 0 && this.expiryMs(r) <= now)) {
-        const why = lifetimeOver ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s` : `was idle for ${r.idleTimeoutMs / 1000} s`;
-        ending.push(this.remove(r, 'expired', `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`));
+        const why = lifetimeOver
+          ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s`
+          : `was idle for ${r.idleTimeoutMs / 1000} s`;
+        ending.push(
+          this.remove(
+            r,
+            'expired',
+            `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`,
+          ),
+        );
         continue;
       }
-      const used = cpuLimitS > 0 ? r.sandbox.cpuSeconds?.() ?? null : null;
+      const used = cpuLimitS > 0 ? (r.sandbox.cpuSeconds?.() ?? null) : null;
       if (used !== null && used > cpuLimitS) {
-        ending.push(this.remove(r, 'expired', `sandbox '${r.id}' was stopped at ${new Date(now).toISOString()}: it used ${Math.round(used)} CPU seconds, more than SANDBOX_CPU_LIMIT_S=${cpuLimitS}; create a new one`));
+        ending.push(
+          this.remove(
+            r,
+            'expired',
+            `sandbox '${r.id}' was stopped at ${new Date(now).toISOString()}: it used ${Math.round(used)} CPU seconds, more than SANDBOX_CPU_LIMIT_S=${cpuLimitS}; create a new one`,
+          ),
+        );
       }
     }
     await Promise.all(ending);
@@ -355,14 +404,23 @@ export class SandboxService {
     const maxLifetimeS = input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S;
     const idleTimeoutS = input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S;
     if (maxLifetimeS > this.config.SANDBOX_MAX_LIFETIME_S) {
-      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `max_lifetime_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`);
+      throw new ServiceError(
+        ErrorCode.VALIDATION_FAILED,
+        `max_lifetime_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`,
+      );
     }
     if (idleTimeoutS > this.config.SANDBOX_MAX_LIFETIME_S) {
-      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `idle_timeout_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`);
+      throw new ServiceError(
+        ErrorCode.VALIDATION_FAILED,
+        `idle_timeout_seconds may be at most ${this.config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`,
+      );
     }
     const network = input.network === true;
     if (network && !this.config.SANDBOX_NETWORK_ALLOWED) {
-      throw new ServiceError(ErrorCode.NETWORK_NOT_ALLOWED, 'this service does not give sandboxes network access (SANDBOX_NETWORK_ALLOWED=false); create the sandbox without network');
+      throw new ServiceError(
+        ErrorCode.NETWORK_NOT_ALLOWED,
+        'this service does not give sandboxes network access (SANDBOX_NETWORK_ALLOWED=false); create the sandbox without network',
+      );
     }
     const proposedId = `sbx_${randomBytes(12).toString('hex')}`;
     this.quotas.creating.take(owner);
@@ -387,13 +445,18 @@ export class SandboxService {
   private register(sandbox: Sandbox, owner: string, input: CreateInput, id = sandbox.id): SandboxRecord {
     const now = this.now();
     const record: SandboxRecord = {
-      id, sandbox, owner,
+      id,
+      sandbox,
+      owner,
       conversationId: input.conversationId ?? null,
-      createdAtMs: now, lastUsedAtMs: now,
+      createdAtMs: now,
+      lastUsedAtMs: now,
       idleTimeoutMs: (input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S) * 1000,
       maxLifetimeMs: (input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S) * 1000,
       network: input.network === true,
-      tail: Promise.resolve(), busy: 0, linkDownloads: 0,
+      tail: Promise.resolve(),
+      busy: 0,
+      linkDownloads: 0,
     };
     this.records.set(id, record);
     if (input.conversationId) this.byConversation.set(`${owner}\0${input.conversationId}`, id);
@@ -434,9 +497,13 @@ export class SandboxService {
    */
   private exclusive<T>(record: SandboxRecord, fn: () => Promise<T>): Promise<T> {
     if (record.busy > this.config.MAX_QUEUED_CALLS_PER_SANDBOX) {
-      return Promise.reject(new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
-        `${record.busy - 1} calls are already waiting for sandbox '${record.id}' (MAX_QUEUED_CALLS_PER_SANDBOX); retry when they are done`,
-        { headers: { 'retry-after': '1' } }));
+      return Promise.reject(
+        new ServiceError(
+          ErrorCode.CALL_LIMIT_REACHED,
+          `${record.busy - 1} calls are already waiting for sandbox '${record.id}' (MAX_QUEUED_CALLS_PER_SANDBOX); retry when they are done`,
+          { headers: { 'retry-after': '1' } },
+        ),
+      );
     }
     const owner = record.owner;
     try {
@@ -482,9 +549,11 @@ export class SandboxService {
   private timeoutMs(timeoutS: number | undefined): number {
     const s = timeoutS ?? this.config.EXEC_TIMEOUT_S;
     if (!(s > 0) || s > this.config.EXEC_MAX_TIMEOUT_S) {
-      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `timeout must be more than 0 and at most ${this.config.EXEC_MAX_TIMEOUT_S} seconds (EXEC_MAX_TIMEOUT_S)`);
+      throw new ServiceError(
+        ErrorCode.VALIDATION_FAILED,
+        `timeout must be more than 0 and at most ${this.config.EXEC_MAX_TIMEOUT_S} seconds (EXEC_MAX_TIMEOUT_S)`,
+      );
     }
     return Math.round(s * 1000);
   }
 }
-

@@ -69,4 +69,3 @@ export interface SandboxRecord {
   /** Downloads through signed links in progress (anyone holding a link can start one). */
   linkDownloads: number;
 }
-

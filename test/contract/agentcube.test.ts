@@ -9,7 +9,16 @@ beforeAll(async () => {
 });
 afterAll(async () => fake.stop());
 
-backendContract('agentcube (against the fake AgentCube)', () => createAgentCubeBackend({
-  workloadManagerUrl: fake.url, routerUrl: fake.url, namespace: 'default', name: 'my-interpreter',
-  createTimeoutMs: 150_000, requestTimeoutMs: 30_000, maxOutputBytes: 1024 * 1024, interruptGraceMs: 1000, cpuSecondsPerCall: 600,
-}));
+backendContract('agentcube (against the fake AgentCube)', () =>
+  createAgentCubeBackend({
+    workloadManagerUrl: fake.url,
+    routerUrl: fake.url,
+    namespace: 'default',
+    name: 'my-interpreter',
+    createTimeoutMs: 150_000,
+    requestTimeoutMs: 30_000,
+    maxOutputBytes: 1024 * 1024,
+    interruptGraceMs: 1000,
+    cpuSecondsPerCall: 600,
+  }),
+);

@@ -117,7 +117,9 @@ export function backendContract(name: string, makeBackend: () => SandboxBackend,
       expect(flat.entries.map((e) => e.name).sort()).toEqual(['a.txt', 'sub']);
       const deep = await s.files.list('dir', { recursive: true, limit: 100 });
       expect(deep.entries.map((e) => e.path).sort()).toEqual([
-        `${s.workspace}/dir/a.txt`, `${s.workspace}/dir/sub`, `${s.workspace}/dir/sub/b.txt`,
+        `${s.workspace}/dir/a.txt`,
+        `${s.workspace}/dir/sub`,
+        `${s.workspace}/dir/sub/b.txt`,
       ]);
       const limited = await s.files.list('dir', { recursive: true, limit: 1 });
       expect(limited.entries.length).toBe(1);

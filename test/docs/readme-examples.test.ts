@@ -67,7 +67,11 @@ describe('README examples', () => {
     if (process.env.UPDATE_README) {
       let readme = readFileSync(README, 'utf8');
       examples.forEach((e, i) => {
-        const actual = outputs[i].replace(/\r/g, '').replace(/^Date: .*\n/m, '').replace(new RegExp(`127\\.0\\.0\\.1:${port}`, 'g'), 'localhost:8000').trimEnd();
+        const actual = outputs[i]
+          .replace(/\r/g, '')
+          .replace(/^Date: .*\n/m, '')
+          .replace(new RegExp(`127\\.0\\.0\\.1:${port}`, 'g'), 'localhost:8000')
+          .trimEnd();
         readme = readme.replace(`$ ${e.command}\n${e.expected}`, `$ ${e.command}\n${actual}`);
       });
       writeFileSync(README, readme);
@@ -77,7 +81,20 @@ describe('README examples', () => {
 
   it('has examples for every endpoint', () => {
     const all = examples.map((e) => e.command).join('\n');
-    for (const path of ['/health', '/create_sandbox', '/run_code', '/execute_command', '/write_file', '/upload_file', '/list_files', '/download_file', '/files/', '/get_sandbox_info', '/sandboxes', '/stop_sandbox']) {
+    for (const path of [
+      '/health',
+      '/create_sandbox',
+      '/run_code',
+      '/execute_command',
+      '/write_file',
+      '/upload_file',
+      '/list_files',
+      '/download_file',
+      '/files/',
+      '/get_sandbox_info',
+      '/sandboxes',
+      '/stop_sandbox',
+    ]) {
       expect(all).toContain(path);
     }
   });

@@ -12,7 +12,11 @@ export interface TestApp {
   backend: SandboxBackend;
   config: Config;
   /** POST a JSON body and return status and parsed body. */
-  post(path: string, body: unknown, headers?: Record<string, string>): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
+  post(
+    path: string,
+    body: unknown,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; body: any; headers: Record<string, unknown> }>;
   close(): Promise<void>;
 }
 
@@ -25,7 +29,10 @@ export async function startTestApp(env: Record<string, string> = {}, now?: () =>
   const app = await buildApp({ config, service });
   await app.ready();
   return {
-    app, service, backend, config,
+    app,
+    service,
+    backend,
+    config,
     async post(path, body, headers = {}) {
       const res = await app.inject({ method: 'POST', url: path, payload: body as object, headers });
       let parsed: unknown = res.body;

@@ -9,7 +9,19 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtempSync, mkdirSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync, writeFileSync, readFileSync, existsSync, chmodSync } from 'node:fs';
+import {
+  mkdtempSync,
+  mkdirSync,
+  readdirSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+  readFileSync,
+  existsSync,
+  chmodSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { basename, dirname, extname, join, normalize, relative } from 'node:path';
 import type { AddressInfo } from 'node:net';
@@ -25,10 +37,22 @@ export interface FakeOptions {
   readonly brokenUploads?: boolean;
 }
 
-interface Session { id: string; ns: string; name: string; workspace: string; sandboxName: string }
+interface Session {
+  id: string;
+  ns: string;
+  name: string;
+  workspace: string;
+  sandboxName: string;
+}
 
 const MAX_BODY = 32 * 1024 * 1024;
-const MIME: Record<string, string> = { '.txt': 'text/plain; charset=utf-8', '.json': 'application/json', '.png': 'image/png', '.csv': 'text/csv; charset=utf-8', '.py': 'text/x-python' };
+const MIME: Record<string, string> = {
+  '.txt': 'text/plain; charset=utf-8',
+  '.json': 'application/json',
+  '.png': 'image/png',
+  '.csv': 'text/csv; charset=utf-8',
+  '.py': 'text/x-python',
+};
 
 function send(res: ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}) {
   const text = typeof body === 'string' ? body : JSON.stringify(body);
@@ -149,7 +173,10 @@ export class FakeAgentCube {
       if (!this.interpreterExists(body.namespace, body.name)) return send(res, 404, { message: 'code interpreter not found' });
       const s = this.createSession(body.namespace, body.name);
       return send(res, 200, {
-        kind: 'Sandbox', sessionId: s.id, sandboxId: randomUUID(), sandboxName: s.sandboxName,
+        kind: 'Sandbox',
+        sessionId: s.id,
+        sandboxId: randomUUID(),
+        sandboxName: s.sandboxName,
         entryPoints: [{ path: '/', protocol: 'HTTP', endpoint: '10.244.0.12:8080' }],
       });
     }
@@ -172,7 +199,8 @@ export class FakeAgentCube {
         s = this.sessions.get(header);
         if (!s) return send(res, 404, { error: `sessions.agentcube.volcano.sh "${header}" not found` });
       } else {
-        if (!this.interpreterExists(ns, name)) return send(res, 404, { error: `codeinterpreters.agentcube.volcano.sh "${ns}/${name}" not found` });
+        if (!this.interpreterExists(ns, name))
+          return send(res, 404, { error: `codeinterpreters.agentcube.volcano.sh "${ns}/${name}" not found` });
         s = this.createSession(ns, name);
       }
       return this.picod(s, req.method, path, url, req, res, { 'x-agentcube-session-id': s.id });
@@ -181,7 +209,15 @@ export class FakeAgentCube {
   }
 
   /** PicoD, reached through the Router. */
-  private async picod(s: Session, method: string, path: string, url: URL, req: IncomingMessage, res: ServerResponse, h: Record<string, string>): Promise<void> {
+  private async picod(
+    s: Session,
+    method: string,
+    path: string,
+    url: URL,
+    req: IncomingMessage,
+    res: ServerResponse,
+    h: Record<string, string>,
+  ): Promise<void> {
     const jail = (p: string): string | null => {
       const full = normalize(join(s.workspace, p.replace(/^\/+/, '')));
       const rel = relative(s.workspace, full);
@@ -191,7 +227,8 @@ export class FakeAgentCube {
       const real = realpathSync(probe);
       return real === s.workspace || real.startsWith(`${s.workspace}/`) ? full : null;
     };
-    const escapes = (p: string) => send(res, 400, { error: `access denied: path '${p}' escapes workspace jail ${s.workspace}`, code: 400 }, h);
+    const escapes = (p: string) =>
+      send(res, 400, { error: `access denied: path '${p}' escapes workspace jail ${s.workspace}`, code: 400 }, h);
     if (method === 'POST' && path === 'api/execute') {
       const raw = await readBody(req);
       if (!raw) return send(res, 413, { error: 'request body too large', detail: 'limit is 33554432 bytes' }, h);
@@ -202,7 +239,12 @@ export class FakeAgentCube {
         return send(res, 400, { error: String(err), code: 400 }, h);
       }
       if (!Array.isArray(body.command) || !body.command.every((c) => typeof c === 'string')) {
-        return send(res, 400, { error: 'json: cannot unmarshal string into Go struct field ExecuteRequest.command of type []string', code: 400 }, h);
+        return send(
+          res,
+          400,
+          { error: 'json: cannot unmarshal string into Go struct field ExecuteRequest.command of type []string', code: 400 },
+          h,
+        );
       }
       if (body.command.length === 0) return send(res, 400, { error: 'command cannot be empty', code: 400 }, h);
       const timeoutMs = body.timeout === undefined ? 60_000 : goDuration(body.timeout);
@@ -221,7 +263,12 @@ export class FakeAgentCube {
           return resolve({ stdout: '', stderr: `exec: "${cmd}": executable file not found in $PATH`, exit_code: 1 });
         }
         // A pod's PATH, not this machine's (which may start with version-manager shims).
-        const child = spawn(cmd, args, { cwd, env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: s.workspace, ...body.env }, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+        const child = spawn(cmd, args, {
+          cwd,
+          env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: s.workspace, ...body.env },
+          detached: true,
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
         let stdout = '';
         let stderr = '';
         let timedOut = false;
@@ -237,16 +284,26 @@ export class FakeAgentCube {
         }, timeoutMs);
         child.on('error', (err) => {
           clearTimeout(timer);
-          resolve({ stdout, stderr: `exec: "${cmd}": ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'executable file not found in $PATH' : err.message}`, exit_code: 1 });
+          resolve({
+            stdout,
+            stderr: `exec: "${cmd}": ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'executable file not found in $PATH' : err.message}`,
+            exit_code: 1,
+          });
         });
         child.on('close', (code) => {
           clearTimeout(timer);
-          if (timedOut) resolve({ stdout, stderr: `${stderr}Command timed out after ${Math.round(timeoutMs / 1000)} seconds`, exit_code: 124 });
+          if (timedOut)
+            resolve({ stdout, stderr: `${stderr}Command timed out after ${Math.round(timeoutMs / 1000)} seconds`, exit_code: 124 });
           else resolve({ stdout, stderr, exit_code: code ?? 1 });
         });
       });
       const end = new Date();
-      return send(res, 200, { ...result, duration: (end.getTime() - start.getTime()) / 1000, start_time: start.toISOString(), end_time: end.toISOString() }, h);
+      return send(
+        res,
+        200,
+        { ...result, duration: (end.getTime() - start.getTime()) / 1000, start_time: start.toISOString(), end_time: end.toISOString() },
+        h,
+      );
     }
     if (method === 'POST' && path === 'api/files') {
       if (this.opts.brokenUploads) return send(res, 500, { error: 'Failed to write file: input/output error', code: 500 }, h);
@@ -268,8 +325,15 @@ export class FakeAgentCube {
         } catch (err) {
           return send(res, 400, { error: String(err), code: 400 }, h);
         }
-        if (!body.path || !body.content) return send(res, 400, { error: "Key: 'UploadFileRequest.Content' Error:Field validation for 'Content' failed on the 'required' tag", code: 400 }, h);
-        if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.content)) return send(res, 400, { error: 'Invalid base64 content: illegal base64 data', code: 400 }, h);
+        if (!body.path || !body.content)
+          return send(
+            res,
+            400,
+            { error: "Key: 'UploadFileRequest.Content' Error:Field validation for 'Content' failed on the 'required' tag", code: 400 },
+            h,
+          );
+        if (!/^[A-Za-z0-9+/]*={0,2}$/.test(body.content))
+          return send(res, 400, { error: 'Invalid base64 content: illegal base64 data', code: 400 }, h);
         target = body.path;
         data = Buffer.from(body.content, 'base64');
       }
@@ -278,7 +342,12 @@ export class FakeAgentCube {
       mkdirSync(dirname(full), { recursive: true });
       writeFileSync(full, data);
       chmodSync(full, 0o644);
-      return send(res, 200, { path: relative(s.workspace, full), size: data.length, mode: '-rw-r--r--', modified: new Date().toISOString() }, h);
+      return send(
+        res,
+        200,
+        { path: relative(s.workspace, full), size: data.length, mode: '-rw-r--r--', modified: new Date().toISOString() },
+        h,
+      );
     }
     if (method === 'GET' && path === 'api/files') {
       const dir = url.searchParams.get('path');
@@ -286,10 +355,17 @@ export class FakeAgentCube {
       const full = jail(dir);
       if (!full) return escapes(dir);
       if (!existsSync(full)) return send(res, 404, { error: 'Directory not found', code: 404 }, h);
-      if (!statSync(full).isDirectory()) return send(res, 500, { error: `Failed to read directory: readdirent ${dir}: not a directory`, code: 500 }, h);
+      if (!statSync(full).isDirectory())
+        return send(res, 500, { error: `Failed to read directory: readdirent ${dir}: not a directory`, code: 500 }, h);
       const files = readdirSync(full).map((n) => {
         const st = statSync(join(full, n));
-        return { name: n, size: st.size, modified: st.mtime.toISOString(), mode: st.isDirectory() ? 'drwxr-xr-x' : '-rw-r--r--', is_dir: st.isDirectory() };
+        return {
+          name: n,
+          size: st.size,
+          modified: st.mtime.toISOString(),
+          mode: st.isDirectory() ? 'drwxr-xr-x' : '-rw-r--r--',
+          is_dir: st.isDirectory(),
+        };
       });
       return send(res, 200, { files }, h);
     }
@@ -300,7 +376,12 @@ export class FakeAgentCube {
       if (!existsSync(full)) return send(res, 404, { error: 'File not found', code: 404 }, h);
       if (statSync(full).isDirectory()) return send(res, 400, { error: 'Path is a directory, not a file', code: 400 }, h);
       const data = readFileSync(full);
-      res.writeHead(200, { ...h, 'content-type': MIME[extname(full)] ?? 'application/octet-stream', 'content-disposition': `attachment; filename="${basename(full)}"`, 'content-length': String(data.length) });
+      res.writeHead(200, {
+        ...h,
+        'content-type': MIME[extname(full)] ?? 'application/octet-stream',
+        'content-disposition': `attachment; filename="${basename(full)}"`,
+        'content-length': String(data.length),
+      });
       res.end(data);
       return;
     }

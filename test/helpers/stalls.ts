@@ -36,8 +36,10 @@ export function watchStalls(label: string): StallWatch {
     },
     report() {
       whole.disable();
-      console.log(`[security] ${label}: worst event-loop stall while requests were refused ${worstRefusingMs.toFixed(1)} ms; `
-        + `over the whole file, test set-up included, ${(whole.max / 1e6).toFixed(1)} ms`);
+      console.log(
+        `[security] ${label}: worst event-loop stall while requests were refused ${worstRefusingMs.toFixed(1)} ms; ` +
+          `over the whole file, test set-up included, ${(whole.max / 1e6).toFixed(1)} ms`,
+      );
       return worstRefusingMs;
     },
   };

@@ -7,7 +7,12 @@ import { startServer } from '../helpers/http-server.js';
 
 let t: TestApp;
 beforeAll(async () => {
-  t = await startTestApp({ PUBLIC_BASE_URL: 'http://ciw.example:8000/', MAX_SANDBOXES: '5', DIFY_SANDBOX_RESERVED: '0', MAX_FILE_BYTES: '2097152' });
+  t = await startTestApp({
+    PUBLIC_BASE_URL: 'http://ciw.example:8000/',
+    MAX_SANDBOXES: '5',
+    DIFY_SANDBOX_RESERVED: '0',
+    MAX_FILE_BYTES: '2097152',
+  });
 });
 afterAll(async () => t.close());
 afterEach(async () => {
@@ -44,7 +49,7 @@ describe('sandbox lifecycle', () => {
     expect(b.body.info.conversation_id).toBe('conv-1');
   });
 
-  it('creates a conversation\'s sandbox on first use by run_code', async () => {
+  it("creates a conversation's sandbox on first use by run_code", async () => {
     const r1 = await t.post('/run_code', { conversation_id: 'conv-2', code: 'n = 5' });
     expect(r1.status).toBe(200);
     const r2 = await t.post('/run_code', { conversation_id: 'conv-2', code: 'print(n)' });
@@ -96,7 +101,15 @@ describe('running code', () => {
     expect((await t.post('/run_code', { sandbox_id: id, code: 'x = 41' })).body.error).toBeNull();
     const r = await t.post('/run_code', { sandbox_id: id, code: 'print(x + 1)' });
     expect(r.status).toBe(200);
-    expect(r.body).toMatchObject({ output: '42\n', stdout: '42\n', stderr: '', error: null, timed_out: false, state_preserved: true, exit_code: null });
+    expect(r.body).toMatchObject({
+      output: '42\n',
+      stdout: '42\n',
+      stderr: '',
+      error: null,
+      timed_out: false,
+      state_preserved: true,
+      exit_code: null,
+    });
   });
 
   it('shows a last expression in output and results', async () => {
@@ -160,7 +173,12 @@ describe('request validation', () => {
   });
 
   it('answers malformed JSON with 400, not 500', async () => {
-    const res = await t.app.inject({ method: 'POST', url: '/run_code', payload: '{"code": "x', headers: { 'content-type': 'application/json' } });
+    const res = await t.app.inject({
+      method: 'POST',
+      url: '/run_code',
+      payload: '{"code": "x',
+      headers: { 'content-type': 'application/json' },
+    });
     expect(res.statusCode).toBe(400);
     expect(JSON.parse(res.body).error.code).toBe('VALIDATION_FAILED');
   });
@@ -175,14 +193,29 @@ describe('request validation', () => {
   it('reads a binary body into one buffer, and refuses one past the limit or shorter than announced', async () => {
     const id = await create();
     const data = randomBytes(300_000);
-    const ok = await t.app.inject({ method: 'POST', url: `/upload_file?sandbox_id=${id}&remote_filename=raw.bin`, payload: data, headers: { 'content-type': 'application/octet-stream' } });
+    const ok = await t.app.inject({
+      method: 'POST',
+      url: `/upload_file?sandbox_id=${id}&remote_filename=raw.bin`,
+      payload: data,
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     expect(ok.statusCode).toBe(200);
     const back = await t.service.readFile('anonymous', { sandboxId: id }, 'raw.bin');
     expect(Buffer.compare(back.data, data)).toBe(0);
-    const big = await t.app.inject({ method: 'POST', url: `/upload_file?sandbox_id=${id}&remote_filename=big.bin`, payload: Buffer.alloc(4 * 1024 * 1024), headers: { 'content-type': 'application/octet-stream' } });
+    const big = await t.app.inject({
+      method: 'POST',
+      url: `/upload_file?sandbox_id=${id}&remote_filename=big.bin`,
+      payload: Buffer.alloc(4 * 1024 * 1024),
+      headers: { 'content-type': 'application/octet-stream' },
+    });
     expect(big.statusCode).toBe(413);
     expect(JSON.parse(big.body).error.code).toBe('PAYLOAD_TOO_LARGE');
-    const short = await t.app.inject({ method: 'POST', url: `/upload_file?sandbox_id=${id}&remote_filename=short.bin`, payload: Buffer.alloc(10), headers: { 'content-type': 'application/octet-stream', 'content-length': '20' } });
+    const short = await t.app.inject({
+      method: 'POST',
+      url: `/upload_file?sandbox_id=${id}&remote_filename=short.bin`,
+      payload: Buffer.alloc(10),
+      headers: { 'content-type': 'application/octet-stream', 'content-length': '20' },
+    });
     expect(short.statusCode).toBe(400);
   });
 
@@ -197,7 +230,12 @@ describe('files', () => {
   it('writes base64 and serves identical bytes with attachment headers', async () => {
     const id = await create();
     const data = randomBytes(1024 * 1024);
-    const w = await t.post('/write_file', { sandbox_id: id, remote_path: 'out/data.bin', content: data.toString('base64'), encoding: 'base64' });
+    const w = await t.post('/write_file', {
+      sandbox_id: id,
+      remote_path: 'out/data.bin',
+      content: data.toString('base64'),
+      encoding: 'base64',
+    });
     expect(w.body).toEqual({ status: 'success', sandbox_id: id, remote_path: '/workspace/out/data.bin', size: data.length });
     const d = await t.post('/download_file', { sandbox_id: id, remote_path: 'out/data.bin' });
     expect(d.body).toMatchObject({ filename: 'data.bin', size: data.length, mime_type: 'application/octet-stream' });
@@ -221,7 +259,9 @@ describe('files', () => {
 
   it('rejects invalid base64 and a missing path', async () => {
     const id = await create();
-    expect((await t.post('/write_file', { sandbox_id: id, remote_path: 'a', content: '***', encoding: 'base64' })).body.error.message).toMatch(/base64/);
+    expect(
+      (await t.post('/write_file', { sandbox_id: id, remote_path: 'a', content: '***', encoding: 'base64' })).body.error.message,
+    ).toMatch(/base64/);
     expect((await t.post('/write_file', { sandbox_id: id, content: 'x' })).body.error.message).toMatch(/remote_path/);
   });
 
@@ -336,7 +376,7 @@ describe('authentication and ownership', () => {
     expect((await a.post('/create_sandbox', {}, { authorization: 'Bearer wrong' })).status).toBe(401);
   });
 
-  it('accepts Bearer and X-API-Key, and hides one key\'s sandboxes from another', async () => {
+  it("accepts Bearer and X-API-Key, and hides one key's sandboxes from another", async () => {
     const r = await a.post('/create_sandbox', {}, { authorization: 'Bearer key-one' });
     expect(r.status).toBe(200);
     const id = r.body.sandbox_id;
@@ -380,7 +420,20 @@ describe('OpenAPI', () => {
     const res = await t.app.inject({ method: 'GET', url: '/openapi.json' });
     const doc = JSON.parse(res.body);
     await SwaggerParser.validate(structuredClone(doc));
-    for (const p of ['/create_sandbox', '/run_code', '/execute_command', '/upload_file', '/write_file', '/download_file', '/stop_sandbox', '/get_sandbox_info', '/list_files', '/sandboxes', '/files/{sandbox_id}/{*}', '/health']) {
+    for (const p of [
+      '/create_sandbox',
+      '/run_code',
+      '/execute_command',
+      '/upload_file',
+      '/write_file',
+      '/download_file',
+      '/stop_sandbox',
+      '/get_sandbox_info',
+      '/list_files',
+      '/sandboxes',
+      '/files/{sandbox_id}/{*}',
+      '/health',
+    ]) {
       expect(Object.keys(doc.paths)).toContain(p);
     }
     for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { operationId?: string }>>)) {

@@ -43,27 +43,38 @@ describe('bodies Dify can send', () => {
   it('raw text for commands and file content', async () => {
     const c = await inject('/execute_command?conversation_id=conv-raw2', 'echo "hi there"', 'text/plain');
     expect(json(c).stdout).toBe('hi there\n');
-    const w = await inject('/write_file?conversation_id=conv-raw2&remote_path=notes.txt', 'line with "quotes"\nand \\backslash', 'text/plain; charset=utf-8');
+    const w = await inject(
+      '/write_file?conversation_id=conv-raw2&remote_path=notes.txt',
+      'line with "quotes"\nand \\backslash',
+      'text/plain; charset=utf-8',
+    );
     expect(json(w).size).toBe(Buffer.byteLength('line with "quotes"\nand \\backslash'));
   });
 
   it('x-www-form-urlencoded, numbers as strings', async () => {
-    const body = new URLSearchParams({ conversation_id: 'conv-form', code: 'y = 20\ny + 22', timeout: '15', language: 'python' }).toString();
+    const body = new URLSearchParams({
+      conversation_id: 'conv-form',
+      code: 'y = 20\ny + 22',
+      timeout: '15',
+      language: 'python',
+    }).toString();
     const r = await inject('/run_code', body, 'application/x-www-form-urlencoded');
     expect(r.statusCode).toBe(200);
     expect(json(r).results[0].data['text/plain']).toBe('42');
   });
 
-  it('form-data with Dify\'s empty placeholder part', async () => {
+  it("form-data with Dify's empty placeholder part", async () => {
     const { payload, contentType } = difyMultipart({ conversation_id: 'conv-mp', command: 'echo from-form' });
     const r = await inject('/execute_command', payload, contentType);
     expect(r.statusCode).toBe(200);
     expect(json(r).stdout).toBe('from-form\n');
   });
 
-  it('form-data with a file variable: the part\'s name is used when no path is given', async () => {
+  it("form-data with a file variable: the part's name is used when no path is given", async () => {
     const data = randomBytes(2048);
-    const { payload, contentType } = difyMultipart({ conversation_id: 'conv-file' }, [{ name: 'file', filename: 'sales.xlsx', type: 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet', data }]);
+    const { payload, contentType } = difyMultipart({ conversation_id: 'conv-file' }, [
+      { name: 'file', filename: 'sales.xlsx', type: 'application/vnd.openxmlformats-officedocument.spreadsheetml.sheet', data },
+    ]);
     const r = await inject('/upload_file', payload, contentType);
     expect(r.statusCode).toBe(200);
     expect(json(r)).toMatchObject({ status: 'success', remote_path: '/workspace/sales.xlsx', size: 2048 });
@@ -74,7 +85,10 @@ describe('bodies Dify can send', () => {
       { name: 'file', filename: 'b.txt', type: 'text/plain', data: Buffer.from('BB') },
     ]);
     const r2 = await inject('/upload_file', two.payload, two.contentType);
-    expect(json(r2).files).toEqual([{ remote_path: '/workspace/in/a.txt', size: 1 }, { remote_path: '/workspace/in/b.txt', size: 2 }]);
+    expect(json(r2).files).toEqual([
+      { remote_path: '/workspace/in/a.txt', size: 1 },
+      { remote_path: '/workspace/in/b.txt', size: 2 },
+    ]);
   });
 
   it('a binary body, the path in the query', async () => {
@@ -104,11 +118,21 @@ describe('bodies Dify can send', () => {
 
 describe('Dify file URLs', () => {
   it('takes a Dify file object (or its JSON text), rewriting the public FILES_URL prefix to an internal one', async () => {
-    const file = { dify_model_identity: '__dify__file__', type: 'document', transfer_method: 'local_file', filename: 'report.csv', url: 'https://dify.example.com/files/abc/file-preview?timestamp=1&nonce=n&sign=s' };
+    const file = {
+      dify_model_identity: '__dify__file__',
+      type: 'document',
+      transfer_method: 'local_file',
+      filename: 'report.csv',
+      url: 'https://dify.example.com/files/abc/file-preview?timestamp=1&nonce=n&sign=s',
+    };
     const r = await t.post('/upload_file', { conversation_id: 'conv-url', file }, bearer);
     expect(r.status).toBe(200);
     expect(r.body).toMatchObject({ remote_path: '/workspace/report.csv', size: blob.length });
-    const { payload, contentType } = difyMultipart({ conversation_id: 'conv-url', file: JSON.stringify({ ...file, url: '', remote_url: file.url }), remote_filename: 'again.csv' });
+    const { payload, contentType } = difyMultipart({
+      conversation_id: 'conv-url',
+      file: JSON.stringify({ ...file, url: '', remote_url: file.url }),
+      remote_filename: 'again.csv',
+    });
     const r2 = await inject('/upload_file', payload, contentType);
     expect(json(r2)).toMatchObject({ remote_path: '/workspace/again.csv' });
   });
@@ -154,7 +178,20 @@ describe('custom tool import', () => {
       const SwaggerParser = (await import('@apidevtools/swagger-parser')).default;
       await SwaggerParser.validate(structuredClone(doc));
       expect(doc.servers[0].url).toBe('https://ciw.example.com');
-      const ops = Object.values(doc.paths as Record<string, { post: { operationId: string; description: string; requestBody: { content: { 'application/json': { schema: { properties: Record<string, { type: string; description: string }> } } } } } }>).map((p) => p.post);
+      const ops = Object.values(
+        doc.paths as Record<
+          string,
+          {
+            post: {
+              operationId: string;
+              description: string;
+              requestBody: {
+                content: { 'application/json': { schema: { properties: Record<string, { type: string; description: string }> } } };
+              };
+            };
+          }
+        >,
+      ).map((p) => p.post);
       expect(ops.length).toBeGreaterThanOrEqual(9);
       expect(ops.length).toBeLessThanOrEqual(100);
       for (const op of ops) {
@@ -166,7 +203,9 @@ describe('custom tool import', () => {
         }
       }
       const run = ops.find((o) => o.operationId === 'runCode')!;
-      expect(Object.keys(run.requestBody.content['application/json'].schema.properties)).toEqual(expect.arrayContaining(['sandbox_id', 'conversation_id', 'code', 'language', 'timeout']));
+      expect(Object.keys(run.requestBody.content['application/json'].schema.properties)).toEqual(
+        expect.arrayContaining(['sandbox_id', 'conversation_id', 'code', 'language', 'timeout']),
+      );
       expect(run.description).toMatch(/60 s/);
       const full = JSON.parse((await app.app.inject({ method: 'GET', url: '/openapi.json' })).body);
       expect(full.servers[0].url).toBe('https://ciw.example.com');

@@ -10,7 +10,10 @@ import { startTestApp, type TestApp } from '../helpers/app.js';
 import { localEnv } from '../helpers/local.js';
 import { DIFY_HEADERS } from '../helpers/dify.js';
 
-interface Node { id: string; data: Record<string, any> }
+interface Node {
+  id: string;
+  data: Record<string, any>;
+}
 const dsl = parse(readFileSync(new URL('../../examples/dify-code-interpreter.yml', import.meta.url), 'utf8'));
 const nodes: Node[] = dsl.workflow.graph.nodes;
 const node = (id: string) => nodes.find((n) => n.id === id)!;
@@ -26,7 +29,12 @@ afterAll(async () => t.close());
 async function codeNode(id: string, inputs: Record<string, unknown>): Promise<Record<string, unknown>> {
   const b64 = Buffer.from(JSON.stringify(inputs)).toString('base64');
   const runner = `${node(id).data.code}\nimport json\nfrom base64 import b64decode\ninputs_obj = json.loads(b64decode('${b64}').decode('utf-8'))\noutput_obj = main(**inputs_obj)\nprint(f'''<<RESULT>>{json.dumps(output_obj)}<<RESULT>>''')\n`;
-  const res = await t.app.inject({ method: 'POST', url: '/v1/sandbox/run', headers: { 'x-api-key': KEY }, payload: { language: 'python3', code: runner } });
+  const res = await t.app.inject({
+    method: 'POST',
+    url: '/v1/sandbox/run',
+    headers: { 'x-api-key': KEY },
+    payload: { language: 'python3', code: runner },
+  });
   const data = JSON.parse(res.body).data;
   expect(data.error, data.stderr).toBe('');
   return JSON.parse(/<<RESULT>>([\s\S]*)<<RESULT>>/.exec(data.stdout)![1]);
@@ -50,7 +58,7 @@ describe('the example chatflow', () => {
     expect(http.url).toBe('{{#env.CIW_URL#}}/run_code');
     const conversation = 'c0ffee00-1111-2222-3333-444455556666';
     const turn = async (llmText: string) => {
-      const { code } = await codeNode('clean', { text: llmText }) as { code: string };
+      const { code } = (await codeNode('clean', { text: llmText })) as { code: string };
       const params = new URLSearchParams();
       for (const line of String(http.params).split('\n').filter(Boolean)) {
         const [k, ...v] = line.split(':');
@@ -64,9 +72,13 @@ describe('the example chatflow', () => {
       });
       return codeNode('show', { body: res.body, status_code: res.statusCode }) as Promise<{ markdown: string }>;
     };
-    const first = await turn('Here you go:\n```python\nimport matplotlib.pyplot as plt\nsquares = [x * x for x in range(-5, 6)]\nplt.plot(range(-5, 6), squares)\nprint("max", max(squares))\n```');
+    const first = await turn(
+      'Here you go:\n```python\nimport matplotlib.pyplot as plt\nsquares = [x * x for x in range(-5, 6)]\nplt.plot(range(-5, 6), squares)\nprint("max", max(squares))\n```',
+    );
     expect(first.markdown).toContain('max 25');
-    expect(first.markdown).toMatch(/!\[cell1-1\.png\]\(http:\/\/ciw\.test:8000\/files\/sbx_\w+\/outputs\/cell1-1\.png\?exp=\d+&sig=[\w-]+\)/);
+    expect(first.markdown).toMatch(
+      /!\[cell1-1\.png\]\(http:\/\/ciw\.test:8000\/files\/sbx_\w+\/outputs\/cell1-1\.png\?exp=\d+&sig=[\w-]+\)/,
+    );
     const second = await turn('```python\nsum(squares)\n```');
     expect(second.markdown).toContain('110');
   });

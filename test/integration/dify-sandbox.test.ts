@@ -73,13 +73,18 @@ print(result)
 
 /** How Dify's code executor reads the answer. */
 async function run(language: string, code: string, headers: Record<string, string> = { 'x-api-key': KEY }) {
-  const res = await t.app.inject({ method: 'POST', url: '/v1/sandbox/run', headers, payload: { language, code, preload: '', enable_network: true } });
+  const res = await t.app.inject({
+    method: 'POST',
+    url: '/v1/sandbox/run',
+    headers,
+    payload: { language, code, preload: '', enable_network: true },
+  });
   return { status: res.statusCode, body: res.body ? JSON.parse(res.body) : null };
 }
 const resultOf = (stdout: string) => JSON.parse(/<<RESULT>>([\s\S]*)<<RESULT>>/.exec(stdout)![1]);
 
 describe('/v1/sandbox/run', () => {
-  it('runs Dify\'s python3 runner and returns the <<RESULT>> block intact', async () => {
+  it("runs Dify's python3 runner and returns the <<RESULT>> block intact", async () => {
     const code = 'def main(arg1: str, arg2: int) -> dict:\n    return {"result": arg1 * arg2, "unicode": "näive ✓", "quote": "\\"x\\""}';
     const r = await run('python3', python3Runner(code, { arg1: 'ab', arg2: 3 }));
     expect(r.status).toBe(200);
@@ -87,21 +92,25 @@ describe('/v1/sandbox/run', () => {
     expect(resultOf(r.body.data.stdout)).toEqual({ result: 'ababab', unicode: 'näive ✓', quote: '"x"' });
   });
 
-  it('runs Dify\'s nodejs runner', async () => {
+  it("runs Dify's nodejs runner", async () => {
     const code = 'function main({a, b}) {\n  return { sum: a + b, list: [a, b] };\n}';
     const r = await run('nodejs', nodejsRunner(code, { a: 2, b: 40 }));
     expect(r.body.data.error).toBe('');
     expect(resultOf(r.body.data.stdout)).toEqual({ sum: 42, list: [2, 40] });
   });
 
-  it('renders Dify\'s jinja2 runner (sent as python3)', async () => {
-    const r = await run('python3', jinja2Runner('Hello {{ name }}! {% for i in items %}[{{ i }}]{% endfor %}', { name: 'Dify', items: [1, 2] }));
+  it("renders Dify's jinja2 runner (sent as python3)", async () => {
+    const r = await run(
+      'python3',
+      jinja2Runner('Hello {{ name }}! {% for i in items %}[{{ i }}]{% endfor %}', { name: 'Dify', items: [1, 2] }),
+    );
     expect(r.body.data.error).toBe('');
     expect(/<<RESULT>>([\s\S]*)<<RESULT>>/.exec(r.body.data.stdout)![1]).toBe('Hello Dify! [1][2]');
   });
 
   it('does not report stderr output of a successful script as an error', async () => {
-    const code = 'import sys, warnings\ndef main() -> dict:\n    print("progress", file=sys.stderr)\n    warnings.warn("deprecated thing")\n    return {"ok": True}';
+    const code =
+      'import sys, warnings\ndef main() -> dict:\n    print("progress", file=sys.stderr)\n    warnings.warn("deprecated thing")\n    return {"ok": True}';
     const r = await run('python3', python3Runner(code, {}));
     expect(r.body.data.error).toBe('');
     expect(r.body.data.stderr).toContain('progress');
@@ -124,7 +133,12 @@ describe('/v1/sandbox/run', () => {
   });
 
   it('answers a bad key with 401 and an empty body, and an unknown language with 400', async () => {
-    const bad = await t.app.inject({ method: 'POST', url: '/v1/sandbox/run', headers: { 'x-api-key': 'wrong' }, payload: { language: 'python3', code: 'print(1)' } });
+    const bad = await t.app.inject({
+      method: 'POST',
+      url: '/v1/sandbox/run',
+      headers: { 'x-api-key': 'wrong' },
+      payload: { language: 'python3', code: 'print(1)' },
+    });
     expect(bad.statusCode).toBe(401);
     expect(bad.body).toBe('');
     const lang = await run('ruby', 'puts 1');
@@ -133,7 +147,11 @@ describe('/v1/sandbox/run', () => {
   });
 
   it('serves the dependency endpoints', async () => {
-    for (const [method, url] of [['GET', '/v1/sandbox/dependencies?language=python3'], ['POST', '/v1/sandbox/dependencies/update'], ['GET', '/v1/sandbox/dependencies/refresh']] as const) {
+    for (const [method, url] of [
+      ['GET', '/v1/sandbox/dependencies?language=python3'],
+      ['POST', '/v1/sandbox/dependencies/update'],
+      ['GET', '/v1/sandbox/dependencies/refresh'],
+    ] as const) {
       const r = await t.app.inject({ method, url, headers: { 'x-api-key': KEY }, payload: method === 'POST' ? {} : undefined });
       expect(JSON.parse(r.body), url).toEqual({ code: 0, message: 'success', data: { dependencies: [] } });
     }
@@ -145,7 +163,12 @@ describe('capacity', () => {
     const small = await startTestApp(localEnv({ API_KEY: KEY, MAX_SANDBOXES: '1' }));
     try {
       await small.post('/create_sandbox', {}, { 'x-api-key': KEY });
-      const r = await small.app.inject({ method: 'POST', url: '/v1/sandbox/run', headers: { 'x-api-key': KEY }, payload: { language: 'python3', code: 'print(1)' } });
+      const r = await small.app.inject({
+        method: 'POST',
+        url: '/v1/sandbox/run',
+        headers: { 'x-api-key': KEY },
+        payload: { language: 'python3', code: 'print(1)' },
+      });
       expect(r.statusCode).toBe(503);
       expect(JSON.parse(r.body)).toEqual({ code: -503, message: 'Too many requests' });
     } finally {

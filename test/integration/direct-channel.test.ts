@@ -37,7 +37,7 @@ async function sandbox(): Promise<string> {
 }
 
 describe('output captured in the kernel', () => {
-  it('keeps the order of prints and child processes\' output, and captures forked children', async () => {
+  it("keeps the order of prints and child processes' output, and captures forked children", async () => {
     const id = await sandbox();
     const code = [
       'import os, subprocess, sys',
@@ -112,7 +112,8 @@ describe('output captured in the kernel', () => {
 
   it('keeps what a hung call printed when Python is restarted', async () => {
     const id = await sandbox();
-    const code = 'import time\nprint("before the hang", flush=True)\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass';
+    const code =
+      'import time\nprint("before the hang", flush=True)\nwhile True:\n    try:\n        time.sleep(0.05)\n    except KeyboardInterrupt:\n        pass';
     const r = await run(id, code, { timeout: 1 });
     expect(r.body.error.name).toBe('ExecutionTimeout');
     expect(r.body.state_preserved).toBe(false);
@@ -170,8 +171,9 @@ describe('artifacts seen by the kernel and the supervisor', () => {
   it('sees changes deep in the tree, and those of background processes in the next call', async () => {
     const id = await sandbox();
     const paths = (r: { body: { files: Array<{ path: string }> } }) => r.body.files.map((f) => f.path);
-    expect(paths(await run(id, 'import os\nos.makedirs("a/b/c")\nopen("a/b/c/new.txt", "w").write("1")')))
-      .toEqual(['/workspace/a/b/c/new.txt']);
+    expect(paths(await run(id, 'import os\nos.makedirs("a/b/c")\nopen("a/b/c/new.txt", "w").write("1")'))).toEqual([
+      '/workspace/a/b/c/new.txt',
+    ]);
     expect(paths(await run(id, 'print("nothing")'))).toEqual([]);
     expect(paths(await run(id, 'open("a/b/c/new.txt", "a").write("2")'))).toEqual(['/workspace/a/b/c/new.txt']);
     await run(id, 'import subprocess\nsubprocess.Popen(["sh", "-c", "sleep 0.3; echo x > a/b/later.txt"])');
@@ -238,7 +240,10 @@ describe('the channel is written by user code', () => {
     // Noise from a thread, between calls and during them: the service stops reading between calls, skips
     // the noise unparsed during a call, and stops the sandbox if a call brings more than a frame's worth.
     const between = await sandbox();
-    await run(between, 'import os, threading\ndef noise():\n    while True:\n        os.write(3, b"noise\\n" * 10000)\nthreading.Thread(target=noise, daemon=True).start()');
+    await run(
+      between,
+      'import os, threading\ndef noise():\n    while True:\n        os.write(3, b"noise\\n" * 10000)\nthreading.Thread(target=noise, daemon=True).start()',
+    );
     await new Promise((r) => setTimeout(r, 500));
     expect(JSON.parse((await t.app.inject({ method: 'GET', url: '/health' })).body).status).toBe('ok');
     for (let i = 0; i < 3; i++) {
@@ -252,7 +257,13 @@ describe('the channel is written by user code', () => {
   it('gives no child process the channel', async () => {
     const id = await sandbox();
     const probe = 'import os; print(sorted(os.readlink("/proc/self/fd/" + f) for f in os.listdir("/proc/self/fd")))';
-    const r = await run(id, `import subprocess, sys\nsubprocess.run([sys.executable, "-c", ${JSON.stringify(probe)}])\nos.system("ls -l /proc/$$/fd")`.replace('os.system', 'import os\nos.system'));
+    const r = await run(
+      id,
+      `import subprocess, sys\nsubprocess.run([sys.executable, "-c", ${JSON.stringify(probe)}])\nos.system("ls -l /proc/$$/fd")`.replace(
+        'os.system',
+        'import os\nos.system',
+      ),
+    );
     expect(r.body.error).toBeNull();
     expect(r.body.stdout).toMatch(/pipe:/);
     expect(r.body.stdout).not.toMatch(/socket:/);

@@ -32,7 +32,10 @@ function processes(id: string): { cmd: string; state: string }[] {
   for (const pid of sb.pids()) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-      out.push({ cmd: readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '), state: stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3) });
+      out.push({
+        cmd: readFileSync(`/proc/${pid}/cmdline`, 'utf8').replace(/\0/g, ' '),
+        state: stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3),
+      });
     } catch {
       // ended meanwhile
     }
@@ -55,7 +58,10 @@ describe('a hibernating supervisor', () => {
     expect((await run(id, 'print(x + 1)')).body.output).toBe('42\n');
     expect(hibernating(id)).toBe(true); // Python went straight to the kernel
     // ciw-idle, pid 1, holds the service's channel: not reachable through /proc, not killable from inside.
-    const probe = await run(id, 'import os, signal\ntry:\n    os.open("/proc/1/fd/1", os.O_WRONLY)\nexcept OSError as e:\n    print(type(e).__name__)\nos.kill(1, signal.SIGKILL)\nos.kill(1, signal.SIGSTOP)\nprint(open("/proc/1/cmdline").read().split("\\0")[0])');
+    const probe = await run(
+      id,
+      'import os, signal\ntry:\n    os.open("/proc/1/fd/1", os.O_WRONLY)\nexcept OSError as e:\n    print(type(e).__name__)\nos.kill(1, signal.SIGKILL)\nos.kill(1, signal.SIGSTOP)\nprint(open("/proc/1/cmdline").read().split("\\0")[0])',
+    );
     expect(probe.body.output).toBe('PermissionError\n/opt/ciw/ciw-idle\n');
     expect(hibernating(id)).toBe(true);
     const sh = await post('/execute_command', { sandbox_id: id, command: 'echo awake > note.txt; cat note.txt' });
@@ -87,7 +93,9 @@ describe('a hibernating supervisor', () => {
     expect(slow.body.error.name).toBe('ExecutionTimeout');
     expect(slow.body.state_preserved).toBe(true);
     await untilHibernating(id);
-    const stubborn = await run(id, 'import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.05)', { timeout: 1 });
+    const stubborn = await run(id, 'import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\nwhile True:\n    time.sleep(0.05)', {
+      timeout: 1,
+    });
     expect(stubborn.body.error.name).toBe('ExecutionTimeout');
     expect(stubborn.body.state_preserved).toBe(false);
     const fresh = await run(id, 'print("fresh")');
@@ -95,7 +103,7 @@ describe('a hibernating supervisor', () => {
     expect((await run(id, 'kept')).body.error.name).toBe('NameError');
   });
 
-  it('reports Python\'s death while it hibernates', async () => {
+  it("reports Python's death while it hibernates", async () => {
     const id = await sandbox();
     await run(id, 'import os, threading, time\nthreading.Thread(target=lambda: (time.sleep(1.2), os._exit(3))).start()\nv = 1');
     await untilHibernating(id);
@@ -118,8 +126,10 @@ describe('a hibernating supervisor', () => {
 
   it('leaves no zombie: orphans of shell commands are reaped by the supervisor, pid 1, or by ciw-idle', async () => {
     const id = await sandbox();
-    const zombies = async () => (await post('/execute_command', { sandbox_id: id, command: 'ps -eo stat=,pid=,comm=' })).body.stdout
-      .split('\n').filter((l: string) => l.startsWith('Z'));
+    const zombies = async () =>
+      (await post('/execute_command', { sandbox_id: id, command: 'ps -eo stat=,pid=,comm=' })).body.stdout
+        .split('\n')
+        .filter((l: string) => l.startsWith('Z'));
     // The orphans end while the command still runs; the supervisor collects them before it answers.
     await post('/execute_command', { sandbox_id: id, command: 'for i in 1 2 3 4 5; do (true &); done; sleep 0.2' });
     expect(await zombies()).toEqual([]);

@@ -26,7 +26,8 @@ async function sandbox(): Promise<string> {
   return r.body.sandbox_id;
 }
 
-const sandboxOf = (id: string) => (t.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(id)!.sandbox;
+const sandboxOf = (id: string) =>
+  (t.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(id)!.sandbox;
 
 describe('stateful Python', () => {
   it('x = 41 then print(x + 1) prints 42; imports and functions persist', async () => {
@@ -41,13 +42,16 @@ describe('stateful Python', () => {
 
   it('captures stdout and stderr separately, and output from child processes', async () => {
     const id = await sandbox();
-    const r = await post('/run_code', { sandbox_id: id, code: 'import sys, os\nprint("out")\nprint("err", file=sys.stderr)\nos.system("echo from-child")' });
+    const r = await post('/run_code', {
+      sandbox_id: id,
+      code: 'import sys, os\nprint("out")\nprint("err", file=sys.stderr)\nos.system("echo from-child")',
+    });
     expect(r.body.stdout).toBe('out\nfrom-child\n');
     expect(r.body.stderr).toBe('err\n');
     expect(r.body.output).toContain('err\n');
   });
 
-  it('returns the last expression\'s value', async () => {
+  it("returns the last expression's value", async () => {
     const id = await sandbox();
     const r = await post('/run_code', { sandbox_id: id, code: 'a = [1, 2]\na + [3]' });
     expect(r.body.results).toEqual([{ type: 'execute_result', data: { 'text/plain': '[1, 2, 3]' } }]);
@@ -56,7 +60,7 @@ describe('stateful Python', () => {
     expect(none.body.results).toEqual([]);
   });
 
-  it('reports exceptions with the user\'s own lines only', async () => {
+  it("reports exceptions with the user's own lines only", async () => {
     const id = await sandbox();
     const r = await post('/run_code', { sandbox_id: id, code: 'def f(d):\n    return d["missing"]\n\nf({})' });
     expect(r.status).toBe(200);
@@ -85,7 +89,10 @@ describe('concurrency', () => {
   it('runs two calls into one sandbox one after the other, never interleaved', async () => {
     const id = await sandbox();
     await post('/run_code', { sandbox_id: id, code: 'events = []' });
-    const slow = post('/run_code', { sandbox_id: id, code: 'import time\nevents.append("slow-start")\ntime.sleep(0.5)\nevents.append("slow-end")' });
+    const slow = post('/run_code', {
+      sandbox_id: id,
+      code: 'import time\nevents.append("slow-start")\ntime.sleep(0.5)\nevents.append("slow-end")',
+    });
     await new Promise((r) => setTimeout(r, 50));
     const fast = post('/execute_command', { sandbox_id: id, command: 'echo fast' });
     const quick = post('/run_code', { sandbox_id: id, code: 'events.append("quick")' });
@@ -141,7 +148,7 @@ describe('timeouts', () => {
     expect(next.body.error.name).toBe('NameError');
   });
 
-  it('kills a timed-out command\'s whole process tree', async () => {
+  it("kills a timed-out command's whole process tree", async () => {
     const id = await sandbox();
     const r = await post('/execute_command', { sandbox_id: id, command: '(sleep 300; echo never) & sleep 300 | cat', timeout: 1 });
     expect(r.body).toMatchObject({ timed_out: true, exit_code: 124 });
@@ -162,7 +169,10 @@ describe('timeouts', () => {
 describe('shell', () => {
   it('supports pipes, &&, redirects, exit codes, and shares files with Python', async () => {
     const id = await sandbox();
-    const r = await post('/execute_command', { sandbox_id: id, command: 'pwd && printf "b\\na\\nc\\n" | sort > sorted.txt && wc -l < sorted.txt' });
+    const r = await post('/execute_command', {
+      sandbox_id: id,
+      command: 'pwd && printf "b\\na\\nc\\n" | sort > sorted.txt && wc -l < sorted.txt',
+    });
     expect(r.body).toMatchObject({ stdout: '/workspace\n3\n', exit_code: 0, timed_out: false });
     const py = await post('/run_code', { sandbox_id: id, code: 'print(open("sorted.txt").read().split())' });
     expect(py.body.stdout).toBe("['a', 'b', 'c']\n");
@@ -198,14 +208,22 @@ describe('files', () => {
   it('a 1 MiB random binary written as base64 comes back byte-identical from GET /files', async () => {
     const id = await sandbox();
     const data = randomBytes(1024 * 1024);
-    const w = await post('/write_file', { sandbox_id: id, remote_path: 'bin/data.bin', content: data.toString('base64'), encoding: 'base64' });
+    const w = await post('/write_file', {
+      sandbox_id: id,
+      remote_path: 'bin/data.bin',
+      content: data.toString('base64'),
+      encoding: 'base64',
+    });
     expect(w.body).toMatchObject({ status: 'success', remote_path: '/workspace/bin/data.bin', size: data.length });
     const d = await post('/download_file', { sandbox_id: id, remote_path: '/workspace/bin/data.bin' });
     expect(d.body.size).toBe(data.length);
     const res = await t.app.inject({ method: 'GET', url: new URL(d.body.download_url).pathname, headers: auth });
     expect(res.statusCode).toBe(200);
     expect(Buffer.compare(res.rawPayload, data)).toBe(0);
-    const sha = await post('/run_code', { sandbox_id: id, code: 'import hashlib\nhashlib.sha256(open("bin/data.bin","rb").read()).hexdigest()' });
+    const sha = await post('/run_code', {
+      sandbox_id: id,
+      code: 'import hashlib\nhashlib.sha256(open("bin/data.bin","rb").read()).hexdigest()',
+    });
     const { createHash } = await import('node:crypto');
     expect(sha.body.results[0].data['text/plain']).toBe(`'${createHash('sha256').update(data).digest('hex')}'`);
   });
@@ -222,7 +240,9 @@ describe('files', () => {
       const { port } = new URL(address);
       // Ask for 20 MB, read the headers, hang up.
       await new Promise<void>((resolve, reject) => {
-        const socket = connect(Number(port), '127.0.0.1', () => socket.write(`GET /files/${id}/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\n\r\n`));
+        const socket = connect(Number(port), '127.0.0.1', () =>
+          socket.write(`GET /files/${id}/big.bin HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY}\r\n\r\n`),
+        );
         socket.once('data', (head) => {
           expect(head.toString('latin1')).toMatch(/^HTTP\/1\.1 200[\s\S]*content-length: 20000000/i);
           socket.destroy();
@@ -298,7 +318,12 @@ describe('files', () => {
       expect(r.body.exit_code).not.toBe(0);
       expect(r.body.stderr).toMatch(/No space left/);
       await q.post('/execute_command', { sandbox_id: id, command: 'rm big' });
-      const w = await q.post('/write_file', { sandbox_id: id, remote_path: 'big2', content: Buffer.alloc(5_000_000).toString('base64'), encoding: 'base64' });
+      const w = await q.post('/write_file', {
+        sandbox_id: id,
+        remote_path: 'big2',
+        content: Buffer.alloc(5_000_000).toString('base64'),
+        encoding: 'base64',
+      });
       expect(w.status).toBe(413);
       expect(w.body.error.code).toBe('DISK_QUOTA_EXCEEDED');
       expect((await q.post('/run_code', { sandbox_id: id, code: 'print("usable")' })).body.output).toBe('usable\n');
@@ -313,7 +338,7 @@ describe('files', () => {
 });
 
 describe('boundary', () => {
-  it('runs as a non-root host uid and hides host files, processes and the service\'s environment', async () => {
+  it("runs as a non-root host uid and hides host files, processes and the service's environment", async () => {
     const id = await sandbox();
     for (const pid of sandboxOf(id).pids()) {
       const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
@@ -336,7 +361,7 @@ describe('boundary', () => {
     expect(r.body.stdout).toBe('False False\nFalse False False\nTrue\n');
   });
 
-  it('has no network: not the service\'s own port on 127.0.0.1, not the metadata address', async () => {
+  it("has no network: not the service's own port on 127.0.0.1, not the metadata address", async () => {
     const server = await startServer({ '/': (_q, s) => s.end('host service') });
     try {
       const id = await sandbox();
@@ -382,7 +407,9 @@ describe('boundary', () => {
     try {
       const id = (await e.post('/create_sandbox', { idle_timeout_seconds: 60 })).body.sandbox_id;
       await e.post('/execute_command', { sandbox_id: id, command: 'nohup sleep 600 >/dev/null 2>&1 &' });
-      const handle = (e.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(id)!.sandbox;
+      const handle = (e.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(
+        id,
+      )!.sandbox;
       expect(handle.pids().length).toBeGreaterThan(0);
       now += 61_000;
       await e.service.reap();

@@ -36,7 +36,16 @@ type Content = Array<{ type: string; text?: string; data?: string; mimeType?: st
 describe('MCP server', () => {
   it('lists the tools with input schemas and descriptions', async () => {
     const { tools } = await withClient((c) => c.listTools());
-    expect(tools.map((x) => x.name)).toEqual(['create_sandbox', 'run_code', 'run_command', 'write_file', 'upload_file', 'read_file', 'list_files', 'stop_sandbox']);
+    expect(tools.map((x) => x.name)).toEqual([
+      'create_sandbox',
+      'run_code',
+      'run_command',
+      'write_file',
+      'upload_file',
+      'read_file',
+      'list_files',
+      'stop_sandbox',
+    ]);
     const run = tools.find((x) => x.name === 'run_code')!;
     expect(run.description).toMatch(/keep variables/);
     expect(run.inputSchema.properties).toHaveProperty('code');
@@ -50,10 +59,17 @@ describe('MCP server', () => {
     expect(id).toMatch(/^sbx_/);
     const first = await withClient((c) => c.callTool({ name: 'run_code', arguments: { sandbox_id: id, code: 'x = 41' } }));
     expect(first.isError).toBe(false);
-    const second = await withClient((c) => c.callTool({ name: 'run_code', arguments: { sandbox_id: id, code: 'print(x + 1)' } }), { sse: true });
+    const second = await withClient((c) => c.callTool({ name: 'run_code', arguments: { sandbox_id: id, code: 'print(x + 1)' } }), {
+      sse: true,
+    });
     expect((second.content as Content)[0].text).toBe('42');
     expect((second.structuredContent as { stdout: string }).stdout).toBe('42\n');
-    const chart = await withClient((c) => c.callTool({ name: 'run_code', arguments: { sandbox_id: id, code: 'import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nopen("notes.txt", "w").write("hi")' } }));
+    const chart = await withClient((c) =>
+      c.callTool({
+        name: 'run_code',
+        arguments: { sandbox_id: id, code: 'import matplotlib.pyplot as plt\nplt.plot([1, 4, 9])\nopen("notes.txt", "w").write("hi")' },
+      }),
+    );
     const content = chart.content as Content;
     const image = content.find((x) => x.type === 'image')!;
     expect(image.mimeType).toBe('image/png');
@@ -77,7 +93,9 @@ describe('MCP server', () => {
     const bad = await withClient((c) => c.callTool({ name: 'run_code', arguments: { conversation_id: 'mcp-conv' } }));
     expect(bad.isError).toBe(true);
     expect((bad.content as Content)[0].text).toMatch(/^VALIDATION_FAILED: .*code/);
-    const cmd = await withClient((c) => c.callTool({ name: 'run_command', arguments: { conversation_id: 'mcp-conv', command: 'echo hi; exit 2' } }));
+    const cmd = await withClient((c) =>
+      c.callTool({ name: 'run_command', arguments: { conversation_id: 'mcp-conv', command: 'echo hi; exit 2' } }),
+    );
     expect(cmd.isError).toBe(true);
     expect((cmd.content as Content)[0].text).toBe('hi\nCommandFailed: exit code 2\nexit code 2');
   });
@@ -95,9 +113,14 @@ describe('MCP server', () => {
 
 describe('MCP read_file holds no more than it can return', () => {
   it('answers a file over 2 MiB with its link alone, and a small one with its content', async () => {
-    const id = await withClient(async (c) => (await c.callTool({ name: 'create_sandbox', arguments: {} })).structuredContent as { sandbox_id: string })
-      .then((s) => s.sandbox_id);
-    await t.post('/execute_command', { sandbox_id: id, command: 'head -c 5000000 /dev/zero > big.bin && echo small > small.txt' }, { authorization: `Bearer ${KEY}` });
+    const id = await withClient(
+      async (c) => (await c.callTool({ name: 'create_sandbox', arguments: {} })).structuredContent as { sandbox_id: string },
+    ).then((s) => s.sandbox_id);
+    await t.post(
+      '/execute_command',
+      { sandbox_id: id, command: 'head -c 5000000 /dev/zero > big.bin && echo small > small.txt' },
+      { authorization: `Bearer ${KEY}` },
+    );
     const big = await withClient((c) => c.callTool({ name: 'read_file', arguments: { sandbox_id: id, remote_path: 'big.bin' } }));
     const bigContent = big.content as Content;
     expect(bigContent[0].text).toMatch(/5000000 bytes: too large to return here/);

@@ -25,9 +25,15 @@ beforeAll(async () => {
   extraDir = mkdtempSync(join(tmpdir(), 'ciw-extra-'));
   writeFileSync(join(extraDir, 'ciw_extra_module.py'), 'ANSWER = 42\n');
   chmodSync(extraDir, 0o755); // sandboxes run under other uids: the directory must be readable by all
-  t = await startTestApp(localEnv({
-    API_KEY: KEY, PUBLIC_BASE_URL: 'http://ciw.test:8000', FILE_URL_TTL_S: '600', SANDBOX_EXTRA_PYTHONPATH: extraDir,
-  }), () => now);
+  t = await startTestApp(
+    localEnv({
+      API_KEY: KEY,
+      PUBLIC_BASE_URL: 'http://ciw.test:8000',
+      FILE_URL_TTL_S: '600',
+      SANDBOX_EXTRA_PYTHONPATH: extraDir,
+    }),
+    () => now,
+  );
 });
 afterAll(async () => t.close());
 
@@ -53,7 +59,9 @@ describe('a DataFrame and a chart from one call', () => {
     expect(chart.path).toMatch(/^\/workspace\/outputs\/cell1-1\.png$/);
     expect(chart.data['image/png']).toBeUndefined();
     expect(chart.url).toMatch(/^http:\/\/ciw\.test:8000\/files\/sbx_\w+\/outputs\/cell1-1\.png\?exp=\d+&sig=/);
-    expect(r.body.files).toEqual([expect.objectContaining({ path: '/workspace/outputs/cell1-1.png', name: 'cell1-1.png', mime_type: 'image/png' })]);
+    expect(r.body.files).toEqual([
+      expect.objectContaining({ path: '/workspace/outputs/cell1-1.png', name: 'cell1-1.png', mime_type: 'image/png' }),
+    ]);
     const png = await fetchUrl(r.body.files[0].url);
     expect(png.statusCode).toBe(200);
     expect(png.headers['content-type']).toBe('image/png');
@@ -74,7 +82,10 @@ describe('a DataFrame and a chart from one call', () => {
     const r = await post('/run_code', { sandbox_id: id, code });
     expect(r.body.stderr).toBe('');
     expect(r.body.results.map((x: { path?: string; data: Record<string, string> }) => x.path ?? x.data['text/plain'])).toEqual([
-      '/workspace/outputs/cell1-1.png', "'between'", "{'k': 1}", '/workspace/outputs/cell1-2.png',
+      '/workspace/outputs/cell1-1.png',
+      "'between'",
+      "{'k': 1}",
+      '/workspace/outputs/cell1-2.png',
     ]);
   });
 
@@ -91,7 +102,10 @@ describe('artifacts and signed URLs', () => {
   it('lists files a call created or changed, not unchanged, hidden or uploaded ones', async () => {
     const id = await sandbox();
     await post('/write_file', { sandbox_id: id, remote_path: 'input.csv', content: 'a\n1\n' });
-    const first = await post('/execute_command', { sandbox_id: id, command: 'mkdir -p out .cache && echo x > out/a.txt && echo y > .cache/skip && cp input.csv out/b.csv' });
+    const first = await post('/execute_command', {
+      sandbox_id: id,
+      command: 'mkdir -p out .cache && echo x > out/a.txt && echo y > .cache/skip && cp input.csv out/b.csv',
+    });
     expect(first.body.files.map((f: { path: string }) => f.path)).toEqual(['/workspace/out/a.txt', '/workspace/out/b.csv']);
     const second = await post('/run_code', { sandbox_id: id, code: 'open("out/a.txt", "a").write("more")' });
     expect(second.body.files.map((f: { path: string }) => f.path)).toEqual(['/workspace/out/a.txt']);
@@ -112,7 +126,10 @@ describe('artifacts and signed URLs', () => {
     const forged = await t.app.inject({ method: 'GET', url: `/files/${id}/b.txt${u.search}` });
     expect(forged.statusCode).toBe(403);
     expect(JSON.parse(forged.body).error.code).toBe('URL_SIGNATURE_INVALID');
-    const tampered = await t.app.inject({ method: 'GET', url: `${u.pathname}?exp=${Number(u.searchParams.get('exp')) + 1000}&sig=${u.searchParams.get('sig')}` });
+    const tampered = await t.app.inject({
+      method: 'GET',
+      url: `${u.pathname}?exp=${Number(u.searchParams.get('exp')) + 1000}&sig=${u.searchParams.get('sig')}`,
+    });
     expect(tampered.statusCode).toBe(403);
     expect((await t.app.inject({ method: 'GET', url: u.pathname })).statusCode).toBe(401);
     now += 601_000;
@@ -125,7 +142,12 @@ describe('artifacts and signed URLs', () => {
   it('answers download_file with the bytes themselves when asked', async () => {
     const id = await sandbox();
     await post('/write_file', { sandbox_id: id, remote_path: 'report.json', content: '{"ok": true}' });
-    const r = await t.app.inject({ method: 'POST', url: '/download_file', headers: auth, payload: { sandbox_id: id, remote_path: 'report.json', as_file: true } });
+    const r = await t.app.inject({
+      method: 'POST',
+      url: '/download_file',
+      headers: auth,
+      payload: { sandbox_id: id, remote_path: 'report.json', as_file: true },
+    });
     expect(r.statusCode).toBe(200);
     expect(r.headers['content-type']).toBe('application/json');
     expect(r.headers['content-disposition']).toContain('attachment; filename="report.json"');
@@ -149,7 +171,10 @@ describe('JavaScript', () => {
     const id = await sandbox();
     await post('/run_code', { sandbox_id: id, language: 'js', code: 'globalThis.kept = 1' });
     // [l]: the pattern must not match this shell's own command line. Waits until the kernel is gone.
-    await post('/execute_command', { sandbox_id: id, command: "pkill -f 'ciw_js_kerne[l]'; while pgrep -f 'ciw_js_kerne[l]' >/dev/null; do sleep 0.05; done" });
+    await post('/execute_command', {
+      sandbox_id: id,
+      command: "pkill -f 'ciw_js_kerne[l]'; while pgrep -f 'ciw_js_kerne[l]' >/dev/null; do sleep 0.05; done",
+    });
     const r = await post('/run_code', { sandbox_id: id, language: 'js', code: 'typeof kept' });
     expect(r.body.error, JSON.stringify(r.body.error)).toBeNull();
     expect(r.body.results[0].data['text/plain']).toBe("'undefined'");
@@ -158,7 +183,7 @@ describe('JavaScript', () => {
     expect((await post('/run_code', { sandbox_id: id, language: 'js', code: '1 + 1' })).body.state_preserved).toBe(true);
   });
 
-  it('reports errors with the user\'s stack, and interrupts an endless loop keeping the state', async () => {
+  it("reports errors with the user's stack, and interrupts an endless loop keeping the state", async () => {
     const id = await sandbox();
     const e = await post('/run_code', { sandbox_id: id, language: 'js', code: 'globalThis.kept = "yes";\nnull.boom' });
     expect(e.body.error.name).toBe('TypeError');
@@ -172,9 +197,12 @@ describe('JavaScript', () => {
 });
 
 describe('the Python environment', () => {
-  it('has the data stack and what Dify templates import, plus the operator\'s extra packages', async () => {
+  it("has the data stack and what Dify templates import, plus the operator's extra packages", async () => {
     const id = await sandbox();
-    const r = await post('/run_code', { sandbox_id: id, code: 'import numpy, pandas, matplotlib, jinja2, requests, httpx\nimport ciw_extra_module\nciw_extra_module.ANSWER' });
+    const r = await post('/run_code', {
+      sandbox_id: id,
+      code: 'import numpy, pandas, matplotlib, jinja2, requests, httpx\nimport ciw_extra_module\nciw_extra_module.ANSWER',
+    });
     expect(r.body.error).toBeNull();
     expect(r.body.results[0].data['text/plain']).toBe('42');
   });
@@ -189,7 +217,11 @@ describe('streaming', () => {
 
   /** Reads a streamed answer, noting when each chunk arrived. */
   async function read(path: string, body: object, headers: Record<string, string> = {}) {
-    const res = await fetch(`${base}${path}`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
+    const res = await fetch(`${base}${path}`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json', ...headers },
+      body: JSON.stringify(body),
+    });
     const chunks: Array<{ at: number; text: string }> = [];
     const decoder = new TextDecoder();
     for await (const chunk of res.body!) chunks.push({ at: Date.now(), text: decoder.decode(chunk as Uint8Array, { stream: true }) });
@@ -198,9 +230,16 @@ describe('streaming', () => {
 
   it('delivers the first line of a call that prints, sleeps 2 s and prints again before the call ends (NDJSON)', async () => {
     const id = await sandbox();
-    const { res, chunks, text } = await read('/run_code', { sandbox_id: id, code: 'import time\nprint("first", flush=True)\ntime.sleep(2)\nprint("second")\n"done"', stream: true });
+    const { res, chunks, text } = await read('/run_code', {
+      sandbox_id: id,
+      code: 'import time\nprint("first", flush=True)\ntime.sleep(2)\nprint("second")\n"done"',
+      stream: true,
+    });
     expect(res.headers.get('content-type')).toMatch(/application\/x-ndjson/);
-    const events = text.trim().split('\n').map((l) => JSON.parse(l));
+    const events = text
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(events.map((e) => e.type)).toEqual(['stdout', 'stdout', 'result', 'end']);
     expect(events[0].data).toBe('first\n');
     const end = events.at(-1).response;
@@ -213,13 +252,21 @@ describe('streaming', () => {
 
   it('speaks server-sent events for execute_command, and streams errors of the request as plain 4xx', async () => {
     const id = await sandbox();
-    const { res, text } = await read('/execute_command', { sandbox_id: id, command: 'echo out; echo err >&2; exit 3' }, { accept: 'text/event-stream' });
+    const { res, text } = await read(
+      '/execute_command',
+      { sandbox_id: id, command: 'echo out; echo err >&2; exit 3' },
+      { accept: 'text/event-stream' },
+    );
     expect(res.headers.get('content-type')).toMatch(/text\/event-stream/);
     expect(text).toContain('event: stdout\ndata: {"data":"out\\n"}\n\n');
     expect(text).toContain('event: stderr\ndata: {"data":"err\\n"}\n\n');
     const end = /event: end\ndata: (.*)\n\n/.exec(text)!;
     expect(JSON.parse(end[1]).response).toMatchObject({ exit_code: 3, stdout: 'out\n' });
-    const missing = await fetch(`${base}/run_code`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ sandbox_id: 'sbx_nope', code: '1', stream: true }) });
+    const missing = await fetch(`${base}/run_code`, {
+      method: 'POST',
+      headers: { ...auth, 'content-type': 'application/json' },
+      body: JSON.stringify({ sandbox_id: 'sbx_nope', code: '1', stream: true }),
+    });
     expect(missing.status).toBe(404);
   });
 });

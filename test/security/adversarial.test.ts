@@ -18,7 +18,10 @@ let id: string;
 beforeAll(async () => {
   t = await startTestApp(localEnv({ API_KEYS: `${KEY_A},${KEY_B}`, MAX_FILE_BYTES: String(1024 * 1024) }));
   id = (await postA('/create_sandbox', {})).body.sandbox_id;
-  await postA('/execute_command', { sandbox_id: id, command: 'mkdir -p d && echo inside > d/ok.txt && ln -s /etc escape && ln -s /proc/1/root rootlink' });
+  await postA('/execute_command', {
+    sandbox_id: id,
+    command: 'mkdir -p d && echo inside > d/ok.txt && ln -s /etc escape && ln -s /proc/1/root rootlink',
+  });
 });
 afterAll(async () => {
   // The service is still healthy, and code still runs, after everything below.
@@ -29,8 +32,16 @@ afterAll(async () => {
 });
 
 const TRAVERSALS = [
-  '../etc/passwd', '../../../../etc/shadow', '/etc/passwd', '/workspace/../etc/passwd', 'd/../../etc/passwd',
-  'escape/passwd', 'escape/../escape/hostname', 'rootlink/etc/passwd', '/proc/self/environ', '/proc/1/environ',
+  '../etc/passwd',
+  '../../../../etc/shadow',
+  '/etc/passwd',
+  '/workspace/../etc/passwd',
+  'd/../../etc/passwd',
+  'escape/passwd',
+  'escape/../escape/hostname',
+  'rootlink/etc/passwd',
+  '/proc/self/environ',
+  '/proc/1/environ',
 ];
 
 describe('path traversal in every file endpoint', () => {
@@ -49,7 +60,15 @@ describe('path traversal in every file endpoint', () => {
   });
 
   it('GET /files refuses encoded and raw traversal', async () => {
-    for (const p of ['..%2Fetc%2Fpasswd', '%2e%2e/%2e%2e/etc/passwd', '..%252f..%252fetc', 'escape/passwd', '%2Fetc%2Fpasswd', 'd%2F..%2F..%2Fetc%2Fpasswd', 'rootlink/etc/hostname']) {
+    for (const p of [
+      '..%2Fetc%2Fpasswd',
+      '%2e%2e/%2e%2e/etc/passwd',
+      '..%252f..%252fetc',
+      'escape/passwd',
+      '%2Fetc%2Fpasswd',
+      'd%2F..%2F..%2Fetc%2Fpasswd',
+      'rootlink/etc/hostname',
+    ]) {
       const r = await getA(`/files/${id}/${p}`);
       expect(r.statusCode, p).toBeGreaterThanOrEqual(400);
       expect(r.statusCode, p).toBeLessThan(500);
@@ -94,7 +113,12 @@ describe('malformed requests', () => {
 
   it('refuses prototype pollution, broken JSON and an array body', async () => {
     for (const payload of ['{"__proto__": {"admin": true}, "code": "1", "sandbox_id": "x"}', '{"code": "1", ', '[1, 2, 3]', 'null']) {
-      const r = await t.app.inject({ method: 'POST', url: '/run_code', payload, headers: { ...as(KEY_A), 'content-type': 'application/json' } });
+      const r = await t.app.inject({
+        method: 'POST',
+        url: '/run_code',
+        payload,
+        headers: { ...as(KEY_A), 'content-type': 'application/json' },
+      });
       expect(r.statusCode, payload).toBe(400);
     }
     expect(({} as Record<string, unknown>).admin).toBeUndefined();
@@ -106,7 +130,12 @@ describe('malformed requests', () => {
   });
 
   it('never shows a stack trace', async () => {
-    const r = await t.app.inject({ method: 'POST', url: '/run_code', payload: '\u0000\u0001garbage', headers: { ...as(KEY_A), 'content-type': 'application/json' } });
+    const r = await t.app.inject({
+      method: 'POST',
+      url: '/run_code',
+      payload: '\u0000\u0001garbage',
+      headers: { ...as(KEY_A), 'content-type': 'application/json' },
+    });
     expect(r.statusCode).toBe(400);
     expect(r.body).not.toMatch(/at .*\.(js|ts):\d+/);
   });
@@ -132,7 +161,7 @@ describe('ids and ownership', () => {
 });
 
 describe('attacks from inside a sandbox', () => {
-  it('cannot see another sandbox\'s files', async () => {
+  it("cannot see another sandbox's files", async () => {
     const other = (await postA('/create_sandbox', {})).body.sandbox_id;
     await postA('/write_file', { sandbox_id: other, remote_path: 'neighbour-secret-7f3a.txt', content: 'neighbour' });
     const r = await postA('/execute_command', { sandbox_id: id, command: 'find / -name "neighbour-secret-*" 2>/dev/null; echo done' });
@@ -155,13 +184,26 @@ describe('attacks from inside a sandbox', () => {
         'id -u',
       ].join('; '),
     });
-    expect(r.body.stdout).toBe([
-      'CapEff:\t0000000000000000', 'CapBnd:\t0000000000000000', 'NoNewPrivs:\t1',
-      'usr-readonly', 'rootfs-checked', '64', 'sysctl-readonly', 'sys-checked', 'userns-denied', 'mount-denied', 'su-failed', '1000', '',
-    ].join('\n'));
+    expect(r.body.stdout).toBe(
+      [
+        'CapEff:\t0000000000000000',
+        'CapBnd:\t0000000000000000',
+        'NoNewPrivs:\t1',
+        'usr-readonly',
+        'rootfs-checked',
+        '64',
+        'sysctl-readonly',
+        'sys-checked',
+        'userns-denied',
+        'mount-denied',
+        'su-failed',
+        '1000',
+        '',
+      ].join('\n'),
+    );
   });
 
-  it('cannot forge the agent\'s replies through /proc', async () => {
+  it("cannot forge the agent's replies through /proc", async () => {
     const code = [
       'import os',
       'results = []',

@@ -22,9 +22,11 @@ let port: number;
 
 const call = async (path: string, body: unknown, key = KEY_B) => {
   const r = await fetch(`${base}${path}`, {
-    method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' }, body: JSON.stringify(body),
+    method: 'POST',
+    headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+    body: JSON.stringify(body),
   });
-  return { status: r.status, body: await r.json() as any };
+  return { status: r.status, body: (await r.json()) as any };
 };
 
 const rssBytes = () => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync(`/proc/${server.child.pid}/status`, 'utf8'))![1]) * 1024;
@@ -48,11 +50,21 @@ async function timed<T>(fn: () => Promise<T>): Promise<number> {
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
 beforeAll(async () => {
-  server = startServerProcess(localEnv({
-    API_KEYS: `${KEY_A},${KEY_B}`, HOST: '127.0.0.1', PORT: '0', POOL_SIZE: '0',
-    HTTP_HEADERS_TIMEOUT_S: '2', HTTP_REQUEST_TIMEOUT_S: '4', HTTP_KEEPALIVE_TIMEOUT_S: '5', FILE_SEND_IDLE_TIMEOUT_S: '2',
-    MAX_FILE_BYTES: String(64 * MiB), SANDBOX_DISK_BYTES: String(256 * MiB), MAX_CONNECTIONS: '400',
-  }));
+  server = startServerProcess(
+    localEnv({
+      API_KEYS: `${KEY_A},${KEY_B}`,
+      HOST: '127.0.0.1',
+      PORT: '0',
+      POOL_SIZE: '0',
+      HTTP_HEADERS_TIMEOUT_S: '2',
+      HTTP_REQUEST_TIMEOUT_S: '4',
+      HTTP_KEEPALIVE_TIMEOUT_S: '5',
+      FILE_SEND_IDLE_TIMEOUT_S: '2',
+      MAX_FILE_BYTES: String(64 * MiB),
+      SANDBOX_DISK_BYTES: String(256 * MiB),
+      MAX_CONNECTIONS: '400',
+    }),
+  );
   base = await server.listening(30_000);
   port = Number(new URL(base).port);
 }, 40_000);
@@ -123,7 +135,9 @@ describe('an attack run against the real service', () => {
           // The answer is a 400; or, when the service refused the body at its first bad chunk and Node closed
           // the connection before the client had written the rest, the client's write fails (EPIPE).
           const r = await fetch(`${base}/${i === 0 ? 'write_file' : 'run_code'}`, {
-            method: 'POST', headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json', 'idempotency-key': `r${round}-${i}` }, body,
+            method: 'POST',
+            headers: { authorization: `Bearer ${KEY_A}`, 'content-type': 'application/json', 'idempotency-key': `r${round}-${i}` },
+            body,
           }).catch((err: Error & { cause?: { code?: string } }) => {
             expect(['EPIPE', 'ECONNRESET']).toContain(err.cause?.code);
             return null;
@@ -154,9 +168,11 @@ describe('an attack run against the real service', () => {
     for (const n of received) expect(n).toBeLessThan(DOWNLOAD_BYTES);
 
     const growthMiB = (rssStalled - rssBefore) / MiB;
-    console.log(`[security] attack run: /health worst ${healthWorst.toFixed(1)} ms while attacks were refused; key B print(1) median `
-      + `${median(idle).toFixed(2)} ms idle, ${median(underAttack).toFixed(2)} ms under attack (ratio ${(median(underAttack) / median(idle)).toFixed(2)}); `
-      + `service memory +${growthMiB.toFixed(1)} MiB with 5 unread 40 MiB downloads`);
+    console.log(
+      `[security] attack run: /health worst ${healthWorst.toFixed(1)} ms while attacks were refused; key B print(1) median ` +
+        `${median(idle).toFixed(2)} ms idle, ${median(underAttack).toFixed(2)} ms under attack (ratio ${(median(underAttack) / median(idle)).toFixed(2)}); ` +
+        `service memory +${growthMiB.toFixed(1)} MiB with 5 unread 40 MiB downloads`,
+    );
     expect(growthMiB).toBeLessThan(100);
 
     // Afterwards the service is whole: key B runs, and the download works for a reader that reads.
@@ -169,7 +185,9 @@ describe('an attack run against the real service', () => {
     const id = (await call('/create_sandbox', {})).body.sandbox_id as string;
     const body = JSON.stringify({ sandbox_id: id, code: 'import time\ntime.sleep(3)\nprint("done")' });
     const c = rawConnection();
-    c.socket.write(`POST /run_code HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_B}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`);
+    c.socket.write(
+      `POST /run_code HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${KEY_B}\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+    );
     const answer = await new Promise<string>((resolve) => {
       let text = '';
       c.socket.on('data', (d) => {
@@ -182,7 +200,7 @@ describe('an attack run against the real service', () => {
     c.socket.destroy();
   }, 30_000);
 
-  it('lets link holders keep at most two of a sandbox\'s downloads going at once', async () => {
+  it("lets link holders keep at most two of a sandbox's downloads going at once", async () => {
     const id = (await call('/create_sandbox', {}, KEY_A)).body.sandbox_id as string;
     await call('/execute_command', { sandbox_id: id, command: `head -c ${DOWNLOAD_BYTES} /dev/urandom > big.bin` }, KEY_A);
     const url = new URL((await call('/download_file', { sandbox_id: id, remote_path: 'big.bin' }, KEY_A)).body.download_url as string);
@@ -194,7 +212,7 @@ describe('an attack run against the real service', () => {
     await new Promise((r) => setTimeout(r, 1000));
     const third = await fetch(url);
     expect(third.status).toBe(429);
-    expect((await third.json() as any).error.code).toBe('CALL_LIMIT_REACHED');
+    expect(((await third.json()) as any).error.code).toBe('CALL_LIMIT_REACHED');
     for (const c of stalled) c.socket.destroy();
     await Promise.all(stalled.map((c) => c.closed));
     // Once they are gone, the link works again.

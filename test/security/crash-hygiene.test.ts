@@ -66,7 +66,11 @@ describe('SIGTERM', () => {
     const headers = { authorization: 'Bearer k', 'content-type': 'application/json' };
     for (let i = 0; i < 3; i++) {
       const id = (await (await fetch(`${url}/create_sandbox`, { method: 'POST', headers, body: '{}' })).json()).sandbox_id;
-      await fetch(`${url}/execute_command`, { method: 'POST', headers, body: JSON.stringify({ sandbox_id: id, command: 'nohup sleep 600 >/dev/null 2>&1 &' }) });
+      await fetch(`${url}/execute_command`, {
+        method: 'POST',
+        headers,
+        body: JSON.stringify({ sandbox_id: id, command: 'nohup sleep 600 >/dev/null 2>&1 &' }),
+      });
     }
     const base = Number(env.SANDBOX_UID_BASE);
     const count = Number(env.SANDBOX_UID_COUNT);

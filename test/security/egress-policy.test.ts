@@ -12,8 +12,20 @@ const policy = parsePolicy('', '', () => new Set([OWN, OWN6]));
 
 describe('addresses that hide a forbidden IPv4 address inside IPv6', () => {
   it.each([
-    '::127.0.0.1', '::7f00:1', '0:0:0:0:0:0:7f00:1', '::169.254.169.254', '::a9fe:a9fe', '::10.0.0.1', '::192.168.1.1',
-    '::ffff:127.0.0.1', '::ffff:7f00:1', '::ffff:169.254.169.254', '64:ff9b::7f00:1', '2002:7f00:1::', '::', '::1',
+    '::127.0.0.1',
+    '::7f00:1',
+    '0:0:0:0:0:0:7f00:1',
+    '::169.254.169.254',
+    '::a9fe:a9fe',
+    '::10.0.0.1',
+    '::192.168.1.1',
+    '::ffff:127.0.0.1',
+    '::ffff:7f00:1',
+    '::ffff:169.254.169.254',
+    '64:ff9b::7f00:1',
+    '2002:7f00:1::',
+    '::',
+    '::1',
   ])('%s is refused', (address) => {
     expect(deniedReason(policy, address)).not.toBeNull();
     expect(literalDenied(policy, `[${address}]`)).not.toBeNull();
@@ -25,7 +37,7 @@ describe('addresses that hide a forbidden IPv4 address inside IPv6', () => {
   });
 });
 
-describe('this host\'s own addresses', () => {
+describe("this host's own addresses", () => {
   it('are refused even when globally routable, in every spelling', () => {
     for (const a of [OWN, `::ffff:${OWN}`, `::${OWN}`, OWN6, '2606:2800:0220:0001:0248:1893:25c8:1946']) {
       expect(deniedReason(policy, a), a).toMatch(/this host's own addresses/);
@@ -34,8 +46,19 @@ describe('this host\'s own addresses', () => {
   });
 
   it('stay reachable when the operator allows them by name or range', () => {
-    expect(deniedReason(parsePolicy(`${OWN}/32`, '', () => new Set([OWN])), OWN)).toBeNull();
-    expect(deniedReason(parsePolicy('', 'self.example', () => new Set([OWN])), OWN, 'self.example')).toBeNull();
+    expect(
+      deniedReason(
+        parsePolicy(`${OWN}/32`, '', () => new Set([OWN])),
+        OWN,
+      ),
+    ).toBeNull();
+    expect(
+      deniedReason(
+        parsePolicy('', 'self.example', () => new Set([OWN])),
+        OWN,
+        'self.example',
+      ),
+    ).toBeNull();
   });
 
   it('are read from the network interfaces by default (loopback among them, refused as loopback)', () => {

@@ -9,13 +9,15 @@ import { localEnv } from '../helpers/local.js';
 
 let t: TestApp;
 beforeAll(async () => {
-  t = await startTestApp(localEnv({
-    SANDBOX_MEMORY_BYTES: String(256 * 1024 * 1024),
-    SANDBOX_MAX_PROCESSES: '64',
-    SANDBOX_DISK_BYTES: String(32 * 1024 * 1024),
-    MAX_OUTPUT_BYTES: String(256 * 1024),
-    EXEC_CPU_LIMIT_S: '2',
-  }));
+  t = await startTestApp(
+    localEnv({
+      SANDBOX_MEMORY_BYTES: String(256 * 1024 * 1024),
+      SANDBOX_MAX_PROCESSES: '64',
+      SANDBOX_DISK_BYTES: String(32 * 1024 * 1024),
+      MAX_OUTPUT_BYTES: String(256 * 1024),
+      EXEC_CPU_LIMIT_S: '2',
+    }),
+  );
 });
 afterAll(async () => t.close());
 
@@ -35,7 +37,10 @@ describe('limits', () => {
       // sandbox at its process limit until stopped (and every call would say ProcessLimitExceeded).
       t.post('/execute_command', { sandbox_id: bomb, command: 'bomb() { bomb | bomb & }; bomb; sleep 10', timeout: 4 }),
       t.post('/run_code', { sandbox_id: mem, code: 'hog = b"x" * (10 * 1024 ** 3)' }),
-      t.post('/run_code', { sandbox_id: disk, code: 'with open("fill.bin", "wb") as f:\n    while True:\n        f.write(b"\\0" * 1048576)' }),
+      t.post('/run_code', {
+        sandbox_id: disk,
+        code: 'with open("fill.bin", "wb") as f:\n    while True:\n        f.write(b"\\0" * 1048576)',
+      }),
       t.post('/run_code', { sandbox_id: flood, code: 'while True:\n    print("flood " * 20)', timeout: 20 }),
     ]);
     // While the attacks run, the service and another sandbox answer.
@@ -111,7 +116,8 @@ describe('limits without cgroups (rlimits only)', () => {
     const id = (await r.post('/create_sandbox', {})).body.sandbox_id as string;
     // Children take every process slot before the first Python call starts its kernel; they leave once
     // /workspace/go exists (written by write_file, which needs no new process).
-    const fill = 'import os, time\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        while not os.path.exists("/workspace/go"):\n            time.sleep(0.05)\n        os._exit(0)';
+    const fill =
+      'import os, time\nwhile True:\n    try:\n        pid = os.fork()\n    except OSError:\n        break\n    if pid == 0:\n        while not os.path.exists("/workspace/go"):\n            time.sleep(0.05)\n        os._exit(0)';
     await r.post('/execute_command', { sandbox_id: id, command: `python3 -c '${fill}'` });
     const first = await r.post('/run_code', { sandbox_id: id, code: 'print(1)' });
     expect(first.status).toBe(200);

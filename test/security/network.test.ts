@@ -23,15 +23,16 @@ afterAll(async () => {
 });
 
 const py = (lines: string[]) => lines.join('\n');
-const fetchVia = (url: string) => py([
-  'import urllib.request, urllib.error',
-  'try:',
-  `    print(urllib.request.urlopen(${JSON.stringify(url)}, timeout=10).read().decode())`,
-  'except urllib.error.HTTPError as e:',
-  '    print("HTTP", e.code, e.read().decode().strip())',
-  'except Exception as e:',
-  '    print("FAILED", type(e).__name__)',
-]);
+const fetchVia = (url: string) =>
+  py([
+    'import urllib.request, urllib.error',
+    'try:',
+    `    print(urllib.request.urlopen(${JSON.stringify(url)}, timeout=10).read().decode())`,
+    'except urllib.error.HTTPError as e:',
+    '    print("HTTP", e.code, e.read().decode().strip())',
+    'except Exception as e:',
+    '    print("FAILED", type(e).__name__)',
+  ]);
 
 describe('sandbox network', () => {
   it('is off by default: no proxy, no route', async () => {
@@ -46,15 +47,21 @@ describe('sandbox network', () => {
     expect(c.body.info.network).toBe(true);
     const id = c.body.sandbox_id;
     // NO_PROXY sends 127.0.0.1 (the sandbox's own loopback) direct, so lift it to reach the host's.
-    const plain = await open.post('/run_code', { sandbox_id: id, code: `import os\nos.environ.pop("no_proxy")\nos.environ.pop("NO_PROXY")\n${fetchVia(`http://127.0.0.1:${port}/secret`)}` });
+    const plain = await open.post('/run_code', {
+      sandbox_id: id,
+      code: `import os\nos.environ.pop("no_proxy")\nos.environ.pop("NO_PROXY")\n${fetchVia(`http://127.0.0.1:${port}/secret`)}`,
+    });
     expect(plain.body.stdout).toBe('host-only secret\n');
-    const tunnel = await open.post('/run_code', { sandbox_id: id, code: py([
-      'import http.client',
-      'c = http.client.HTTPConnection("127.0.0.1", 3128, timeout=10)',
-      `c.set_tunnel("127.0.0.1", ${port})`,
-      'c.request("GET", "/secret")',
-      'print(c.getresponse().read().decode())',
-    ]) });
+    const tunnel = await open.post('/run_code', {
+      sandbox_id: id,
+      code: py([
+        'import http.client',
+        'c = http.client.HTTPConnection("127.0.0.1", 3128, timeout=10)',
+        `c.set_tunnel("127.0.0.1", ${port})`,
+        'c.request("GET", "/secret")',
+        'print(c.getresponse().read().decode())',
+      ]),
+    });
     expect(tunnel.body.stdout).toBe('host-only secret\n');
   });
 
@@ -91,7 +98,13 @@ describe('sandbox network', () => {
 
   it('keeps raw sockets and DNS unavailable even with network', async () => {
     const id = (await strict.post('/create_sandbox', { network: true })).body.sandbox_id;
-    const r = await strict.post('/run_code', { sandbox_id: id, code: fetchVia(`http://127.0.0.1:${port}/secret`).replace('urllib.request.urlopen', 'urllib.request.build_opener(urllib.request.ProxyHandler({})).open') });
+    const r = await strict.post('/run_code', {
+      sandbox_id: id,
+      code: fetchVia(`http://127.0.0.1:${port}/secret`).replace(
+        'urllib.request.urlopen',
+        'urllib.request.build_opener(urllib.request.ProxyHandler({})).open',
+      ),
+    });
     expect(r.body.stdout).toMatch(/^FAILED/);
   });
 

@@ -33,8 +33,13 @@ afterAll(async () => {
  */
 const send = (url: string, payload: string | Buffer, headers: Record<string, string>) => {
   const bytes = Buffer.from(payload);
-  const body = bytes.length <= CHUNK ? bytes : Readable.from(Array.from({ length: Math.ceil(bytes.length / CHUNK) }, (_, i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)));
-  return stalls.refusing(() => t.app.inject({ method: 'POST', url, payload: body, headers: { ...as(KEY_A), 'content-length': String(bytes.length), ...headers } }));
+  const body =
+    bytes.length <= CHUNK
+      ? bytes
+      : Readable.from(Array.from({ length: Math.ceil(bytes.length / CHUNK) }, (_, i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)));
+  return stalls.refusing(() =>
+    t.app.inject({ method: 'POST', url, payload: body, headers: { ...as(KEY_A), 'content-length': String(bytes.length), ...headers } }),
+  );
 };
 const CHUNK = 64 * 1024;
 const json = (url: string, body: unknown, headers: Record<string, string> = {}) => {
@@ -44,28 +49,44 @@ const json = (url: string, body: unknown, headers: Record<string, string> = {}) 
 
 describe('ReDoS: no pattern backtracks over request data', () => {
   // Whitespace runs that a pattern with whitespace on both sides of its padding tried in n² ways.
-  const spellings: Array<[string, string]> = [['spaces', ' '], ['tabs', '\t'], ['newlines', '\n'], ['mixed', ' \t\r\n']];
+  const spellings: Array<[string, string]> = [
+    ['spaces', ' '],
+    ['tabs', '\t'],
+    ['newlines', '\n'],
+    ['mixed', ' \t\r\n'],
+  ];
   const sizes = [100_000, 1_000_000];
-  const cases = spellings.flatMap(([name, unit]) => sizes.map((size) => [name, size, `${unit.repeat(Math.ceil(size / unit.length))}!`] as const));
+  const cases = spellings.flatMap(([name, unit]) =>
+    sizes.map((size) => [name, size, `${unit.repeat(Math.ceil(size / unit.length))}!`] as const),
+  );
 
-  it.each(cases)('base64 fields and encoding=base64 content: %s × %i then "!" are refused at once', async (_name, _size, text) => {
-    const attempts = [
-      () => json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', encoding: 'base64', content: text }),
-      () => json('/run_code', { sandbox_id: 'sbx_none', code_base64: text }),
-      () => json('/execute_command', { sandbox_id: 'sbx_none', command_base64: text }),
-      () => json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', content_base64: text }),
-      () => send('/run_code', new URLSearchParams({ sandbox_id: 'sbx_none', code_base64: text }).toString(), { 'content-type': 'application/x-www-form-urlencoded' }),
-    ];
-    for (const attempt of attempts) {
-      const r = await attempt();
-      expect(r.statusCode).toBe(400);
-      expect(JSON.parse(r.body).error.code).toBe('VALIDATION_FAILED');
-    }
-  }, 30_000);
+  it.each(cases)(
+    'base64 fields and encoding=base64 content: %s × %i then "!" are refused at once',
+    async (_name, _size, text) => {
+      const attempts = [
+        () => json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', encoding: 'base64', content: text }),
+        () => json('/run_code', { sandbox_id: 'sbx_none', code_base64: text }),
+        () => json('/execute_command', { sandbox_id: 'sbx_none', command_base64: text }),
+        () => json('/write_file', { sandbox_id: 'sbx_none', remote_path: 'a', content_base64: text }),
+        () =>
+          send('/run_code', new URLSearchParams({ sandbox_id: 'sbx_none', code_base64: text }).toString(), {
+            'content-type': 'application/x-www-form-urlencoded',
+          }),
+      ];
+      for (const attempt of attempts) {
+        const r = await attempt();
+        expect(r.statusCode).toBe(400);
+        expect(JSON.parse(r.body).error.code).toBe('VALIDATION_FAILED');
+      }
+    },
+    30_000,
+  );
 
   it('still takes real base64 with whitespace in it', async () => {
     const id = JSON.parse((await json('/create_sandbox', {})).body).sandbox_id;
-    const encoded = Buffer.from('hello base64').toString('base64').replace(/(.{4})/g, '$1 \n');
+    const encoded = Buffer.from('hello base64')
+      .toString('base64')
+      .replace(/(.{4})/g, '$1 \n');
     const w = await json('/write_file', { sandbox_id: id, remote_path: 'b.txt', encoding: 'base64', content: encoded });
     expect(JSON.parse(w.body).size).toBe(12);
     const r = await json('/run_code', { sandbox_id: id, code_base64: Buffer.from('print(42)').toString('base64url') });
@@ -83,15 +104,23 @@ describe('JSON bodies are bounded in shape before anything parses them', () => {
     ['100,000 levels of objects', `{"code": "1", "x": ${'{"a":'.repeat(100_000)}1${'}'.repeat(100_000)}}`],
     ['1.5 million objects', `{"code": "1", "x": ${manyObjects}}`],
     ['2 million numbers', `{"code": "1", "x": ${manyNumbers}}`],
-  ])('refuses %s with 400, with and without an Idempotency-Key, on every JSON route', async (_name, body) => {
-    for (const url of ['/run_code', '/create_sandbox', '/write_file', '/mcp']) {
-      for (const headers of [{}, { 'idempotency-key': `k-${url}` }] as Array<Record<string, string>>) {
-        const r = await send(url, body, { 'content-type': 'application/json', accept: 'application/json, text/event-stream', ...headers });
-        expect(r.statusCode, url).toBe(400);
-        expect(JSON.parse(r.body).error.message).toMatch(/nests deeper|more than 100000 values/);
+  ])(
+    'refuses %s with 400, with and without an Idempotency-Key, on every JSON route',
+    async (_name, body) => {
+      for (const url of ['/run_code', '/create_sandbox', '/write_file', '/mcp']) {
+        for (const headers of [{}, { 'idempotency-key': `k-${url}` }] as Array<Record<string, string>>) {
+          const r = await send(url, body, {
+            'content-type': 'application/json',
+            accept: 'application/json, text/event-stream',
+            ...headers,
+          });
+          expect(r.statusCode, url).toBe(400);
+          expect(JSON.parse(r.body).error.message).toMatch(/nests deeper|more than 100000 values/);
+        }
       }
-    }
-  }, 30_000);
+    },
+    30_000,
+  );
 
   it('takes what real clients send: commas and brackets inside strings do not count, 60 levels pass', async () => {
     const code = `print("${'[,{'.repeat(200_000)}")`;
@@ -119,26 +148,33 @@ describe('inputs that were 5xx are 4xx naming what to fix', () => {
   });
 
   it.each(['multipart/form-data', 'multipart/form-data; boundary=', 'multipart/form-data; charset=utf-8', 'multipart/mixed;boundary'])(
-    'a multipart body without a boundary (%s)', async (type) => {
+    'a multipart body without a boundary (%s)',
+    async (type) => {
       for (const url of ['/upload_file', '/write_file', '/run_code']) {
         const r = await send(url, '--x\r\ncontent-disposition: form-data; name="a"\r\n\r\n1\r\n--x--\r\n', { 'content-type': type });
         expect(r.statusCode, url).toBe(400);
         expect(JSON.parse(r.body).error.message).toMatch(/boundary/);
       }
-    });
+    },
+  );
 
   it.each(['__proto__', 'constructor', 'toString', 'hasOwnProperty', 'valueOf'])('language %s', async (language) => {
     const r = await json('/run_code', { conversation_id: 'c', code: '1', language });
     expect(r.statusCode).toBe(400);
     expect(JSON.parse(r.body).error.code).toBe('UNSUPPORTED_LANGUAGE');
-    const d = await t.app.inject({ method: 'POST', url: '/v1/sandbox/run', payload: { code: '1', language }, headers: { 'x-api-key': KEY_A } });
+    const d = await t.app.inject({
+      method: 'POST',
+      url: '/v1/sandbox/run',
+      payload: { code: '1', language },
+      headers: { 'x-api-key': KEY_A },
+    });
     expect(d.statusCode).toBe(400);
     expect(JSON.parse(d.body).message).toMatch(/unsupported language/);
   });
 });
 
-describe('idempotency: memory is bounded per API key, and no key pushes out another\'s entries', () => {
-  it('a tenant sending 10,050 fresh keys does not make another tenant\'s retry run twice', async () => {
+describe("idempotency: memory is bounded per API key, and no key pushes out another's entries", () => {
+  it("a tenant sending 10,050 fresh keys does not make another tenant's retry run twice", async () => {
     const id = (await t.post('/create_sandbox', {}, as(KEY_B))).body.sandbox_id;
     const first = await t.post('/run_code', { sandbox_id: id, code: 'print(1)' }, as(KEY_B, { 'idempotency-key': 'b-original' }));
     expect(first.status).toBe(200);
@@ -160,7 +196,7 @@ describe('idempotency: kept answers are bounded in bytes', () => {
   afterAll(async () => b.close());
   const big = (bytes: number) => `print("${'x'.repeat(bytes)}")`;
 
-  it('forgets the oldest answers once a key\'s answers pass IDEMPOTENCY_MAX_BYTES_PER_KEY', async () => {
+  it("forgets the oldest answers once a key's answers pass IDEMPOTENCY_MAX_BYTES_PER_KEY", async () => {
     const id = (await b.post('/create_sandbox', {})).body.sandbox_id;
     for (let i = 0; i < 12; i++) {
       const r = await b.post('/run_code', { sandbox_id: id, code: big(60_000) }, { 'idempotency-key': `big-${i}` });
@@ -186,8 +222,9 @@ describe('idempotency: kept answers are bounded in bytes', () => {
     const form = (content: string) => {
       const boundary = 'XyZ';
       return {
-        payload: `--${boundary}\r\ncontent-disposition: form-data; name="sandbox_id"\r\n\r\n${id}\r\n`
-          + `--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="f.txt"\r\ncontent-type: text/plain\r\n\r\n${content}\r\n--${boundary}--\r\n`,
+        payload:
+          `--${boundary}\r\ncontent-disposition: form-data; name="sandbox_id"\r\n\r\n${id}\r\n` +
+          `--${boundary}\r\ncontent-disposition: form-data; name="file"; filename="f.txt"\r\ncontent-type: text/plain\r\n\r\n${content}\r\n--${boundary}--\r\n`,
         headers: { 'content-type': `multipart/form-data; boundary=${boundary}`, 'idempotency-key': 'mp' },
       };
     };
@@ -230,7 +267,12 @@ describe('quotas: one key cannot take every sandbox', () => {
     expect(refused!.body.error.message).toMatch(/MAX_SANDBOXES_PER_KEY/);
     expect((await q.post('/create_sandbox', {}, as(KEY_B))).status).toBe(200);
     expect((await q.post('/run_code', { conversation_id: 'b-chat', code: 'print(2)' }, as(KEY_B))).body.stdout).toBe('2\n');
-    const node = await q.app.inject({ method: 'POST', url: '/v1/sandbox/run', payload: { language: 'python3', code: 'print(1)' }, headers: { 'x-api-key': KEY_A } });
+    const node = await q.app.inject({
+      method: 'POST',
+      url: '/v1/sandbox/run',
+      payload: { language: 'python3', code: 'print(1)' },
+      headers: { 'x-api-key': KEY_A },
+    });
     expect(node.statusCode).toBe(200);
     expect(JSON.parse(node.body).code).toBe(0);
     // Key B at its own limit now, and the rest kept for the Code node: neither key takes those.
@@ -238,7 +280,7 @@ describe('quotas: one key cannot take every sandbox', () => {
     expect(more.status).toBe(429);
   });
 
-  it('the Code node cannot take every sandbox either: its share is DIFY_SANDBOX_RESERVED more than a key\'s', async () => {
+  it("the Code node cannot take every sandbox either: its share is DIFY_SANDBOX_RESERVED more than a key's", async () => {
     const e = await startTestApp({ API_KEYS: `${KEY_A},${KEY_B}`, MAX_SANDBOXES: '10' });
     try {
       const made = [];
@@ -264,17 +306,17 @@ describe('quotas: one key cannot take every sandbox', () => {
 });
 
 describe('fair queueing of sandbox starts', () => {
-  it('serves owners in turn: one owner\'s burst delays another\'s single start by at most one start', async () => {
+  it("serves owners in turn: one owner's burst delays another's single start by at most one start", async () => {
     const queue = new FairQueue(1, 100);
     const order: string[] = [];
-    const job = (name: string) => () => new Promise<void>((r) => setTimeout(() => {
-      order.push(name);
-      r();
-    }, 1));
-    const all = [
-      ...Array.from({ length: 10 }, (_, i) => queue.run('a', job(`a${i}`))),
-      queue.run('b', job('b0')),
-    ];
+    const job = (name: string) => () =>
+      new Promise<void>((r) =>
+        setTimeout(() => {
+          order.push(name);
+          r();
+        }, 1),
+      );
+    const all = [...Array.from({ length: 10 }, (_, i) => queue.run('a', job(`a${i}`))), queue.run('b', job('b0'))];
     await Promise.all(all);
     expect(order.indexOf('b0')).toBeLessThanOrEqual(2);
   });
@@ -297,18 +339,21 @@ describe('request bodies in flight are bounded per API key', () => {
     const e = await startTestApp({ API_KEYS: `${KEY_A},${KEY_B}`, MAX_FILE_BYTES: '1024', MAX_BODY_BYTES_PER_KEY: String(1024 * 1024) });
     await e.app.listen({ port: 0, host: '127.0.0.1' });
     const { port } = e.app.server.address() as { port: number };
-    const open = (key: string) => new Promise<string>((resolve) => {
-      const socket = connect(port, '127.0.0.1');
-      let text = '';
-      socket.on('data', (d) => {
-        text += d;
-        if (text.includes('\r\n\r\n')) resolve(text.split('\r\n')[0]);
+    const open = (key: string) =>
+      new Promise<string>((resolve) => {
+        const socket = connect(port, '127.0.0.1');
+        let text = '';
+        socket.on('data', (d) => {
+          text += d;
+          if (text.includes('\r\n\r\n')) resolve(text.split('\r\n')[0]);
+        });
+        socket.on('error', () => resolve(text));
+        socket.write(
+          `POST /write_file HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 700000\r\n\r\n{"content": "`,
+        );
+        setTimeout(() => resolve(`${text}(still open)`), 1500).unref();
+        sockets.push(socket);
       });
-      socket.on('error', () => resolve(text));
-      socket.write(`POST /write_file HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${key}\r\nContent-Type: application/json\r\nContent-Length: 700000\r\n\r\n{"content": "`);
-      setTimeout(() => resolve(`${text}(still open)`), 1500).unref();
-      sockets.push(socket);
-    });
     const sockets: Socket[] = [];
     try {
       const first = open(KEY_A);
@@ -338,7 +383,7 @@ describe('file_url downloads are bounded per API key', () => {
       expect(refused.status).toBe(429);
       expect(refused.body.error.code).toBe('CALL_LIMIT_REACHED');
       const other = e.post('/upload_file', { sandbox_id: b, file_url: url }, as(KEY_B));
-      for (const r of [...await Promise.all(going), await other]) expect(r.body.error.code).toBe('FILE_URL_FETCH_FAILED'); // the stall's timeout
+      for (const r of [...(await Promise.all(going)), await other]) expect(r.body.error.code).toBe('FILE_URL_FETCH_FAILED'); // the stall's timeout
     } finally {
       await e.close();
       origin.closeAllConnections();

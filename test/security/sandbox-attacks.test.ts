@@ -32,9 +32,14 @@ const sh = async (id: string, command: string) => {
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
-  t = await startTestApp(localEnv({
-    API_KEYS: `${KEY_A},${KEY_B}`, SUPERVISOR_IDLE_MS: '300', MAX_QUEUED_CALLS_PER_SANDBOX: '2', MAX_CALLS_PER_KEY: '5',
-  }));
+  t = await startTestApp(
+    localEnv({
+      API_KEYS: `${KEY_A},${KEY_B}`,
+      SUPERVISOR_IDLE_MS: '300',
+      MAX_QUEUED_CALLS_PER_SANDBOX: '2',
+      MAX_CALLS_PER_KEY: '5',
+    }),
+  );
   t.service.start();
   stalls = watchStalls('sandbox attacks (local backend)');
 });
@@ -52,15 +57,18 @@ describe('a sandbox cannot take over its own supervisor', () => {
     // Each plant leaves a marker when it runs in the supervisor: the sandbox's pid 1 (the kernel, forked from
     // it, is the user's own process, where PYTHONPATH and the user's site-packages apply as they should).
     const inAgent = `__import__('os').getpid() == 1`;
-    await sh(id, [
-      'SITE=$(python3 -c "import site; print(site.getusersitepackages())") && mkdir -p .evil "$SITE"',
-      `printf '%s\\n' "if ${inAgent}: open('/workspace/marker-ctypes', 'w')" 'from ctypes_real import *' > .evil/ctypes.py`,
-      `echo "import os; ${inAgent} and open('/workspace/marker-pth', 'w')" > "$SITE/evil.pth"`,
-      `printf '%s\\n' '#include <stdio.h>' '#include <unistd.h>' '__attribute__((constructor)) static void f(void) {'`
-        + ` '  if (getpid() == 1) fclose(fopen("/workspace/marker-preload", "w")); }' > evil.c`,
-      'LD_PRELOAD= gcc -shared -fPIC -o evil.so evil.c',
-      'echo "import sys; VALUE = 42" > .evil/usermod.py',
-    ].join(' && ')).then((r) => expect(r.exit_code).toBe(0));
+    await sh(
+      id,
+      [
+        'SITE=$(python3 -c "import site; print(site.getusersitepackages())") && mkdir -p .evil "$SITE"',
+        `printf '%s\\n' "if ${inAgent}: open('/workspace/marker-ctypes', 'w')" 'from ctypes_real import *' > .evil/ctypes.py`,
+        `echo "import os; ${inAgent} and open('/workspace/marker-pth', 'w')" > "$SITE/evil.pth"`,
+        `printf '%s\\n' '#include <stdio.h>' '#include <unistd.h>' '__attribute__((constructor)) static void f(void) {'` +
+          ` '  if (getpid() == 1) fclose(fopen("/workspace/marker-preload", "w")); }' > evil.c`,
+        'LD_PRELOAD= gcc -shared -fPIC -o evil.so evil.c',
+        'echo "import sys; VALUE = 42" > .evil/usermod.py',
+      ].join(' && '),
+    ).then((r) => expect(r.exit_code).toBe(0));
     // Python starts (the kernel is forked from the supervisor), then the supervisor hibernates and comes back.
     expect((await post('/run_code', { sandbox_id: id, code: 'import usermod; usermod.VALUE' })).body.output).toBe('42\n');
     await sleep(1000);
@@ -76,8 +84,10 @@ describe('a sandbox cannot take over its own supervisor', () => {
     expect((await sh(id, 'echo $PYTHONPATH $LD_PRELOAD')).stdout).toBe('/workspace/.evil /workspace/evil.so\n');
   }, 60_000);
 
-  it('PYTHONHOME, PYTHONSTARTUP and PYTHONINSPECT in env do not break the sandbox or show Python\'s internals', async () => {
-    const r = await post('/create_sandbox', { env: { PYTHONHOME: '/x', PYTHONSTARTUP: '/workspace/s.py', PYTHONINSPECT: '1', PYTHONWARNINGS: 'error' } });
+  it("PYTHONHOME, PYTHONSTARTUP and PYTHONINSPECT in env do not break the sandbox or show Python's internals", async () => {
+    const r = await post('/create_sandbox', {
+      env: { PYTHONHOME: '/x', PYTHONSTARTUP: '/workspace/s.py', PYTHONINSPECT: '1', PYTHONWARNINGS: 'error' },
+    });
     expect(r.status).toBe(200);
     const run = await post('/run_code', { sandbox_id: r.body.sandbox_id, code: 'print(6 * 7)' });
     expect(run.body.stdout).toBe('42\n');
@@ -112,7 +122,10 @@ describe('inputs the OS cannot take are 4xx, never 5xx, and answers carry no int
     expect(JSON.stringify(r.body)).not.toMatch(INTERNALS);
   });
 
-  it.each([['NUL', 'a\u0000b'], ['a lone surrogate', '\udfff']])('%s in create_sandbox env', async (_name, value) => {
+  it.each([
+    ['NUL', 'a\u0000b'],
+    ['a lone surrogate', '\udfff'],
+  ])('%s in create_sandbox env', async (_name, value) => {
     const r = await post('/create_sandbox', { env: { X: value } });
     expect(r.status).toBe(400);
     expect(r.body.error.message).toMatch(/env\.X/);
@@ -130,13 +143,19 @@ describe('inputs the OS cannot take are 4xx, never 5xx, and answers carry no int
 
   it('a symlink swapped with a file while download_file resolves it is a 4xx, every time', async () => {
     await sh(id, 'echo data > plain && ln -sf plain link');
-    const swapper = 'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nwhile True:\n    libc.renameat2(-100, b"link", -100, b"plain", 2)\n';
+    const swapper =
+      'import ctypes\nlibc = ctypes.CDLL(None, use_errno=True)\nwhile True:\n    libc.renameat2(-100, b"link", -100, b"plain", 2)\n';
     await post('/write_file', { sandbox_id: id, remote_path: 'swap.py', content: swapper });
     await sh(id, 'nohup python3 swap.py > /dev/null 2>&1 &');
     const statuses: number[] = [];
     for (let i = 0; i < 300; i++) {
       const path = i % 2 === 0 ? 'link' : 'plain';
-      const r = await stalls.refusing(() => post(i % 3 === 0 ? '/list_files' : '/download_file', i % 3 === 0 ? { sandbox_id: id, path } : { sandbox_id: id, remote_path: path }));
+      const r = await stalls.refusing(() =>
+        post(
+          i % 3 === 0 ? '/list_files' : '/download_file',
+          i % 3 === 0 ? { sandbox_id: id, path } : { sandbox_id: id, remote_path: path },
+        ),
+      );
       statuses.push(r.status);
       if (r.status >= 500) expect(r.body).toBe('a 4xx or 200');
     }
@@ -164,9 +183,15 @@ describe('a lifetime is a lifetime', () => {
 describe('every byte that leaves a sandbox counts against MAX_OUTPUT_BYTES', () => {
   it('5,000 display() calls stop at the cap, named OutputLimitExceeded', async () => {
     const id = await create();
-    const r = await t.app.inject({ method: 'POST', url: '/run_code', headers: as(KEY_A), payload: {
-      sandbox_id: id, code: 'for i in range(5000):\n    display("x" * 10000)\nprint("not reached")',
-    } });
+    const r = await t.app.inject({
+      method: 'POST',
+      url: '/run_code',
+      headers: as(KEY_A),
+      payload: {
+        sandbox_id: id,
+        code: 'for i in range(5000):\n    display("x" * 10000)\nprint("not reached")',
+      },
+    });
     expect(r.statusCode).toBe(200);
     expect(r.body.length).toBeLessThan(4 * 1024 * 1024);
     const body = JSON.parse(r.body);
@@ -179,25 +204,33 @@ describe('every byte that leaves a sandbox counts against MAX_OUTPUT_BYTES', () 
 
   it('a huge last value is cut too', async () => {
     const id = await create();
-    const r = await t.app.inject({ method: 'POST', url: '/run_code', headers: as(KEY_A), payload: { sandbox_id: id, code: '"y" * 5_000_000' } });
+    const r = await t.app.inject({
+      method: 'POST',
+      url: '/run_code',
+      headers: as(KEY_A),
+      payload: { sandbox_id: id, code: '"y" * 5_000_000' },
+    });
     expect(r.body.length).toBeLessThan(4 * 1024 * 1024);
     expect(JSON.parse(r.body).error.name).toBe('OutputLimitExceeded');
   });
 });
 
 describe('CPU time', () => {
-  it('code cannot raise its CPU limit: the hard limit is the sandbox\'s budget', async () => {
+  it("code cannot raise its CPU limit: the hard limit is the sandbox's budget", async () => {
     const id = await create();
-    const r = await post('/run_code', { sandbox_id: id, code: [
-      'import resource',
-      'soft, hard = resource.getrlimit(resource.RLIMIT_CPU)',
-      'print(hard)',
-      'try:',
-      '    resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))',
-      '    print("raised")',
-      'except ValueError:',
-      '    print("refused")',
-    ].join('\n') });
+    const r = await post('/run_code', {
+      sandbox_id: id,
+      code: [
+        'import resource',
+        'soft, hard = resource.getrlimit(resource.RLIMIT_CPU)',
+        'print(hard)',
+        'try:',
+        '    resource.setrlimit(resource.RLIMIT_CPU, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))',
+        '    print("raised")',
+        'except ValueError:',
+        '    print("refused")',
+      ].join('\n'),
+    });
     expect(r.body.stdout).toBe(`${t.config.SANDBOX_CPU_LIMIT_S}\nrefused\n`);
   });
 
@@ -208,10 +241,14 @@ describe('CPU time', () => {
       if (!/cgroup v[12]/.test(c.backend.status().isolation)) return; // no per-sandbox accounting without cgroups
       const id = (await c.post('/create_sandbox', {})).body.sandbox_id;
       // Many short burners: none reaches the per-process limit, together they pass the sandbox's budget.
-      const r = await c.post('/execute_command', { sandbox_id: id, command: 'nohup bash -c \'while true; do timeout 0.5 sh -c "while :; do :; done"; done\' >/dev/null 2>&1 &' });
+      const r = await c.post('/execute_command', {
+        sandbox_id: id,
+        command: 'nohup bash -c \'while true; do timeout 0.5 sh -c "while :; do :; done"; done\' >/dev/null 2>&1 &',
+      });
       expect(r.body.exit_code).toBe(0);
       let info = await c.post('/get_sandbox_info', { sandbox_id: id });
-      for (let i = 0; i < 400 && info.status === 200; i++) { // 40 s at most: a busy host gives the burners less CPU
+      for (let i = 0; i < 400 && info.status === 200; i++) {
+        // 40 s at most: a busy host gives the burners less CPU
         await sleep(100);
         info = await c.post('/get_sandbox_info', { sandbox_id: id });
       }
@@ -226,22 +263,32 @@ describe('CPU time', () => {
 describe('seccomp', () => {
   it('refuses io_uring, userfaultfd, bpf, perf_event_open and the key ring with EPERM; other calls work', async () => {
     const id = await create();
-    const r = await post('/run_code', { sandbox_id: id, code: [
-      'import ctypes, os, platform',
-      'libc = ctypes.CDLL(None, use_errno=True)',
-      'arm = platform.machine() == "aarch64"',
-      'calls = {"io_uring_setup": 425, "userfaultfd": 282 if arm else 323, "bpf": 280 if arm else 321,',
-      '         "perf_event_open": 241 if arm else 298, "keyctl": 219 if arm else 250}',
-      'for name, nr in calls.items():',
-      '    ctypes.set_errno(0)',
-      '    ret = libc.syscall(nr, 8, None, 0, 0, 0)',
-      '    print(name, ret, os.strerror(ctypes.get_errno()))',
-      'print("getpid", libc.syscall(172 if arm else 39) == os.getpid())',
-    ].join('\n') });
-    expect(r.body.stdout).toBe([
-      'io_uring_setup -1 Operation not permitted', 'userfaultfd -1 Operation not permitted', 'bpf -1 Operation not permitted',
-      'perf_event_open -1 Operation not permitted', 'keyctl -1 Operation not permitted', 'getpid True', '',
-    ].join('\n'));
+    const r = await post('/run_code', {
+      sandbox_id: id,
+      code: [
+        'import ctypes, os, platform',
+        'libc = ctypes.CDLL(None, use_errno=True)',
+        'arm = platform.machine() == "aarch64"',
+        'calls = {"io_uring_setup": 425, "userfaultfd": 282 if arm else 323, "bpf": 280 if arm else 321,',
+        '         "perf_event_open": 241 if arm else 298, "keyctl": 219 if arm else 250}',
+        'for name, nr in calls.items():',
+        '    ctypes.set_errno(0)',
+        '    ret = libc.syscall(nr, 8, None, 0, 0, 0)',
+        '    print(name, ret, os.strerror(ctypes.get_errno()))',
+        'print("getpid", libc.syscall(172 if arm else 39) == os.getpid())',
+      ].join('\n'),
+    });
+    expect(r.body.stdout).toBe(
+      [
+        'io_uring_setup -1 Operation not permitted',
+        'userfaultfd -1 Operation not permitted',
+        'bpf -1 Operation not permitted',
+        'perf_event_open -1 Operation not permitted',
+        'keyctl -1 Operation not permitted',
+        'getpid True',
+        '',
+      ].join('\n'),
+    );
   });
 });
 
@@ -276,9 +323,10 @@ describe('a sandbox start that fails gives back what it took', () => {
     expect((await backend.init()).ready).toBe(true);
     try {
       for (let i = 0; i < 40; i++) {
-        const bad: { id: string; env: Record<string, string> } = i % 4 < 2
-          ? { id: `bad-\u0000-${i}`, env: {} } // refused by the OS after the process started (its cgroup's name)
-          : { id: `bad-${i}`, env: { X: 'y'.repeat(200_000) } }; // the sandbox cannot exec (E2BIG)
+        const bad: { id: string; env: Record<string, string> } =
+          i % 4 < 2
+            ? { id: `bad-\u0000-${i}`, env: {} } // refused by the OS after the process started (its cgroup's name)
+            : { id: `bad-${i}`, env: { X: 'y'.repeat(200_000) } }; // the sandbox cannot exec (E2BIG)
         await expect(backend.create({ ...bad, network: i % 2 === 0 })).rejects.toMatchObject({ code: 'BACKEND_UNAVAILABLE' });
       }
       const sandbox = await backend.create({ id: 'good', env: {} });
@@ -297,7 +345,9 @@ describe('a sandbox start that fails gives back what it took', () => {
   }, 90_000);
 
   it('an environment too large for a sandbox is a 400 at create, not a failed start', async () => {
-    const r = await post('/create_sandbox', { env: Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`V${i}`, 'z'.repeat(60_000)])) });
+    const r = await post('/create_sandbox', {
+      env: Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`V${i}`, 'z'.repeat(60_000)])),
+    });
     expect(r.status).toBe(400);
     expect(r.body.error.message).toMatch(/env/);
   });

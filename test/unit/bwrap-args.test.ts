@@ -2,10 +2,17 @@ import { describe, expect, it } from 'vitest';
 import { bwrapArgs, sandboxEnv } from '../../src/backends/local/bwrap-args.js';
 
 const input = {
-  agentDir: '/run/ciw/agent', passwdFile: '/run/ciw/passwd', groupFile: '/run/ciw/group',
-  rootSymlinks: { bin: 'usr/bin', lib: 'usr/lib' }, etcEntries: ['alternatives', 'ld.so.cache'],
-  workspace: '/workspace', workspaceBytes: 1048576, python: '/usr/bin/python3', innerUid: 1000,
-  env: sandboxEnv('/workspace', { FOO: 'bar' }, { CIW_MAX_OUTPUT_BYTES: '10' }), hostname: 'sandbox',
+  agentDir: '/run/ciw/agent',
+  passwdFile: '/run/ciw/passwd',
+  groupFile: '/run/ciw/group',
+  rootSymlinks: { bin: 'usr/bin', lib: 'usr/lib' },
+  etcEntries: ['alternatives', 'ld.so.cache'],
+  workspace: '/workspace',
+  workspaceBytes: 1048576,
+  python: '/usr/bin/python3',
+  innerUid: 1000,
+  env: sandboxEnv('/workspace', { FOO: 'bar' }, { CIW_MAX_OUTPUT_BYTES: '10' }),
+  hostname: 'sandbox',
 };
 
 /** Index of `flag` followed by `values` in args, or -1. */
@@ -18,7 +25,15 @@ describe('bwrapArgs', () => {
   const args = bwrapArgs(input);
 
   it('unshares every namespace, network included, and drops all capabilities', () => {
-    for (const flag of ['--unshare-user', '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--die-with-parent', '--new-session']) {
+    for (const flag of [
+      '--unshare-user',
+      '--unshare-pid',
+      '--unshare-net',
+      '--unshare-ipc',
+      '--unshare-uts',
+      '--die-with-parent',
+      '--new-session',
+    ]) {
       expect(args).toContain(flag);
     }
     expect(find(args, '--cap-drop', 'ALL')).toBeGreaterThanOrEqual(0);
@@ -60,7 +75,7 @@ describe('bwrapArgs', () => {
     expect(args.slice(-5)).toEqual(['/usr/bin/python3', '-I', '-S', '-u', '/opt/ciw/agent.py']);
   });
 
-  it('keeps user variables out of the agent\'s own environment: they reach only user processes', () => {
+  it("keeps user variables out of the agent's own environment: they reach only user processes", () => {
     const env = sandboxEnv('/workspace', { CIW_WORKSPACE: '/etc', PATH: '/x', LD_PRELOAD: '/workspace/x.so', PYTHONHOME: '/x' }, {});
     expect(env.CIW_WORKSPACE).toBe('/workspace');
     expect(env.PATH).toBe('/usr/local/bin:/usr/bin:/bin');

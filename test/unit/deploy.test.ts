@@ -4,7 +4,8 @@ import { readFileSync } from 'node:fs';
 import { parseAllDocuments } from 'yaml';
 import { ConfigSchema } from '../../src/config.js';
 
-const docs = (file: string) => parseAllDocuments(readFileSync(new URL(`../../deploy/kubernetes/${file}`, import.meta.url), 'utf8')).map((d) => d.toJS());
+const docs = (file: string) =>
+  parseAllDocuments(readFileSync(new URL(`../../deploy/kubernetes/${file}`, import.meta.url), 'utf8')).map((d) => d.toJS());
 
 describe('deploy/kubernetes', () => {
   it('wrapper.yaml: namespace, service account, secret, config, deployment and service', () => {
@@ -14,7 +15,10 @@ describe('deploy/kubernetes', () => {
     for (const key of [...Object.keys(all[3].data), ...Object.keys(all[2].stringData)]) expect(known, key).toContain(key);
     expect(all[3].data.SANDBOX_BACKEND).toBe('agentcube');
     const container = all[4].spec.template.spec.containers[0];
-    expect(container.envFrom.map((e: Record<string, { name: string }>) => Object.values(e)[0].name)).toEqual(['code-interpreter-wrapper', 'code-interpreter-wrapper']);
+    expect(container.envFrom.map((e: Record<string, { name: string }>) => Object.values(e)[0].name)).toEqual([
+      'code-interpreter-wrapper',
+      'code-interpreter-wrapper',
+    ]);
   });
 
   it('code-interpreter.yaml: a CodeInterpreter the ConfigMap names', () => {

@@ -16,8 +16,25 @@ function decode(body: string, chunkSize: number): Record<string, string> | strin
 
 describe('FormDecoder', () => {
   const bodies = [
-    'a=1&b=2', 'code=print(1)%0Aprint(2)', 'x=a+b%2Bc', 'a==b&c', '&&a=1&&', 'bad=%zz%', 'bad=%4', 'end=%', 'p=%%41',
-    'u=%E2%82%AC%F0%9F%98%80', 'raw=€😀', 'k%3D=v%26', 'a=1&a=2', '', '=v', 'sp= %20+', 'a=%&b=%2', 'q=%e2%82', 'n=%4g%41',
+    'a=1&b=2',
+    'code=print(1)%0Aprint(2)',
+    'x=a+b%2Bc',
+    'a==b&c',
+    '&&a=1&&',
+    'bad=%zz%',
+    'bad=%4',
+    'end=%',
+    'p=%%41',
+    'u=%E2%82%AC%F0%9F%98%80',
+    'raw=€😀',
+    'k%3D=v%26',
+    'a=1&a=2',
+    '',
+    '=v',
+    'sp= %20+',
+    'a=%&b=%2',
+    'q=%e2%82',
+    'n=%4g%41',
   ];
   it.each(bodies)('decodes %j as URLSearchParams does, whatever the chunks', (body) => {
     for (const size of [1, 2, 3, 7, 1000]) expect(decode(body, size), `chunks of ${size}`).toEqual(reference(body));

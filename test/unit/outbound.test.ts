@@ -8,16 +8,35 @@ describe('outbound address policy', () => {
     expect(deniedReason(none, '93.184.216.34')).toBeNull();
     expect(deniedReason(none, '2606:2800:220:1:248:1893:25c8:1946')).toBeNull();
     for (const a of [
-      '127.0.0.1', '127.1.2.3', '10.1.2.3', '172.16.0.1', '192.168.1.1', '100.64.0.1', '169.254.169.254',
-      '0.0.0.0', '224.0.0.1', '255.255.255.255', '::1', '::', 'fe80::1', 'fd00::1', 'fc00::1',
-      '::ffff:127.0.0.1', '::ffff:169.254.169.254', '::ffff:10.0.0.1', '64:ff9b::a9fe:a9fe', '2002:a9fe:a9fe::1',
+      '127.0.0.1',
+      '127.1.2.3',
+      '10.1.2.3',
+      '172.16.0.1',
+      '192.168.1.1',
+      '100.64.0.1',
+      '169.254.169.254',
+      '0.0.0.0',
+      '224.0.0.1',
+      '255.255.255.255',
+      '::1',
+      '::',
+      'fe80::1',
+      'fd00::1',
+      'fc00::1',
+      '::ffff:127.0.0.1',
+      '::ffff:169.254.169.254',
+      '::ffff:10.0.0.1',
+      '64:ff9b::a9fe:a9fe',
+      '2002:a9fe:a9fe::1',
     ]) {
       expect(deniedReason(none, a), a).not.toBeNull();
     }
   });
 
   it('says which name resolved to what and how to allow it', () => {
-    expect(deniedReason(none, '10.0.0.5', 'files.internal')).toMatch(/files\.internal resolves to 10\.0\.0\.5, a private address.*OUTBOUND_ALLOW_CIDRS/);
+    expect(deniedReason(none, '10.0.0.5', 'files.internal')).toMatch(
+      /files\.internal resolves to 10\.0\.0\.5, a private address.*OUTBOUND_ALLOW_CIDRS/,
+    );
   });
 
   it('opens exceptions by CIDR and by host name, never for multicast or unspecified', () => {
@@ -51,7 +70,9 @@ describe('checks before connecting', () => {
     const lookup = guardedLookup(none);
     const err = await new Promise<Error | null>((resolve) => lookup('localhost', {}, (e) => resolve(e)));
     expect(err?.message).toMatch(/localhost resolves to .*loopback/);
-    const ok = await new Promise<string>((resolve) => guardedLookup(parsePolicy('127.0.0.0/8,::1', ''))('localhost', {}, (_e, a) => resolve(String(a))));
+    const ok = await new Promise<string>((resolve) =>
+      guardedLookup(parsePolicy('127.0.0.0/8,::1', ''))('localhost', {}, (_e, a) => resolve(String(a))),
+    );
     expect(ok).toMatch(/127\.0\.0\.1|::1/);
   });
 });

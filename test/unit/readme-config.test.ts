@@ -4,10 +4,12 @@ import { ConfigSchema } from '../../src/config.js';
 
 /** The table rows as the README shows them (`UPDATE_README=1` rewrites the table from the schema). */
 function rows(): string {
-  return Object.entries(ConfigSchema.properties).map(([key, schema]) => {
-    const { default: def, description } = schema as unknown as { default: unknown; description: string };
-    return `| \`${key}\` | \`${def === '' ? '(empty)' : String(def)}\` | ${description.replace(/\|/g, '\\|')} |`;
-  }).join('\n');
+  return Object.entries(ConfigSchema.properties)
+    .map(([key, schema]) => {
+      const { default: def, description } = schema as unknown as { default: unknown; description: string };
+      return `| \`${key}\` | \`${def === '' ? '(empty)' : String(def)}\` | ${description.replace(/\|/g, '\\|')} |`;
+    })
+    .join('\n');
 }
 
 describe('README configuration table', () => {

@@ -2,14 +2,17 @@
 import { Type, type Static } from 'typebox';
 
 export const SandboxIdField = Type.String({
-  minLength: 1, maxLength: 128,
+  minLength: 1,
+  maxLength: 128,
   description: 'Id returned by /create_sandbox.',
   examples: ['sbx_4f2a9c0d1e7b6a5f3c2d1e0f'],
 });
 
 export const ConversationIdField = Type.String({
-  minLength: 1, maxLength: 256,
-  description: 'Instead of sandbox_id: the conversation whose sandbox to use; one is created on first use (e.g. Dify\'s sys.conversation_id).',
+  minLength: 1,
+  maxLength: 256,
+  description:
+    "Instead of sandbox_id: the conversation whose sandbox to use; one is created on first use (e.g. Dify's sys.conversation_id).",
 });
 
 /** The two ways a body names a sandbox. At least one is required; the service says so when both are missing. */
@@ -27,27 +30,36 @@ export function envSchema(description: string) {
   });
 }
 
-export const ErrorResponse = Type.Object({
-  error: Type.Object({
-    code: Type.String({ description: 'Stable machine-readable code, e.g. SANDBOX_NOT_FOUND.' }),
-    message: Type.String({ description: 'What went wrong and what to change.' }),
-  }),
-  detail: Type.String({ description: 'Same as error.message (FastAPI-style clients of the original project read this).' }),
-}, { $id: 'ErrorResponse', description: 'A failure of the request (never of the user\'s code, which is reported with HTTP 200).' });
+export const ErrorResponse = Type.Object(
+  {
+    error: Type.Object({
+      code: Type.String({ description: 'Stable machine-readable code, e.g. SANDBOX_NOT_FOUND.' }),
+      message: Type.String({ description: 'What went wrong and what to change.' }),
+    }),
+    detail: Type.String({ description: 'Same as error.message (FastAPI-style clients of the original project read this).' }),
+  },
+  { $id: 'ErrorResponse', description: "A failure of the request (never of the user's code, which is reported with HTTP 200)." },
+);
 
-export const SandboxInfoSchema = Type.Object({
-  id: Type.String(),
-  sandbox_id: Type.String(),
-  status: Type.Literal('running'),
-  backend: Type.String({ description: 'Backend running the sandbox (local, agentcube, …).' }),
-  conversation_id: Type.Union([Type.String(), Type.Null()]),
-  created_at: Type.String({ format: 'date-time' }),
-  last_used_at: Type.String({ format: 'date-time' }),
-  expires_at: Type.String({ format: 'date-time', description: 'When the sandbox stops unless used again (idle timeout), capped by its lifetime.' }),
-  idle_timeout_seconds: Type.Number(),
-  max_lifetime_seconds: Type.Number(),
-  workspace: Type.String({ description: 'Working directory inside the sandbox; relative paths are resolved against it.' }),
-  network: Type.Boolean({ description: 'Whether the sandbox has outbound HTTP(S) through the filtering proxy.' }),
-}, { $id: 'SandboxInfo' });
+export const SandboxInfoSchema = Type.Object(
+  {
+    id: Type.String(),
+    sandbox_id: Type.String(),
+    status: Type.Literal('running'),
+    backend: Type.String({ description: 'Backend running the sandbox (local, agentcube, …).' }),
+    conversation_id: Type.Union([Type.String(), Type.Null()]),
+    created_at: Type.String({ format: 'date-time' }),
+    last_used_at: Type.String({ format: 'date-time' }),
+    expires_at: Type.String({
+      format: 'date-time',
+      description: 'When the sandbox stops unless used again (idle timeout), capped by its lifetime.',
+    }),
+    idle_timeout_seconds: Type.Number(),
+    max_lifetime_seconds: Type.Number(),
+    workspace: Type.String({ description: 'Working directory inside the sandbox; relative paths are resolved against it.' }),
+    network: Type.Boolean({ description: 'Whether the sandbox has outbound HTTP(S) through the filtering proxy.' }),
+  },
+  { $id: 'SandboxInfo' },
+);
 
 export type SandboxInfoWire = Static<typeof SandboxInfoSchema>;

@@ -2,11 +2,17 @@
 import { Type } from 'typebox';
 import { SandboxIdField, SandboxRefFields } from './common.js';
 
-const RemotePath = Type.String({ minLength: 1, maxLength: 4096, description: 'Path in the sandbox; relative paths are inside /workspace, and nothing outside /workspace is reachable.' });
+const RemotePath = Type.String({
+  minLength: 1,
+  maxLength: 4096,
+  description: 'Path in the sandbox; relative paths are inside /workspace, and nothing outside /workspace is reachable.',
+});
 
 export const WriteFileBody = Type.Object({
   ...SandboxRefFields,
-  content: Type.Optional(Type.String({ description: 'File content: text, or base64 when encoding is base64 (or send the file as a multipart part).' })),
+  content: Type.Optional(
+    Type.String({ description: 'File content: text, or base64 when encoding is base64 (or send the file as a multipart part).' }),
+  ),
   remote_path: Type.Optional(RemotePath),
   path: Type.Optional(RemotePath),
   encoding: Type.Optional(Type.Union([Type.Literal('utf8'), Type.Literal('utf-8'), Type.Literal('base64')], { default: 'utf8' })),
@@ -14,8 +20,10 @@ export const WriteFileBody = Type.Object({
 
 export const UploadFileBody = Type.Object({
   ...SandboxRefFields,
-  file_url: Type.Optional(Type.String({ description: 'http(s) URL to download into the sandbox (for Dify: a file variable\'s url).' })),
-  file: Type.Optional(Type.Unknown({ description: 'A Dify file object (or its JSON): its url or remote_url is fetched, its filename used.' })),
+  file_url: Type.Optional(Type.String({ description: "http(s) URL to download into the sandbox (for Dify: a file variable's url)." })),
+  file: Type.Optional(
+    Type.Unknown({ description: 'A Dify file object (or its JSON): its url or remote_url is fetched, its filename used.' }),
+  ),
   remote_filename: Type.Optional(RemotePath),
   remote_path: Type.Optional(RemotePath),
 });
@@ -25,16 +33,20 @@ export const FileWrittenResponse = Type.Object({
   sandbox_id: Type.String(),
   remote_path: Type.String({ description: 'Absolute path of the file inside the sandbox.' }),
   size: Type.Integer(),
-  files: Type.Optional(Type.Array(Type.Object({ remote_path: Type.String(), size: Type.Integer() }), {
-    description: 'Every file stored, when several came in one multipart request.',
-  })),
+  files: Type.Optional(
+    Type.Array(Type.Object({ remote_path: Type.String(), size: Type.Integer() }), {
+      description: 'Every file stored, when several came in one multipart request.',
+    }),
+  ),
 });
 
 export const DownloadFileBody = Type.Object({
   ...SandboxRefFields,
   remote_path: Type.Optional(RemotePath),
   path: Type.Optional(RemotePath),
-  as_file: Type.Optional(Type.Boolean({ default: false, description: 'Answer with the file itself (Content-Disposition: attachment) instead of a link.' })),
+  as_file: Type.Optional(
+    Type.Boolean({ default: false, description: 'Answer with the file itself (Content-Disposition: attachment) instead of a link.' }),
+  ),
 });
 
 export const DownloadFileResponse = Type.Object({

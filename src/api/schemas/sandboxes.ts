@@ -4,12 +4,22 @@ import { ConversationIdField, SandboxInfoSchema, SandboxRefFields, envSchema } f
 
 export const CreateSandboxBody = Type.Object({
   conversation_id: Type.Optional(ConversationIdField),
-  idle_timeout_seconds: Type.Optional(Type.Number({ minimum: 1, description: 'Stop the sandbox after this many idle seconds (default SANDBOX_IDLE_TIMEOUT_S).' })),
-  max_lifetime_seconds: Type.Optional(Type.Number({ minimum: 1, description: 'Stop the sandbox this many seconds after creation at the latest (default and maximum SANDBOX_MAX_LIFETIME_S).' })),
-  network: Type.Optional(Type.Boolean({
-    default: false,
-    description: 'Outbound HTTP(S) for this sandbox, through a proxy that refuses loopback, private and metadata addresses (HTTP_PROXY/HTTPS_PROXY are set). Off by default: no network at all.',
-  })),
+  idle_timeout_seconds: Type.Optional(
+    Type.Number({ minimum: 1, description: 'Stop the sandbox after this many idle seconds (default SANDBOX_IDLE_TIMEOUT_S).' }),
+  ),
+  max_lifetime_seconds: Type.Optional(
+    Type.Number({
+      minimum: 1,
+      description: 'Stop the sandbox this many seconds after creation at the latest (default and maximum SANDBOX_MAX_LIFETIME_S).',
+    }),
+  ),
+  network: Type.Optional(
+    Type.Boolean({
+      default: false,
+      description:
+        'Outbound HTTP(S) for this sandbox, through a proxy that refuses loopback, private and metadata addresses (HTTP_PROXY/HTTPS_PROXY are set). Off by default: no network at all.',
+    }),
+  ),
   env: Type.Optional(envSchema('Environment variables for code in the sandbox.')),
 });
 

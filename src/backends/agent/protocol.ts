@@ -56,7 +56,16 @@ export type AgentRequest<O extends AgentOp = AgentOp> = { readonly op: O } & Age
 
 /** Every op, in one list (the unit test compares it with the agent's table). */
 export const AGENT_OPS = [
-  'exec', 'shell', 'write', 'read', 'stat', 'list', 'ping', 'kernel_start', 'kernel_interrupt', 'kernel_restart',
+  'exec',
+  'shell',
+  'write',
+  'read',
+  'stat',
+  'list',
+  'ping',
+  'kernel_start',
+  'kernel_interrupt',
+  'kernel_restart',
 ] as const satisfies readonly AgentOp[];
 
 // The list names every op of AgentRequests: adding an op there without adding it here does not compile.

@@ -39,7 +39,9 @@ class AgentCubeBackend implements SandboxBackend {
 
   constructor(private readonly options: AgentCubeBackendOptions) {
     this.client = new AgentCubeClient(options);
-    this.agentFiles = readdirSync(AGENT_SOURCE).filter((n) => /\.(py|mjs)$/.test(n)).map((name) => ({ name, data: readFileSync(join(AGENT_SOURCE, name)) }));
+    this.agentFiles = readdirSync(AGENT_SOURCE)
+      .filter((n) => /\.(py|mjs)$/.test(n))
+      .map((name) => ({ name, data: readFileSync(join(AGENT_SOURCE, name)) }));
   }
 
   status(): BackendStatus {
@@ -60,15 +62,19 @@ class AgentCubeBackend implements SandboxBackend {
 
   async create(opts: CreateSandboxOptions): Promise<Sandbox> {
     if (opts.network) {
-      throw new ServiceError(ErrorCode.NETWORK_NOT_ALLOWED,
-        'on the AgentCube backend a sandbox\'s network is set by the CodeInterpreter and the cluster\'s network policies, not per sandbox; create it without "network"');
+      throw new ServiceError(
+        ErrorCode.NETWORK_NOT_ALLOWED,
+        'on the AgentCube backend a sandbox\'s network is set by the CodeInterpreter and the cluster\'s network policies, not per sandbox; create it without "network"',
+      );
     }
     const sessionId = await this.client.createSession();
     try {
       return await this.bootstrap(sessionId, opts);
     } catch (err) {
       // Created but not handed out: delete it rather than leave it to AgentCube's idle GC.
-      await this.client.deleteSession(sessionId).catch((e: Error) => this.options.log?.('error', `could not delete AgentCube session ${sessionId}: ${e.message}`));
+      await this.client
+        .deleteSession(sessionId)
+        .catch((e: Error) => this.options.log?.('error', `could not delete AgentCube session ${sessionId}: ${e.message}`));
       throw err;
     }
   }
@@ -88,7 +94,15 @@ class AgentCubeBackend implements SandboxBackend {
     const sandbox = this.sandbox(sessionId, { workspace, mode: 'agent', owner: opts.owner ?? '' });
     const ok = await this.startAgent(sandbox, workspace, opts.env);
     if (!ok) {
-      const log = await this.client.execute(sessionId, ['bash', '-c', `tail -c 300 ${AGENT_DIR}/agent.log 2>/dev/null; command -v python3 >/dev/null || echo "python3 is not installed in the sandbox image"`], { timeoutMs: 30_000 });
+      const log = await this.client.execute(
+        sessionId,
+        [
+          'bash',
+          '-c',
+          `tail -c 300 ${AGENT_DIR}/agent.log 2>/dev/null; command -v python3 >/dev/null || echo "python3 is not installed in the sandbox image"`,
+        ],
+        { timeoutMs: 30_000 },
+      );
       const reason = `the stateful agent could not start in this sandbox image (${(log.stdout.trim() || log.stderr.trim() || 'no log').split('\n').pop()})`;
       this.options.log?.('warn', `AgentCube session ${sessionId}: ${reason}; falling back to one script per call`);
       sandbox.state = { ...sandbox.state, mode: 'script', reason };

@@ -8,7 +8,15 @@
 import { posix } from 'node:path';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type {
-  CodeError, DirectoryListing, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox, SandboxFiles,
+  CodeError,
+  DirectoryListing,
+  FileEntry,
+  RunCodeOptions,
+  RunCodeResult,
+  RunCommandOptions,
+  RunCommandResult,
+  Sandbox,
+  SandboxFiles,
 } from '../types.js';
 import type { AgentCubeClient } from './client.js';
 import { toRunCodeResult } from '../agent/reply.js';
@@ -37,7 +45,8 @@ export interface AgentCubeSandboxOptions {
   readonly restartAgent: (s: AgentCubeSandbox) => Promise<boolean>;
 }
 
-const cap = (text: string, max: number) => (Buffer.byteLength(text) <= max ? { text, cut: false } : { text: Buffer.from(text).subarray(0, max).toString('utf8'), cut: true });
+const cap = (text: string, max: number) =>
+  Buffer.byteLength(text) <= max ? { text, cut: false } : { text: Buffer.from(text).subarray(0, max).toString('utf8'), cut: true };
 
 export class AgentCubeSandbox implements Sandbox {
   readonly workspace: string;
@@ -61,7 +70,8 @@ export class AgentCubeSandbox implements Sandbox {
       read: async (path, maxBytes) => {
         const entry = await this.files.stat(path);
         if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
-        if (entry.size > maxBytes) throw new ServiceError(ErrorCode.FILE_TOO_LARGE, `${entry.path} is ${entry.size} bytes, more than the ${maxBytes}-byte limit`);
+        if (entry.size > maxBytes)
+          throw new ServiceError(ErrorCode.FILE_TOO_LARGE, `${entry.path} is ${entry.size} bytes, more than the ${maxBytes}-byte limit`);
         return { path: entry.path, data: await this.client.download(this.live(), this.rel(path)) };
       },
       stat: async (path) => {
@@ -71,7 +81,13 @@ export class AgentCubeSandbox implements Sandbox {
         const name = posix.basename(rel);
         const found = (await this.client.listDir(this.live(), parent)).find((e) => e.name === name);
         if (!found) throw new ServiceError(ErrorCode.FILE_NOT_FOUND, `no such file or directory in the sandbox: ${this.abs(rel)}`);
-        return { name, path: this.abs(rel), type: found.isDir ? 'directory' : 'file', size: found.size, modifiedMs: Date.parse(found.modified) || 0 };
+        return {
+          name,
+          path: this.abs(rel),
+          type: found.isDir ? 'directory' : 'file',
+          size: found.size,
+          modifiedMs: Date.parse(found.modified) || 0,
+        };
       },
       list: async (path, options): Promise<DirectoryListing> => {
         const root = this.rel(path);
@@ -87,7 +103,13 @@ export class AgentCubeSandbox implements Sandbox {
               break;
             }
             const rel = dir === '.' ? e.name : `${dir}/${e.name}`;
-            entries.push({ name: e.name, path: this.abs(rel), type: e.isDir ? 'directory' : 'file', size: e.size, modifiedMs: Date.parse(e.modified) || 0 });
+            entries.push({
+              name: e.name,
+              path: this.abs(rel),
+              type: e.isDir ? 'directory' : 'file',
+              size: e.size,
+              modifiedMs: Date.parse(e.modified) || 0,
+            });
             if (e.isDir && options.recursive) queue.push(rel);
           }
         }
@@ -112,7 +134,8 @@ export class AgentCubeSandbox implements Sandbox {
       p = posix.relative(this.workspace, p) || '.';
     }
     const norm = posix.normalize(p);
-    if (norm === '..' || norm.startsWith('../')) throw new ServiceError(ErrorCode.PATH_OUTSIDE_WORKSPACE, `path '${path}' resolves outside the workspace ${this.workspace}`);
+    if (norm === '..' || norm.startsWith('../'))
+      throw new ServiceError(ErrorCode.PATH_OUTSIDE_WORKSPACE, `path '${path}' resolves outside the workspace ${this.workspace}`);
     return norm.replace(/\/$/, '') || '.';
   }
 
@@ -137,7 +160,11 @@ export class AgentCubeSandbox implements Sandbox {
       await this.client.writeFile(id, file, Buffer.from(json));
       arg = `@${this.abs(file)}`;
     }
-    const r = await this.client.execute(id, ['python3', '-S', `${this.workspace}/${AGENT_DIR}/agent.py`, '--call', `${this.workspace}/${AGENT_DIR}/${AGENT_SOCKET}`, arg], { timeoutMs });
+    const r = await this.client.execute(
+      id,
+      ['python3', '-S', `${this.workspace}/${AGENT_DIR}/agent.py`, '--call', `${this.workspace}/${AGENT_DIR}/${AGENT_SOCKET}`, arg],
+      { timeoutMs },
+    );
     const line = r.stdout.trim().split('\n').pop() ?? '';
     let reply: Record<string, unknown>;
     try {
@@ -154,7 +181,12 @@ export class AgentCubeSandbox implements Sandbox {
 
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
     if (this.state.mode === 'script') return this.runScript(options);
-    const request = agentRequest('exec', { code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python', inline_images: options.inlineImages === true });
+    const request = agentRequest('exec', {
+      code: options.code,
+      timeout_ms: options.timeoutMs,
+      language: options.language ?? 'python',
+      inline_images: options.inlineImages === true,
+    });
     const deadline = options.timeoutMs + this.opts.graceMs + SLACK_MS;
     let h = await this.agent(request, deadline);
     let restarted = false;
@@ -168,7 +200,11 @@ export class AgentCubeSandbox implements Sandbox {
     const result = toRunCodeResult(h);
     if (options.onOutput && result.output) options.onOutput('stdout', result.output);
     return restarted
-      ? { ...result, statePreserved: false, notice: 'the agent in the sandbox had stopped and was restarted: variables from earlier calls are lost' }
+      ? {
+          ...result,
+          statePreserved: false,
+          notice: 'the agent in the sandbox had stopped and was restarted: variables from earlier calls are lost',
+        }
       : result;
   }
 
@@ -185,11 +221,22 @@ export class AgentCubeSandbox implements Sandbox {
     const err = cap(r.stderr, this.opts.maxOutputBytes);
     const error: CodeError | null = timedOut
       ? { name: 'ExecutionTimeout', value: `the script exceeded the ${options.timeoutMs / 1000} s timeout`, traceback: '' }
-      : r.exitCode !== 0 ? { name: 'ScriptFailed', value: `exit code ${r.exitCode}`, traceback: r.stderr } : null;
+      : r.exitCode !== 0
+        ? { name: 'ScriptFailed', value: `exit code ${r.exitCode}`, traceback: r.stderr }
+        : null;
     if (options.onOutput && (out.text || err.text)) options.onOutput('stdout', out.text + err.text);
     return {
-      stdout: out.text, stderr: err.text, output: out.text + err.text, outputTruncated: out.cut || err.cut, results: [], error, timedOut,
-      statePreserved: false, durationMs: Date.now() - started, files: [], filesTruncated: false,
+      stdout: out.text,
+      stderr: err.text,
+      output: out.text + err.text,
+      outputTruncated: out.cut || err.cut,
+      results: [],
+      error,
+      timedOut,
+      statePreserved: false,
+      durationMs: Date.now() - started,
+      files: [],
+      filesTruncated: false,
       notice: `no state between calls: ${this.state.reason ?? 'the stateful agent is not running'}; each call runs as a new process`,
     };
   }
@@ -198,7 +245,9 @@ export class AgentCubeSandbox implements Sandbox {
     const id = this.live();
     const started = Date.now();
     const r = await this.client.execute(id, ['bash', '-c', options.command], {
-      timeoutMs: options.timeoutMs, workingDir: options.cwd ? this.rel(options.cwd) : undefined, env: options.env,
+      timeoutMs: options.timeoutMs,
+      workingDir: options.cwd ? this.rel(options.cwd) : undefined,
+      env: options.env,
     });
     const timedOut = r.exitCode === 124;
     const out = cap(r.stdout, this.opts.maxOutputBytes);
@@ -210,11 +259,22 @@ export class AgentCubeSandbox implements Sandbox {
     }
     const error: CodeError | null = timedOut
       ? { name: 'ExecutionTimeout', value: 'the command exceeded its timeout and was killed', traceback: '' }
-      : r.exitCode !== 0 ? { name: 'CommandFailed', value: `exit code ${r.exitCode}`, traceback: '' } : null;
+      : r.exitCode !== 0
+        ? { name: 'CommandFailed', value: `exit code ${r.exitCode}`, traceback: '' }
+        : null;
     return {
-      stdout: out.text, stderr: err.text, output: out.text + err.text, outputTruncated: out.cut || err.cut, exitCode: r.exitCode,
-      error, timedOut, durationMs: Date.now() - started, files: [], filesTruncated: false,
-      notice: 'on the AgentCube backend commands run through PicoD: files they change are not listed, and streamed output arrives when the command ends',
+      stdout: out.text,
+      stderr: err.text,
+      output: out.text + err.text,
+      outputTruncated: out.cut || err.cut,
+      exitCode: r.exitCode,
+      error,
+      timedOut,
+      durationMs: Date.now() - started,
+      files: [],
+      filesTruncated: false,
+      notice:
+        'on the AgentCube backend commands run through PicoD: files they change are not listed, and streamed output arrives when the command ends',
     };
   }
 

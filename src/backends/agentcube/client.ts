@@ -65,11 +65,20 @@ export class AgentCubeClient {
     return `${this.s.routerUrl}/v1/namespaces/${encodeURIComponent(this.s.namespace)}/code-interpreters/${encodeURIComponent(this.s.name)}/invocations/${path}`;
   }
 
-  private async call(url: string, init: { method: string; headers?: Record<string, string>; body?: string | Buffer | FormData }, timeoutMs: number, where: 'wm' | 'router') {
+  private async call(
+    url: string,
+    init: { method: string; headers?: Record<string, string>; body?: string | Buffer | FormData },
+    timeoutMs: number,
+    where: 'wm' | 'router',
+  ) {
     try {
       const res = await request(url, {
-        method: init.method as 'GET', headers: init.headers, body: init.body, dispatcher: this.dispatcher,
-        headersTimeout: timeoutMs, bodyTimeout: timeoutMs,
+        method: init.method as 'GET',
+        headers: init.headers,
+        body: init.body,
+        dispatcher: this.dispatcher,
+        headersTimeout: timeoutMs,
+        bodyTimeout: timeoutMs,
       });
       const body = Buffer.from(await res.body.arrayBuffer());
       return { status: res.statusCode, body, headers: res.headers };
@@ -85,11 +94,16 @@ export class AgentCubeClient {
   }
 
   async createSession(): Promise<string> {
-    const res = await this.call(`${this.s.workloadManagerUrl}/v1/code-interpreter`, {
-      method: 'POST',
-      headers: this.headers({ 'content-type': 'application/json' }),
-      body: JSON.stringify({ name: this.s.name, namespace: this.s.namespace }),
-    }, this.s.createTimeoutMs, 'wm');
+    const res = await this.call(
+      `${this.s.workloadManagerUrl}/v1/code-interpreter`,
+      {
+        method: 'POST',
+        headers: this.headers({ 'content-type': 'application/json' }),
+        body: JSON.stringify({ name: this.s.name, namespace: this.s.namespace }),
+      },
+      this.s.createTimeoutMs,
+      'wm',
+    );
     if (res.status !== 200) throw mapAgentCubeError('wm', res.status, res.body);
     const id = (JSON.parse(res.body.toString('utf8')) as { sessionId?: string }).sessionId;
     if (!id) throw mapAgentCubeError('wm', 500, Buffer.from('{"message":"no sessionId in the answer"}'));
@@ -98,23 +112,40 @@ export class AgentCubeClient {
 
   /** Deletes a session; one that is already gone (404) counts as deleted. */
   async deleteSession(id: string): Promise<void> {
-    const res = await this.call(`${this.s.workloadManagerUrl}/v1/code-interpreter/sessions/${encodeURIComponent(id)}`, {
-      method: 'DELETE', headers: this.headers(),
-    }, this.s.requestTimeoutMs, 'wm');
+    const res = await this.call(
+      `${this.s.workloadManagerUrl}/v1/code-interpreter/sessions/${encodeURIComponent(id)}`,
+      {
+        method: 'DELETE',
+        headers: this.headers(),
+      },
+      this.s.requestTimeoutMs,
+      'wm',
+    );
     if (res.status !== 200 && res.status !== 404) throw mapAgentCubeError('wm', res.status, res.body);
   }
 
   /** Runs an argument array in the pod (no shell). A non-zero exit is a result, not an error; 124 = timeout. */
-  async execute(id: string, command: readonly string[], options: { timeoutMs: number; workingDir?: string; env?: Readonly<Record<string, string>> }): Promise<ExecResult> {
+  async execute(
+    id: string,
+    command: readonly string[],
+    options: { timeoutMs: number; workingDir?: string; env?: Readonly<Record<string, string>> },
+  ): Promise<ExecResult> {
     const body = {
       command,
       timeout: `${Math.max(1, Math.ceil(options.timeoutMs / 1000))}s`,
       ...(options.workingDir ? { working_dir: options.workingDir } : {}),
       ...(options.env ? { env: options.env } : {}),
     };
-    const res = await this.call(this.invocation('api/execute'), {
-      method: 'POST', headers: this.headers({ 'content-type': 'application/json', 'x-agentcube-session-id': id }), body: JSON.stringify(body),
-    }, options.timeoutMs + 30_000, 'router');
+    const res = await this.call(
+      this.invocation('api/execute'),
+      {
+        method: 'POST',
+        headers: this.headers({ 'content-type': 'application/json', 'x-agentcube-session-id': id }),
+        body: JSON.stringify(body),
+      },
+      options.timeoutMs + 30_000,
+      'router',
+    );
     if (res.status !== 200) throw mapAgentCubeError('router', res.status, res.body);
     const r = JSON.parse(res.body.toString('utf8')) as { stdout?: string; stderr?: string; exit_code?: number };
     return { stdout: r.stdout ?? '', stderr: r.stderr ?? '', exitCode: r.exit_code ?? 1 };
@@ -143,19 +174,33 @@ export class AgentCubeClient {
   }
 
   async listDir(id: string, path: string): Promise<RemoteEntry[]> {
-    const res = await this.call(`${this.invocation('api/files')}?path=${encodeURIComponent(path)}`, {
-      method: 'GET', headers: this.headers({ 'x-agentcube-session-id': id }),
-    }, this.s.requestTimeoutMs, 'router');
+    const res = await this.call(
+      `${this.invocation('api/files')}?path=${encodeURIComponent(path)}`,
+      {
+        method: 'GET',
+        headers: this.headers({ 'x-agentcube-session-id': id }),
+      },
+      this.s.requestTimeoutMs,
+      'router',
+    );
     if (res.status !== 200) throw mapAgentCubeError('router', res.status, res.body, path);
-    const files = (JSON.parse(res.body.toString('utf8')) as { files: Array<{ name: string; size: number; modified: string; is_dir: boolean }> | null }).files ?? [];
+    const files =
+      (JSON.parse(res.body.toString('utf8')) as { files: Array<{ name: string; size: number; modified: string; is_dir: boolean }> | null })
+        .files ?? [];
     return files.map((f) => ({ name: f.name, size: f.size, modified: f.modified, isDir: f.is_dir }));
   }
 
   async download(id: string, path: string): Promise<Buffer> {
     const encoded = path.split('/').map(encodeURIComponent).join('/');
-    const res = await this.call(this.invocation(`api/files/${encoded}`), {
-      method: 'GET', headers: this.headers({ 'x-agentcube-session-id': id }),
-    }, this.s.requestTimeoutMs, 'router');
+    const res = await this.call(
+      this.invocation(`api/files/${encoded}`),
+      {
+        method: 'GET',
+        headers: this.headers({ 'x-agentcube-session-id': id }),
+      },
+      this.s.requestTimeoutMs,
+      'router',
+    );
     if (res.status !== 200) throw mapAgentCubeError('router', res.status, res.body, path);
     return res.body;
   }

@@ -63,7 +63,10 @@ export interface FrameLimits {
  * not one of the service's: an internal error to the client, but callers can still tell which one it was.
  */
 export class AgentFailure extends ServiceError {
-  constructor(readonly agentCode: string, message: string) {
+  constructor(
+    readonly agentCode: string,
+    message: string,
+  ) {
     super(ErrorCode.INTERNAL_ERROR, message);
   }
 }
@@ -117,7 +120,13 @@ export class AgentConnection {
    * Sends one request and waits for its reply. `deadlineMs` bounds the wait: past it the agent is
    * considered hung and `onFatal` kills the sandbox.
    */
-  request(header: AgentRequest, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
+  request(
+    header: AgentRequest,
+    blob: Uint8Array | null,
+    deadlineMs: number,
+    onEvent?: EventListener,
+    sink?: BlobSink,
+  ): Promise<AgentReply> {
     const run = () => this.send(header, blob, deadlineMs, onEvent, sink);
     const result = this.queue.then(run, run);
     this.queue = result.catch(() => undefined);
@@ -136,7 +145,13 @@ export class AgentConnection {
     }
   }
 
-  private send(header: AgentRequest, blob: Uint8Array | null, deadlineMs: number, onEvent?: EventListener, sink?: BlobSink): Promise<AgentReply> {
+  private send(
+    header: AgentRequest,
+    blob: Uint8Array | null,
+    deadlineMs: number,
+    onEvent?: EventListener,
+    sink?: BlobSink,
+  ): Promise<AgentReply> {
     if (this.closedReason) return Promise.reject(new ServiceError(ErrorCode.SANDBOX_LOST, this.closedReason));
     return new Promise<AgentReply>((resolve, reject) => {
       const id = this.nextId++;

@@ -41,8 +41,20 @@ export const PROXY_PORT = 3128;
 
 /** /etc entries worth seeing inside: dynamic linker cache, alternatives symlinks, time zone, TLS roots, MIME. */
 export const ETC_CANDIDATES = [
-  'alternatives', 'ld.so.cache', 'ld.so.conf', 'ld.so.conf.d', 'localtime', 'timezone', 'ssl/certs',
-  'ca-certificates', 'mime.types', 'fonts', 'matplotlibrc', 'nsswitch.conf', 'protocols', 'services',
+  'alternatives',
+  'ld.so.cache',
+  'ld.so.conf',
+  'ld.so.conf.d',
+  'localtime',
+  'timezone',
+  'ssl/certs',
+  'ca-certificates',
+  'mime.types',
+  'fonts',
+  'matplotlibrc',
+  'nsswitch.conf',
+  'protocols',
+  'services',
 ] as const;
 
 /** Size of /dev/shm (POSIX shared memory, multiprocessing semaphores). */
@@ -50,33 +62,68 @@ const SHM_BYTES = 64 * 1024 * 1024;
 
 export function bwrapArgs(input: BwrapInput): string[] {
   const args = [
-    '--unshare-user', '--disable-userns', '--uid', String(input.innerUid), '--gid', String(input.innerUid),
-    '--unshare-pid', '--unshare-net', '--unshare-ipc', '--unshare-uts', '--unshare-cgroup-try',
-    '--die-with-parent', '--new-session', '--cap-drop', 'ALL',
+    '--unshare-user',
+    '--disable-userns',
+    '--uid',
+    String(input.innerUid),
+    '--gid',
+    String(input.innerUid),
+    '--unshare-pid',
+    '--unshare-net',
+    '--unshare-ipc',
+    '--unshare-uts',
+    '--unshare-cgroup-try',
+    '--die-with-parent',
+    '--new-session',
+    '--cap-drop',
+    'ALL',
     // Without network the supervisor is the sandbox's pid 1 and reaps orphans itself (it watches its
     // children anyway): no bubblewrap reaper process, 1.3 MiB less per sandbox. With network its relay
     // keeps it busy otherwise, and bubblewrap's reaper stays.
     ...(input.proxySocket ? [] : ['--as-pid-1']),
-    '--hostname', input.hostname,
-    '--ro-bind', '/usr', '/usr',
+    '--hostname',
+    input.hostname,
+    '--ro-bind',
+    '/usr',
+    '/usr',
   ];
   for (const [name, target] of Object.entries(input.rootSymlinks)) args.push('--symlink', target, `/${name}`);
   for (const entry of input.etcEntries) args.push('--ro-bind', `/etc/${entry}`, `/etc/${entry}`);
   args.push(
-    '--ro-bind', input.passwdFile, '/etc/passwd',
-    '--ro-bind', input.groupFile, '/etc/group',
-    '--proc', '/proc',
-    '--dev', '/dev',
-    '--size', String(Math.min(SHM_BYTES, input.workspaceBytes)), '--tmpfs', '/dev/shm',
-    '--size', String(input.workspaceBytes), '--tmpfs', '/tmp',
-    '--size', String(input.workspaceBytes), '--tmpfs', input.workspace,
-    '--ro-bind', input.agentDir, '/opt/ciw',
+    '--ro-bind',
+    input.passwdFile,
+    '/etc/passwd',
+    '--ro-bind',
+    input.groupFile,
+    '/etc/group',
+    '--proc',
+    '/proc',
+    '--dev',
+    '/dev',
+    '--size',
+    String(Math.min(SHM_BYTES, input.workspaceBytes)),
+    '--tmpfs',
+    '/dev/shm',
+    '--size',
+    String(input.workspaceBytes),
+    '--tmpfs',
+    '/tmp',
+    '--size',
+    String(input.workspaceBytes),
+    '--tmpfs',
+    input.workspace,
+    '--ro-bind',
+    input.agentDir,
+    '/opt/ciw',
     ...(input.proxySocket ? ['--ro-bind', input.proxySocket, PROXY_SOCKET] : []),
     ...(input.extraPythonPaths ?? []).flatMap((dir, i) => ['--ro-bind', dir, `${EXTRA_PYTHONPATH}/${i}`]),
     // Every writable place is a size-limited tmpfs: the root and /dev themselves become read-only.
-    '--remount-ro', '/dev',
-    '--remount-ro', '/',
-    '--chdir', input.workspace,
+    '--remount-ro',
+    '/dev',
+    '--remount-ro',
+    '/',
+    '--chdir',
+    input.workspace,
     ...(input.seccompFd !== undefined ? ['--seccomp', String(input.seccompFd)] : []),
     '--clearenv',
   );
@@ -90,8 +137,12 @@ export function bwrapArgs(input: BwrapInput): string[] {
 function proxyEnv(): Record<string, string> {
   const url = `http://127.0.0.1:${PROXY_PORT}`;
   return {
-    HTTP_PROXY: url, HTTPS_PROXY: url, http_proxy: url, https_proxy: url,
-    NO_PROXY: 'localhost,127.0.0.1,::1', no_proxy: 'localhost,127.0.0.1,::1',
+    HTTP_PROXY: url,
+    HTTPS_PROXY: url,
+    http_proxy: url,
+    https_proxy: url,
+    NO_PROXY: 'localhost,127.0.0.1,::1',
+    no_proxy: 'localhost,127.0.0.1,::1',
   };
 }
 
@@ -101,7 +152,12 @@ function proxyEnv(): Record<string, string> {
  * the defaults and its own CIW_* settings, so that no variable a user chooses — LD_PRELOAD, PYTHONHOME,
  * PYTHONPATH — applies to the agent, which holds the service's channel.
  */
-export function sandboxEnv(workspace: string, user: Readonly<Record<string, string>>, agent: Readonly<Record<string, string>>, network = false) {
+export function sandboxEnv(
+  workspace: string,
+  user: Readonly<Record<string, string>>,
+  agent: Readonly<Record<string, string>>,
+  network = false,
+) {
   const defaults = {
     PATH: '/usr/local/bin:/usr/bin:/bin',
     HOME: workspace,

@@ -120,7 +120,13 @@ function ownPaths(): Map<string, string> {
 const none = (why: string): CgroupManager => ({
   mode: 'none',
   description: `no cgroups (${why}); memory, process and CPU limits fall back to rlimits`,
-  create: () => ({ active: false, addProcess: () => undefined, counters: () => ({ oomKills: 0, pidsRefused: 0 }), cpuSeconds: () => null, remove: async () => undefined }),
+  create: () => ({
+    active: false,
+    addProcess: () => undefined,
+    counters: () => ({ oomKills: 0, pidsRefused: 0 }),
+    cpuSeconds: () => null,
+    remove: async () => undefined,
+  }),
   close: () => undefined,
 });
 
@@ -157,7 +163,11 @@ function v1(): CgroupManager | string {
     mode: 'v1',
     description: 'cgroup v1 (memory without swap, pids, cpu quota per sandbox)',
     create(name, limits) {
-      const dirs: Record<string, string> = { memory: join(base.get('memory')!, name), pids: join(base.get('pids')!, name), cpu: join(base.get('cpu')!, name) };
+      const dirs: Record<string, string> = {
+        memory: join(base.get('memory')!, name),
+        pids: join(base.get('pids')!, name),
+        cpu: join(base.get('cpu')!, name),
+      };
       if (base.has('cpuacct')) dirs.cpuacct = join(base.get('cpuacct')!, name);
       for (const d of Object.values(dirs)) mkdirSync(d, { recursive: true });
       writeFileSync(join(dirs.memory, 'memory.limit_in_bytes'), String(limits.memoryBytes));
@@ -195,7 +205,8 @@ function v2(mountPoint: string): CgroupManager | string {
   try {
     sweepStale(parent);
     const controllers = read(join(parent, 'cgroup.controllers')).split(/\s+/);
-    for (const c of ['memory', 'pids', 'cpu']) if (!controllers.includes(c)) return `the cgroup v2 ${c} controller is not delegated to ${parent}`;
+    for (const c of ['memory', 'pids', 'cpu'])
+      if (!controllers.includes(c)) return `the cgroup v2 ${c} controller is not delegated to ${parent}`;
     const base = join(parent, `ciw-${process.pid}`);
     mkdirSync(base, { recursive: true });
     writeFileSync(join(base, 'cgroup.subtree_control'), '+memory +pids +cpu');

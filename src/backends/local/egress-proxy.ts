@@ -19,7 +19,16 @@ export interface EgressProxy {
 
 const MAX_CONNECTIONS = 64;
 const CONNECT_TIMEOUT_MS = 15_000;
-const HOP_BY_HOP = new Set(['proxy-authorization', 'proxy-connection', 'connection', 'keep-alive', 'te', 'trailer', 'transfer-encoding', 'upgrade']);
+const HOP_BY_HOP = new Set([
+  'proxy-authorization',
+  'proxy-connection',
+  'connection',
+  'keep-alive',
+  'te',
+  'trailer',
+  'transfer-encoding',
+  'upgrade',
+]);
 
 function refusal(err: Error & { code?: string }): { status: number; text: string } {
   if (err.code === 'CIW_ADDRESS_DENIED') return { status: 403, text: `blocked by the sandbox network policy: ${err.message}` };
@@ -33,7 +42,11 @@ function parseTarget(authority: string): { host: string; port: number } | null {
   return port > 0 && port < 65536 ? { host: m[1], port } : null;
 }
 
-export async function startEgressProxy(socketPath: string, policy: OutboundPolicy, owner?: { uid: number; gid: number }): Promise<EgressProxy> {
+export async function startEgressProxy(
+  socketPath: string,
+  policy: OutboundPolicy,
+  owner?: { uid: number; gid: number },
+): Promise<EgressProxy> {
   const lookup = guardedLookup(policy) as never;
   const sockets = new Set<Socket | Duplex>();
   const track = (s: Socket | Duplex) => {
@@ -60,13 +73,21 @@ export async function startEgressProxy(socketPath: string, policy: OutboundPolic
     }
     const headers: Record<string, string | string[]> = {};
     for (const [k, v] of Object.entries(req.headers)) if (v !== undefined && !HOP_BY_HOP.has(k)) headers[k] = v;
-    const upstream = httpRequest({
-      host: url.hostname.replace(/^\[|\]$/g, ''), port: Number(url.port || 80), path: `${url.pathname}${url.search}`,
-      method: req.method, headers, lookup, timeout: CONNECT_TIMEOUT_MS,
-    }, (up) => {
-      res.writeHead(up.statusCode ?? 502, up.headers);
-      up.pipe(res);
-    });
+    const upstream = httpRequest(
+      {
+        host: url.hostname.replace(/^\[|\]$/g, ''),
+        port: Number(url.port || 80),
+        path: `${url.pathname}${url.search}`,
+        method: req.method,
+        headers,
+        lookup,
+        timeout: CONNECT_TIMEOUT_MS,
+      },
+      (up) => {
+        res.writeHead(up.statusCode ?? 502, up.headers);
+        up.pipe(res);
+      },
+    );
     upstream.on('timeout', () => upstream.destroy(new Error('timed out')));
     upstream.on('error', (err) => {
       const { status, text } = refusal(err);
@@ -115,12 +136,13 @@ export async function startEgressProxy(socketPath: string, policy: OutboundPolic
   if (owner) chownSync(socketPath, owner.uid, owner.gid);
   return {
     socketPath,
-    close: () => new Promise<void>((resolve) => {
-      for (const s of sockets) s.destroy();
-      server.close(() => {
-        rmSync(socketPath, { force: true });
-        resolve();
-      });
-    }),
+    close: () =>
+      new Promise<void>((resolve) => {
+        for (const s of sockets) s.destroy();
+        server.close(() => {
+          rmSync(socketPath, { force: true });
+          resolve();
+        });
+      }),
   };
 }

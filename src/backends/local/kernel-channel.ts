@@ -109,7 +109,7 @@ export class KernelChannel {
       this.pendingBytes = 0;
       if (line.length > 0 && !this.onLine(line)) {
         this.noiseBytes += line.length;
-        if (this.noiseBytes > this.maxLineBytes) return this.violation('more than a frame\'s worth of noise in one call');
+        if (this.noiseBytes > this.maxLineBytes) return this.violation("more than a frame's worth of noise in one call");
       }
       start = nl + 1;
     }

@@ -34,7 +34,6 @@ function killAll(pids: readonly number[]): void {
   }
 }
 
-
 const WORKSPACE = '/workspace';
 const SECCOMP_FD = 4;
 const READY_TIMEOUT_MS = 15_000;
@@ -111,13 +110,21 @@ class LocalBackend implements SandboxBackend {
 
   async init(): Promise<BackendStatus> {
     try {
-      const layout = prepareRuntimeDir(this.options.rootDir, AGENT_SOURCE, this.options.python,
-        this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount } : null, (m) => this.log('warn', m));
+      const layout = prepareRuntimeDir(
+        this.options.rootDir,
+        AGENT_SOURCE,
+        this.options.python,
+        this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount } : null,
+        (m) => this.log('warn', m),
+      );
       this.etcEntries = layout.etcEntries;
       this.rootSymlinks = layout.rootSymlinks;
       this.canHibernate = layout.idleProgram;
       if (!layout.idleProgram && (this.options.supervisorIdleMs ?? 0) > 0) {
-        this.log('warn', 'no C compiler (cc) to build ciw-idle: idle sandboxes keep their supervisor process (≈ 11 MiB more each); install gcc');
+        this.log(
+          'warn',
+          'no C compiler (cc) to build ciw-idle: idle sandboxes keep their supervisor process (≈ 11 MiB more each); install gcc',
+        );
       }
     } catch (err) {
       this.current = { name: this.name, ready: false, isolation: 'none', problem: (err as Error).message };
@@ -135,18 +142,26 @@ class LocalBackend implements SandboxBackend {
       this.current = {
         name: this.name,
         ready: true,
-        isolation: `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who}; `
-          + `${this.seccomp ? `seccomp refuses ${DENIED_SYSCALLS.join(', ')}` : `no seccomp filter for ${process.arch}`}); limits: ${this.cgroups.description}`,
+        isolation:
+          `${version} (user, pid, net, ipc, uts, cgroup and mount namespaces; no capabilities; no network; ${who}; ` +
+          `${this.seccomp ? `seccomp refuses ${DENIED_SYSCALLS.join(', ')}` : `no seccomp filter for ${process.arch}`}); limits: ${this.cgroups.description}`,
       };
-      if (!this.asRoot) this.log('warn', 'not running as root: sandboxes run as the service\'s own uid (weaker separation from the host)');
+      if (!this.asRoot) this.log('warn', "not running as root: sandboxes run as the service's own uid (weaker separation from the host)");
     } catch (err) {
-      const why = version ? `bubblewrap failed its self-test: ${this.lastStartFailure ?? (err as Error).message}` : 'bubblewrap (bwrap) is not installed';
+      const why = version
+        ? `bubblewrap failed its self-test: ${this.lastStartFailure ?? (err as Error).message}`
+        : 'bubblewrap (bwrap) is not installed';
       if (this.options.allowUnsandboxed) {
         this.mode = 'unsandboxed';
         this.current = { name: this.name, ready: true, isolation: `NONE (ALLOW_UNSANDBOXED=true; ${why})` };
         this.log('error', `${why}; running code WITHOUT isolation because ALLOW_UNSANDBOXED=true`);
       } else {
-        this.current = { name: this.name, ready: false, isolation: 'none', problem: `${why}; install the Debian package bubblewrap, or set ALLOW_UNSANDBOXED=true to run code without isolation (unsafe)` };
+        this.current = {
+          name: this.name,
+          ready: false,
+          isolation: 'none',
+          problem: `${why}; install the Debian package bubblewrap, or set ALLOW_UNSANDBOXED=true to run code without isolation (unsafe)`,
+        };
         this.log('error', this.current.problem!);
       }
     }
@@ -155,7 +170,8 @@ class LocalBackend implements SandboxBackend {
 
   async create(opts: CreateSandboxOptions): Promise<Sandbox> {
     if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the local backend is shutting down');
-    if (!this.current.ready) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, this.current.problem ?? 'the local backend is not ready');
+    if (!this.current.ready)
+      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, this.current.problem ?? 'the local backend is not ready');
     const sandbox = this.mode === 'bubblewrap' ? await this.spawnBubblewrap(opts) : this.spawnUnsandboxed(opts);
     this.live.add(sandbox);
     sandbox.exited.then(() => this.live.delete(sandbox));
@@ -190,7 +206,11 @@ class LocalBackend implements SandboxBackend {
     try {
       uid = this.asRoot ? this.uids.acquire() : undefined;
     } catch (err) {
-      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `no sandbox uid is free (${(err as Error).message}); stop sandboxes or widen SANDBOX_UID_COUNT`, { cause: err });
+      throw new ServiceError(
+        ErrorCode.BACKEND_UNAVAILABLE,
+        `no sandbox uid is free (${(err as Error).message}); stop sandboxes or widen SANDBOX_UID_COUNT`,
+        { cause: err },
+      );
     }
     let proxy: EgressProxy | undefined;
     let cgroup: SandboxCgroup | undefined;
@@ -201,7 +221,9 @@ class LocalBackend implements SandboxBackend {
         try {
           proxy = await startEgressProxy(socketPath, this.options.outbound, uid !== undefined ? { uid, gid: uid } : undefined);
         } catch (err) {
-          throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `could not start the sandbox's network proxy: ${(err as Error).message}`, { cause: err });
+          throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, `could not start the sandbox's network proxy: ${(err as Error).message}`, {
+            cause: err,
+          });
         }
       }
       const extra = this.options.extraPythonPaths ?? [];
@@ -218,11 +240,21 @@ class LocalBackend implements SandboxBackend {
         python: this.options.python,
         innerUid: INNER_UID,
         hostname: 'sandbox',
-        env: sandboxEnv(WORKSPACE, { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env }, this.agentEnv(opts), opts.network === true),
+        env: sandboxEnv(
+          WORKSPACE,
+          { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env },
+          this.agentEnv(opts),
+          opts.network === true,
+        ),
         seccompFd: this.seccomp ? SECCOMP_FD : undefined,
       });
       // fd 3: the direct channel between the service and the sandbox's Python kernel; fd 4: the seccomp filter.
-      const spawned = spawn('bwrap', args, { stdio: ['pipe', 'pipe', 'pipe', 'pipe', ...(this.seccomp ? ['pipe' as const] : [])], env: {}, uid, gid: uid });
+      const spawned = spawn('bwrap', args, {
+        stdio: ['pipe', 'pipe', 'pipe', 'pipe', ...(this.seccomp ? ['pipe' as const] : [])],
+        env: {},
+        uid,
+        gid: uid,
+      });
       child = spawned;
       if (this.seccomp) {
         const filter = spawned.stdio[SECCOMP_FD] as Writable;
@@ -269,7 +301,9 @@ class LocalBackend implements SandboxBackend {
       if (uid !== undefined) await this.reapUid(uid);
       this.lastStartFailure = (err as Error).message;
       this.log('error', `a sandbox failed to start: ${this.lastStartFailure}`);
-      throw err instanceof ServiceError ? err : new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the sandbox failed to start; the service log says why', { cause: err });
+      throw err instanceof ServiceError
+        ? err
+        : new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the sandbox failed to start; the service log says why', { cause: err });
     }
   }
 

@@ -10,8 +10,17 @@ import { processTree } from './proc.js';
 import { toArtifacts, toCodeError, toRunCodeResult } from '../agent/reply.js';
 import { agentRequest } from '../agent/protocol.js';
 import type {
-  CodeError, DirectoryListing, OpenedFile, OutputListener, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions,
-  RunCommandResult, Sandbox, SandboxFiles,
+  CodeError,
+  DirectoryListing,
+  OpenedFile,
+  OutputListener,
+  FileEntry,
+  RunCodeOptions,
+  RunCodeResult,
+  RunCommandOptions,
+  RunCommandResult,
+  Sandbox,
+  SandboxFiles,
 } from '../types.js';
 
 /** Slack on top of a call's own timeout before the agent is declared hung (it handles timeouts itself). */
@@ -25,7 +34,10 @@ const CONTROL_DEADLINE_MS = 70_000;
 
 /** Why a call on the direct channel ended without a reply. */
 class KernelGone extends Error {
-  constructor(readonly why: 'hung' | 'exited', message: string) {
+  constructor(
+    readonly why: 'hung' | 'exited',
+    message: string,
+  ) {
     super(message);
   }
 }
@@ -126,54 +138,71 @@ export class LocalSandbox implements Sandbox {
     });
     this.files = {
       write: async (path, data) => {
-        const { header } = await this.connection.request(agentRequest('write', { path, rebase: this.look('agent') }), data, FILE_OP_DEADLINE_MS);
+        const { header } = await this.connection.request(
+          agentRequest('write', { path, rebase: this.look('agent') }),
+          data,
+          FILE_OP_DEADLINE_MS,
+        );
         return { path: String(header.path), size: Number(header.size) };
       },
       read: async (path, maxBytes) => {
-        const { header, blob } = await this.connection.request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS);
+        const { header, blob } = await this.connection.request(
+          agentRequest('read', { path, max_bytes: maxBytes }),
+          null,
+          FILE_OP_DEADLINE_MS,
+        );
         return { path: String(header.path), data: blob };
       },
-      open: (path, maxBytes) => new Promise<OpenedFile>((resolve, reject) => {
-        // Bytes go on to the HTTP answer as they come out of the sandbox. What the reader has not taken yet
-        // waits in `body`, up to its high-water mark; past it the sandbox is held back until the reader takes
-        // some (or goes away), so a reader that never reads pins a few hundred KiB, not the file.
-        const body = new PassThrough({ highWaterMark: SEND_BUFFER_BYTES });
-        body.on('error', () => undefined); // a reader that went away; the sandbox still sends the rest, ignored
-        let opened = false;
-        const received = this.connection.request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS, undefined, {
-          start: (header, length) => {
-            opened = true;
-            resolve({ path: String(header.path), size: length, body, received });
-          },
-          chunk: (data) => {
-            if (body.destroyed || body.write(data)) return null;
-            return new Promise<void>((wake) => {
-              const done = () => {
-                body.off('drain', done);
-                body.off('close', done);
-                wake();
-              };
-              body.on('drain', done);
-              body.on('close', done);
-            });
-          },
-        }).then((reply) => {
-          if (!opened) resolve({ path: String(reply.header.path), size: 0, body, received }); // an empty file
-          body.end();
-        }, (err: Error) => {
-          if (opened) body.destroy(err);
-          else reject(err);
-          throw err;
-        });
-        received.catch(() => undefined);
-      }),
+      open: (path, maxBytes) =>
+        new Promise<OpenedFile>((resolve, reject) => {
+          // Bytes go on to the HTTP answer as they come out of the sandbox. What the reader has not taken yet
+          // waits in `body`, up to its high-water mark; past it the sandbox is held back until the reader takes
+          // some (or goes away), so a reader that never reads pins a few hundred KiB, not the file.
+          const body = new PassThrough({ highWaterMark: SEND_BUFFER_BYTES });
+          body.on('error', () => undefined); // a reader that went away; the sandbox still sends the rest, ignored
+          let opened = false;
+          const received = this.connection
+            .request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS, undefined, {
+              start: (header, length) => {
+                opened = true;
+                resolve({ path: String(header.path), size: length, body, received });
+              },
+              chunk: (data) => {
+                if (body.destroyed || body.write(data)) return null;
+                return new Promise<void>((wake) => {
+                  const done = () => {
+                    body.off('drain', done);
+                    body.off('close', done);
+                    wake();
+                  };
+                  body.on('drain', done);
+                  body.on('close', done);
+                });
+              },
+            })
+            .then(
+              (reply) => {
+                if (!opened) resolve({ path: String(reply.header.path), size: 0, body, received }); // an empty file
+                body.end();
+              },
+              (err: Error) => {
+                if (opened) body.destroy(err);
+                else reject(err);
+                throw err;
+              },
+            );
+          received.catch(() => undefined);
+        }),
       stat: async (path) => toEntry((await this.connection.request(agentRequest('stat', { path }), null, FILE_OP_DEADLINE_MS)).header),
       list: async (path, options): Promise<DirectoryListing> => {
         const { header } = await this.connection.request(
-          agentRequest('list', { path, recursive: options.recursive, limit: options.limit }), null, FILE_OP_DEADLINE_MS);
+          agentRequest('list', { path, recursive: options.recursive, limit: options.limit }),
+          null,
+          FILE_OP_DEADLINE_MS,
+        );
         return {
           path: String(header.path),
-          entries: (Array.isArray(header.entries) ? header.entries as Record<string, unknown>[] : []).map(toEntry),
+          entries: (Array.isArray(header.entries) ? (header.entries as Record<string, unknown>[]) : []).map(toEntry),
           truncated: header.truncated === true,
         };
       },
@@ -186,8 +215,9 @@ export class LocalSandbox implements Sandbox {
     if (header.direct === true && this.kernelSocket) {
       // A call's reply is at most one frame; its output events carry at most MAX_OUTPUT_BYTES more, JSON-escaped.
       const maxCallBytes = 2 * this.frameLimits.maxHeaderBytes;
-      this.channel = new KernelChannel(this.kernelSocket, this.frameLimits.maxHeaderBytes, maxCallBytes,
-        (what) => this.kill(`the sandbox's Python process sent ${what} and the sandbox was stopped`));
+      this.channel = new KernelChannel(this.kernelSocket, this.frameLimits.maxHeaderBytes, maxCallBytes, (what) =>
+        this.kill(`the sandbox's Python process sent ${what} and the sandbox was stopped`),
+      );
     }
   }
 
@@ -227,7 +257,11 @@ export class LocalSandbox implements Sandbox {
     const before = this.lastCounters;
     this.lastCounters = now;
     if (now.oomKills > before.oomKills) {
-      return { name: 'MemoryLimitExceeded', value: 'the sandbox ran out of memory and the kernel killed a process (memory limit reached)', traceback: '' };
+      return {
+        name: 'MemoryLimitExceeded',
+        value: 'the sandbox ran out of memory and the kernel killed a process (memory limit reached)',
+        traceback: '',
+      };
     }
     if (now.pidsRefused > before.pidsRefused) {
       return { name: 'ProcessLimitExceeded', value: 'the sandbox tried to start more processes than its limit allows', traceback: '' };
@@ -288,22 +322,27 @@ export class LocalSandbox implements Sandbox {
       });
       interrupting.catch(() => undefined);
     };
-    const call = channel.send({
-      code: options.code, inline_images: options.inlineImages === true, stream: options.onOutput !== undefined,
-      rebase: this.look('kernel'),
-    }, (event, data) => {
-      if (event === 'stdout' || event === 'stderr') {
-        streamedBytes += Buffer.byteLength(data);
-        if (streamedBytes > this.maxOutputBytes) {
+    const call = channel.send(
+      {
+        code: options.code,
+        inline_images: options.inlineImages === true,
+        stream: options.onOutput !== undefined,
+        rebase: this.look('kernel'),
+      },
+      (event, data) => {
+        if (event === 'stdout' || event === 'stderr') {
+          streamedBytes += Buffer.byteLength(data);
+          if (streamedBytes > this.maxOutputBytes) {
+            stop('output');
+            return;
+          }
+          streamed.push([event, data]);
+          options.onOutput?.(event, data);
+        } else if (event === 'output_limit') {
           stop('output');
-          return;
         }
-        streamed.push([event, data]);
-        options.onOutput?.(event, data);
-      } else if (event === 'output_limit') {
-        stop('output');
-      }
-    });
+      },
+    );
     if (starting && pipelined) {
       try {
         await starting;
@@ -327,8 +366,13 @@ export class LocalSandbox implements Sandbox {
       if (interrupting) await (interrupting as Promise<unknown>).catch(() => undefined);
       clearTimeout(graceTimer);
     }
-    const joined = (stream?: 'stdout' | 'stderr') => (streamed.length === 0 ? ''
-      : streamed.filter(([s]) => stream === undefined || s === stream).map(([, t]) => t).join(''));
+    const joined = (stream?: 'stdout' | 'stderr') =>
+      streamed.length === 0
+        ? ''
+        : streamed
+            .filter(([s]) => stream === undefined || s === stream)
+            .map(([, t]) => t)
+            .join('');
     const out = joined('stdout');
     const err = joined('stderr');
     const both = joined();
@@ -344,13 +388,21 @@ export class LocalSandbox implements Sandbox {
       }
       if (stopped === 'timeout') {
         error = {
-          name: 'ExecutionTimeout', traceback: error?.traceback ?? '',
+          name: 'ExecutionTimeout',
+          traceback: error?.traceback ?? '',
           value: `execution exceeded the ${seconds} s timeout and was interrupted; the Python state is preserved`,
         };
       }
       return {
-        ...r, files, results, error, timedOut: stopped === 'timeout', outputTruncated: r.outputTruncated || overflow,
-        stdout: out + r.stdout, stderr: err + r.stderr, output: both + r.output,
+        ...r,
+        files,
+        results,
+        error,
+        timedOut: stopped === 'timeout',
+        outputTruncated: r.outputTruncated || overflow,
+        stdout: out + r.stdout,
+        stderr: err + r.stderr,
+        output: both + r.output,
         ...(lostBefore ? { statePreserved: false, notice: lostBefore } : {}),
       };
     }
@@ -363,17 +415,34 @@ export class LocalSandbox implements Sandbox {
         if (e instanceof ServiceError && e.code === ErrorCode.SANDBOX_LOST) throw e;
         this.kernelRunning = false; // tried again on the next call
       }
-      error = stopped === 'timeout'
-        ? { name: 'ExecutionTimeout', value: `execution exceeded the ${seconds} s timeout and did not stop when interrupted; ${STATE_LOST}`, traceback: '' }
-        : { name: 'OutputLimitExceeded', value: `${this.outputLimitMessage()}; it did not stop when interrupted, so ${STATE_LOST}`, traceback: '' };
+      error =
+        stopped === 'timeout'
+          ? {
+              name: 'ExecutionTimeout',
+              value: `execution exceeded the ${seconds} s timeout and did not stop when interrupted; ${STATE_LOST}`,
+              traceback: '',
+            }
+          : {
+              name: 'OutputLimitExceeded',
+              value: `${this.outputLimitMessage()}; it did not stop when interrupted, so ${STATE_LOST}`,
+              traceback: '',
+            };
     } else {
       this.kernelLost = null;
       error = {
-        name: 'KernelDied', traceback: '',
+        name: 'KernelDied',
+        traceback: '',
         value: `the Python process exited (${gone!.message}) while running this code; its state (variables, imports) is lost and the next call starts a new one`,
       };
     }
-    return { ...failedCall(error, false), timedOut: stopped === 'timeout', outputTruncated: stopped === 'output', stdout: out, stderr: err, output: both };
+    return {
+      ...failedCall(error, false),
+      timedOut: stopped === 'timeout',
+      outputTruncated: stopped === 'output',
+      stdout: out,
+      stderr: err,
+      output: both,
+    };
   }
 
   /** The result of a call whose kernel could not be started. */
@@ -396,8 +465,12 @@ export class LocalSandbox implements Sandbox {
   private async runRelayed(options: RunCodeOptions): Promise<RunCodeResult> {
     const { header: h } = await this.connection.request(
       agentRequest('exec', {
-        code: options.code, timeout_ms: options.timeoutMs, language: options.language ?? 'python',
-        inline_images: options.inlineImages === true, stream: options.onOutput !== undefined, rebase: this.look('agent'),
+        code: options.code,
+        timeout_ms: options.timeoutMs,
+        language: options.language ?? 'python',
+        inline_images: options.inlineImages === true,
+        stream: options.onOutput !== undefined,
+        rebase: this.look('agent'),
       }),
       null,
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
@@ -409,8 +482,12 @@ export class LocalSandbox implements Sandbox {
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
     const { header: h } = await this.connection.request(
       agentRequest('shell', {
-        command: options.command, timeout_ms: options.timeoutMs, cwd: options.cwd, env: options.env,
-        stream: options.onOutput !== undefined, rebase: this.look('agent'),
+        command: options.command,
+        timeout_ms: options.timeoutMs,
+        cwd: options.cwd,
+        env: options.env,
+        stream: options.onOutput !== undefined,
+        rebase: this.look('agent'),
       }),
       null,
       options.timeoutMs + AGENT_SLACK_MS,
@@ -462,8 +539,17 @@ export class LocalSandbox implements Sandbox {
 
 function failedCall(error: CodeError, statePreserved: boolean): RunCodeResult {
   return {
-    stdout: '', stderr: '', output: '', outputTruncated: false, results: [], error, timedOut: false, statePreserved,
-    durationMs: 0, files: [], filesTruncated: false,
+    stdout: '',
+    stderr: '',
+    output: '',
+    outputTruncated: false,
+    results: [],
+    error,
+    timedOut: false,
+    statePreserved,
+    durationMs: 0,
+    files: [],
+    filesTruncated: false,
   };
 }
 

@@ -4,7 +4,18 @@
  * service instance owns it at a time (owner.pid); on start, whatever a crashed earlier instance left —
  * processes under the sandbox uids, sockets, workspaces — is removed before anything is served.
  */
-import { chmodSync, copyFileSync, existsSync, lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readFileSync,
+  readdirSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { execFileSync } from 'node:child_process';
 import { ETC_CANDIDATES } from './bwrap-args.js';
@@ -43,7 +54,9 @@ function claim(root: string): void {
   const lock = join(root, 'owner.pid');
   const owner = existsSync(lock) ? Number(readFileSync(lock, 'utf8').trim()) : NaN;
   if (Number.isInteger(owner) && owner !== process.pid && existsSync(`/proc/${owner}`)) {
-    throw new Error(`${root} is in use by another running service (pid ${owner}); give each instance its own SANDBOX_ROOT and SANDBOX_UID_BASE`);
+    throw new Error(
+      `${root} is in use by another running service (pid ${owner}); give each instance its own SANDBOX_ROOT and SANDBOX_UID_BASE`,
+    );
   }
   writeFileSync(lock, `${process.pid}\n`);
 }
@@ -93,9 +106,11 @@ export function prepareRuntimeDir(
   } catch {
     // slower starts, same behaviour
   }
-  writeFileSync(join(root, 'passwd'),
+  writeFileSync(
+    join(root, 'passwd'),
     `sandbox:x:${INNER_UID}:${INNER_UID}:sandbox:/workspace:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n`,
-    { mode: 0o644 });
+    { mode: 0o644 },
+  );
   writeFileSync(join(root, 'group'), `sandbox:x:${INNER_UID}:\nnogroup:x:65534:\n`, { mode: 0o644 });
 
   const rootSymlinks: Record<string, string> = {};

@@ -12,12 +12,30 @@ const AUDIT_ARCH = { x64: 0xc000003e, arm64: 0xc00000b7 } as const;
 /** Refused system calls, by number on each architecture (asm/unistd.h). */
 const DENIED: Record<keyof typeof AUDIT_ARCH, Record<string, number>> = {
   x64: {
-    io_uring_setup: 425, io_uring_enter: 426, io_uring_register: 427, userfaultfd: 323, bpf: 321, perf_event_open: 298,
-    keyctl: 250, add_key: 248, request_key: 249, kexec_load: 246, kexec_file_load: 320,
+    io_uring_setup: 425,
+    io_uring_enter: 426,
+    io_uring_register: 427,
+    userfaultfd: 323,
+    bpf: 321,
+    perf_event_open: 298,
+    keyctl: 250,
+    add_key: 248,
+    request_key: 249,
+    kexec_load: 246,
+    kexec_file_load: 320,
   },
   arm64: {
-    io_uring_setup: 425, io_uring_enter: 426, io_uring_register: 427, userfaultfd: 282, bpf: 280, perf_event_open: 241,
-    keyctl: 219, add_key: 217, request_key: 218, kexec_load: 104, kexec_file_load: 294,
+    io_uring_setup: 425,
+    io_uring_enter: 426,
+    io_uring_register: 427,
+    userfaultfd: 282,
+    bpf: 280,
+    perf_event_open: 241,
+    keyctl: 219,
+    add_key: 217,
+    request_key: 218,
+    kexec_load: 104,
+    kexec_file_load: 294,
   },
 };
 

@@ -6,7 +6,14 @@
 import { posix } from 'node:path';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type {
-  BackendStatus, CreateSandboxOptions, FileEntry, RunCodeOptions, RunCodeResult, RunCommandOptions, RunCommandResult, Sandbox,
+  BackendStatus,
+  CreateSandboxOptions,
+  FileEntry,
+  RunCodeOptions,
+  RunCodeResult,
+  RunCommandOptions,
+  RunCommandResult,
+  Sandbox,
   SandboxBackend,
 } from '../types.js';
 import { runMiniPython } from './mini-python.js';
@@ -39,7 +46,10 @@ class MemorySandbox implements Sandbox {
   private readonly store = new Map<string, { data: Buffer; modifiedMs: number }>();
   private cell = 0;
 
-  constructor(readonly id: string, private readonly forget: () => void) {}
+  constructor(
+    readonly id: string,
+    private readonly forget: () => void,
+  ) {}
 
   async destroy(): Promise<void> {
     this.dead = true;
@@ -73,8 +83,17 @@ class MemorySandbox implements Sandbox {
     const r = runMiniPython(options.code, this.ns, ++this.cell);
     if (r.stdout) options.onOutput?.('stdout', r.stdout);
     return {
-      stdout: r.stdout, stderr: '', output: r.stdout, outputTruncated: false, results: r.results, error: r.error,
-      timedOut: false, statePreserved: true, durationMs: 0, files: [], filesTruncated: false,
+      stdout: r.stdout,
+      stderr: '',
+      output: r.stdout,
+      outputTruncated: false,
+      results: r.results,
+      error: r.error,
+      timedOut: false,
+      statePreserved: true,
+      durationMs: 0,
+      files: [],
+      filesTruncated: false,
     };
   }
 
@@ -102,8 +121,16 @@ class MemorySandbox implements Sandbox {
     if (stderr) options.onOutput?.('stderr', stderr);
     const error = exitCode === 0 ? null : { name: 'CommandFailed', value: `exit code ${exitCode}`, traceback: '' };
     return {
-      stdout, stderr, output: stdout + stderr, outputTruncated: false, exitCode, error, timedOut: false, durationMs: 0,
-      files: [], filesTruncated: false,
+      stdout,
+      stderr,
+      output: stdout + stderr,
+      outputTruncated: false,
+      exitCode,
+      error,
+      timedOut: false,
+      durationMs: 0,
+      files: [],
+      filesTruncated: false,
     };
   }
 
@@ -150,7 +177,13 @@ class MemorySandbox implements Sandbox {
           const p = `${full}/${parts.join('/')}`;
           if (seen.has(p)) continue;
           const isFile = p === key;
-          seen.set(p, { name: parts[parts.length - 1], path: p, type: isFile ? 'file' : 'directory', size: isFile ? f.data.length : 0, modifiedMs: isFile ? f.modifiedMs : 0 });
+          seen.set(p, {
+            name: parts[parts.length - 1],
+            path: p,
+            type: isFile ? 'file' : 'directory',
+            size: isFile ? f.data.length : 0,
+            modifiedMs: isFile ? f.modifiedMs : 0,
+          });
         }
       }
       const entries = [...seen.values()];

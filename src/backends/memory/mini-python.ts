@@ -15,7 +15,10 @@ export interface MiniRun {
 }
 
 class PyError extends Error {
-  constructor(readonly pyName: string, message: string) {
+  constructor(
+    readonly pyName: string,
+    message: string,
+  ) {
     super(message);
   }
 }

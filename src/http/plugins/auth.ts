@@ -37,41 +37,48 @@ function presentedKey(req: FastifyRequest): string | null {
   return null;
 }
 
-export const authPlugin = fp(async (app: FastifyInstance, opts: { apiKeys: readonly string[] }) => {
-  const keys = opts.apiKeys.map((k) => ({ digest: digest(k), owner: `key:${digest(k).toString('hex').slice(0, 16)}` }));
-  // Keys already checked, so that each call does not hash again. Only valid keys go in: it holds at most
-  // as many entries as there are keys.
-  const checked = new Map<string, string>();
-  app.decorateRequest('owner', '');
-  const authenticate = (req: FastifyRequest): void => {
-    if (keys.length === 0) {
-      req.owner = 'anonymous';
-      return;
-    }
-    const key = presentedKey(req);
-    const known = key !== null ? checked.get(key) : undefined;
-    if (known !== undefined) {
-      req.owner = known;
-      return;
-    }
-    if (key !== null) {
-      const d = digest(key);
-      let owner: string | null = null;
-      for (const k of keys) if (timingSafeEqual(d, k.digest)) owner = k.owner;
-      if (owner) {
-        checked.set(key, owner);
-        req.owner = owner;
+export const authPlugin = fp(
+  async (app: FastifyInstance, opts: { apiKeys: readonly string[] }) => {
+    const keys = opts.apiKeys.map((k) => ({ digest: digest(k), owner: `key:${digest(k).toString('hex').slice(0, 16)}` }));
+    // Keys already checked, so that each call does not hash again. Only valid keys go in: it holds at most
+    // as many entries as there are keys.
+    const checked = new Map<string, string>();
+    app.decorateRequest('owner', '');
+    const authenticate = (req: FastifyRequest): void => {
+      if (keys.length === 0) {
+        req.owner = 'anonymous';
         return;
       }
-    }
-    throw new ServiceError(ErrorCode.UNAUTHORIZED,
-      key === null
-        ? 'missing API key: send "Authorization: Bearer <key>" or "X-API-Key: <key>"'
-        : 'invalid API key', { headers: { 'www-authenticate': 'Bearer' } });
-  };
-  app.decorate('authenticate', authenticate);
-  app.addHook('onRequest', syncHook((req) => {
-    if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) return;
-    authenticate(req);
-  }));
-}, { name: 'ciw-auth' });
+      const key = presentedKey(req);
+      const known = key !== null ? checked.get(key) : undefined;
+      if (known !== undefined) {
+        req.owner = known;
+        return;
+      }
+      if (key !== null) {
+        const d = digest(key);
+        let owner: string | null = null;
+        for (const k of keys) if (timingSafeEqual(d, k.digest)) owner = k.owner;
+        if (owner) {
+          checked.set(key, owner);
+          req.owner = owner;
+          return;
+        }
+      }
+      throw new ServiceError(
+        ErrorCode.UNAUTHORIZED,
+        key === null ? 'missing API key: send "Authorization: Bearer <key>" or "X-API-Key: <key>"' : 'invalid API key',
+        { headers: { 'www-authenticate': 'Bearer' } },
+      );
+    };
+    app.decorate('authenticate', authenticate);
+    app.addHook(
+      'onRequest',
+      syncHook((req) => {
+        if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) return;
+        authenticate(req);
+      }),
+    );
+  },
+  { name: 'ciw-auth' },
+);

@@ -71,7 +71,9 @@ function multipartFields(body: Record<string, unknown>): Fields {
   for (const [key, raw] of Object.entries(body)) {
     const parts = Array.isArray(raw) ? raw : [raw];
     const values = parts
-      .filter((p): p is { type: string; value: unknown } => typeof p === 'object' && p !== null && (p as { type?: string }).type === 'field')
+      .filter(
+        (p): p is { type: string; value: unknown } => typeof p === 'object' && p !== null && (p as { type?: string }).type === 'field',
+      )
       .map((p) => p.value);
     if (values.length === 1) out[key] = values[0];
     else if (values.length > 1) out[key] = values;
@@ -79,50 +81,59 @@ function multipartFields(body: Record<string, unknown>): Fields {
   return out;
 }
 
-export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes: number }) => {
-  app.decorateRequest('uploadedFiles', null as unknown as UploadedFile[]);
-  // Hooks here and in auth/idempotency take callbacks, not promises: they run on every call of the hot path.
-  app.addHook('onRequest', syncHook((req) => {
-    req.uploadedFiles = [];
-    // The multipart reader throws a plain error (a 500) on a multipart body without a boundary: refuse it here.
-    const type = req.headers['content-type'];
-    if (typeof type === 'string' && /^\s*multipart\//i.test(type) && !/;\s*boundary=(?:"[^"]+"|[^\s;"]+)/i.test(type)) {
-      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'a multipart body needs a boundary in its Content-Type (multipart/form-data; boundary=...); let the HTTP client set the header');
-    }
-  }));
+export const bodiesPlugin = fp(
+  async (app: FastifyInstance, opts: { maxFileBytes: number }) => {
+    app.decorateRequest('uploadedFiles', null as unknown as UploadedFile[]);
+    // Hooks here and in auth/idempotency take callbacks, not promises: they run on every call of the hot path.
+    app.addHook(
+      'onRequest',
+      syncHook((req) => {
+        req.uploadedFiles = [];
+        // The multipart reader throws a plain error (a 500) on a multipart body without a boundary: refuse it here.
+        const type = req.headers['content-type'];
+        if (typeof type === 'string' && /^\s*multipart\//i.test(type) && !/;\s*boundary=(?:"[^"]+"|[^\s;"]+)/i.test(type)) {
+          throw new ServiceError(
+            ErrorCode.VALIDATION_FAILED,
+            'a multipart body needs a boundary in its Content-Type (multipart/form-data; boundary=...); let the HTTP client set the header',
+          );
+        }
+      }),
+    );
 
-  await app.register(multipart, {
-    attachFieldsToBody: true,
-    limits: { fileSize: opts.maxFileBytes, files: 20, fields: 100, fieldSize: opts.maxFileBytes },
-    throwFileSizeLimit: true,
-    async onFile(this: FastifyRequest, part: MultipartFile) {
-      const data = await part.toBuffer();
-      if (part.fieldname === PLACEHOLDER || (part.filename === '' && data.length === 0)) return;
-      this.uploadedFiles.push({ field: part.fieldname, filename: part.filename, mimetype: part.mimetype, data });
-    },
-  });
-
-  // Forms are decoded as they arrive (form-decoder.ts), at most MAX_FORM_FIELDS fields.
-  app.addContentTypeParser('application/x-www-form-urlencoded', (req, payload, done) => {
-    const form = new FormDecoder(MAX_FORM_FIELDS);
-    readBody(req, payload, form, (err) => (err ? done(err) : done(null, form.finish())));
-  });
-  app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBody(req, payload, null, done));
-  // JSON is read like a binary body, its shape bounded as it arrives (json-shape.ts); an empty POST (Dify's
-  // "none" body, curl -X POST) means "no fields", not a malformed request.
-  const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', (req, payload, done) => {
-    readBody(req, payload, new JsonShapeGuard(), (err, body) => {
-      if (err) return done(err);
-      const text = body!.toString('utf8');
-      if (text.trim() === '') return done(null, {});
-      parseJson(req, text, done);
+    await app.register(multipart, {
+      attachFieldsToBody: true,
+      limits: { fileSize: opts.maxFileBytes, files: 20, fields: 100, fieldSize: opts.maxFileBytes },
+      throwFileSizeLimit: true,
+      async onFile(this: FastifyRequest, part: MultipartFile) {
+        const data = await part.toBuffer();
+        if (part.fieldname === PLACEHOLDER || (part.filename === '' && data.length === 0)) return;
+        this.uploadedFiles.push({ field: part.fieldname, filename: part.filename, mimetype: part.mimetype, data });
+      },
     });
-  });
 
-  app.addHook('preValidation', syncHook(normalizeBody));
-}, { name: 'ciw-bodies' });
+    // Forms are decoded as they arrive (form-decoder.ts), at most MAX_FORM_FIELDS fields.
+    app.addContentTypeParser('application/x-www-form-urlencoded', (req, payload, done) => {
+      const form = new FormDecoder(MAX_FORM_FIELDS);
+      readBody(req, payload, form, (err) => (err ? done(err) : done(null, form.finish())));
+    });
+    app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBody(req, payload, null, done));
+    // JSON is read like a binary body, its shape bounded as it arrives (json-shape.ts); an empty POST (Dify's
+    // "none" body, curl -X POST) means "no fields", not a malformed request.
+    const parseJson = app.getDefaultJsonParser('error', 'error');
+    app.removeContentTypeParser('application/json');
+    app.addContentTypeParser('application/json', (req, payload, done) => {
+      readBody(req, payload, new JsonShapeGuard(), (err, body) => {
+        if (err) return done(err);
+        const text = body!.toString('utf8');
+        if (text.trim() === '') return done(null, {});
+        parseJson(req, text, done);
+      });
+    });
+
+    app.addHook('preValidation', syncHook(normalizeBody));
+  },
+  { name: 'ciw-bodies' },
+);
 
 /**
  * A body with its Content-Length is copied into one buffer of that size as it arrives: Fastify's own reader
@@ -130,7 +141,12 @@ export const bodiesPlugin = fp(async (app: FastifyInstance, opts: { maxFileBytes
  * and stalls the event loop while it does. Same limits and errors as Fastify's. A JSON body's shape is
  * checked chunk by chunk by `guard`, and the body refused at the first chunk that breaks it.
  */
-function readBody(req: FastifyRequest, payload: NodeJS.ReadableStream, guard: BodyGuard | null, done: (err: Error | null, body?: Buffer) => void): void {
+function readBody(
+  req: FastifyRequest,
+  payload: NodeJS.ReadableStream,
+  guard: BodyGuard | null,
+  done: (err: Error | null, body?: Buffer) => void,
+): void {
   const limit = req.routeOptions.bodyLimit ?? Infinity;
   const header = req.headers['content-length'];
   const declared = header === undefined ? NaN : Number(header);
@@ -191,7 +207,12 @@ function normalizeBody(req: FastifyRequest): void {
     const field = RAW_FIELD[req.routeOptions.url ?? ''];
     body = field ? { [field]: req.body } : {};
   } else if (Buffer.isBuffer(req.body)) {
-    const filename = typeof query.remote_filename === 'string' ? query.remote_filename : typeof query.remote_path === 'string' ? query.remote_path : 'upload.bin';
+    const filename =
+      typeof query.remote_filename === 'string'
+        ? query.remote_filename
+        : typeof query.remote_path === 'string'
+          ? query.remote_path
+          : 'upload.bin';
     req.uploadedFiles.push({ field: 'file', filename, mimetype: String(req.headers['content-type']), data: req.body });
     body = {};
   } else if (req.isMultipart()) {

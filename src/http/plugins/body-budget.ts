@@ -12,27 +12,39 @@ import { syncHook } from './sync-hook.js';
 
 const SMALL_BODY_BYTES = 64 * 1024;
 
-export const bodyBudgetPlugin = fp(async (app: FastifyInstance, opts: { maxBytesPerKey: number; bodyLimit: number }) => {
-  const inFlight = new Map<string, number>();
-  const release = (owner: string, bytes: number) => {
-    const left = (inFlight.get(owner) ?? bytes) - bytes;
-    if (left > 0) inFlight.set(owner, left);
-    else inFlight.delete(owner);
-  };
-  app.addHook('onRequest', syncHook((req: FastifyRequest) => {
-    if (!req.owner) return; // a public route
-    const length = req.headers['content-length'];
-    const declared = length !== undefined ? Math.min(Number(length) || 0, opts.bodyLimit)
-      : req.headers['transfer-encoding'] !== undefined ? opts.bodyLimit : 0;
-    if (declared <= SMALL_BODY_BYTES) return;
-    const held = inFlight.get(req.owner) ?? 0;
-    if (held + declared > opts.maxBytesPerKey) {
-      throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED,
-        `this API key has ${held} bytes of request bodies in flight; this one would pass MAX_BODY_BYTES_PER_KEY=${opts.maxBytesPerKey}; retry when they are done`,
-        { headers: { 'retry-after': '1' } });
-    }
-    inFlight.set(req.owner, held + declared);
-    const owner = req.owner;
-    req.raw.once('close', () => release(owner, declared));
-  }));
-}, { name: 'ciw-body-budget', dependencies: ['ciw-auth'] });
+export const bodyBudgetPlugin = fp(
+  async (app: FastifyInstance, opts: { maxBytesPerKey: number; bodyLimit: number }) => {
+    const inFlight = new Map<string, number>();
+    const release = (owner: string, bytes: number) => {
+      const left = (inFlight.get(owner) ?? bytes) - bytes;
+      if (left > 0) inFlight.set(owner, left);
+      else inFlight.delete(owner);
+    };
+    app.addHook(
+      'onRequest',
+      syncHook((req: FastifyRequest) => {
+        if (!req.owner) return; // a public route
+        const length = req.headers['content-length'];
+        const declared =
+          length !== undefined
+            ? Math.min(Number(length) || 0, opts.bodyLimit)
+            : req.headers['transfer-encoding'] !== undefined
+              ? opts.bodyLimit
+              : 0;
+        if (declared <= SMALL_BODY_BYTES) return;
+        const held = inFlight.get(req.owner) ?? 0;
+        if (held + declared > opts.maxBytesPerKey) {
+          throw new ServiceError(
+            ErrorCode.CALL_LIMIT_REACHED,
+            `this API key has ${held} bytes of request bodies in flight; this one would pass MAX_BODY_BYTES_PER_KEY=${opts.maxBytesPerKey}; retry when they are done`,
+            { headers: { 'retry-after': '1' } },
+          );
+        }
+        inFlight.set(req.owner, held + declared);
+        const owner = req.owner;
+        req.raw.once('close', () => release(owner, declared));
+      }),
+    );
+  },
+  { name: 'ciw-body-budget', dependencies: ['ciw-auth'] },
+);

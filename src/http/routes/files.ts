@@ -4,7 +4,15 @@ import { posix } from 'node:path';
 import { Type } from 'typebox';
 import { ErrorResponse } from '../../api/schemas/common.js';
 import {
-  DownloadFileBody, DownloadFileResponse, FileParams, FileQuery, FileWrittenResponse, ListFilesBody, ListFilesResponse, UploadFileBody, WriteFileBody,
+  DownloadFileBody,
+  DownloadFileResponse,
+  FileParams,
+  FileQuery,
+  FileWrittenResponse,
+  ListFilesBody,
+  ListFilesResponse,
+  UploadFileBody,
+  WriteFileBody,
 } from '../../api/schemas/files.js';
 import type { SandboxService } from '../../service/sandbox-service.js';
 import type { Config } from '../../config.js';
@@ -12,7 +20,15 @@ import { ServiceError, ErrorCode } from '../../core/errors.js';
 import { mimeTypeOf } from '../../service/mime.js';
 import { decodeContent } from '../../api/file-input.js';
 import {
-  fileLink, listFiles, openFile, openFileByLink, requirePath, uploadFromUrl, writeFile, type Caller, type StoredFile,
+  fileLink,
+  listFiles,
+  openFile,
+  openFileByLink,
+  requirePath,
+  uploadFromUrl,
+  writeFile,
+  type Caller,
+  type StoredFile,
 } from '../../api/file-operations.js';
 import { listingToWire, storedToWire } from '../../api/file-presenters.js';
 import { baseUrl, refOf } from '../../api/wire.js';
@@ -46,13 +62,18 @@ function urlOf(body: { file_url?: string; file?: unknown }): string {
   // The first non-empty one; else '' if any was given empty (Dify without FILES_URL), so the error can say so.
   const url = candidates.find((c) => c) ?? candidates.find((c) => c !== undefined);
   if (url === undefined) {
-    throw new ServiceError(ErrorCode.VALIDATION_FAILED,
-      'give the file: file_url, a Dify file object in `file`, or the file itself as a multipart part or binary body');
+    throw new ServiceError(
+      ErrorCode.VALIDATION_FAILED,
+      'give the file: file_url, a Dify file object in `file`, or the file itself as a multipart part or binary body',
+    );
   }
   if (url === '' || url.startsWith('/')) {
-    throw new ServiceError(ErrorCode.FILE_URL_INVALID, url === ''
-      ? 'the file URL is empty: Dify gives file variables a URL only when FILES_URL is set in its .env (e.g. FILES_URL=http://api:5001); set it, or send the file as form-data instead'
-      : `the file URL '${url.slice(0, 100)}' is relative: set FILES_URL in Dify's .env so file variables carry absolute URLs, or send the file as form-data instead`);
+    throw new ServiceError(
+      ErrorCode.FILE_URL_INVALID,
+      url === ''
+        ? 'the file URL is empty: Dify gives file variables a URL only when FILES_URL is set in its .env (e.g. FILES_URL=http://api:5001); set it, or send the file as form-data instead'
+        : `the file URL '${url.slice(0, 100)}' is relative: set FILES_URL in Dify's .env so file variables carry absolute URLs, or send the file as form-data instead`,
+    );
   }
   return url;
 }
@@ -88,14 +109,16 @@ function holdBackSlowReader(reply: FastifyReply, body: Readable, idleMs: number)
 function sendFile(reply: FastifyReply, file: { path: string; size: number; body: Readable }, sendIdleTimeoutMs: number) {
   const name = posix.basename(file.path);
   holdBackSlowReader(reply, file.body, sendIdleTimeoutMs);
-  return reply
-    .header('content-type', mimeTypeOf(name))
-    .header('content-disposition', contentDisposition(name))
-    .header('content-length', file.size)
-    .header('x-content-type-options', 'nosniff')
-    // A sandbox's HTML must not run scripts in the service's origin.
-    .header('content-security-policy', "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox")
-    .send(file.body);
+  return (
+    reply
+      .header('content-type', mimeTypeOf(name))
+      .header('content-disposition', contentDisposition(name))
+      .header('content-length', file.size)
+      .header('x-content-type-options', 'nosniff')
+      // A sandbox's HTML must not run scripts in the service's origin.
+      .header('content-security-policy', "default-src 'none'; img-src data:; style-src 'unsafe-inline'; sandbox")
+      .send(file.body)
+  );
 }
 
 /** RFC 6266 header that keeps non-ASCII names intact and ASCII clients working. */
@@ -107,115 +130,152 @@ export function contentDisposition(filename: string): string {
 export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   const sendIdleMs = config.FILE_SEND_IDLE_TIMEOUT_S * 1000;
   const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
-  app.post('/write_file', {
-    config: { idempotent: true },
-    schema: {
-      operationId: 'writeFile',
-      tags: ['files'],
-      summary: 'Write a file into a sandbox',
-      description: 'Writes text (or base64-decoded bytes with encoding=base64) to remote_path, creating parent directories.',
-      body: WriteFileBody,
-      response: { 200: FileWrittenResponse, ...errors },
-    },
-  }, async (req) => {
-    const { content, encoding } = req.body;
-    const path = requirePath(req.body.remote_path, req.body.path, req.uploadedFiles[0]?.filename);
-    let data: Buffer;
-    if (req.uploadedFiles.length > 0) {
-      data = req.uploadedFiles[0].data;
-    } else if (content === undefined) {
-      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give content (text, or base64 with encoding=base64), or the file as a multipart part');
-    } else {
-      data = decodeContent(content, encoding);
-    }
-    return storedToWire(await writeFile(caller(req), refOf(req.body), { path, data }));
-  });
-
-  app.post('/upload_file', {
-    config: { idempotent: true },
-    schema: {
-      operationId: 'uploadFile',
-      tags: ['files'],
-      summary: 'Put a file into a sandbox, from a URL or from the request',
-      description: 'Stores a file at remote_filename (default: the file\'s own name). The file comes from: a multipart file part '
-        + '(a Dify file variable in a form-data body), a raw binary body, file_url, or a Dify file object in `file` (its url or '
-        + 'remote_url). URLs are fetched with size and time limits and only from public addresses unless allow-listed; a non-2xx '
-        + 'answer is a 422, never a file holding an error page. Dify signs file URLs for 300 s: fetch them in the same run.',
-      body: UploadFileBody,
-      response: { 200: FileWrittenResponse, ...errors, 403: ErrorResponse, 422: ErrorResponse },
-    },
-  }, async (req) => {
-    const target = req.body.remote_filename || req.body.remote_path;
-    const ref = refOf(req.body);
-    if (req.uploadedFiles.length > 0) {
-      const written: StoredFile[] = [];
-      for (const f of req.uploadedFiles) {
-        const name = posix.basename(f.filename) || 'upload.bin';
-        const path = !target ? name : req.uploadedFiles.length === 1 ? target : posix.join(target, name);
-        written.push(await writeFile(caller(req), ref, { path, data: f.data }));
-      }
-      return { ...storedToWire(written[0]), files: written.map((w) => ({ remote_path: w.path, size: w.size })) };
-    }
-    const w = await uploadFromUrl(caller(req), ref, { url: urlOf(req.body), target, suggestedName: difyFile(req.body.file)?.filename });
-    return { ...storedToWire(w), files: [{ remote_path: w.path, size: w.size }] };
-  });
-
-  app.post('/download_file', {
-    schema: {
-      operationId: 'downloadFile',
-      tags: ['files'],
-      summary: 'Get a download link for a file in a sandbox',
-      description: 'Checks that remote_path is a file and returns download_url: an absolute, signed, time-limited URL that serves its bytes '
-        + 'with Content-Disposition: attachment, no API key needed. With as_file=true the answer is the file itself (Dify\'s HTTP node then puts it in `files`).',
-      body: DownloadFileBody,
-      response: { 200: DownloadFileResponse, ...errors },
-      produces: ['application/json', 'application/octet-stream'],
-    },
-  }, async (req, reply) => {
-    const path = requirePath(req.body.remote_path, req.body.path);
-    if (req.body.as_file) {
-      return sendFile(reply, await openFile(caller(req), refOf(req.body), path), sendIdleMs);
-    }
-    const { sandboxId, entry, url } = await fileLink(caller(req), refOf(req.body), path);
-    return { sandbox_id: sandboxId, filename: entry.name, remote_path: entry.path, download_url: url, size: entry.size, mime_type: mimeTypeOf(entry.name) };
-  });
-
-  app.post('/list_files', {
-    schema: {
-      operationId: 'listFiles',
-      tags: ['files'],
-      summary: 'List a directory in a sandbox',
-      description: 'Lists path (default: the workspace), optionally recursively, up to 10,000 entries.',
-      body: ListFilesBody,
-      response: { 200: ListFilesResponse, ...errors },
-    },
-  }, async (req) => {
-    return listingToWire(await listFiles(caller(req), refOf(req.body), { path: req.body.path, recursive: req.body.recursive }));
-  });
-
-  app.get('/files/:sandbox_id/*', {
-    config: { public: true },
-    schema: {
-      operationId: 'getFile',
-      tags: ['files'],
-      summary: 'The bytes of a file in a sandbox',
-      description: 'Serves the file with its Content-Type and Content-Disposition: attachment, so Dify\'s HTTP Request node exposes it as a file. '
-        + 'The path is relative to the workspace. With the exp and sig of a signed URL (download_url, files[].url) no API key is needed; '
-        + 'a bad or expired signature is 403. Without them, the API key is.',
-      params: FileParams,
-      querystring: FileQuery,
-      response: {
-        200: Type.Unsafe<Buffer>({ type: 'string', format: 'binary', description: 'The file\'s bytes.' }),
-        400: ErrorResponse, 401: ErrorResponse, 403: ErrorResponse, 404: ErrorResponse, 413: ErrorResponse,
+  app.post(
+    '/write_file',
+    {
+      config: { idempotent: true },
+      schema: {
+        operationId: 'writeFile',
+        tags: ['files'],
+        summary: 'Write a file into a sandbox',
+        description: 'Writes text (or base64-decoded bytes with encoding=base64) to remote_path, creating parent directories.',
+        body: WriteFileBody,
+        response: { 200: FileWrittenResponse, ...errors },
       },
     },
-  }, async (req, reply) => {
-    const { sandbox_id: sandboxId, '*': path } = req.params;
-    const { exp, sig } = req.query;
-    if (exp !== undefined || sig !== undefined) {
-      return sendFile(reply, await openFileByLink(caller(req), sandboxId, path, { exp, sig }), sendIdleMs);
-    }
-    app.authenticate(req);
-    return sendFile(reply, await openFile(caller(req), { sandboxId }, path), sendIdleMs);
-  });
+    async (req) => {
+      const { content, encoding } = req.body;
+      const path = requirePath(req.body.remote_path, req.body.path, req.uploadedFiles[0]?.filename);
+      let data: Buffer;
+      if (req.uploadedFiles.length > 0) {
+        data = req.uploadedFiles[0].data;
+      } else if (content === undefined) {
+        throw new ServiceError(
+          ErrorCode.VALIDATION_FAILED,
+          'give content (text, or base64 with encoding=base64), or the file as a multipart part',
+        );
+      } else {
+        data = decodeContent(content, encoding);
+      }
+      return storedToWire(await writeFile(caller(req), refOf(req.body), { path, data }));
+    },
+  );
+
+  app.post(
+    '/upload_file',
+    {
+      config: { idempotent: true },
+      schema: {
+        operationId: 'uploadFile',
+        tags: ['files'],
+        summary: 'Put a file into a sandbox, from a URL or from the request',
+        description:
+          "Stores a file at remote_filename (default: the file's own name). The file comes from: a multipart file part " +
+          '(a Dify file variable in a form-data body), a raw binary body, file_url, or a Dify file object in `file` (its url or ' +
+          'remote_url). URLs are fetched with size and time limits and only from public addresses unless allow-listed; a non-2xx ' +
+          'answer is a 422, never a file holding an error page. Dify signs file URLs for 300 s: fetch them in the same run.',
+        body: UploadFileBody,
+        response: { 200: FileWrittenResponse, ...errors, 403: ErrorResponse, 422: ErrorResponse },
+      },
+    },
+    async (req) => {
+      const target = req.body.remote_filename || req.body.remote_path;
+      const ref = refOf(req.body);
+      if (req.uploadedFiles.length > 0) {
+        const written: StoredFile[] = [];
+        for (const f of req.uploadedFiles) {
+          const name = posix.basename(f.filename) || 'upload.bin';
+          const path = !target ? name : req.uploadedFiles.length === 1 ? target : posix.join(target, name);
+          written.push(await writeFile(caller(req), ref, { path, data: f.data }));
+        }
+        return { ...storedToWire(written[0]), files: written.map((w) => ({ remote_path: w.path, size: w.size })) };
+      }
+      const w = await uploadFromUrl(caller(req), ref, { url: urlOf(req.body), target, suggestedName: difyFile(req.body.file)?.filename });
+      return { ...storedToWire(w), files: [{ remote_path: w.path, size: w.size }] };
+    },
+  );
+
+  app.post(
+    '/download_file',
+    {
+      schema: {
+        operationId: 'downloadFile',
+        tags: ['files'],
+        summary: 'Get a download link for a file in a sandbox',
+        description:
+          'Checks that remote_path is a file and returns download_url: an absolute, signed, time-limited URL that serves its bytes ' +
+          "with Content-Disposition: attachment, no API key needed. With as_file=true the answer is the file itself (Dify's HTTP node then puts it in `files`).",
+        body: DownloadFileBody,
+        response: { 200: DownloadFileResponse, ...errors },
+        produces: ['application/json', 'application/octet-stream'],
+      },
+    },
+    async (req, reply) => {
+      const path = requirePath(req.body.remote_path, req.body.path);
+      if (req.body.as_file) {
+        return sendFile(reply, await openFile(caller(req), refOf(req.body), path), sendIdleMs);
+      }
+      const { sandboxId, entry, url } = await fileLink(caller(req), refOf(req.body), path);
+      return {
+        sandbox_id: sandboxId,
+        filename: entry.name,
+        remote_path: entry.path,
+        download_url: url,
+        size: entry.size,
+        mime_type: mimeTypeOf(entry.name),
+      };
+    },
+  );
+
+  app.post(
+    '/list_files',
+    {
+      schema: {
+        operationId: 'listFiles',
+        tags: ['files'],
+        summary: 'List a directory in a sandbox',
+        description: 'Lists path (default: the workspace), optionally recursively, up to 10,000 entries.',
+        body: ListFilesBody,
+        response: { 200: ListFilesResponse, ...errors },
+      },
+    },
+    async (req) => {
+      return listingToWire(await listFiles(caller(req), refOf(req.body), { path: req.body.path, recursive: req.body.recursive }));
+    },
+  );
+
+  app.get(
+    '/files/:sandbox_id/*',
+    {
+      config: { public: true },
+      schema: {
+        operationId: 'getFile',
+        tags: ['files'],
+        summary: 'The bytes of a file in a sandbox',
+        description:
+          "Serves the file with its Content-Type and Content-Disposition: attachment, so Dify's HTTP Request node exposes it as a file. " +
+          'The path is relative to the workspace. With the exp and sig of a signed URL (download_url, files[].url) no API key is needed; ' +
+          'a bad or expired signature is 403. Without them, the API key is.',
+        params: FileParams,
+        querystring: FileQuery,
+        response: {
+          200: Type.Unsafe<Buffer>({ type: 'string', format: 'binary', description: "The file's bytes." }),
+          400: ErrorResponse,
+          401: ErrorResponse,
+          403: ErrorResponse,
+          404: ErrorResponse,
+          413: ErrorResponse,
+        },
+      },
+    },
+    async (req, reply) => {
+      const { sandbox_id: sandboxId, '*': path } = req.params;
+      const { exp, sig } = req.query;
+      if (exp !== undefined || sig !== undefined) {
+        return sendFile(reply, await openFileByLink(caller(req), sandboxId, path, { exp, sig }), sendIdleMs);
+      }
+      app.authenticate(req);
+      return sendFile(reply, await openFile(caller(req), { sandboxId }, path), sendIdleMs);
+    },
+  );
 };

@@ -11,12 +11,16 @@ const HealthResponse = Type.Object({
   backend_ready: Type.Boolean(),
   isolation: Type.String(),
   problem: Type.Optional(Type.String()),
-  live_sandboxes: Type.Optional(Type.Integer({ description: 'Live sandboxes of all keys; only for a caller with a valid API key (or when none is configured).' })),
-  pool: Type.Optional(Type.Object({
-    target: Type.Integer({ description: 'POOL_SIZE' }),
-    ready: Type.Integer({ description: 'Sandboxes ready to hand out now' }),
-    preload: Type.Array(Type.String()),
-  })),
+  live_sandboxes: Type.Optional(
+    Type.Integer({ description: 'Live sandboxes of all keys; only for a caller with a valid API key (or when none is configured).' }),
+  ),
+  pool: Type.Optional(
+    Type.Object({
+      target: Type.Integer({ description: 'POOL_SIZE' }),
+      ready: Type.Integer({ description: 'Sandboxes ready to hand out now' }),
+      preload: Type.Array(Type.String()),
+    }),
+  ),
 });
 
 export const healthRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService }> = async (app, { service }) => {

@@ -1,7 +1,13 @@
 /** Lifecycle routes: create, info, list, stop. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorResponse, SandboxInfoSchema } from '../../api/schemas/common.js';
-import { CreateSandboxBody, CreateSandboxResponse, ListSandboxesResponse, SandboxRefBody, StopSandboxResponse } from '../../api/schemas/sandboxes.js';
+import {
+  CreateSandboxBody,
+  CreateSandboxResponse,
+  ListSandboxesResponse,
+  SandboxRefBody,
+  StopSandboxResponse,
+} from '../../api/schemas/sandboxes.js';
 import type { SandboxService } from '../../service/sandbox-service.js';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
@@ -13,60 +19,74 @@ const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
 
 export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
-  app.post('/create_sandbox', {
-    config: { idempotent: true },
-    schema: {
-      operationId: 'createSandbox',
-      tags: ['sandboxes'],
-      summary: 'Create a sandbox (or return the conversation\'s live one)',
-      description: 'Starts an isolated sandbox with a stateful Python interpreter and a shell. With conversation_id, returns that conversation\'s live sandbox if there is one (reused: true).',
-      body: CreateSandboxBody,
-      response: { 200: CreateSandboxResponse, ...errors, 403: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
+  app.post(
+    '/create_sandbox',
+    {
+      config: { idempotent: true },
+      schema: {
+        operationId: 'createSandbox',
+        tags: ['sandboxes'],
+        summary: "Create a sandbox (or return the conversation's live one)",
+        description:
+          "Starts an isolated sandbox with a stateful Python interpreter and a shell. With conversation_id, returns that conversation's live sandbox if there is one (reused: true).",
+        body: CreateSandboxBody,
+        response: { 200: CreateSandboxResponse, ...errors, 403: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse },
+      },
     },
-  }, async (req) => {
-    const body = req.body;
-    const { info, reused } = await createSandbox(caller(req), {
-      conversationId: body.conversation_id,
-      idleTimeoutS: body.idle_timeout_seconds,
-      maxLifetimeS: body.max_lifetime_seconds,
-      env: body.env,
-      network: body.network,
-    });
-    return { sandbox_id: info.id, info: infoToWire(info), reused };
-  });
+    async (req) => {
+      const body = req.body;
+      const { info, reused } = await createSandbox(caller(req), {
+        conversationId: body.conversation_id,
+        idleTimeoutS: body.idle_timeout_seconds,
+        maxLifetimeS: body.max_lifetime_seconds,
+        env: body.env,
+        network: body.network,
+      });
+      return { sandbox_id: info.id, info: infoToWire(info), reused };
+    },
+  );
 
-  app.post('/get_sandbox_info', {
-    schema: {
-      operationId: 'getSandboxInfo',
-      tags: ['sandboxes'],
-      summary: 'Describe a sandbox',
-      description: 'Returns the sandbox\'s info object: status, backend, creation and expiry times.',
-      body: SandboxRefBody,
-      response: { 200: SandboxInfoSchema, ...errors },
+  app.post(
+    '/get_sandbox_info',
+    {
+      schema: {
+        operationId: 'getSandboxInfo',
+        tags: ['sandboxes'],
+        summary: 'Describe a sandbox',
+        description: "Returns the sandbox's info object: status, backend, creation and expiry times.",
+        body: SandboxRefBody,
+        response: { 200: SandboxInfoSchema, ...errors },
+      },
     },
-  }, async (req) => infoToWire(await sandboxInfo(caller(req), refOf(req.body))));
+    async (req) => infoToWire(await sandboxInfo(caller(req), refOf(req.body))),
+  );
 
   const listSchema = {
     tags: ['sandboxes'],
     summary: 'List your live sandboxes',
-    description: 'Every live sandbox created with the caller\'s API key.',
+    description: "Every live sandbox created with the caller's API key.",
     response: { 200: ListSandboxesResponse, 401: ErrorResponse },
   };
   const list = async (req: FastifyRequest) => ({ sandboxes: listSandboxes(caller(req)).map(infoToWire) });
   app.get('/sandboxes', { schema: { ...listSchema, operationId: 'listSandboxes' } }, list);
   app.post('/list_sandboxes', { schema: { ...listSchema, operationId: 'listSandboxesPost' } }, list);
 
-  app.post('/stop_sandbox', {
-    schema: {
-      operationId: 'stopSandbox',
-      tags: ['sandboxes'],
-      summary: 'Stop a sandbox',
-      description: 'Kills every process of the sandbox and deletes its workspace. Answers status not_found (HTTP 200) for an unknown id, as the original project did.',
-      body: SandboxRefBody,
-      response: { 200: StopSandboxResponse, 400: ErrorResponse, 401: ErrorResponse },
+  app.post(
+    '/stop_sandbox',
+    {
+      schema: {
+        operationId: 'stopSandbox',
+        tags: ['sandboxes'],
+        summary: 'Stop a sandbox',
+        description:
+          'Kills every process of the sandbox and deletes its workspace. Answers status not_found (HTTP 200) for an unknown id, as the original project did.',
+        body: SandboxRefBody,
+        response: { 200: StopSandboxResponse, 400: ErrorResponse, 401: ErrorResponse },
+      },
     },
-  }, async (req) => {
-    const { status, sandboxId } = await stopSandbox(caller(req), refOf(req.body));
-    return { status, sandbox_id: sandboxId };
-  });
+    async (req) => {
+      const { status, sandboxId } = await stopSandbox(caller(req), refOf(req.body));
+      return { status, sandbox_id: sandboxId };
+    },
+  );
 };

@@ -11,7 +11,15 @@ import { baseUrl } from '../../api/wire.js';
 type Schema = Record<string, unknown> & { type?: string; properties?: Record<string, Schema>; anyOf?: Schema[]; description?: string };
 
 const TOOL_OPERATIONS = new Set([
-  'createSandbox', 'runCode', 'executeCommand', 'writeFile', 'uploadFile', 'downloadFile', 'listFiles', 'getSandboxInfo', 'stopSandbox',
+  'createSandbox',
+  'runCode',
+  'executeCommand',
+  'writeFile',
+  'uploadFile',
+  'downloadFile',
+  'listFiles',
+  'getSandboxInfo',
+  'stopSandbox',
 ]);
 const TOOL_TIMEOUT_NOTE = ' Dify custom tools give up after about 60 s: keep `timeout` under 55 seconds for calls made as a tool.';
 
@@ -28,7 +36,8 @@ function scalar(s: Schema): Schema | null {
 export function toolDocument(full: Record<string, unknown>, server: string): Record<string, unknown> {
   const paths: Record<string, unknown> = {};
   for (const [path, ops] of Object.entries(full.paths as Record<string, Record<string, Record<string, unknown>>>)) {
-    const post = ops.post as (Record<string, unknown> & { operationId?: string; requestBody?: { content?: Record<string, { schema?: Schema }> } }) | undefined;
+    const post = ops.post as
+      (Record<string, unknown> & { operationId?: string; requestBody?: { content?: Record<string, { schema?: Schema }> } }) | undefined;
     if (!post || !TOOL_OPERATIONS.has(post.operationId ?? '')) continue;
     const body = post.requestBody?.content?.['application/json']?.schema ?? { properties: {} };
     const properties: Record<string, Schema> = {};
@@ -62,5 +71,6 @@ export function toolDocument(full: Record<string, unknown>, server: string): Rec
 
 export function registerToolDocument(app: FastifyInstance, config: Config): void {
   app.get('/dify/openapi.json', { config: { public: true }, schema: { hide: true } }, async (req: FastifyRequest) =>
-    toolDocument(app.swagger() as unknown as Record<string, unknown>, baseUrl(config, req)));
+    toolDocument(app.swagger() as unknown as Record<string, unknown>, baseUrl(config, req)),
+  );
 }
