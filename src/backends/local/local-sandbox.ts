@@ -1,9 +1,10 @@
 /** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes, and its Python kernel over the direct channel (fd 3). */
 import type { ChildProcess } from 'node:child_process';
 import { posix } from 'node:path';
-import { PassThrough, type Duplex } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import { AgentConnection, AgentFailure, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
+import { agentFiles } from './agent-files.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
@@ -11,10 +12,7 @@ import { toArtifacts, toCodeError, toRunCodeResult } from '../agent/reply.js';
 import { agentRequest } from '../agent/protocol.js';
 import type {
   CodeError,
-  DirectoryListing,
-  OpenedFile,
   OutputListener,
-  FileEntry,
   RunCodeOptions,
   RunCodeResult,
   RunCommandOptions,
@@ -25,10 +23,6 @@ import type {
 
 /** Slack on top of a call's own timeout before the agent is declared hung (it handles timeouts itself). */
 const AGENT_SLACK_MS = 10_000;
-/** Bound on a file operation's round trip; large files move at hundreds of MB/s, so this is generous. */
-const FILE_OP_DEADLINE_MS = 120_000;
-/** What a download may hold in memory for a reader that has not taken it yet. */
-const SEND_BUFFER_BYTES = 256 * 1024;
 /** Bound on a control operation of the supervisor (start, interrupt or restart the kernel). */
 const CONTROL_DEADLINE_MS = 70_000;
 
@@ -136,77 +130,7 @@ export class LocalSandbox implements Sandbox {
         resolve();
       });
     });
-    this.files = {
-      write: async (path, data) => {
-        const { header } = await this.connection.request(
-          agentRequest('write', { path, rebase: this.look('agent') }),
-          data,
-          FILE_OP_DEADLINE_MS,
-        );
-        return { path: String(header.path), size: Number(header.size) };
-      },
-      read: async (path, maxBytes) => {
-        const { header, blob } = await this.connection.request(
-          agentRequest('read', { path, max_bytes: maxBytes }),
-          null,
-          FILE_OP_DEADLINE_MS,
-        );
-        return { path: String(header.path), data: blob };
-      },
-      open: (path, maxBytes) =>
-        new Promise<OpenedFile>((resolve, reject) => {
-          // Bytes go on to the HTTP answer as they come out of the sandbox. What the reader has not taken yet
-          // waits in `body`, up to its high-water mark; past it the sandbox is held back until the reader takes
-          // some (or goes away), so a reader that never reads pins a few hundred KiB, not the file.
-          const body = new PassThrough({ highWaterMark: SEND_BUFFER_BYTES });
-          body.on('error', () => undefined); // a reader that went away; the sandbox still sends the rest, ignored
-          let opened = false;
-          const received = this.connection
-            .request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS, undefined, {
-              start: (header, length) => {
-                opened = true;
-                resolve({ path: String(header.path), size: length, body, received });
-              },
-              chunk: (data) => {
-                if (body.destroyed || body.write(data)) return null;
-                return new Promise<void>((wake) => {
-                  const done = () => {
-                    body.off('drain', done);
-                    body.off('close', done);
-                    wake();
-                  };
-                  body.on('drain', done);
-                  body.on('close', done);
-                });
-              },
-            })
-            .then(
-              (reply) => {
-                if (!opened) resolve({ path: String(reply.header.path), size: 0, body, received }); // an empty file
-                body.end();
-              },
-              (err: Error) => {
-                if (opened) body.destroy(err);
-                else reject(err);
-                throw err;
-              },
-            );
-          received.catch(() => undefined);
-        }),
-      stat: async (path) => toEntry((await this.connection.request(agentRequest('stat', { path }), null, FILE_OP_DEADLINE_MS)).header),
-      list: async (path, options): Promise<DirectoryListing> => {
-        const { header } = await this.connection.request(
-          agentRequest('list', { path, recursive: options.recursive, limit: options.limit }),
-          null,
-          FILE_OP_DEADLINE_MS,
-        );
-        return {
-          path: String(header.path),
-          entries: (Array.isArray(header.entries) ? (header.entries as Record<string, unknown>[]) : []).map(toEntry),
-          truncated: header.truncated === true,
-        };
-      },
-    };
+    this.files = agentFiles(this.connection, () => this.look('agent'));
   }
 
   /** Waits for the agent to start; the direct kernel channel is used if it says it serves one. */
@@ -557,15 +481,5 @@ function streamTo(listener: OutputListener | undefined) {
   if (!listener) return undefined;
   return (event: string, data: string) => {
     if (event === 'stdout' || event === 'stderr') listener(event, data);
-  };
-}
-
-function toEntry(h: Record<string, unknown>): FileEntry {
-  return {
-    name: String(h.name),
-    path: String(h.path),
-    type: (['file', 'directory', 'symlink'] as const).find((t) => t === h.type) ?? 'other',
-    size: Number(h.size),
-    modifiedMs: Number(h.modified_ms),
   };
 }
