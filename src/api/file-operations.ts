@@ -6,7 +6,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { DirectoryListing, FileEntry } from '../backends/types.js';
-import { linker } from './run-presenters.js';
+import { linksOf } from './run-presenters.js';
 import type { SandboxRef } from '../service/sandbox-service.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import { urlFileName } from './file-input.js';
@@ -88,7 +88,7 @@ export async function fileLink(
 ): Promise<{ sandboxId: string; entry: FileEntry; url: string }> {
   const { record, entry } = await caller.service.statFile(caller.owner, ref, path);
   if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
-  const url = linker(caller.service, caller.baseUrl, record.id, record.sandbox.workspace)(entry.path);
+  const url = linksOf(caller, record)(entry.path);
   return { sandboxId: record.id, entry, url };
 }
 

@@ -4,7 +4,8 @@
  */
 import { posix } from 'node:path';
 import type { ArtifactFile, CodeError, RichResult, RunCodeResult, RunCommandResult } from '../backends/types.js';
-import type { RunOutcome, SandboxService } from '../service/sandbox-service.js';
+import type { RunOutcome, SandboxRecord } from '../service/sandbox-service.js';
+import type { Caller } from './caller.js';
 import { mimeTypeOf } from '../service/mime.js';
 
 /** Builds absolute signed URLs for files of one sandbox. */
@@ -12,8 +13,9 @@ export interface Linker {
   (path: string): string;
 }
 
-export function linker(service: SandboxService, base: string, sandboxId: string, workspace: string): Linker {
-  return (path) => service.links.url(base, sandboxId, workspace, path);
+/** Signed links, for `caller`, to files of the sandbox `record` stands for. */
+export function linksOf(caller: Caller, record: SandboxRecord): Linker {
+  return (path) => caller.service.links.url(caller.baseUrl, record.id, record.sandbox.workspace, path);
 }
 
 export function fileToWire(f: ArtifactFile, link: Linker) {

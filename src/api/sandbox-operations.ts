@@ -9,7 +9,7 @@ import type { RunCommandResult } from '../backends/types.js';
 export type { OutputListener, RunCommandResult } from '../backends/types.js';
 import type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
-import { linker, type Linker } from './run-presenters.js';
+import { linksOf, type Linker } from './run-presenters.js';
 import type { Caller } from './caller.js';
 
 export async function createSandbox(caller: Caller, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
@@ -40,11 +40,6 @@ export async function stopSandbox(caller: Caller, ref: SandboxRef): Promise<{ st
  */
 export async function resolveSandbox(caller: Caller, ref: SandboxRef): Promise<SandboxRef> {
   return { sandboxId: (await caller.service.resolve(caller.owner, ref)).id };
-}
-
-/** Signed links to files of the sandbox a result came from. */
-function linksOf(caller: Caller, record: RunOutcome['record']): Linker {
-  return linker(caller.service, caller.baseUrl, record.id, record.sandbox.workspace);
 }
 
 export async function runCode(caller: Caller, ref: SandboxRef, input: RunCodeInput): Promise<{ outcome: RunOutcome; link: Linker }> {

@@ -38,13 +38,6 @@ export class FairQueue {
     });
   }
 
-  /** Jobs waiting, all owners together. */
-  get queued(): number {
-    let n = 0;
-    for (const q of this.waiting.values()) n += q.length;
-    return n;
-  }
-
   private start<T>(fn: () => Promise<T>): Promise<T> {
     this.running++;
     const done = () => {

@@ -16,7 +16,7 @@ export interface FileLinks {
 }
 
 /** URL-encodes each segment of a sandbox path for /files/{id}/{path}. */
-export function encodePath(path: string): string {
+function encodePath(path: string): string {
   return path.replace(/^\/+/, '').split('/').map(encodeURIComponent).join('/');
 }
 

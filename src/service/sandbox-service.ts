@@ -17,7 +17,6 @@ import { Quotas } from './quotas.js';
 import type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRecord, SandboxRef } from './types.js';
 
 export type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRecord, SandboxRef } from './types.js';
-export { checkText } from './input-checks.js';
 export { CODE_NODE_OWNER } from './quotas.js';
 
 interface Tombstone {
@@ -72,11 +71,6 @@ export class SandboxService {
       },
       () => this.records.size,
     );
-  }
-
-  /** Live sandboxes one API key may hold. */
-  get perKeyLimit(): number {
-    return this.quotas.perKeyLimit;
   }
 
   /** Starts the reaper. */

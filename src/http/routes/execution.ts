@@ -4,12 +4,11 @@ import type { Config } from '../../config.js';
 import { ErrorResponse } from '../../api/schemas/common.js';
 import { ExecuteCommandBody, ExecuteCommandResponse, RunCodeBody, RunCodeResponse } from '../../api/schemas/execution.js';
 import type { SandboxService } from '../../service/sandbox-service.js';
-import { baseUrl, refOf } from '../../api/wire.js';
+import { refOf } from '../../api/wire.js';
 import { commandToWire, runCodeToWire } from '../../api/run-presenters.js';
-import type { FastifyRequest } from 'fastify';
-import type { Caller } from '../../api/caller.js';
 import { resolveSandbox, runCode, runCommand, type OutputListener } from '../../api/sandbox-operations.js';
 import { streamFormat, streamReply, type Emit } from '../streaming.js';
+import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 429: ErrorResponse, 503: ErrorResponse };
 const STREAM_NOTE =
@@ -22,7 +21,7 @@ const toEmit =
     emit(stream, { data: text });
 
 export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
-  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
+  const caller = callerOf(service, config);
   app.post(
     '/run_code',
     {

@@ -27,13 +27,13 @@ import {
   requirePath,
   uploadFromUrl,
   writeFile,
-  type Caller,
   type StoredFile,
 } from '../../api/file-operations.js';
 import { listingToWire, storedToWire } from '../../api/file-presenters.js';
-import { baseUrl, refOf } from '../../api/wire.js';
-import type { FastifyReply, FastifyRequest } from 'fastify';
+import { refOf } from '../../api/wire.js';
+import type { FastifyReply } from 'fastify';
 import type { Readable } from 'node:stream';
+import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 410: ErrorResponse, 413: ErrorResponse };
 
@@ -129,7 +129,7 @@ export function contentDisposition(filename: string): string {
 
 export const fileRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   const sendIdleMs = config.FILE_SEND_IDLE_TIMEOUT_S * 1000;
-  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
+  const caller = callerOf(service, config);
   app.post(
     '/write_file',
     {

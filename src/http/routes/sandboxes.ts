@@ -11,14 +11,14 @@ import {
 import type { SandboxService } from '../../service/sandbox-service.js';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
-import { baseUrl, infoToWire, refOf } from '../../api/wire.js';
-import type { Caller } from '../../api/caller.js';
+import { infoToWire, refOf } from '../../api/wire.js';
 import { createSandbox, listSandboxes, sandboxInfo, stopSandbox } from '../../api/sandbox-operations.js';
+import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
 
 export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
-  const caller = (req: FastifyRequest): Caller => ({ service, config, owner: req.owner, baseUrl: baseUrl(config, req) });
+  const caller = callerOf(service, config);
   app.post(
     '/create_sandbox',
     {
