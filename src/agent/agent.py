@@ -2,7 +2,7 @@
 
 Runs *inside* the isolation boundary, in one of three roles chosen by argv:
 
-  agent.py                       the supervisor (ciw_supervisor.py): speaks the wire protocol with the
+  agent.py                       the supervisor (ciw_main.py, ciw_supervisor.py): speaks the wire protocol with the
                                  service on stdin/stdout, owns the kernels, runs shell commands, does all
                                  file I/O, enforces per-call timeouts and output caps.
   agent.py --kernel REQ REP      the Python kernel (ciw_kernel.py): keeps the namespace between calls.
@@ -40,14 +40,14 @@ if __name__ == "__main__":
         from ciw_relay import relay_main
         relay_main(sys.argv[2], int(sys.argv[3]))
     elif sys.argv[1:2] == ["--serve"]:
-        from ciw_supervisor import daemon_main
+        from ciw_main import daemon_main
         daemon_main(sys.argv[2])
     elif sys.argv[1:2] == ["--call"]:
         from ciw_call import call_main
         sys.exit(call_main(sys.argv[2], sys.argv[3]))
     else:
         # ciw-idle execs the supervisor again as: agent.py --kernel-starts N --resume KERNEL_PID
-        from ciw_supervisor import supervisor_main
+        from ciw_main import supervisor_main
         args = dict(zip(sys.argv[1::2], sys.argv[2::2]))
         resume = (int(args["--resume"]), int(args.get("--kernel-starts", 1))) if "--resume" in args else None
         supervisor_main(resume)

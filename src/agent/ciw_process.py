@@ -1,93 +1,14 @@
-"""Processes the supervisor runs: kernels (with timeouts, interrupts and restarts) and shell commands,
-their output captured through pipes with a byte cap."""
+"""The kernels the supervisor runs (Python forked, JavaScript exec'd), with timeouts, interrupts and restarts,
+their output captured through pipes with a byte cap (ciw_shell.Capture)."""
 import errno
 import json
 import os
-import resource
 import select
 import signal
 import time
 
-from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, AgentError, limit_error, output_limit_error
-
-class Capture:
-    """Collects stdout/stderr chunks in arrival order, keeping at most `cap` bytes in total."""
-
-    def __init__(self, cap):
-        self.cap = cap
-        self.kept = 0
-        self.chunks = []  # (stream, bytes)
-        self.truncated = False
-        self.on_chunk = None  # streaming: called with (stream, bytes) for what is kept
-
-    def add(self, stream, data):
-        room = self.cap - self.kept
-        if len(data) > room:
-            self.truncated = True
-            data = data[:max(room, 0)]
-        if data:
-            self.kept += len(data)
-            self.chunks.append((stream, data))
-            if self.on_chunk is not None:
-                self.on_chunk(stream, data)
-
-    def texts(self):
-        out = b"".join(d for s, d in self.chunks if s == 1)
-        err = b"".join(d for s, d in self.chunks if s == 2)
-        both = b"".join(d for _, d in self.chunks)
-        dec = lambda b: b.decode("utf-8", "replace")  # noqa: E731
-        return dec(out), dec(err), dec(both)
-
-
-def _set_nonblocking(fd):
-    os.set_blocking(fd, False)
-
-
-def _drain(fd, capture, stream):
-    """Read whatever is available on a non-blocking fd. Returns False at end of file."""
-    while True:
-        try:
-            data = os.read(fd, READ_CHUNK)
-        except BlockingIOError:
-            return True
-        except OSError as exc:
-            if exc.errno == errno.EINTR:
-                continue
-            return False
-        if not data:
-            return False
-        capture.add(stream, data)
-
-
-def _kill_session(sid):
-    """SIGKILL every process of session `sid` (this pid namespace only), so a whole tree dies. Repeats
-    until none is left, because a fork bomb makes new members while the old ones are being killed."""
-    me = os.getpid()
-    for _ in range(100):
-        found = False
-        for name in os.listdir("/proc"):
-            if not name.isdigit() or int(name) == me:
-                continue
-            try:
-                with open("/proc/%s/stat" % name, "rb") as f:
-                    fields = f.read().rsplit(b")", 1)[1].split()
-                if int(fields[3]) == sid and fields[0] != b"Z":
-                    os.kill(int(name), signal.SIGKILL)
-                    found = True
-            except (OSError, IndexError, ValueError):
-                continue
-        if not found:
-            return
-
-
-def _output_error(capture):
-    return output_limit_error(capture.cap)
-
-
-def _process_limit_error(exc):
-    return limit_error("ProcessLimitExceeded",
-                        "could not start a process: the sandbox's process limit is reached (%s)" % exc.strerror)
-
+from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, limit_error
+from ciw_shell import Capture, drain, kill_session, output_error, process_limit_error, set_nonblocking
 
 class ForkedProcess:
     """A Popen-like handle on a child forked without exec."""
@@ -229,7 +150,7 @@ class Kernel:
                 os.close(fd)
         self.req_w, self.rep_r, self.out_r, self.err_r = req_w, rep_r, out_r, err_r
         for fd in (rep_r, out_r, err_r):
-            _set_nonblocking(fd)
+            set_nonblocking(fd)
         self.rep_buf = b""
         said = Capture(8192)
         line = self._wait_reply(time.monotonic() + 60, said)
@@ -254,7 +175,7 @@ class Kernel:
     def stop(self):
         if self.proc is None:
             return
-        _kill_session(self.proc.pid)
+        kill_session(self.proc.pid)
         try:
             self.proc.kill()
         except OSError:
@@ -277,9 +198,9 @@ class Kernel:
                 return None
             ready, _, _ = select.select([self.rep_r, self.out_r, self.err_r], [], [], remaining)
             if self.out_r in ready:
-                _drain(self.out_r, capture, 1)
+                drain(self.out_r, capture, 1)
             if self.err_r in ready:
-                _drain(self.err_r, capture, 2)
+                drain(self.err_r, capture, 2)
             if self.rep_r in ready:
                 try:
                     data = os.read(self.rep_r, READ_CHUNK)
@@ -290,8 +211,8 @@ class Kernel:
                 self.rep_buf += data
         line, _, self.rep_buf = self.rep_buf.partition(b"\n")
         # Output written before the reply is already in the pipes: collect it.
-        _drain(self.out_r, capture, 1)
-        _drain(self.err_r, capture, 2)
+        drain(self.out_r, capture, 1)
+        drain(self.err_r, capture, 2)
         return line
 
     def execute(self, code, timeout_s, grace_s, capture, inline_images=False):
@@ -307,7 +228,7 @@ class Kernel:
         try:
             self.ensure_started()
         except OSError as exc:
-            return {"results": [], "error": _process_limit_error(exc), "timed_out": False, "state_preserved": False}
+            return {"results": [], "error": process_limit_error(exc), "timed_out": False, "state_preserved": False}
         except RuntimeError as exc:
             return {"results": [], "error": limit_error("KernelDied", str(exc)), "timed_out": False,
                     "state_preserved": False}
@@ -332,7 +253,7 @@ class Kernel:
                                     "the %s state is preserved" % (timeout_s, self.label))
                 error["traceback"] = (reply["error"] or {}).get("traceback", "")
             elif capture.truncated and (stopped == "output" or error is None):
-                error = _output_error(capture)
+                error = output_error(capture)
             return {"results": results, "error": error, "timed_out": timed_out, "state_preserved": True}
         # No reply: the kernel ignored the interrupt or died. Restart it; its state is gone.
         exit_code = self.proc.poll()
@@ -346,88 +267,9 @@ class Kernel:
             error = limit_error("ExecutionTimeout", "execution exceeded the %g s timeout and did not stop when "
                                  "interrupted; %s" % (timeout_s, lost))
         elif stopped == "output":
-            error = _output_error(capture)
+            error = output_error(capture)
             error["value"] += "; it did not stop when interrupted, so " + lost
         else:
             error = limit_error("KernelDied", "the %s process exited (%s) while running this code; %s" % (self.label,
                 "signal %d" % -exit_code if exit_code is not None and exit_code < 0 else "code %s" % exit_code, lost))
         return {"results": [], "error": error, "timed_out": timed_out, "state_preserved": False}
-
-
-def _disk_full():
-    try:
-        st = os.statvfs(WORKSPACE)
-    except OSError:
-        return False
-    return st.f_bavail * st.f_frsize < 64 * 1024
-
-
-def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
-    import subprocess  # see exec_js_kernel
-    try:
-        # No preexec_fn: it would force a full fork() of this process instead of vfork().
-        proc = subprocess.Popen(
-            ["/bin/bash", "-c", command], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE, cwd=cwd, env=env, start_new_session=True,
-        )
-    except (FileNotFoundError, NotADirectoryError, PermissionError) as exc:
-        raise AgentError("BAD_CWD", "cannot run in working directory %r: %s" % (cwd, exc.strerror))
-    except BlockingIOError as exc:
-        return {"exit_code": 126, "timed_out": False, "error": _process_limit_error(exc)}
-    if cpu_limit_s:
-        seconds = int(cpu_limit_s) + 1
-        _, hard = resource.getrlimit(resource.RLIMIT_CPU)  # the sandbox's budget: a hard limit cannot go up
-        if hard != resource.RLIM_INFINITY:
-            seconds = min(seconds, hard)
-        try:
-            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (seconds, min(seconds + 2, hard) if hard != resource.RLIM_INFINITY else seconds + 2))
-        except (OSError, ValueError):
-            pass  # already gone
-    fds = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
-    for fd in fds:
-        _set_nonblocking(fd)
-    deadline = time.monotonic() + timeout_s
-    stopped = None
-    exited_at = None
-    while fds:
-        now = time.monotonic()
-        if capture.truncated:
-            stopped = "output"
-            break
-        if now >= deadline:
-            stopped = "timeout" if proc.poll() is None else None
-            break
-        # Once bash has exited, give background children a moment, then stop reading their pipes.
-        if exited_at is None and proc.poll() is not None:
-            exited_at = now
-        if exited_at is not None and now - exited_at > 0.05:
-            break
-        wait = min(deadline - now, 0.05 if exited_at is not None else 0.5)
-        ready, _, _ = select.select(list(fds), [], [], wait)
-        for fd in ready:
-            if not _drain(fd, capture, fds[fd]):
-                del fds[fd]
-    if stopped:
-        _kill_session(proc.pid)
-    exit_code = proc.wait()
-    for fd in list(fds):
-        _drain(fd, capture, fds[fd])
-    proc.stdout.close()
-    proc.stderr.close()
-    error = None
-    if stopped == "timeout":
-        exit_code = 124
-        error = limit_error("ExecutionTimeout", "the command exceeded the %g s timeout and its processes "
-                             "were killed" % timeout_s)
-    elif stopped == "output":
-        error = _output_error(capture)
-    elif exit_code == -signal.SIGXCPU:
-        error = limit_error("CpuTimeLimitExceeded", "a process used up the %g s CPU-time limit" % cpu_limit_s)
-    elif exit_code != 0 and _disk_full():
-        error = limit_error("DiskQuotaExceeded", "the sandbox's disk space is used up")
-    if exit_code < 0:
-        exit_code = 128 - exit_code
-    if error is None and exit_code != 0:
-        error = limit_error("CommandFailed", "exit code %d" % exit_code)
-    return {"exit_code": exit_code, "timed_out": stopped == "timeout", "error": error}
-

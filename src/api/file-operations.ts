@@ -4,10 +4,11 @@
  * terms, and returns a domain result that the front end presents (file-presenters.ts). Whatever differs
  * between front ends is only how they parse and present: naming, URL rewriting and path defaults live here.
  */
-import type { Readable } from 'node:stream';
 import type { DirectoryListing, FileEntry } from '../backends/types.js';
 import { linksOf } from './run-presenters.js';
-import type { SandboxRef } from '../service/sandbox-service.js';
+import type { OpenedFile, SandboxRef } from '../service/sandbox-service.js';
+
+export type { OpenedFile } from '../service/sandbox-service.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import { urlFileName } from './file-input.js';
 import type { Caller } from './caller.js';
@@ -64,20 +65,20 @@ export async function uploadFromUrl(
 ): Promise<StoredFile> {
   const url = rewriteFilesUrl(caller.config.DIFY_FILES_URL_REWRITE, input.url);
   const name = input.target || input.suggestedName || urlFileName(url) || DEFAULT_NAME;
-  const w = await caller.service.uploadFromUrl(caller.owner, ref, url, name);
-  return { sandboxId: w.record.id, path: w.path, size: w.size };
+  const w = await caller.service.files.uploadFromUrl(caller.owner, ref, url, name);
+  return { sandboxId: w.sandbox.id, path: w.path, size: w.size };
 }
 
 /** Writes bytes at `path`. */
 export async function writeFile(caller: Caller, ref: SandboxRef, input: { path: string; data: Uint8Array }): Promise<StoredFile> {
-  const w = await caller.service.writeFile(caller.owner, ref, input.path, input.data);
-  return { sandboxId: w.record.id, path: w.path, size: w.size };
+  const w = await caller.service.files.write(caller.owner, ref, input.path, input.data);
+  return { sandboxId: w.sandbox.id, path: w.path, size: w.size };
 }
 
 /** Lists a directory (default: the workspace), optionally recursively, up to 10,000 entries. */
 export async function listFiles(caller: Caller, ref: SandboxRef, input: { path?: string; recursive?: boolean }): Promise<Listing> {
-  const { record, listing } = await caller.service.listFiles(caller.owner, ref, input.path ?? '.', input.recursive ?? false);
-  return { sandboxId: record.id, ...listing };
+  const { sandbox, listing } = await caller.service.files.list(caller.owner, ref, input.path ?? '.', input.recursive ?? false);
+  return { sandboxId: sandbox.id, ...listing };
 }
 
 /** A file of the sandbox (not a directory) and its signed download link. */
@@ -86,22 +87,15 @@ export async function fileLink(
   ref: SandboxRef,
   path: string,
 ): Promise<{ sandboxId: string; entry: FileEntry; url: string }> {
-  const { record, entry } = await caller.service.statFile(caller.owner, ref, path);
+  const { sandbox, entry } = await caller.service.files.stat(caller.owner, ref, path);
   if (entry.type === 'directory') throw new ServiceError(ErrorCode.IS_A_DIRECTORY, `${entry.path} is a directory, not a file`);
-  const url = linksOf(caller, record)(entry.path);
-  return { sandboxId: record.id, entry, url };
-}
-
-/** A file to send as it comes out of the sandbox. */
-export interface OpenedFile {
-  readonly path: string;
-  readonly size: number;
-  readonly body: Readable;
+  const url = linksOf(caller, sandbox)(entry.path);
+  return { sandboxId: sandbox.id, entry, url };
 }
 
 /** Opens a file of the caller's sandbox, to send it as it comes out. */
 export function openFile(caller: Caller, ref: SandboxRef, path: string): Promise<OpenedFile> {
-  return caller.service.openFile(caller.owner, ref, path);
+  return caller.service.files.open(caller.owner, ref, path);
 }
 
 /**
@@ -110,11 +104,10 @@ export function openFile(caller: Caller, ref: SandboxRef, path: string): Promise
  */
 export function openFileByLink(caller: Caller, sandboxId: string, path: string, link: { exp?: string; sig?: string }): Promise<OpenedFile> {
   caller.service.links.check(sandboxId, path, link.exp, link.sig);
-  return caller.service.openFileBySignature(sandboxId, path);
+  return caller.service.files.openBySignature(sandboxId, path);
 }
 
 /** A file's bytes, whole, refused with FILE_TOO_LARGE past `maxBytes`: for answers that carry the file itself. */
-export async function readFile(caller: Caller, ref: SandboxRef, path: string, maxBytes: number): Promise<{ path: string; data: Buffer }> {
-  const { path: real, data } = await caller.service.readFile(caller.owner, ref, path, maxBytes);
-  return { path: real, data };
+export function readFile(caller: Caller, ref: SandboxRef, path: string, maxBytes: number): Promise<{ path: string; data: Buffer }> {
+  return caller.service.files.read(caller.owner, ref, path, maxBytes);
 }

@@ -4,7 +4,7 @@
  */
 import { posix } from 'node:path';
 import type { ArtifactFile, CodeError, RichResult, RunCodeResult, RunCommandResult } from '../backends/types.js';
-import type { RunOutcome, SandboxRecord } from '../service/sandbox-service.js';
+import type { RunOutcome, SandboxHandle } from '../service/sandbox-service.js';
 import type { Caller } from './caller.js';
 import { mimeTypeOf } from '../service/mime.js';
 
@@ -13,9 +13,9 @@ export interface Linker {
   (path: string): string;
 }
 
-/** Signed links, for `caller`, to files of the sandbox `record` stands for. */
-export function linksOf(caller: Caller, record: SandboxRecord): Linker {
-  return (path) => caller.service.links.url(caller.baseUrl, record.id, record.sandbox.workspace, path);
+/** Signed links, for `caller`, to files of `sandbox`. */
+export function linksOf(caller: Caller, sandbox: SandboxHandle): Linker {
+  return (path) => caller.service.links.url(caller.baseUrl, sandbox.id, sandbox.workspace, path);
 }
 
 export function fileToWire(f: ArtifactFile, link: Linker) {
@@ -67,12 +67,12 @@ export function markdownOf(
 const appendLine = (base: string, text: string) => `${base}${base && !base.endsWith('\n') ? '\n' : ''}${text}`;
 
 export function runCodeToWire(outcome: RunOutcome, link: Linker) {
-  const { record, runtime } = outcome;
+  const { sandbox, runtime } = outcome;
   const files = outcome.result.files.map((f) => fileToWire(f, link));
   if (runtime === 'shell') {
     const r: RunCommandResult = outcome.result;
     return {
-      sandbox_id: record.id,
+      sandbox_id: sandbox.id,
       language: runtime,
       output: r.output,
       stdout: r.stdout,
@@ -96,7 +96,7 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
   let output = shown === undefined ? r.output : appendLine(r.output, `${shown}\n`);
   if (r.error) output = appendLine(output, r.error.traceback || `${r.error.name}: ${r.error.value}\n`);
   return {
-    sandbox_id: record.id,
+    sandbox_id: sandbox.id,
     language: runtime,
     output,
     stdout: r.stdout,

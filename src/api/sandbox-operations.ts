@@ -18,7 +18,7 @@ export async function createSandbox(caller: Caller, input: CreateInput): Promise
 
 /** A sandbox's facts; a conversation without a sandbox gets one, as every call naming it does. */
 export async function sandboxInfo(caller: Caller, ref: SandboxRef): Promise<SandboxInfo> {
-  return caller.service.info(await caller.service.resolve(caller.owner, ref));
+  return caller.service.info(caller.owner, ref);
 }
 
 export function listSandboxes(caller: Caller): SandboxInfo[] {
@@ -44,7 +44,7 @@ export async function resolveSandbox(caller: Caller, ref: SandboxRef): Promise<S
 
 export async function runCode(caller: Caller, ref: SandboxRef, input: RunCodeInput): Promise<{ outcome: RunOutcome; link: Linker }> {
   const outcome = await caller.service.runCode(caller.owner, ref, input);
-  return { outcome, link: linksOf(caller, outcome.record) };
+  return { outcome, link: linksOf(caller, outcome.sandbox) };
 }
 
 export async function runCommand(
@@ -52,6 +52,6 @@ export async function runCommand(
   ref: SandboxRef,
   input: RunCommandInput,
 ): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker }> {
-  const { record, result } = await caller.service.runCommand(caller.owner, ref, input);
-  return { sandboxId: record.id, result, link: linksOf(caller, record) };
+  const { sandbox, result } = await caller.service.runCommand(caller.owner, ref, input);
+  return { sandboxId: sandbox.id, result, link: linksOf(caller, sandbox) };
 }

@@ -1,5 +1,7 @@
 /** Input no sandbox could take, refused before it reaches one (400 naming the field). */
+import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
+import type { CreateInput } from './types.js';
 
 /** NUL or a lone UTF-16 surrogate: neither can become a path, an argument or an environment value. */
 const UNREPRESENTABLE = /\0|\p{Cs}/u;
@@ -28,4 +30,41 @@ export function checkEnv(field: string, env: Readonly<Record<string, string>> | 
       `${field} holds more than ${MAX_ENV_BYTES} bytes in all; pass large data as a file instead`,
     );
   }
+}
+
+/** A new sandbox's lifetimes and network, after the defaults and the service's limits. */
+export function checkCreateInput(config: Config, input: CreateInput): { maxLifetimeS: number; idleTimeoutS: number; network: boolean } {
+  const maxLifetimeS = input.maxLifetimeS ?? config.SANDBOX_MAX_LIFETIME_S;
+  const idleTimeoutS = input.idleTimeoutS ?? config.SANDBOX_IDLE_TIMEOUT_S;
+  for (const [field, value] of [
+    ['max_lifetime_seconds', maxLifetimeS],
+    ['idle_timeout_seconds', idleTimeoutS],
+  ] as const) {
+    if (value > config.SANDBOX_MAX_LIFETIME_S) {
+      throw new ServiceError(
+        ErrorCode.VALIDATION_FAILED,
+        `${field} may be at most ${config.SANDBOX_MAX_LIFETIME_S} (SANDBOX_MAX_LIFETIME_S)`,
+      );
+    }
+  }
+  const network = input.network === true;
+  if (network && !config.SANDBOX_NETWORK_ALLOWED) {
+    throw new ServiceError(
+      ErrorCode.NETWORK_NOT_ALLOWED,
+      'this service does not give sandboxes network access (SANDBOX_NETWORK_ALLOWED=false); create the sandbox without network',
+    );
+  }
+  return { maxLifetimeS, idleTimeoutS, network };
+}
+
+/** A call's time limit in milliseconds: `timeout` seconds, or EXEC_TIMEOUT_S, at most EXEC_MAX_TIMEOUT_S. */
+export function timeoutMsOf(config: Config, timeoutS: number | undefined): number {
+  const s = timeoutS ?? config.EXEC_TIMEOUT_S;
+  if (!(s > 0) || s > config.EXEC_MAX_TIMEOUT_S) {
+    throw new ServiceError(
+      ErrorCode.VALIDATION_FAILED,
+      `timeout must be more than 0 and at most ${config.EXEC_MAX_TIMEOUT_S} seconds (EXEC_MAX_TIMEOUT_S)`,
+    );
+  }
+  return Math.round(s * 1000);
 }

@@ -33,10 +33,17 @@ export interface RunCommandInput {
   readonly onOutput?: OutputListener;
 }
 
+/** What front ends hold of a sandbox: its id and its workspace (for links to its files). */
+export interface SandboxHandle {
+  readonly id: string;
+  /** Absolute path of the workspace inside the sandbox. */
+  readonly workspace: string;
+}
+
 /** What ran, where, and what came of it. */
 export type RunOutcome =
-  | { readonly record: SandboxRecord; readonly runtime: 'shell'; readonly result: RunCommandResult }
-  | { readonly record: SandboxRecord; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult };
+  | { readonly sandbox: SandboxHandle; readonly runtime: 'shell'; readonly result: RunCommandResult }
+  | { readonly sandbox: SandboxHandle; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult };
 
 export interface SandboxInfo {
   readonly id: string;
@@ -52,7 +59,7 @@ export interface SandboxInfo {
   readonly network: boolean;
 }
 
-/** The service's own record of a live sandbox (front ends get results, not this). */
+/** The service's own record of a live sandbox (front ends get a SandboxHandle, never this). */
 export interface SandboxRecord {
   readonly id: string;
   readonly sandbox: Sandbox;

@@ -4,6 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createLocalBackend, type LocalBackendOptions } from '../../src/backends/local/local-backend.js';
 import { parsePolicy } from '../../src/core/network-policy.js';
+import type { Sandbox } from '../../src/backends/types.js';
+import type { SandboxService } from '../../src/service/sandbox-service.js';
 
 /**
  * A uid range of its own for every backend a test process makes: ranges never overlap across processes
@@ -62,4 +64,12 @@ export function agentcubeEnv(fakeUrl: string, extra: Record<string, string> = {}
     INTERRUPT_GRACE_MS: '1000',
     ...extra,
   };
+}
+
+/** The backend's object of a live sandbox, to see its processes (reads the service's registry: tests only). */
+export function backendSandbox(service: SandboxService, id: string): Sandbox {
+  const registry = (service as unknown as { registry: { peek(id: string): { sandbox: Sandbox } | undefined } }).registry;
+  const record = registry.peek(id);
+  if (!record) throw new Error(`no live sandbox ${id}`);
+  return record.sandbox;
 }

@@ -200,7 +200,7 @@ describe('request validation', () => {
       headers: { 'content-type': 'application/octet-stream' },
     });
     expect(ok.statusCode).toBe(200);
-    const back = await t.service.readFile('anonymous', { sandboxId: id }, 'raw.bin');
+    const back = await t.service.files.read('anonymous', { sandboxId: id }, 'raw.bin');
     expect(Buffer.compare(back.data, data)).toBe(0);
     const big = await t.app.inject({
       method: 'POST',

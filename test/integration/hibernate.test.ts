@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
 import { startTestApp, type TestApp } from '../helpers/app.js';
-import { localEnv } from '../helpers/local.js';
+import { backendSandbox, localEnv } from '../helpers/local.js';
 
 let t: TestApp;
 const IDLE_MS = 300;
@@ -27,9 +27,8 @@ async function sandbox(): Promise<string> {
 
 /** The command lines of a sandbox's processes, and their states (R, S, Z…), from the host's /proc. */
 function processes(id: string): { cmd: string; state: string }[] {
-  const sb = (t.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(id)!.sandbox;
   const out: { cmd: string; state: string }[] = [];
-  for (const pid of sb.pids()) {
+  for (const pid of backendSandbox(t.service, id).pids()) {
     try {
       const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
       out.push({

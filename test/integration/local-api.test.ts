@@ -8,7 +8,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { startServer } from '../helpers/http-server.js';
-import { localEnv } from '../helpers/local.js';
+import { backendSandbox, localEnv } from '../helpers/local.js';
 
 let t: TestApp;
 const KEY = 'integration-secret-key-123';
@@ -26,8 +26,7 @@ async function sandbox(): Promise<string> {
   return r.body.sandbox_id;
 }
 
-const sandboxOf = (id: string) =>
-  (t.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(id)!.sandbox;
+const sandboxOf = (id: string) => backendSandbox(t.service, id);
 
 describe('stateful Python', () => {
   it('x = 41 then print(x + 1) prints 42; imports and functions persist', async () => {
@@ -407,9 +406,7 @@ describe('boundary', () => {
     try {
       const id = (await e.post('/create_sandbox', { idle_timeout_seconds: 60 })).body.sandbox_id;
       await e.post('/execute_command', { sandbox_id: id, command: 'nohup sleep 600 >/dev/null 2>&1 &' });
-      const handle = (e.service as unknown as { records: Map<string, { sandbox: { pids(): readonly number[] } }> }).records.get(
-        id,
-      )!.sandbox;
+      const handle = backendSandbox(e.service, id);
       expect(handle.pids().length).toBeGreaterThan(0);
       now += 61_000;
       await e.service.reap();

@@ -11,7 +11,7 @@ const input = {
   workspaceBytes: 1048576,
   python: '/usr/bin/python3',
   innerUid: 1000,
-  env: sandboxEnv('/workspace', { FOO: 'bar' }, { CIW_MAX_OUTPUT_BYTES: '10' }),
+  env: sandboxEnv('/workspace', { FOO: 'bar' }, { maxOutputBytes: 10, interruptGraceMs: 500, cpuSecondsPerCall: 60 }),
   hostname: 'sandbox',
 };
 
@@ -76,7 +76,11 @@ describe('bwrapArgs', () => {
   });
 
   it("keeps user variables out of the agent's own environment: they reach only user processes", () => {
-    const env = sandboxEnv('/workspace', { CIW_WORKSPACE: '/etc', PATH: '/x', LD_PRELOAD: '/workspace/x.so', PYTHONHOME: '/x' }, {});
+    const env = sandboxEnv(
+      '/workspace',
+      { CIW_WORKSPACE: '/etc', PATH: '/x', LD_PRELOAD: '/workspace/x.so', PYTHONHOME: '/x' },
+      { maxOutputBytes: 10, interruptGraceMs: 500, cpuSecondsPerCall: 60 },
+    );
     expect(env.CIW_WORKSPACE).toBe('/workspace');
     expect(env.PATH).toBe('/usr/local/bin:/usr/bin:/bin');
     expect(env).not.toHaveProperty('LD_PRELOAD');

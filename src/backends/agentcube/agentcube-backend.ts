@@ -12,6 +12,7 @@ import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } fro
 import { AGENT_SOURCE } from '../agent/source.js';
 import { AgentCubeClient, type AgentCubeSettings } from './client.js';
 import { AGENT_DIR, AGENT_SOCKET, AgentCubeSandbox, type SandboxState } from './agentcube-sandbox.js';
+import { agentEnvironment } from '../agent/settings.js';
 import { agentRequest } from '../agent/protocol.js';
 
 export interface AgentCubeBackendOptions extends AgentCubeSettings {
@@ -114,13 +115,13 @@ class AgentCubeBackend implements SandboxBackend {
   /** Starts the agent daemon detached from PicoD (which waits for its commands' pipes), then pings it. */
   private async startAgent(sandbox: AgentCubeSandbox, workspace: string, userEnv: Readonly<Record<string, string>> = {}): Promise<boolean> {
     // The user's variables reach only user processes (see ciw_supervisor.py); the daemon runs isolated (-I).
-    const env = {
-      CIW_USER_ENV: JSON.stringify(userEnv),
-      CIW_WORKSPACE: workspace,
-      CIW_MAX_OUTPUT_BYTES: String(this.options.maxOutputBytes),
-      CIW_INTERRUPT_GRACE_MS: String(this.options.interruptGraceMs),
-      CIW_CPU_SECONDS_PER_CALL: String(this.options.cpuSecondsPerCall),
-    };
+    const env = agentEnvironment({
+      workspace,
+      userEnv,
+      maxOutputBytes: this.options.maxOutputBytes,
+      interruptGraceMs: this.options.interruptGraceMs,
+      cpuSecondsPerCall: this.options.cpuSecondsPerCall,
+    });
     const script = `cd "$1" && (setsid python3 -I -S ${AGENT_DIR}/agent.py --serve "$1/${AGENT_DIR}/${AGENT_SOCKET}" > ${AGENT_DIR}/agent.log 2>&1 < /dev/null &)`;
     await this.client.execute(sandbox.sessionId, ['bash', '-c', script, 'bash', workspace], { timeoutMs: 30_000, env });
     for (let i = 0; i < PING_ATTEMPTS; i++) {

@@ -5,6 +5,7 @@
  * the workspace as a size-limited tmpfs (a hard disk quota that vanishes with the sandbox); no
  * capabilities; an empty environment apart from what is listed.
  */
+import { agentEnvironment, type AgentSettings } from '../agent/settings.js';
 
 export interface BwrapInput {
   /** Host path of the directory holding agent.py (bound read-only at /opt/ciw). */
@@ -155,9 +156,9 @@ function proxyEnv(): Record<string, string> {
 export function sandboxEnv(
   workspace: string,
   user: Readonly<Record<string, string>>,
-  agent: Readonly<Record<string, string>>,
+  agent: Omit<AgentSettings, 'workspace' | 'userEnv' | 'proxy'>,
   network = false,
-) {
+): Record<string, string> {
   const defaults = {
     PATH: '/usr/local/bin:/usr/bin:/bin',
     HOME: workspace,
@@ -171,9 +172,11 @@ export function sandboxEnv(
   };
   return {
     ...defaults,
-    ...agent,
-    ...(network ? { CIW_PROXY_SOCKET: PROXY_SOCKET, CIW_PROXY_PORT: String(PROXY_PORT) } : {}),
-    CIW_WORKSPACE: workspace,
-    CIW_USER_ENV: JSON.stringify({ ...defaults, ...(network ? proxyEnv() : {}), ...user }),
+    ...agentEnvironment({
+      ...agent,
+      workspace,
+      userEnv: { ...defaults, ...(network ? proxyEnv() : {}), ...user },
+      proxy: network ? { socket: PROXY_SOCKET, port: PROXY_PORT } : undefined,
+    }),
   };
 }

@@ -14,69 +14,25 @@ import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
 import { UidPool } from './uid-pool.js';
-import { pidsInUidRange, pidsOfUid } from './proc.js';
+import { killAll, pidsInUidRange, pidsOfUid } from './proc.js';
+import type { LocalBackendOptions } from './options.js';
+
+export type { LocalBackendOptions, SandboxLimits } from './options.js';
 import { detectCgroups, type CgroupManager, type SandboxCgroup } from './cgroups.js';
 import { startEgressProxy, type EgressProxy } from './egress-proxy.js';
 import { DENIED_SYSCALLS, seccompProgram } from './seccomp.js';
 import { AGENT_SOURCE } from '../agent/source.js';
-import type { OutboundPolicy } from '../../core/network-policy.js';
 import { randomBytes } from 'node:crypto';
 
 const execFileAsync = promisify(execFile);
 
-function killAll(pids: readonly number[]): void {
-  for (const pid of pids) {
-    try {
-      process.kill(pid, 'SIGKILL');
-    } catch {
-      // already gone
-    }
-  }
-}
-
 const WORKSPACE = '/workspace';
+/** The sandbox's fd of the direct channel to its Python kernel. */
+const KERNEL_FD = 3;
 const SECCOMP_FD = 4;
 const READY_TIMEOUT_MS = 15_000;
 
-export interface LocalBackendOptions {
-  /** Host directory for the runtime files. */
-  readonly rootDir: string;
-  readonly python: string;
-  readonly workspaceBytes: number;
-  readonly maxOutputBytes: number;
-  /** Largest file read out of a sandbox. */
-  readonly maxFileBytes: number;
-  readonly interruptGraceMs: number;
-  /** Idle time after which a sandbox's supervisor hibernates (becomes ciw-idle); 0: never. */
-  readonly supervisorIdleMs?: number;
-  readonly uidBase: number;
-  readonly uidCount: number;
-  readonly allowUnsandboxed: boolean;
-  readonly limits: SandboxLimits;
-  /** What sandboxes with network may reach. */
-  readonly outbound: OutboundPolicy;
-  /** Host directories of extra Python packages for every sandbox. */
-  readonly extraPythonPaths?: readonly string[];
-  /** Whether to use cgroups when the host allows. */
-  readonly cgroups: boolean;
-  readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
-}
-
 type Mode = 'bubblewrap' | 'unsandboxed';
-
-/** Resource limits of every sandbox. */
-export interface SandboxLimits {
-  /** Memory of all processes and tmpfs files of a sandbox, in bytes. */
-  readonly memoryBytes: number;
-  /** Processes (and threads) at once. */
-  readonly maxProcesses: number;
-  /** CPU cores' worth of time a sandbox may use at once; 0 for no cap. */
-  readonly cpus: number;
-  /** CPU seconds per call; 0 for no limit. */
-  readonly cpuSecondsPerCall: number;
-  /** CPU seconds each process of a sandbox may use in its life (a hard RLIMIT_CPU code cannot raise); 0 or absent for none. */
-  readonly cpuSecondsPerSandbox?: number;
-}
 
 export function createLocalBackend(options: LocalBackendOptions): SandboxBackend {
   return new LocalBackend(options);
@@ -243,7 +199,7 @@ class LocalBackend implements SandboxBackend {
         env: sandboxEnv(
           WORKSPACE,
           { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env },
-          this.agentEnv(opts),
+          this.agentSettings(opts),
           opts.network === true,
         ),
         seccompFd: this.seccomp ? SECCOMP_FD : undefined,
@@ -331,7 +287,7 @@ class LocalBackend implements SandboxBackend {
     const child = spawn(this.options.python, ['-I', '-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
       stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
       cwd: workspace,
-      env: sandboxEnv(workspace, opts.env, this.agentEnv(opts)),
+      env: sandboxEnv(workspace, opts.env, this.agentSettings(opts)),
       detached: true,
     });
     const sandbox = new LocalSandbox({
@@ -366,7 +322,7 @@ class LocalBackend implements SandboxBackend {
     };
   }
 
-  private agentEnv(opts: CreateSandboxOptions): Record<string, string> {
+  private agentSettings(opts: CreateSandboxOptions) {
     const { memoryBytes, maxProcesses, cpuSecondsPerCall, cpuSecondsPerSandbox } = this.options.limits;
     const rlimits: Record<string, number> = { data: memoryBytes };
     // A hard limit no process can raise: per process, over the sandbox's life (the service's cgroup accounting
@@ -375,13 +331,13 @@ class LocalBackend implements SandboxBackend {
     // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
     if (this.cgroups?.mode === 'none') rlimits.nproc = maxProcesses;
     return {
-      CIW_MAX_OUTPUT_BYTES: String(this.options.maxOutputBytes),
-      CIW_INTERRUPT_GRACE_MS: String(this.options.interruptGraceMs),
-      CIW_CPU_SECONDS_PER_CALL: String(cpuSecondsPerCall),
-      CIW_RLIMITS: JSON.stringify(rlimits),
-      CIW_KERNEL_FD: '3',
-      ...(this.canHibernate ? { CIW_IDLE_MS: String(this.options.supervisorIdleMs ?? 0) } : {}),
-      ...(opts.warm ? { CIW_WARM: '1', CIW_PRELOAD: opts.warm.preload.join(',') } : {}),
+      maxOutputBytes: this.options.maxOutputBytes,
+      interruptGraceMs: this.options.interruptGraceMs,
+      cpuSecondsPerCall,
+      rlimits,
+      kernelFd: KERNEL_FD,
+      idleMs: this.canHibernate ? (this.options.supervisorIdleMs ?? 0) : undefined,
+      warm: opts.warm,
     };
   }
 

@@ -115,3 +115,14 @@ async function scanTree(root: number): Promise<number[]> {
   }
   return out;
 }
+
+/** SIGKILL to each of `pids`, ignoring those already gone. */
+export function killAll(pids: readonly number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}

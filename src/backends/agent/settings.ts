@@ -1,0 +1,42 @@
+/**
+ * The agent's settings, as the CIW_* environment variables it reads at start (ciw_common.py and
+ * ciw_supervisor.py read them): built here only, for every backend that starts the agent.
+ */
+
+export interface AgentSettings {
+  /** The workspace inside the sandbox (the agent's working directory, HOME of user processes). */
+  readonly workspace: string;
+  /** The environment of user processes (kernels, shell commands): never applied to the agent itself. */
+  readonly userEnv: Readonly<Record<string, string>>;
+  /** Output cap of a call (MAX_OUTPUT_BYTES). */
+  readonly maxOutputBytes: number;
+  /** How long an interrupted kernel has to stop before it is restarted (INTERRUPT_GRACE_MS). */
+  readonly interruptGraceMs: number;
+  /** CPU seconds of one call (EXEC_CPU_LIMIT_S). */
+  readonly cpuSecondsPerCall: number;
+  /** rlimits the agent sets on itself before anything runs (inherited by every user process). */
+  readonly rlimits?: Readonly<Record<string, number>>;
+  /** The fd of the direct channel to the Python kernel. */
+  readonly kernelFd?: number;
+  /** Idle time after which the supervisor hibernates (becomes ciw-idle). */
+  readonly idleMs?: number;
+  /** Start the Python kernel at once, with these modules imported (a pooled sandbox). */
+  readonly warm?: { readonly preload: readonly string[] };
+  /** The egress proxy's socket inside the sandbox and the loopback port the agent relays it on. */
+  readonly proxy?: { readonly socket: string; readonly port: number };
+}
+
+export function agentEnvironment(s: AgentSettings): Record<string, string> {
+  return {
+    CIW_WORKSPACE: s.workspace,
+    CIW_USER_ENV: JSON.stringify(s.userEnv),
+    CIW_MAX_OUTPUT_BYTES: String(s.maxOutputBytes),
+    CIW_INTERRUPT_GRACE_MS: String(s.interruptGraceMs),
+    CIW_CPU_SECONDS_PER_CALL: String(s.cpuSecondsPerCall),
+    ...(s.rlimits ? { CIW_RLIMITS: JSON.stringify(s.rlimits) } : {}),
+    ...(s.kernelFd !== undefined ? { CIW_KERNEL_FD: String(s.kernelFd) } : {}),
+    ...(s.idleMs !== undefined ? { CIW_IDLE_MS: String(s.idleMs) } : {}),
+    ...(s.warm ? { CIW_WARM: '1', CIW_PRELOAD: s.warm.preload.join(',') } : {}),
+    ...(s.proxy ? { CIW_PROXY_SOCKET: s.proxy.socket, CIW_PROXY_PORT: String(s.proxy.port) } : {}),
+  };
+}
