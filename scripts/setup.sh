@@ -28,7 +28,7 @@ command -v cc >/dev/null 2>&1 || packages+=(gcc)
 [ -e /usr/include/stdio.h ] || packages+=(libc6-dev)
 # The Python inside sandboxes is the host's /usr/bin/python3: the data stack and what Dify's templates import.
 for module in numpy:python3-numpy pandas:python3-pandas matplotlib:python3-matplotlib jinja2:python3-jinja2 \
-              requests:python3-requests httpx:python3-httpx tabulate:python3-tabulate; do
+              requests:python3-requests httpx:python3-httpx tabulate:python3-tabulate dill:python3-dill; do
   /usr/bin/python3 -c "import ${module%%:*}" 2>/dev/null || packages+=("${module##*:}")
 done
 if [ "${#packages[@]}" -gt 0 ]; then

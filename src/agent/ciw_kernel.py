@@ -199,8 +199,28 @@ def _common_setup():
             __import__(module.strip())
         except Exception as exc:  # noqa: BLE001 - a missing preload module must not stop the kernel
             print("preload of %s failed: %s" % (module, exc), file=sys.stderr)
-    ns = {"__name__": "__main__", "__builtins__": __builtins__, "display": display}
-    return ns, cpu_limit_s
+    return main_namespace(), cpu_limit_s
+
+
+def main_namespace():
+    """The namespace cells run in: the dict of a new `__main__` module, as in IPython, so that pickle finds
+    classes defined in cells and dill can save and restore functions bound to it (ciw_state.py)."""
+    import types
+    module = types.ModuleType("__main__")
+    module.__dict__.update({"__builtins__": __builtins__, "display": display})
+    sys.modules["__main__"] = module
+    return module.__dict__
+
+
+def state_request(ns, req):
+    """Saves or loads the namespace (a paused sandbox's state): the reply's "state" field."""
+    import ciw_state
+    try:
+        if req["state"] == "save":
+            return ciw_state.save(ns, req["path"])
+        return ciw_state.load(ns, req["path"])
+    except Exception as exc:  # noqa: BLE001 - a full disk, a missing file: said, never fatal
+        return {"error": "%s: %s" % (type(exc).__name__, exc)}
 
 
 def _flush_std_streams():
@@ -236,6 +256,9 @@ def kernel_main(request_fd, reply_fd):
     replies.write(b'{"ready":true}\n')
 
     def run(req, cell):
+        if req.get("state"):
+            replies.write(json.dumps({"state": state_request(ns, req)}).encode("utf-8", "backslashreplace") + b"\n")
+            return
         results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
         _flush_std_streams()
         reply = json.dumps({"results": results, "error": error}, ensure_ascii=False)
@@ -289,6 +312,9 @@ def direct_kernel_main(channel_fd, ready_fd, max_output):
 
     def run(req, cell):
         nonlocal files
+        if req.get("state"):
+            capture.send({"id": req.get("id"), "ok": True, "state": state_request(ns, req)})
+            return
         started = time.monotonic()
         # Changes since the last call are reported with this call's — those of background processes —
         # unless the service says the supervisor ran meanwhile (a shell command, an upload): then they are

@@ -7,7 +7,7 @@ import select
 import signal
 import time
 
-from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, limit_error
+from ciw_common import AGENT_DIR, READ_CHUNK, WORKSPACE, AgentError, limit_error
 from ciw_shell import Capture, drain, kill_session, output_error, process_limit_error, set_nonblocking
 
 class ForkedProcess:
@@ -214,6 +214,17 @@ class Kernel:
         drain(self.out_r, capture, 1)
         drain(self.err_r, capture, 2)
         return line
+
+    def state(self, action, path, timeout_s=120):
+        """Asks the kernel to save its state to `path`, or to load it from there (starting it first): the
+        kernel's report. The kernel runs no user code meanwhile; output it makes is dropped."""
+        if action == "load":
+            self.ensure_started()
+        os.write(self.req_w, json.dumps({"state": action, "path": path}).encode("utf-8") + b"\n")
+        line = self._wait_reply(time.monotonic() + timeout_s, Capture(1 << 16))
+        if not line:
+            raise AgentError("STATE_FAILED", "the %s process did not %s its state" % (self.label, action))
+        return json.loads(line)["state"]
 
     def execute(self, code, timeout_s, grace_s, capture, inline_images=False):
         ended = self.proc.poll() if self.proc is not None else None

@@ -11,6 +11,7 @@ from ciw_common import AGENT_DIR, WORKSPACE, AgentError, write_all
 from ciw_files import OpenFile, changed_files, list_dir, open_file, snapshot, stat_path, write_file
 from ciw_process import Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site
 from ciw_shell import Capture, run_shell
+import ciw_snapshot
 
 
 def _on_path(name, path):
@@ -235,6 +236,37 @@ class Supervisor:
         res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"))
         return self.finish(res, capture), b""
 
+    def op_state(self, req, _blob):
+        """The kernels' saved state, for a pause: "clear" empties its directory (first), "save" and "load"
+        save or load the state of a kernel this process runs — the JavaScript kernel, or Python where it has
+        no direct channel ({"state": null} when that kernel is not running, or has nothing to load)."""
+        if req["action"] == "clear":
+            return {"state_dir": ciw_snapshot.state_dir()}, b""
+        language = req.get("language") or "python"
+        kernel = self.kernels.get(language)
+        if kernel is None:
+            raise AgentError("UNSUPPORTED_LANGUAGE", "no %s kernel to save or load here" % language)
+        path = os.path.join(ciw_snapshot.STATE_DIR, "python.pkl" if language == "python" else "javascript.json")
+        if req["action"] == "save" and (kernel.proc is None or kernel.proc.poll() is not None):
+            return {"state": None}, b""
+        if req["action"] == "load" and not os.path.exists(path + (".json" if language == "python" else "")):
+            return {"state": None}, b""
+        return {"state": kernel.state(req["action"], path)}, b""
+
+    def op_snapshot(self, _req, _blob):
+        """The workspace and the kernels' saved state as one tar: the sandbox is being paused."""
+        opened = ciw_snapshot.pack()
+        return {"size": opened.size}, opened
+
+    def op_restore(self, _req, blob):
+        """Unpacks a snapshot into this (new, empty) sandbox; the kernels' state is loaded by op_state."""
+        if blob is None:
+            raise AgentError("VALIDATION_FAILED", "restore needs the snapshot as its payload")
+        restored = ciw_snapshot.unpack(blob.chunks())
+        self.files = snapshot()  # restored files are not artifacts of the next call
+        restored["state"] = sorted(os.listdir(ciw_snapshot.STATE_DIR))
+        return restored, b""
+
     def op_shell(self, req, _blob):
         capture = self.capture(req)
         shell_env = dict(self.env)
@@ -311,6 +343,9 @@ OPS = {
     "stat": Supervisor.op_stat,
     "list": Supervisor.op_list,
     "ping": Supervisor.op_ping,
+    "state": Supervisor.op_state,
+    "snapshot": Supervisor.op_snapshot,
+    "restore": Supervisor.op_restore,
     "kernel_start": Supervisor.op_kernel,
     "kernel_interrupt": Supervisor.op_kernel,
     "kernel_restart": Supervisor.op_kernel,

@@ -155,6 +155,34 @@ export interface OpenedFile {
   readonly received: Promise<void>;
 }
 
+/** Where a sandbox's saved state goes (a host file of the service's), as it comes out of the sandbox. */
+export interface StateSink {
+  /** The state's length, before any of its bytes; past `maxBytes` the sink refuses it and takes nothing. */
+  start(length: number): void;
+  /** Takes a piece; a promise back means "full": nothing more comes until it settles. */
+  write(chunk: Buffer): Promise<void> | null;
+  /** Largest state the sink takes. */
+  readonly maxBytes: number;
+}
+
+/** What one kernel's state came to, saved or loaded. */
+export interface KernelState {
+  readonly language: 'python' | 'javascript';
+  /** The names saved (on a pause) or restored (on a resume). */
+  readonly names: readonly string[];
+  /** The names that could not be, each with the reason. */
+  readonly skipped: ReadonlyArray<{ readonly name: string; readonly reason: string }>;
+  /** Why the kernel could not save or load anything, when it could not. */
+  readonly error?: string;
+}
+
+/** A sandbox's state, restored into a new sandbox. */
+export interface RestoredState {
+  readonly kernels: readonly KernelState[];
+  /** Workspace entries the snapshot held that could not be restored. */
+  readonly skippedFiles: readonly string[];
+}
+
 /** What runs inside one live sandbox. */
 export interface Sandbox {
   readonly id: string;
@@ -171,6 +199,13 @@ export interface Sandbox {
   destroy(): Promise<void>;
   /** CPU seconds the whole sandbox used so far, background work included; null or absent when not accounted. */
   cpuSeconds?(): number | null;
+  /**
+   * Saves the workspace and the kernels' state into `sink`, for a pause (the sandbox keeps running; the
+   * caller destroys it once the state is stored). Absent where the backend cannot pause.
+   */
+  saveState?(sink: StateSink): Promise<{ readonly kernels: readonly KernelState[] }>;
+  /** Restores what saveState() saved, into this new sandbox. */
+  restoreState?(state: Buffer): Promise<RestoredState>;
 }
 
 /** Health and isolation facts reported at start and on /health. */

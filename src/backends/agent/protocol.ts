@@ -7,6 +7,9 @@
  * never trusted as typed; what each op's reply carries is listed beside its request.
  */
 
+/** Where the agent keeps the kernels' saved state inside the sandbox, between a save and the snapshot. */
+export const AGENT_STATE_DIR = '/tmp/.ciw-state';
+
 /** Request fields of each op (snake_case, as on the wire). `rebase`: the workspace changed behind the agent. */
 export interface AgentRequests {
   /**
@@ -47,6 +50,17 @@ export interface AgentRequests {
   readonly kernel_interrupt: Readonly<Record<string, never>>;
   /** Stops the direct kernel and starts a new one (its state is lost). Reply: started. */
   readonly kernel_restart: Readonly<Record<string, never>>;
+  /**
+   * The kernels' saved state, for a pause: `clear` empties its directory (first); `save` / `load` save or
+   * load the state of a kernel the supervisor runs (JavaScript; Python without a direct channel — the direct
+   * kernel is asked on its own channel). Reply: state (the kernel's report: saved or restored names,
+   * skipped [{name, reason}], error), null when that kernel is not running or has nothing to load.
+   */
+  readonly state: { readonly action: 'clear' | 'save' | 'load'; readonly language?: 'python' | 'javascript' };
+  /** The workspace and the saved kernel state as one tar. Reply: size, and the tar as its payload. */
+  readonly snapshot: Readonly<Record<string, never>>;
+  /** Unpacks the request's payload (a snapshot's tar) into the empty sandbox. Reply: files, skipped. */
+  readonly restore: Readonly<Record<string, never>>;
 }
 
 export type AgentOp = keyof AgentRequests;
@@ -66,6 +80,9 @@ export const AGENT_OPS = [
   'kernel_start',
   'kernel_interrupt',
   'kernel_restart',
+  'state',
+  'snapshot',
+  'restore',
 ] as const satisfies readonly AgentOp[];
 
 // The list names every op of AgentRequests: adding an op there without adding it here does not compile.

@@ -3,7 +3,7 @@
  * over its pipes, AgentCube through PicoD) gets the same reply; it comes from inside the sandbox, so fields
  * are re-typed here and never trusted as typed.
  */
-import type { ArtifactFile, CodeError, RichResult, RunCodeResult } from '../types.js';
+import type { ArtifactFile, CodeError, KernelState, RichResult, RunCodeResult } from '../types.js';
 
 export function toCodeError(v: unknown): CodeError | null {
   if (typeof v !== 'object' || v === null) return null;
@@ -45,3 +45,23 @@ export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
     ...toArtifacts(h),
   };
 }
+
+/** A kernel's state report (ciw_state.py, the JavaScript kernel), re-typed; null when there was none. */
+export function toKernelState(language: 'python' | 'javascript', report: unknown): KernelState | null {
+  if (typeof report !== 'object' || report === null) return null;
+  const r = report as Record<string, unknown>;
+  const names = Array.isArray(r.saved) ? r.saved : Array.isArray(r.restored) ? r.restored : [];
+  const skipped = Array.isArray(r.skipped) ? r.skipped : [];
+  return {
+    language,
+    names: names.map(String).slice(0, MAX_STATE_NAMES),
+    skipped: skipped.slice(0, MAX_STATE_NAMES).map((s) => {
+      const o = (typeof s === 'object' && s !== null ? s : {}) as Record<string, unknown>;
+      return { name: String(o.name ?? '?').slice(0, 200), reason: String(o.reason ?? '').slice(0, 300) };
+    }),
+    ...(typeof r.error === 'string' ? { error: r.error.slice(0, 500) } : {}),
+  };
+}
+
+/** Names one kernel's report may list (it comes from inside the sandbox). */
+const MAX_STATE_NAMES = 1000;

@@ -38,6 +38,8 @@ export interface BlobSink {
    * deadline does not run meanwhile.
    */
   chunk(data: Buffer): Promise<void> | null;
+  /** Largest payload the sink takes, when it is not the connection's own bound (a paused sandbox's state). */
+  readonly maxBytes?: number;
 }
 
 /** Receives the event frames ({"event": "stdout", "data": "..."}) that precede a streamed call's reply. */
@@ -237,7 +239,8 @@ export class AgentConnection {
         }
       }
       const blobLength = this.blobLength();
-      if (!Number.isSafeInteger(blobLength) || blobLength < 0 || blobLength > this.limits.maxBlobBytes) {
+      const maxBlobBytes = this.pending?.sink?.maxBytes ?? this.limits.maxBlobBytes;
+      if (!Number.isSafeInteger(blobLength) || blobLength < 0 || blobLength > maxBlobBytes) {
         this.violation('an oversized or malformed payload');
         return;
       }

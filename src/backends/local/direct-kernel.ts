@@ -71,6 +71,30 @@ export class DirectKernel {
     this.lost = `the Python process ended between calls (${how}); its state (variables, imports) is lost`;
   }
 
+  /**
+   * Saves the kernel's state to `path` inside the sandbox, or loads it from there (a new kernel is started
+   * first): the kernel's report, or null when there is no kernel to save.
+   */
+  async state(action: 'save' | 'load', path: string): Promise<Record<string, unknown> | null> {
+    if (!this.running) {
+      if (action === 'save') return null;
+      await this.connection.request(agentRequest('kernel_start', {}), null, CONTROL_DEADLINE_MS);
+      this.running = true;
+      this.everStarted = true;
+    }
+    const timer = setTimeout(() => this.channel.abandon(new KernelGone('hung', `did not ${action} its state`)), CONTROL_DEADLINE_MS);
+    try {
+      const reply = await this.channel.send({ state: action, path }, () => undefined);
+      const state = reply.state;
+      return typeof state === 'object' && state !== null ? (state as Record<string, unknown>) : { error: 'no report' };
+    } catch (err) {
+      if (err instanceof KernelGone) return { error: `the Python process ${err.message}` };
+      throw err;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
   /** The sandbox is gone: the call in progress, if any, fails with `err`. */
   abandon(err: Error): void {
     this.channel.abandon(err);

@@ -227,6 +227,7 @@ class LocalBackend implements SandboxBackend {
         graceMs: this.options.interruptGraceMs,
         frameLimits: this.frameLimits(),
         maxOutputBytes: this.options.maxOutputBytes,
+        maxStateBytes: this.maxStateBytes(),
         kernelSocket: spawned.stdio[3] as Duplex,
         warm: opts.warm !== undefined,
         listPids: () => (uid !== undefined ? pidsInUidRange(uid, 1) : spawned.pid ? [spawned.pid] : []), // diagnostics, tests
@@ -297,6 +298,7 @@ class LocalBackend implements SandboxBackend {
       graceMs: this.options.interruptGraceMs,
       frameLimits: this.frameLimits(),
       maxOutputBytes: this.options.maxOutputBytes,
+      maxStateBytes: this.maxStateBytes(),
       kernelSocket: child.stdio[3] as Duplex,
       warm: opts.warm !== undefined,
       listPids: () => (child.pid ? [child.pid] : []),
@@ -310,6 +312,11 @@ class LocalBackend implements SandboxBackend {
     });
     sandbox.exited.then(() => rmSync(workspace, { recursive: true, force: true }));
     return sandbox;
+  }
+
+  /** A snapshot holds the workspace and the kernels' state (in /tmp, as large as the workspace), and tar's headers. */
+  private maxStateBytes(): number {
+    return 2 * this.options.workspaceBytes + 64 * 1024 * 1024;
   }
 
   /** stdout, stderr and output each hold at most maxOutputBytes, and JSON escaping can grow text 6-fold. */
@@ -332,6 +339,7 @@ class LocalBackend implements SandboxBackend {
     if (this.cgroups?.mode === 'none') rlimits.nproc = maxProcesses;
     return {
       maxOutputBytes: this.options.maxOutputBytes,
+      maxStateBytes: this.maxStateBytes(),
       interruptGraceMs: this.options.interruptGraceMs,
       cpuSecondsPerCall,
       rlimits,

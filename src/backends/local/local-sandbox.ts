@@ -3,26 +3,31 @@ import type { ChildProcess } from 'node:child_process';
 import type { Duplex } from 'node:stream';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
-import { DirectKernel } from './direct-kernel.js';
+import { CONTROL_DEADLINE_MS, DirectKernel } from './direct-kernel.js';
 import { agentFiles } from './agent-files.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
-import { toArtifacts, toCodeError, toRunCodeResult } from '../agent/reply.js';
-import { agentRequest } from '../agent/protocol.js';
+import { toArtifacts, toCodeError, toKernelState, toRunCodeResult } from '../agent/reply.js';
+import { AGENT_STATE_DIR, agentRequest, type AgentRequests } from '../agent/protocol.js';
 import type {
   CodeError,
+  KernelState,
   OutputListener,
+  RestoredState,
   RunCodeOptions,
   RunCodeResult,
   RunCommandOptions,
   RunCommandResult,
   Sandbox,
   SandboxFiles,
+  StateSink,
 } from '../types.js';
 
 /** Slack on top of a call's own timeout before the agent is declared hung (it handles timeouts itself). */
 const AGENT_SLACK_MS = 10_000;
+/** Where the Python kernel saves its state for a pause (ciw_supervisor.op_state uses the same name). */
+const PYTHON_STATE = `${AGENT_STATE_DIR}/python.pkl`;
 
 export interface LocalSandboxParts {
   readonly id: string;
@@ -42,6 +47,8 @@ export interface LocalSandboxParts {
   readonly warm?: boolean;
   /** The output cap of a call (MAX_OUTPUT_BYTES), for messages. */
   readonly maxOutputBytes: number;
+  /** Largest snapshot the sandbox can make (its workspace and /tmp together, and some). */
+  readonly maxStateBytes: number;
   /** The sandbox's fd 3, the direct channel to its Python kernel (used if the agent says it serves it). */
   readonly kernelSocket?: Duplex;
 }
@@ -65,6 +72,7 @@ export class LocalSandbox implements Sandbox {
   private kernel: DirectKernel | null = null;
   private readonly kernelSocket: Duplex | undefined;
   private readonly maxOutputBytes: number;
+  private readonly maxStateBytes: number;
   private readonly frameLimits: FrameLimits;
   private readonly warm: boolean;
   /**
@@ -89,6 +97,7 @@ export class LocalSandbox implements Sandbox {
     // has no pid namespace to take it along) reads its end and exits, and 'close' can come.
     parts.child.once('exit', () => this.kernelSocket?.destroy());
     this.maxOutputBytes = parts.maxOutputBytes;
+    this.maxStateBytes = parts.maxStateBytes;
     this.frameLimits = parts.frameLimits;
     this.connection.onNotice = (h) => {
       if (h.notice === 'kernel_exit') this.kernel?.exited(Number(h.status));
@@ -247,6 +256,70 @@ export class LocalSandbox implements Sandbox {
 
   onExit(listener: (reason: string) => void): void {
     this.exitListeners.push(listener);
+  }
+
+  /**
+   * Saves the state for a pause: the kernels save theirs inside the sandbox (the direct Python kernel on its
+   * own channel, the others through the supervisor), then the supervisor sends the workspace and that state
+   * as one tar, streamed into `sink` as it comes.
+   */
+  async saveState(sink: StateSink): Promise<{ kernels: KernelState[] }> {
+    const ask = (fields: AgentRequests['state']) => this.connection.request(agentRequest('state', fields), null, CONTROL_DEADLINE_MS);
+    await ask({ action: 'clear' });
+    const kernels: KernelState[] = [];
+    const python = this.kernel
+      ? await this.kernel.state('save', PYTHON_STATE)
+      : (await ask({ action: 'save', language: 'python' })).header.state;
+    const javascript = (await ask({ action: 'save', language: 'javascript' })).header.state;
+    for (const [language, report] of [
+      ['python', python],
+      ['javascript', javascript],
+    ] as const) {
+      const state = toKernelState(language, report);
+      if (state) kernels.push(state);
+    }
+    // A state the sink refuses (too large for STATE_MAX_BYTES) still comes out whole, and is dropped: the
+    // protocol stays in step and the sandbox keeps running.
+    let refused: unknown = null;
+    await this.connection.request(agentRequest('snapshot', {}), null, CONTROL_DEADLINE_MS, undefined, {
+      maxBytes: this.maxStateBytes,
+      start: (_header, length) => {
+        try {
+          sink.start(length);
+        } catch (err) {
+          refused = err;
+        }
+      },
+      chunk: (data) => (refused ? null : sink.write(data)),
+    });
+    if (refused) throw refused;
+    return { kernels };
+  }
+
+  /** Restores a state saveState() saved: the files first, then each kernel that saved something. */
+  async restoreState(state: Buffer): Promise<RestoredState> {
+    const { header } = await this.connection.request(agentRequest('restore', {}), state, CONTROL_DEADLINE_MS);
+    const saved = Array.isArray(header.state) ? header.state.map(String) : [];
+    const kernels: KernelState[] = [];
+    if (saved.includes('python.pkl.json')) {
+      const report = this.kernel
+        ? await this.kernel.state('load', PYTHON_STATE)
+        : (await this.connection.request(agentRequest('state', { action: 'load', language: 'python' }), null, CONTROL_DEADLINE_MS)).header
+            .state;
+      const k = toKernelState('python', report);
+      if (k) kernels.push(k);
+    }
+    if (saved.includes('javascript.json')) {
+      const { header: h } = await this.connection.request(
+        agentRequest('state', { action: 'load', language: 'javascript' }),
+        null,
+        CONTROL_DEADLINE_MS,
+      );
+      const k = toKernelState('javascript', h.state);
+      if (k) kernels.push(k);
+    }
+    const skippedFiles = Array.isArray(header.skipped) ? header.skipped.slice(0, 1000).map(String) : [];
+    return { kernels, skippedFiles };
   }
 
   /** Kills the whole tree: bubblewrap's pid namespace takes every process of the sandbox with it. */
