@@ -44,6 +44,7 @@ async function startService(name: string, env: Record<string, string>): Promise<
       LOG_LEVEL: 'info',
       MAX_SANDBOXES: '200',
       SANDBOX_ROOT: mkdtempSync(join(tmpdir(), `ciw-bench-${name}-`)),
+      STATE_DIR: mkdtempSync(join(tmpdir(), `ciw-bench-state-${name}-`)),
       SANDBOX_UID_BASE: String(uidBase),
       SANDBOX_UID_COUNT: '4096',
       MAX_FILE_BYTES: String(64 * 1024 * 1024),

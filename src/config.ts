@@ -159,7 +159,30 @@ export const ConfigSchema = Type.Object({
   SANDBOX_IDLE_TIMEOUT_S: Type.Number({
     default: 1800,
     minimum: 1,
-    description: 'Idle seconds after which a sandbox is stopped (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).',
+    description:
+      'Idle seconds after which a sandbox is paused to STATE_DIR (files and variables kept, no process left; the next call resumes it), or stopped where pausing is off or unsupported (per-sandbox override up to SANDBOX_MAX_LIFETIME_S).',
+  }),
+  STATE_DIR: Type.String({
+    default: '/var/lib/code-interpreter-wrapper/state',
+    description:
+      "Where paused sandboxes are kept (their files and saved variables) and what lets a restarted service find its sandboxes again; 0700, the service's own. `off` turns pausing off: idle sandboxes are stopped.",
+  }),
+  PAUSED_RETENTION_S: Type.Number({
+    default: 604800,
+    minimum: 1,
+    description: 'Seconds a paused sandbox is kept; then it is deleted for good (SANDBOX_MAX_LIFETIME_S still ends any sandbox).',
+  }),
+  STATE_MAX_BYTES: Type.Integer({
+    default: 10 * 1024 * 1024 * 1024,
+    minimum: 1,
+    description:
+      'Bytes the paused sandboxes may hold in STATE_DIR together (with two or more API keys, one key at most half); a pause past it fails with STATE_STORAGE_FULL and the sandbox keeps running.',
+  }),
+  SHUTDOWN_PAUSE_DEADLINE_S: Type.Number({
+    default: 8,
+    minimum: 0,
+    description:
+      "On SIGTERM, seconds to pause every live sandbox before the service exits (under docker stop's 10 s grace); sandboxes not paused by then are stopped and their next call says so.",
   }),
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),
   EXEC_TIMEOUT_S: Type.Number({

@@ -1,4 +1,4 @@
-/** Process only: config → backend → service → app → listen; graceful shutdown on SIGINT/SIGTERM. */
+/** Process only: config → backend → service (STATE_DIR read back) → app → listen; on SIGINT/SIGTERM, live sandboxes are paused and the service exits. */
 import { loadConfig, isLoopbackHost } from './config.js';
 import { createBackend } from './backends/index.js';
 import { SandboxService } from './service/sandbox-service.js';
@@ -27,18 +27,26 @@ async function main(): Promise<void> {
   const status = await backend.init();
   logger.info({ backend: status.name, ready: status.ready, isolation: status.isolation }, 'sandbox backend');
   const service = new SandboxService({ backend, config, log });
-  service.start();
+  try {
+    await service.start();
+  } catch (err) {
+    logger.fatal(
+      `STATE_DIR ${config.STATE_DIR} cannot be used (${(err as Error).message}): set STATE_DIR to a directory the service can create and write, or STATE_DIR=off to turn pausing off`,
+    );
+    process.exit(2);
+  }
   const app = await buildApp({ config, service, logger });
 
   let closing = false;
   const shutdown = async (signal: string) => {
     if (closing) return;
     closing = true;
-    logger.info(`${signal}: stopping sandboxes and closing`);
-    const force = setTimeout(() => process.exit(1), 15_000);
+    const pauseDeadlineMs = config.SHUTDOWN_PAUSE_DEADLINE_S * 1000;
+    logger.info(`${signal}: pausing sandboxes (at most ${config.SHUTDOWN_PAUSE_DEADLINE_S} s) and closing`);
+    const force = setTimeout(() => process.exit(1), pauseDeadlineMs + 5_000);
     force.unref();
-    await app.close();
-    await service.close();
+    // Calls in progress end when their sandbox is paused or, at the deadline, stopped: the two go together.
+    await Promise.all([app.close(), service.close({ pauseDeadlineMs })]);
     process.exit(0);
   };
   process.on('SIGINT', () => void shutdown('SIGINT'));

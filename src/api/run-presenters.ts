@@ -4,7 +4,7 @@
  */
 import { posix } from 'node:path';
 import type { ArtifactFile, CodeError, RichResult, RunCodeResult, RunCommandResult } from '../backends/types.js';
-import type { RunOutcome, SandboxHandle } from '../service/sandbox-service.js';
+import type { Lifecycle, RunOutcome, SandboxHandle } from '../service/sandbox-service.js';
 import type { Caller } from './caller.js';
 import { mimeTypeOf } from '../service/mime.js';
 
@@ -66,8 +66,18 @@ export function markdownOf(
 /** Appends `text` on a line of its own. */
 const appendLine = (base: string, text: string) => `${base}${base && !base.endsWith('\n') ? '\n' : ''}${text}`;
 
+/** A result's notice, and what the sandbox's lifecycle adds to it (a resume, a replacement). */
+function lifecycleFields(notice: string | undefined, lifecycle: Lifecycle | undefined) {
+  const notices = [lifecycle?.notice, notice].filter(Boolean);
+  return {
+    notice: notices.length > 0 ? notices.join('\n') : null,
+    previous_sandbox_id: lifecycle?.previousSandboxId ?? null,
+  };
+}
+
 export function runCodeToWire(outcome: RunOutcome, link: Linker) {
-  const { sandbox, runtime } = outcome;
+  const { sandbox, runtime, lifecycle } = outcome;
+  const preserved = lifecycle?.statePreserved ?? true;
   const files = outcome.result.files.map((f) => fileToWire(f, link));
   if (runtime === 'shell') {
     const r: RunCommandResult = outcome.result;
@@ -81,11 +91,11 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
       results: [],
       exit_code: r.exitCode,
       timed_out: r.timedOut,
-      state_preserved: true,
+      state_preserved: preserved,
       output_truncated: r.outputTruncated,
       files,
       files_truncated: r.filesTruncated,
-      notice: r.notice ?? null,
+      ...lifecycleFields(r.notice, lifecycle),
       markdown: markdownOf(r.output, r.error, [], files),
       duration_ms: r.durationMs,
     };
@@ -105,17 +115,17 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
     results,
     exit_code: null,
     timed_out: r.timedOut,
-    state_preserved: r.statePreserved,
+    state_preserved: r.statePreserved && preserved,
     output_truncated: r.outputTruncated,
     files,
     files_truncated: r.filesTruncated,
-    notice: r.notice ?? null,
+    ...lifecycleFields(r.notice, lifecycle),
     markdown: markdownOf(r.output, r.error, results, files),
     duration_ms: r.durationMs,
   };
 }
 
-export function commandToWire(sandboxId: string, r: RunCommandResult, link: Linker) {
+export function commandToWire(sandboxId: string, r: RunCommandResult, link: Linker, lifecycle?: Lifecycle) {
   const files = r.files.map((f) => fileToWire(f, link));
   return {
     sandbox_id: sandboxId,
@@ -128,7 +138,7 @@ export function commandToWire(sandboxId: string, r: RunCommandResult, link: Link
     output_truncated: r.outputTruncated,
     files,
     files_truncated: r.filesTruncated,
-    notice: r.notice ?? null,
+    ...lifecycleFields(r.notice, lifecycle),
     duration_ms: r.durationMs,
   };
 }

@@ -4,10 +4,18 @@
  * validated by its front end, in the service's terms, and returns a domain result, with a `link` function
  * for the sandbox's files where the result names files; front ends present it (responses.ts, wire.ts).
  */
-import type { RunCommandResult } from '../backends/types.js';
+import type { KernelState, RunCommandResult } from '../backends/types.js';
 
 export type { OutputListener, RunCommandResult } from '../backends/types.js';
-import type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
+import type {
+  CreateInput,
+  Lifecycle,
+  RunCodeInput,
+  RunCommandInput,
+  RunOutcome,
+  SandboxInfo,
+  SandboxRef,
+} from '../service/sandbox-service.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import { linksOf, type Linker } from './run-presenters.js';
 import type { Caller } from './caller.js';
@@ -51,7 +59,17 @@ export async function runCommand(
   caller: Caller,
   ref: SandboxRef,
   input: RunCommandInput,
-): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker }> {
-  const { sandbox, result } = await caller.service.runCommand(caller.owner, ref, input);
-  return { sandboxId: sandbox.id, result, link: linksOf(caller, sandbox) };
+): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker; lifecycle?: Lifecycle }> {
+  const { sandbox, result, lifecycle } = await caller.service.runCommand(caller.owner, ref, input);
+  return { sandboxId: sandbox.id, result, link: linksOf(caller, sandbox), lifecycle };
+}
+
+/** Pauses the sandbox to disk: its files and variables are kept, its processes end; any later call resumes it. */
+export function pauseSandbox(caller: Caller, ref: SandboxRef): Promise<{ info: SandboxInfo; kernels: readonly KernelState[] }> {
+  return caller.service.pause(caller.owner, ref);
+}
+
+/** Resumes a paused sandbox now (any call would), saying what came back and what did not. */
+export function resumeSandbox(caller: Caller, ref: SandboxRef): Promise<{ info: SandboxInfo; lifecycle?: Lifecycle }> {
+  return caller.service.resume(caller.owner, ref);
 }

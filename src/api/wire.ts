@@ -1,5 +1,6 @@
 /** Conversion between the service's camelCase objects and the API's snake_case wire names, in one place. */
-import type { SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
+import type { Lifecycle, SandboxInfo, SandboxRef } from '../service/sandbox-service.js';
+import type { KernelState } from '../backends/types.js';
 import type { SandboxInfoWire } from './schemas/common.js';
 import type { Config } from '../config.js';
 
@@ -8,6 +9,8 @@ export function infoToWire(info: SandboxInfo): SandboxInfoWire {
     id: info.id,
     sandbox_id: info.id,
     status: info.status,
+    paused_at: info.pausedAt?.toISOString() ?? null,
+    state_bytes: info.stateBytes,
     backend: info.backend,
     conversation_id: info.conversationId,
     created_at: info.createdAt.toISOString(),
@@ -28,4 +31,30 @@ export function refOf(body: { sandbox_id?: string; conversation_id?: string }): 
 export function baseUrl(config: Config, req: { readonly protocol: string; readonly host: string }): string {
   if (config.PUBLIC_BASE_URL) return config.PUBLIC_BASE_URL;
   return `${req.protocol}://${req.host}`;
+}
+
+/** A pause's answer: what was stored, saved and not saved. */
+export function pausedToWire(info: SandboxInfo, kernels: readonly KernelState[]) {
+  return {
+    sandbox_id: info.id,
+    status: 'paused' as const,
+    state_bytes: info.stateBytes,
+    saved: kernels.flatMap((k) => k.names),
+    not_saved: kernels.flatMap((k) => [
+      ...(k.error ? [{ name: '*', language: k.language, reason: k.error }] : []),
+      ...k.skipped.map((s) => ({ name: s.name, language: k.language, reason: s.reason })),
+    ]),
+    info: infoToWire(info),
+  };
+}
+
+/** A resume's answer. */
+export function resumedToWire(info: SandboxInfo, lifecycle: Lifecycle | undefined) {
+  return {
+    sandbox_id: info.id,
+    status: 'running' as const,
+    state_preserved: lifecycle?.statePreserved ?? true,
+    notice: lifecycle?.notice ?? null,
+    info: infoToWire(info),
+  };
 }

@@ -64,6 +64,7 @@ export function createPooledBackend(inner: SandboxBackend, options: PoolOptions)
 
   return {
     name: inner.name,
+    canPause: inner.canPause,
     async init(): Promise<BackendStatus> {
       const status = await inner.init();
       refill();

@@ -227,6 +227,8 @@ export interface SandboxBackend {
    * the service then never destroys sandboxes it merely forgets, and finds unknown ids with attach().
    */
   readonly shared?: boolean;
+  /** True when its sandboxes can save and restore their state (saveState, restoreState): pause and resume. */
+  readonly canPause?: boolean;
   /** Finds a sandbox this instance did not create, if it exists and belongs to `owner` (null: any owner). */
   attach?(id: string, owner: string | null): Promise<Sandbox | null>;
   /** Checks that the backend can run code; called once at start. */

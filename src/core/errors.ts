@@ -29,6 +29,9 @@ export const ErrorCode = {
   IDEMPOTENT_ANSWER_NOT_KEPT: 'IDEMPOTENT_ANSWER_NOT_KEPT',
   BACKEND_UNAVAILABLE: 'BACKEND_UNAVAILABLE',
   BACKEND_OVERLOADED: 'BACKEND_OVERLOADED',
+  PAUSE_NOT_SUPPORTED: 'PAUSE_NOT_SUPPORTED',
+  STATE_STORAGE_FULL: 'STATE_STORAGE_FULL',
+  STATE_CORRUPT: 'STATE_CORRUPT',
   INTERNAL_ERROR: 'INTERNAL_ERROR',
 } as const;
 
@@ -55,6 +58,10 @@ export const HTTP_STATUS: Record<ErrorCode, number> = {
   PAYLOAD_TOO_LARGE: 413,
   // 4xx: a 507 is 5xx, which Dify would retry into the same full disk.
   DISK_QUOTA_EXCEEDED: 413,
+  STATE_STORAGE_FULL: 413,
+  // This backend (AgentCube) keeps sandboxes in pods and cannot pause them yet.
+  PAUSE_NOT_SUPPORTED: 409,
+  STATE_CORRUPT: 422,
   FILE_URL_INVALID: 400,
   FILE_URL_NOT_ALLOWED: 403,
   // The remote answered badly or not at all: the request must change (URL, expiry), so 4xx, not 502.

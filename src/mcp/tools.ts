@@ -176,8 +176,12 @@ const runCommand: Tool<typeof CommandInput> = {
   inputSchema: CommandInput,
   outputSchema: ExecuteCommandResponse,
   async run(a, ctx) {
-    const { sandboxId, result, link } = await ops.runCommand(caller(ctx), ref(a), { command: a.command, timeoutS: a.timeout, cwd: a.cwd });
-    const wire = commandToWire(sandboxId, result, link);
+    const { sandboxId, result, link, lifecycle } = await ops.runCommand(caller(ctx), ref(a), {
+      command: a.command,
+      timeoutS: a.timeout,
+      cwd: a.cwd,
+    });
+    const wire = commandToWire(sandboxId, result, link, lifecycle);
     const content = [text(runText(wire)), ...(await artifactContent(ctx, sandboxId, wire.files, new Set()))];
     return { content, structuredContent: wire, isError: wire.error !== null };
   },

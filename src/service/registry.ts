@@ -20,6 +20,8 @@ export class SandboxRegistry {
   private readonly byConversation = new Map<string, string>();
   private readonly creating = new Map<string, Promise<SandboxRecord>>();
   private readonly tombstones = new Map<string, Tombstone>();
+  /** The last sandbox of each conversation that ended, and why (told to the sandbox that replaces it). */
+  private readonly endedConversations = new Map<string, { id: string; message: string }>();
 
   get size(): number {
     return this.records.size;
@@ -29,9 +31,10 @@ export class SandboxRegistry {
     return [...this.records.values()];
   }
 
-  countOf(owner: string): number {
+  /** Sandboxes with processes (not paused), of `owner` or of everyone. */
+  liveCount(owner?: string): number {
     let n = 0;
-    for (const r of this.records.values()) if (r.owner === owner) n++;
+    for (const r of this.records.values()) if (r.sandbox !== null && (owner === undefined || r.owner === owner)) n++;
     return n;
   }
 
@@ -73,11 +76,28 @@ export class SandboxRegistry {
       const key = conversationKey(record.owner, record.conversationId);
       if (this.byConversation.get(key) === record.id) this.byConversation.delete(key);
     }
-    if (message !== undefined) {
-      this.tombstones.set(record.id, { owner: record.owner, message });
-      if (this.tombstones.size > TOMBSTONES_KEPT) this.tombstones.delete(this.tombstones.keys().next().value!);
-    }
+    if (message !== undefined) this.tombstone(record.id, record.owner, record.conversationId, message);
     return true;
+  }
+
+  /** Remembers that sandbox `id` ended and why, for it and for its conversation. */
+  tombstone(id: string, owner: string, conversationId: string | null, message: string): void {
+    this.tombstones.set(id, { owner, message });
+    if (this.tombstones.size > TOMBSTONES_KEPT) this.tombstones.delete(this.tombstones.keys().next().value!);
+    if (conversationId !== null) {
+      const key = conversationKey(owner, conversationId);
+      this.endedConversations.delete(key);
+      this.endedConversations.set(key, { id, message });
+      if (this.endedConversations.size > TOMBSTONES_KEPT) this.endedConversations.delete(this.endedConversations.keys().next().value!);
+    }
+  }
+
+  /** The conversation's last sandbox that ended, and why; forgotten once asked (its replacement was told). */
+  takeEndedConversation(owner: string, conversationId: string): { id: string; message: string } | undefined {
+    const key = conversationKey(owner, conversationId);
+    const ended = this.endedConversations.get(key);
+    this.endedConversations.delete(key);
+    return ended;
   }
 
   hasTombstone(id: string): boolean {
@@ -109,5 +129,5 @@ export class SandboxRegistry {
 
 /** What front ends may hold of a sandbox: its id and where its files are. */
 export function handleOf(record: SandboxRecord): SandboxHandle {
-  return { id: record.id, workspace: record.sandbox.workspace };
+  return { id: record.id, workspace: record.workspace };
 }

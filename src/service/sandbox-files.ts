@@ -30,7 +30,8 @@ export interface SandboxAccess {
   readonly registry: SandboxRegistry;
   readonly quotas: Quotas;
   resolve(owner: string, ref: SandboxRef, createMissing: boolean): Promise<SandboxRecord>;
-  exclusive<T>(record: SandboxRecord, fn: () => Promise<T>): Promise<T>;
+  /** Runs `fn` on the sandbox in its turn, resuming it first when it is paused. */
+  exclusive<T>(record: SandboxRecord, fn: (sandbox: Sandbox) => Promise<T>): Promise<T>;
 }
 
 export class SandboxFiles {
@@ -54,7 +55,7 @@ export class SandboxFiles {
       );
     }
     const record = await this.access.resolve(owner, ref, true);
-    const written = await this.access.exclusive(record, () => record.sandbox.files.write(path, data));
+    const written = await this.access.exclusive(record, (s) => s.files.write(path, data));
     return { sandbox: handleOf(record), ...written };
   }
 
@@ -74,7 +75,7 @@ export class SandboxFiles {
         timeoutMs: this.config.UPLOAD_TIMEOUT_S * 1000,
         policy: this.config.outbound,
       });
-      const written = await this.access.exclusive(record, () => record.sandbox.files.write(path, data));
+      const written = await this.access.exclusive(record, (s) => s.files.write(path, data));
       return { sandbox: handleOf(record), ...written };
     } finally {
       this.access.quotas.fetches.give(owner);
@@ -85,7 +86,7 @@ export class SandboxFiles {
   async read(owner: string, ref: SandboxRef, path: string, maxBytes = this.config.MAX_FILE_BYTES): Promise<{ path: string; data: Buffer }> {
     checkText('remote_path', path);
     const record = await this.access.resolve(owner, ref, false);
-    return this.access.exclusive(record, () => record.sandbox.files.read(path, Math.min(maxBytes, this.config.MAX_FILE_BYTES)));
+    return this.access.exclusive(record, (s) => s.files.read(path, Math.min(maxBytes, this.config.MAX_FILE_BYTES)));
   }
 
   /**
@@ -94,7 +95,7 @@ export class SandboxFiles {
    */
   async open(owner: string, ref: SandboxRef, path: string): Promise<OpenedFile> {
     const record = await this.access.resolve(owner, ref, false);
-    return this.openIn(record, record.sandbox, path);
+    return this.openIn(record, path);
   }
 
   /** open() for a signed URL: the signature, checked by the caller, stands in for the owner's key. */
@@ -103,7 +104,7 @@ export class SandboxFiles {
     const record = registry.peek(sandboxId);
     if (!record && backend.attach) {
       const sandbox = await backend.attach(sandboxId, null);
-      if (sandbox) return this.openIn(null, sandbox, path);
+      if (sandbox) return this.openFrom(sandbox, path);
     }
     if (!record) {
       throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, registry.endedBecause(sandboxId) ?? `sandbox '${sandboxId}' not found`);
@@ -122,7 +123,7 @@ export class SandboxFiles {
       record.linkDownloads--;
     };
     try {
-      const file = await this.openIn(record, record.sandbox, path);
+      const file = await this.openIn(record, path);
       file.body.once('close', done);
       return file;
     } catch (err) {
@@ -131,19 +132,13 @@ export class SandboxFiles {
     }
   }
 
-  private openIn(record: SandboxRecord | null, sandbox: Sandbox, path: string): Promise<OpenedFile> {
+  /** Opens the file in the sandbox's turn, which lasts until all of it came out. */
+  private openIn(record: SandboxRecord, path: string): Promise<OpenedFile> {
     checkText('path', path);
-    const max = this.config.MAX_FILE_BYTES;
-    const read = async () => {
-      const { path: real, data } = await sandbox.files.read(path, max);
-      return { path: real, size: data.length, body: Readable.from([data]), received: Promise.resolve() };
-    };
-    const open = () => (sandbox.files.open ? sandbox.files.open(path, max) : read());
-    if (!record) return open();
     return new Promise((resolve, reject) => {
       this.access
-        .exclusive(record, async () => {
-          const file = await open();
+        .exclusive(record, async (sandbox) => {
+          const file = await this.openFrom(sandbox, path);
           resolve(file);
           await file.received.catch(() => undefined);
         })
@@ -151,10 +146,19 @@ export class SandboxFiles {
     });
   }
 
+  /** Opens a file of `sandbox` (streamed where the backend can, else read whole). */
+  private async openFrom(sandbox: Sandbox, path: string): Promise<OpenedFile & { received: Promise<void> }> {
+    checkText('path', path);
+    const max = this.config.MAX_FILE_BYTES;
+    if (sandbox.files.open) return sandbox.files.open(path, max);
+    const { path: real, data } = await sandbox.files.read(path, max);
+    return { path: real, size: data.length, body: Readable.from([data]), received: Promise.resolve() };
+  }
+
   async stat(owner: string, ref: SandboxRef, path: string): Promise<{ sandbox: SandboxHandle; entry: FileEntry }> {
     checkText('remote_path', path);
     const record = await this.access.resolve(owner, ref, false);
-    const entry = await this.access.exclusive(record, () => record.sandbox.files.stat(path));
+    const entry = await this.access.exclusive(record, (s) => s.files.stat(path));
     return { sandbox: handleOf(record), entry };
   }
 
@@ -166,7 +170,7 @@ export class SandboxFiles {
   ): Promise<{ sandbox: SandboxHandle; listing: DirectoryListing }> {
     checkText('path', path);
     const record = await this.access.resolve(owner, ref, true);
-    const listing = await this.access.exclusive(record, () => record.sandbox.files.list(path, { recursive, limit: 10_000 }));
+    const listing = await this.access.exclusive(record, (s) => s.files.list(path, { recursive, limit: 10_000 }));
     return { sandbox: handleOf(record), listing };
   }
 }

@@ -1,21 +1,27 @@
 /**
- * SandboxService: the registry of live sandboxes and everything around them that is not a backend's
- * business — ids, owners, the conversation map, idle and lifetime expiry (the reaper), the live-sandbox
- * cap, timeouts, one call at a time per sandbox. It talks only to a SandboxBackend.
+ * SandboxService: the registry of sandboxes and everything around them that is not a backend's business —
+ * ids, owners, the conversation map, the live-sandbox cap, timeouts, one call at a time per sandbox, and
+ * their life: created, paused to STATE_DIR (idle, asked, at shutdown) and resumed by the next call under
+ * the same id, ended (stopped, expired, lost) with the reason kept for whoever asks next. It talks only to a
+ * SandboxBackend; the expiry rules are in reaper.ts, pause and resume in durability.ts.
  */
-import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
-import type { RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
+import type { KernelState, RunCommandResult, SandboxBackend } from '../backends/types.js';
 import { createFileLinks, type FileLinks } from './file-links.js';
 import { runtimeOf } from './languages.js';
 import { FairQueue } from './fair-queue.js';
 import { SandboxRegistry, handleOf } from './registry.js';
 import { SandboxFiles } from './sandbox-files.js';
-import { checkCreateInput, checkEnv, checkText, timeoutMsOf } from './input-checks.js';
+import { checkEnv, checkText, timeoutMsOf } from './input-checks.js';
 import { Quotas } from './quotas.js';
+import { Durability } from './durability.js';
+import { StateStore } from './state-store.js';
+import { reapOnce } from './reaper.js';
+import { Keeper } from './keeper.js';
 import type {
   CreateInput,
+  Lifecycle,
   RunCodeInput,
   RunCommandInput,
   RunOutcome,
@@ -25,7 +31,7 @@ import type {
   SandboxRef,
 } from './types.js';
 
-export type { CreateInput, RunCodeInput, RunCommandInput, RunOutcome, SandboxHandle, SandboxInfo, SandboxRef } from './types.js';
+export type { CreateInput, Lifecycle, RunCodeInput, RunCommandInput, RunOutcome, SandboxHandle, SandboxInfo, SandboxRef } from './types.js';
 export type { OpenedFile } from './sandbox-files.js';
 export { CODE_NODE_OWNER } from './quotas.js';
 
@@ -50,10 +56,13 @@ export class SandboxService {
   private readonly log: NonNullable<ServiceOptions['log']>;
   private readonly registry = new SandboxRegistry();
   private readonly quotas: Quotas;
-  /** Sandbox starts: a few at a time, in turn across owners. */
+  /** Sandbox starts (new ones and resumes): a few at a time, in turn across owners. */
   private readonly starts: FairQueue;
+  /** Pause and resume; null when pausing is off (STATE_DIR=off) or the backend cannot pause. */
+  private readonly durability: Durability | null;
+  private readonly keeper: Keeper;
   private reaper: NodeJS.Timeout | null = null;
-  private closed = false;
+  private opened: Promise<void> | null = null;
 
   constructor(options: ServiceOptions) {
     this.backend = options.backend;
@@ -64,27 +73,62 @@ export class SandboxService {
     this.starts = new FairQueue(this.config.MAX_CONCURRENT_CREATES, this.config.MAX_QUEUED_CREATES_PER_KEY);
     this.quotas = new Quotas(
       this.config,
-      (owner) => this.registry.countOf(owner),
-      () => this.registry.size,
+      (owner) => this.registry.liveCount(owner),
+      () => this.registry.liveCount(),
     );
+    const maxBytes = this.config.STATE_MAX_BYTES;
+    this.durability =
+      this.config.STATE_DIR !== 'off' && this.backend.canPause === true
+        ? new Durability({
+            store: new StateStore({
+              dir: this.config.STATE_DIR,
+              maxBytes,
+              maxBytesPerOwner: this.config.apiKeys.length >= 2 ? Math.ceil(maxBytes / 2) : maxBytes,
+              log: this.log,
+            }),
+            backend: this.backend.name,
+            now: this.now,
+            log: this.log,
+          })
+        : null;
+    this.keeper = new Keeper({
+      backend: this.backend,
+      config: this.config,
+      now: this.now,
+      log: this.log,
+      registry: this.registry,
+      quotas: this.quotas,
+      starts: this.starts,
+      durability: this.durability,
+    });
     this.files = new SandboxFiles({
       config: this.config,
       backend: this.backend,
       registry: this.registry,
       quotas: this.quotas,
       resolve: (owner, ref, createMissing) => this.resolveRecord(owner, ref, createMissing),
-      exclusive: (record, fn) => this.exclusive(record, fn),
+      exclusive: (record, fn) => this.keeper.exclusive(record, fn),
     });
   }
 
-  /** Starts the reaper. */
-  start(): void {
+  /** Reads back what STATE_DIR remembers (paused sandboxes, and why others ended), then starts the reaper. */
+  async start(): Promise<void> {
+    await this.open();
     this.reaper ??= setInterval(() => void this.reap(), REAP_INTERVAL_MS);
     this.reaper.unref();
   }
 
+  /** Reads back what STATE_DIR remembers, once (start() does it; tests that reap by hand call it alone). */
+  open(): Promise<void> {
+    this.opened ??= (async () => {
+      if (this.durability) for (const stored of await this.durability.load()) await this.keeper.remember(stored);
+    })();
+    return this.opened;
+  }
+
+  /** Live sandboxes (paused ones hold no process and are not counted). */
   get size(): number {
-    return this.registry.size;
+    return this.registry.liveCount();
   }
 
   async create(owner: string, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
@@ -93,7 +137,7 @@ export class SandboxService {
       const existing = this.registry.ofConversation(owner, input.conversationId);
       if (existing) return { info: this.infoOf(existing), reused: true };
     }
-    const record = await this.createRecord(owner, input);
+    const record = await this.keeper.createRecord(owner, input);
     return { info: this.infoOf(record), reused: false };
   }
 
@@ -105,36 +149,6 @@ export class SandboxService {
   /** The facts of the sandbox a request names (a conversation without one gets one). */
   async info(owner: string, ref: SandboxRef): Promise<SandboxInfo> {
     return this.infoOf(await this.resolveRecord(owner, ref, true));
-  }
-
-  private async resolveRecord(owner: string, ref: SandboxRef, createMissing: boolean): Promise<SandboxRecord> {
-    if (ref.sandboxId)
-      return this.registry.peek(ref.sandboxId)?.owner === owner
-        ? this.registry.get(owner, ref.sandboxId)
-        : this.getOrAttach(owner, ref.sandboxId);
-    if (ref.conversationId) {
-      const existing = this.registry.ofConversation(owner, ref.conversationId);
-      if (existing) return existing;
-      if (!createMissing) throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, `conversation '${ref.conversationId}' has no live sandbox`);
-      return this.createRecord(owner, { conversationId: ref.conversationId });
-    }
-    throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
-  }
-
-  private infoOf(record: SandboxRecord): SandboxInfo {
-    return {
-      id: record.id,
-      status: 'running',
-      backend: this.backend.name,
-      conversationId: record.conversationId,
-      createdAt: new Date(record.createdAtMs),
-      lastUsedAt: new Date(record.lastUsedAtMs),
-      expiresAt: new Date(this.expiryMs(record)),
-      idleTimeoutS: record.idleTimeoutMs / 1000,
-      maxLifetimeS: record.maxLifetimeMs / 1000,
-      workspace: record.sandbox.workspace,
-      network: record.network,
-    };
   }
 
   list(owner: string): SandboxInfo[] {
@@ -151,91 +165,166 @@ export class SandboxService {
     const record = await this.resolveRecord(owner, ref, true);
     const sandbox = handleOf(record);
     if (runtime === 'shell') {
-      const result = await this.exclusive(record, () =>
-        record.sandbox.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }),
-      );
-      return { sandbox, runtime, result };
+      const result = await this.keeper.exclusive(record, (s) => s.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
+      return { sandbox, runtime, result, ...this.takeLifecycle(record) };
     }
-    const result = await this.exclusive(record, () =>
-      record.sandbox.runCode({
-        code: input.code,
-        timeoutMs,
-        language: runtime,
-        inlineImages: input.inlineImages,
-        onOutput: input.onOutput,
-      }),
+    const result = await this.keeper.exclusive(record, (s) =>
+      s.runCode({ code: input.code, timeoutMs, language: runtime, inlineImages: input.inlineImages, onOutput: input.onOutput }),
     );
-    return { sandbox, runtime, result };
+    return { sandbox, runtime, result, ...this.takeLifecycle(record) };
   }
 
-  async runCommand(owner: string, ref: SandboxRef, input: RunCommandInput): Promise<{ sandbox: SandboxHandle; result: RunCommandResult }> {
+  async runCommand(
+    owner: string,
+    ref: SandboxRef,
+    input: RunCommandInput,
+  ): Promise<{ sandbox: SandboxHandle; result: RunCommandResult; lifecycle?: Lifecycle }> {
     const timeoutMs = timeoutMsOf(this.config, input.timeoutS);
     checkText('command', input.command);
     checkText('cwd', input.cwd);
     checkEnv('env', input.env);
     const record = await this.resolveRecord(owner, ref, true);
-    const result = await this.exclusive(record, () =>
-      record.sandbox.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }),
+    const result = await this.keeper.exclusive(record, (s) =>
+      s.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }),
     );
-    return { sandbox: handleOf(record), result };
+    return { sandbox: handleOf(record), result, ...this.takeLifecycle(record) };
   }
 
-  /** Stops a sandbox: 'not_found' when there is none of that id for this owner. */
+  /** Pauses a sandbox to STATE_DIR: its files and variables are kept, its processes end. */
+  async pause(owner: string, ref: SandboxRef): Promise<{ info: SandboxInfo; kernels: readonly KernelState[] }> {
+    const record = await this.resolveRecord(owner, ref, false);
+    if (!this.durability) {
+      throw new ServiceError(
+        ErrorCode.PAUSE_NOT_SUPPORTED,
+        this.config.STATE_DIR === 'off'
+          ? 'pausing is turned off on this service (STATE_DIR=off)'
+          : `the ${this.backend.name} backend cannot pause sandboxes; they keep running until they expire`,
+      );
+    }
+    await this.keeper.inLane(record, () => this.keeper.pauseIn(record, 'request'));
+    return { info: this.infoOf(record), kernels: record.kernels };
+  }
+
+  /** Resumes a paused sandbox now (any call would): its facts, and what the resume restored and lost. */
+  async resume(owner: string, ref: SandboxRef): Promise<{ info: SandboxInfo; lifecycle?: Lifecycle }> {
+    const record = await this.resolveRecord(owner, ref, false);
+    await this.keeper.exclusive(record, async () => undefined);
+    return { info: this.infoOf(record), ...this.takeLifecycle(record) };
+  }
+
+  /** Stops a sandbox, running or paused, and deletes its stored state: 'not_found' when this owner has none of that id. */
   async stop(owner: string, sandboxId: string): Promise<'stopped' | 'not_found'> {
     let record = this.registry.peek(sandboxId);
     if ((!record || record.owner !== owner) && this.backend.attach) {
       record = await this.getOrAttach(owner, sandboxId).catch(() => undefined);
     }
     if (!record || record.owner !== owner) return 'not_found';
-    await this.remove(record, 'stopped', `sandbox '${sandboxId}' was stopped at ${new Date(this.now()).toISOString()}`);
+    await this.keeper.remove(record, 'stopped', `sandbox '${sandboxId}' was stopped at ${new Date(this.now()).toISOString()}`);
     return 'stopped';
   }
 
-  async close(): Promise<void> {
-    this.closed = true;
+  /**
+   * Ends the service's sandboxes: with `pauseDeadlineMs` (SIGTERM), each live one is paused, and those not
+   * paused by then are stopped and remembered as lost; paused ones stay in STATE_DIR for the next start.
+   */
+  async close(options: { pauseDeadlineMs?: number } = {}): Promise<void> {
+    this.keeper.closed = true;
     if (this.reaper) clearInterval(this.reaper);
     this.reaper = null;
     await this.registry.creationsSettled();
-    if (!this.backend.shared) await Promise.all(this.registry.all().map((r) => this.remove(r, 'stopped', 'the service shut down')));
+    if (!this.backend.shared) {
+      const deadlineMs = options.pauseDeadlineMs ?? 0;
+      if (this.durability && deadlineMs > 0) {
+        let timer: NodeJS.Timeout | undefined;
+        const pausing = this.registry
+          .all()
+          .filter((r) => r.sandbox !== null)
+          .map((r) =>
+            this.keeper
+              .inLane(r, () => this.keeper.pauseIn(r, 'shutdown'), true)
+              .catch((err) => this.log('warn', `sandbox ${r.id} could not be paused: ${(err as Error).message}`)),
+          );
+        await Promise.race([Promise.all(pausing), new Promise((r) => (timer = setTimeout(r, deadlineMs)))]);
+        clearTimeout(timer);
+      }
+      const at = new Date(this.now()).toISOString();
+      await Promise.all(
+        this.registry
+          .all()
+          .filter((r) => r.sandbox !== null)
+          .map((r) =>
+            this.keeper.remove(
+              r,
+              this.durability ? 'lost' : 'stopped',
+              this.durability
+                ? `sandbox '${r.id}' was stopped at ${at} when the service shut down before it could be paused; its files and variables are lost`
+                : 'the service shut down',
+            ),
+          ),
+      );
+    }
     await this.backend.close();
   }
 
-  /**
-   * Stops every sandbox whose idle time or lifetime is over, or that used up its CPU budget. A lifetime is a
-   * lifetime: a sandbox past it is stopped even in the middle of a call (which then answers 410 saying so);
-   * only the idle timeout waits for calls to end.
-   */
-  async reap(): Promise<void> {
-    const now = this.now();
-    const cpuLimitS = this.config.SANDBOX_CPU_LIMIT_S;
-    const ending: Promise<void>[] = [];
-    for (const r of this.registry.all()) {
-      const lifetimeOver = r.createdAtMs + r.maxLifetimeMs <= now;
-      if (lifetimeOver || (r.busy === 0 && this.expiryMs(r) <= now)) {
-        const why = lifetimeOver
-          ? `reached its maximum lifetime of ${r.maxLifetimeMs / 1000} s`
-          : `was idle for ${r.idleTimeoutMs / 1000} s`;
-        ending.push(
-          this.remove(
-            r,
-            'expired',
-            `sandbox '${r.id}' expired at ${new Date(this.expiryMs(r)).toISOString()} (it ${why}); create a new one`,
-          ),
-        );
-        continue;
-      }
-      const used = cpuLimitS > 0 ? (r.sandbox.cpuSeconds?.() ?? null) : null;
-      if (used !== null && used > cpuLimitS) {
-        ending.push(
-          this.remove(
-            r,
-            'expired',
-            `sandbox '${r.id}' was stopped at ${new Date(now).toISOString()}: it used ${Math.round(used)} CPU seconds, more than SANDBOX_CPU_LIMIT_S=${cpuLimitS}; create a new one`,
-          ),
-        );
-      }
+  /** Ends, pauses or forgets whatever is due (reaper.ts); runs every second. */
+  reap(): Promise<void> {
+    return reapOnce({
+      records: this.registry.all(),
+      now: this.now(),
+      config: this.config,
+      pausing: this.durability !== null,
+      end: (record, kind, message) => this.keeper.remove(record, kind, message),
+      pauseIdle: (record) => this.keeper.inLane(record, () => this.keeper.pauseIn(record, 'idle'), true),
+      sweep: (now) => this.durability?.sweep(now, this.config.PAUSED_RETENTION_S * 1000) ?? Promise.resolve(),
+      log: this.log,
+    });
+  }
+
+  /** The id of a conversation's sandbox, if it has one (live or paused). */
+  conversationSandbox(owner: string, conversationId: string): string | undefined {
+    return this.registry.ofConversation(owner, conversationId)?.id;
+  }
+
+  private async resolveRecord(owner: string, ref: SandboxRef, createMissing: boolean): Promise<SandboxRecord> {
+    if (ref.sandboxId)
+      return this.registry.peek(ref.sandboxId)?.owner === owner
+        ? this.registry.get(owner, ref.sandboxId)
+        : this.getOrAttach(owner, ref.sandboxId);
+    if (ref.conversationId) {
+      const existing = this.registry.ofConversation(owner, ref.conversationId);
+      if (existing) return existing;
+      if (!createMissing) throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, `conversation '${ref.conversationId}' has no sandbox`);
+      return this.keeper.createRecord(owner, { conversationId: ref.conversationId });
     }
-    await Promise.all(ending);
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
+  }
+
+  private infoOf(record: SandboxRecord): SandboxInfo {
+    const paused = record.sandbox === null;
+    const lifetimeEnd = record.createdAtMs + record.maxLifetimeMs;
+    const retentionEnd = (record.pausedAtMs ?? 0) + this.config.PAUSED_RETENTION_S * 1000;
+    return {
+      id: record.id,
+      status: paused ? 'paused' : 'running',
+      pausedAt: record.pausedAtMs === null ? null : new Date(record.pausedAtMs),
+      stateBytes: record.stateBytes,
+      backend: this.backend.name,
+      conversationId: record.conversationId,
+      createdAt: new Date(record.createdAtMs),
+      lastUsedAt: new Date(record.lastUsedAtMs),
+      expiresAt: new Date(paused ? Math.min(lifetimeEnd, retentionEnd) : this.expiryMs(record)),
+      idleTimeoutS: record.idleTimeoutMs / 1000,
+      maxLifetimeS: record.maxLifetimeMs / 1000,
+      workspace: record.workspace,
+      network: record.network,
+    };
+  }
+
+  /** What the next result must tell, once. */
+  private takeLifecycle(record: SandboxRecord): { lifecycle?: Lifecycle } {
+    const lifecycle = record.lifecycle;
+    record.lifecycle = null;
+    return lifecycle ? { lifecycle } : {};
   }
 
   /** A sandbox another instance created (shared backends): looked up in the backend, then remembered here. */
@@ -245,136 +334,10 @@ export class SandboxService {
       if (sandbox) {
         const existing = this.registry.peek(id);
         if (existing && existing.owner === owner) return existing;
-        return this.register(sandbox, owner, {});
+        return this.keeper.register(sandbox, owner, {});
       }
     }
     return this.registry.get(owner, id);
-  }
-
-  /** The id of a conversation's live sandbox, if it has one. */
-  conversationSandbox(owner: string, conversationId: string): string | undefined {
-    return this.registry.ofConversation(owner, conversationId)?.id;
-  }
-
-  private createRecord(owner: string, input: CreateInput): Promise<SandboxRecord> {
-    return this.registry.once(owner, input.conversationId, () => this.doCreate(owner, input));
-  }
-
-  private async doCreate(owner: string, input: CreateInput): Promise<SandboxRecord> {
-    if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
-    this.quotas.checkCreate(owner);
-    const { maxLifetimeS, idleTimeoutS, network } = checkCreateInput(this.config, input);
-    const proposedId = `sbx_${randomBytes(12).toString('hex')}`;
-    this.quotas.creating.take(owner);
-    let sandbox: Sandbox;
-    try {
-      sandbox = await this.starts.run(owner, () => {
-        if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
-        return this.backend.create({ id: proposedId, env: input.env ?? {}, network, owner });
-      });
-    } finally {
-      this.quotas.creating.give(owner);
-    }
-    if (this.closed) {
-      await sandbox.destroy();
-      throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the service is shutting down');
-    }
-    // A shared backend names its sandboxes (the name leads any instance to it); otherwise the id is ours.
-    const id = this.backend.shared ? sandbox.id : proposedId;
-    return this.register(sandbox, owner, { ...input, maxLifetimeS, idleTimeoutS }, id);
-  }
-
-  private register(sandbox: Sandbox, owner: string, input: CreateInput, id = sandbox.id): SandboxRecord {
-    const now = this.now();
-    const record: SandboxRecord = {
-      id,
-      sandbox,
-      owner,
-      conversationId: input.conversationId ?? null,
-      createdAtMs: now,
-      lastUsedAtMs: now,
-      idleTimeoutMs: (input.idleTimeoutS ?? this.config.SANDBOX_IDLE_TIMEOUT_S) * 1000,
-      maxLifetimeMs: (input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S) * 1000,
-      network: input.network === true,
-      tail: Promise.resolve(),
-      busy: 0,
-      linkDownloads: 0,
-    };
-    this.registry.add(record);
-    sandbox.onExit((reason) => {
-      this.log('warn', `sandbox ${id} ended by itself: ${reason}`);
-      void this.remove(record, 'lost', `sandbox '${id}' is gone: ${reason}; create a new one`);
-    });
-    this.log('info', `sandbox ${id} ${input.conversationId ? 'created for a conversation' : 'ready'}`);
-    return record;
-  }
-
-  private async remove(record: SandboxRecord, kind: 'stopped' | 'expired' | 'lost', message: string): Promise<void> {
-    // Others may serve a shared backend's sandbox; its backend ends it on its own schedule: only forget it.
-    const forgetOnly = this.backend.shared && kind !== 'stopped';
-    if (!this.registry.delete(record, forgetOnly ? undefined : message)) return;
-    if (forgetOnly) {
-      this.log('info', `sandbox ${record.id} forgotten by this instance (${kind})`);
-      return;
-    }
-    try {
-      await record.sandbox.destroy();
-    } catch (err) {
-      this.log('error', `destroying sandbox ${record.id} failed: ${(err as Error).message}`);
-    }
-    this.log('info', `sandbox ${record.id} ${kind}`);
-  }
-
-  /**
-   * Runs `fn` after every earlier call into the same sandbox has finished. Bounded: at most
-   * MAX_QUEUED_CALLS_PER_SANDBOX calls wait behind the running one, and an API key has at most
-   * MAX_CALLS_PER_KEY calls running or waiting in all (each may hold a request body); more get 429.
-   */
-  private exclusive<T>(record: SandboxRecord, fn: () => Promise<T>): Promise<T> {
-    if (record.busy > this.config.MAX_QUEUED_CALLS_PER_SANDBOX) {
-      return Promise.reject(
-        new ServiceError(
-          ErrorCode.CALL_LIMIT_REACHED,
-          `${record.busy - 1} calls are already waiting for sandbox '${record.id}' (MAX_QUEUED_CALLS_PER_SANDBOX); retry when they are done`,
-          { headers: { 'retry-after': '1' } },
-        ),
-      );
-    }
-    const owner = record.owner;
-    try {
-      this.quotas.takeCall(owner);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    record.busy++;
-    const run = async () => {
-      try {
-        if (!this.registry.isLive(record) && !this.backend.shared) {
-          // Stopped or expired while this call waited its turn.
-          throw new ServiceError(ErrorCode.SANDBOX_NOT_FOUND, this.registry.endedBecause(record.id) ?? `sandbox '${record.id}' is gone`);
-        }
-        return await fn();
-      } catch (err) {
-        // The backend says the sandbox is gone (another instance stopped it, AgentCube expired it, its
-        // processes died): stop remembering it, so later calls get the plain not-found answer.
-        if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_NOT_FOUND || err.code === ErrorCode.SANDBOX_LOST)) {
-          const ended = this.registry.isLive(record) ? undefined : this.registry.endedBecause(record.id);
-          if (ended && err.code === ErrorCode.SANDBOX_LOST) {
-            // Ended under this call by the service itself (its lifetime, its CPU budget, a stop): say why.
-            throw new ServiceError(ErrorCode.SANDBOX_LOST, `the call was ended: ${ended}`, { cause: err });
-          }
-          void this.remove(record, 'lost', `sandbox '${record.id}' is gone: ${err.message}`);
-        }
-        throw err;
-      } finally {
-        record.busy--;
-        record.lastUsedAtMs = this.now();
-        this.quotas.calls.give(owner);
-      }
-    };
-    const result = record.tail.then(run, run);
-    record.tail = result.catch(() => undefined);
-    return result;
   }
 
   private expiryMs(r: SandboxRecord): number {

@@ -1,5 +1,5 @@
 /** The service's vocabulary: how a request names a sandbox, what it asks for, what it gets back. */
-import type { RunCodeResult, RunCommandResult, OutputListener, Sandbox } from '../backends/types.js';
+import type { KernelState, RunCodeResult, RunCommandResult, OutputListener, Sandbox } from '../backends/types.js';
 
 /** How a request names its sandbox: by id, or by conversation (created on first use when allowed). */
 export interface SandboxRef {
@@ -40,14 +40,31 @@ export interface SandboxHandle {
   readonly workspace: string;
 }
 
+/**
+ * What happened to a sandbox between calls that the next result must tell: it was resumed from a pause, or
+ * it is a new sandbox in place of a conversation's sandbox that ended.
+ */
+export interface Lifecycle {
+  readonly notice: string;
+  /** False when the caller's files or variables are not all there. */
+  readonly statePreserved: boolean;
+  /** The conversation's sandbox this one replaces. */
+  readonly previousSandboxId?: string;
+}
+
 /** What ran, where, and what came of it. */
-export type RunOutcome =
+export type RunOutcome = (
   | { readonly sandbox: SandboxHandle; readonly runtime: 'shell'; readonly result: RunCommandResult }
-  | { readonly sandbox: SandboxHandle; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult };
+  | { readonly sandbox: SandboxHandle; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult }
+) & { readonly lifecycle?: Lifecycle };
 
 export interface SandboxInfo {
   readonly id: string;
-  readonly status: 'running';
+  readonly status: 'running' | 'paused';
+  /** When its stored state was saved (a paused sandbox; a running one that was paused before). */
+  readonly pausedAt: Date | null;
+  /** Bytes its stored state takes in STATE_DIR. */
+  readonly stateBytes: number;
   readonly backend: string;
   readonly conversationId: string | null;
   readonly createdAt: Date;
@@ -62,7 +79,10 @@ export interface SandboxInfo {
 /** The service's own record of a live sandbox (front ends get a SandboxHandle, never this). */
 export interface SandboxRecord {
   readonly id: string;
-  readonly sandbox: Sandbox;
+  /** The live sandbox; null while it is paused (its state is in STATE_DIR). */
+  sandbox: Sandbox | null;
+  /** Absolute path of the workspace inside the sandbox. */
+  readonly workspace: string;
   readonly owner: string;
   readonly conversationId: string | null;
   readonly createdAtMs: number;
@@ -70,6 +90,14 @@ export interface SandboxRecord {
   readonly idleTimeoutMs: number;
   readonly maxLifetimeMs: number;
   readonly network: boolean;
+  /** The environment it was created with (a resumed sandbox gets it again). */
+  readonly env: Readonly<Record<string, string>>;
+  /** When its stored state was saved, and its size and report; null when it has none. */
+  pausedAtMs: number | null;
+  stateBytes: number;
+  kernels: readonly KernelState[];
+  /** What the next run result must tell (a resume, a replacement). */
+  lifecycle: Lifecycle | null;
   /** Tail of the chain of calls into this sandbox: calls run one after another, never interleaved. */
   tail: Promise<unknown>;
   busy: number;

@@ -1,4 +1,7 @@
 /** Builds a real app over a chosen backend for app.inject() tests, and tears everything down. */
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { loadConfig, type Config } from '../../src/config.js';
 import { buildApp } from '../../src/app.js';
@@ -21,11 +24,12 @@ export interface TestApp {
 }
 
 export async function startTestApp(env: Record<string, string> = {}, now?: () => number): Promise<TestApp> {
-  const config = loadConfig({ SANDBOX_BACKEND: 'memory', ...env });
+  const config = loadConfig({ SANDBOX_BACKEND: 'memory', STATE_DIR: mkdtempSync(join(tmpdir(), 'ciw-state-')), ...env });
   const backend = createBackend(config);
   const status = await backend.init();
   if (!status.ready) throw new Error(`backend not ready: ${status.problem}`);
   const service = new SandboxService({ backend, config, now });
+  await service.open();
   const app = await buildApp({ config, service });
   await app.ready();
   return {

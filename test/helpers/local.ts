@@ -46,6 +46,7 @@ export function localEnv(extra: Record<string, string> = {}): Record<string, str
   return {
     SANDBOX_BACKEND: 'local',
     SANDBOX_ROOT: o.rootDir,
+    STATE_DIR: join(o.rootDir, 'state'),
     SANDBOX_UID_BASE: String(o.uidBase),
     SANDBOX_UID_COUNT: String(o.uidCount),
     INTERRUPT_GRACE_MS: '1000',

@@ -396,9 +396,9 @@ describe('authentication and ownership', () => {
 });
 
 describe('expiry', () => {
-  it('reaps idle sandboxes and says when they expired', async () => {
+  it('with pausing off (STATE_DIR=off), stops idle sandboxes and says when they expired', async () => {
     let now = Date.now();
-    const e = await startTestApp({}, () => now);
+    const e = await startTestApp({ STATE_DIR: 'off' }, () => now);
     try {
       const id = (await e.post('/create_sandbox', { idle_timeout_seconds: 60 })).body.sandbox_id;
       now += 30_000;
@@ -428,6 +428,8 @@ describe('OpenAPI', () => {
       '/write_file',
       '/download_file',
       '/stop_sandbox',
+      '/pause_sandbox',
+      '/resume_sandbox',
       '/get_sandbox_info',
       '/list_files',
       '/sandboxes',

@@ -40,7 +40,7 @@ beforeAll(async () => {
       MAX_CALLS_PER_KEY: '5',
     }),
   );
-  t.service.start();
+  await t.service.start();
   stalls = watchStalls('sandbox attacks (local backend)');
 });
 afterAll(async () => {
@@ -236,7 +236,7 @@ describe('CPU time', () => {
 
   it('background work after a call returned is accounted to the sandbox, which is stopped at SANDBOX_CPU_LIMIT_S', async () => {
     const c = await startTestApp(localEnv({ SANDBOX_CPU_LIMIT_S: '3' }));
-    c.service.start();
+    await c.service.start();
     try {
       if (!/cgroup v[12]/.test(c.backend.status().isolation)) return; // no per-sandbox accounting without cgroups
       const id = (await c.post('/create_sandbox', {})).body.sandbox_id;

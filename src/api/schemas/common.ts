@@ -45,14 +45,22 @@ export const SandboxInfoSchema = Type.Object(
   {
     id: Type.String(),
     sandbox_id: Type.String(),
-    status: Type.Literal('running'),
+    status: Type.Union([Type.Literal('running'), Type.Literal('paused')], {
+      description:
+        'running, or paused: no process, its files and variables stored on disk; any call to it resumes it under the same id (the answer says what came back).',
+    }),
+    paused_at: Type.Union([Type.String({ format: 'date-time' }), Type.Null()], {
+      description: 'When its state was last stored (paused, or paused before and resumed since); null if never.',
+    }),
+    state_bytes: Type.Integer({ description: 'Bytes its stored state takes on the service (STATE_DIR).' }),
     backend: Type.String({ description: 'Backend running the sandbox (local, agentcube, …).' }),
     conversation_id: Type.Union([Type.String(), Type.Null()]),
     created_at: Type.String({ format: 'date-time' }),
     last_used_at: Type.String({ format: 'date-time' }),
     expires_at: Type.String({
       format: 'date-time',
-      description: 'When the sandbox stops unless used again (idle timeout), capped by its lifetime.',
+      description:
+        'Running: when it is paused (idle timeout) unless used again, capped by its lifetime. Paused: when it is deleted (PAUSED_RETENTION_S), capped by its lifetime.',
     }),
     idle_timeout_seconds: Type.Number(),
     max_lifetime_seconds: Type.Number(),

@@ -8,6 +8,11 @@ const TimeoutField = Type.Number({
     "Seconds this call may run (default EXEC_TIMEOUT_S = 60, at most EXEC_MAX_TIMEOUT_S). Past it Python gets a KeyboardInterrupt, a command's process tree is killed.",
 });
 
+/** Set when the conversation's sandbox had ended and this call got a new one. */
+const PreviousSandboxField = Type.Union([Type.String(), Type.Null()], {
+  description: "The conversation's sandbox that ended and that this new one replaces (notice says why); null otherwise.",
+});
+
 export const CodeErrorSchema = Type.Object({
   name: Type.String({
     description:
@@ -89,13 +94,16 @@ export const RunCodeResponse = Type.Object({
   exit_code: Type.Union([Type.Integer(), Type.Null()], { description: 'Exit status for shell languages; null for Python.' }),
   timed_out: Type.Boolean(),
   state_preserved: Type.Boolean({
-    description: 'False when Python had to be restarted (variables lost), e.g. after a timeout it ignored.',
+    description:
+      "False when some of the sandbox's files or variables are not there: Python had to be restarted (e.g. after a timeout it ignored), a resume could not restore everything, or the conversation's sandbox ended and this is a new one (notice says which).",
   }),
   output_truncated: Type.Boolean({ description: 'True when output went past MAX_OUTPUT_BYTES and the rest was dropped.' }),
   ...ArtifactFields,
   notice: Type.Union([Type.String(), Type.Null()], {
-    description: 'Something to know about this result, e.g. why no state is kept between calls on this backend.',
+    description:
+      'Something to know about this result: the sandbox was resumed from a pause (and what was not restored), the conversation got a new sandbox (and why the old one ended), why no state is kept on this backend.',
   }),
+  previous_sandbox_id: PreviousSandboxField,
   markdown: Type.String({
     description: 'Output, error, tables, images (as ![..](url)) and file links as markdown, ready for a Dify Answer node.',
   }),
@@ -128,7 +136,9 @@ export const ExecuteCommandResponse = Type.Object({
   output_truncated: Type.Boolean(),
   ...ArtifactFields,
   notice: Type.Union([Type.String(), Type.Null()], {
-    description: 'Something to know about this result, e.g. what the backend does not report.',
+    description:
+      'Something to know about this result: a resume from a pause, a new sandbox for the conversation, what the backend does not report.',
   }),
+  previous_sandbox_id: PreviousSandboxField,
   duration_ms: Type.Number(),
 });

@@ -39,3 +39,30 @@ export const StopSandboxResponse = Type.Object({
 export const ListSandboxesResponse = Type.Object({
   sandboxes: Type.Array(SandboxInfoSchema),
 });
+
+const NotKept = (description: string) =>
+  Type.Array(
+    Type.Object({
+      name: Type.String(),
+      language: Type.Union([Type.Literal('python'), Type.Literal('javascript')]),
+      reason: Type.String({ description: 'Why it could not be kept, e.g. "cannot pickle \'generator\' object".' }),
+    }),
+    { description },
+  );
+
+export const PauseSandboxResponse = Type.Object({
+  sandbox_id: Type.String(),
+  status: Type.Literal('paused'),
+  state_bytes: Type.Integer({ description: 'Bytes stored: the workspace, byte for byte, and the saved variables.' }),
+  saved: Type.Array(Type.String(), { description: 'Variables (and imports) saved, Python and JavaScript.' }),
+  not_saved: NotKept('Variables that could not be saved (open files, generators, sockets, JavaScript functions…): gone after the resume.'),
+  info: SandboxInfoSchema,
+});
+
+export const ResumeSandboxResponse = Type.Object({
+  sandbox_id: Type.String(),
+  status: Type.Literal('running'),
+  state_preserved: Type.Boolean({ description: 'False when the resume could not bring back everything (notice says what).' }),
+  notice: Type.Union([Type.String(), Type.Null()], { description: 'What was resumed and what was not restored; null if it was running.' }),
+  info: SandboxInfoSchema,
+});

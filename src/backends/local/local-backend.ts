@@ -40,6 +40,7 @@ export function createLocalBackend(options: LocalBackendOptions): SandboxBackend
 
 class LocalBackend implements SandboxBackend {
   readonly name = 'local';
+  readonly canPause = true;
   private readonly live = new Set<LocalSandbox>();
   private readonly uids: UidPool;
   private readonly asRoot = process.getuid?.() === 0;

@@ -9,12 +9,15 @@ import type {
   BackendStatus,
   CreateSandboxOptions,
   FileEntry,
+  KernelState,
+  RestoredState,
   RunCodeOptions,
   RunCodeResult,
   RunCommandOptions,
   RunCommandResult,
   Sandbox,
   SandboxBackend,
+  StateSink,
 } from '../types.js';
 import { runMiniPython } from './mini-python.js';
 
@@ -25,6 +28,7 @@ export function createMemoryBackend(): SandboxBackend {
   const status: BackendStatus = { name: 'memory', ready: true, isolation: 'none (in-memory test double; runs no real code)' };
   return {
     name: 'memory',
+    canPause: true,
     init: async () => status,
     status: () => status,
     create: async (opts: CreateSandboxOptions) => {
@@ -54,6 +58,30 @@ class MemorySandbox implements Sandbox {
   async destroy(): Promise<void> {
     this.dead = true;
     this.forget();
+  }
+
+  /** Its files and variables as JSON (a test double's snapshot: the real backends' are made inside the sandbox). */
+  async saveState(sink: StateSink): Promise<{ kernels: KernelState[] }> {
+    this.alive();
+    const files = [...this.store].map(([path, f]) => [path, f.data.toString('base64'), f.modifiedMs]);
+    const data = Buffer.from(JSON.stringify({ version: 1, ns: [...this.ns], files }));
+    sink.start(data.length);
+    await sink.write(data);
+    return { kernels: [{ language: 'python', names: [...this.ns.keys()].sort(), skipped: [] }] };
+  }
+
+  async restoreState(state: Buffer): Promise<RestoredState> {
+    this.alive();
+    let parsed: { version: number; ns: Array<[string, number | string]>; files: Array<[string, string, number]> };
+    try {
+      parsed = JSON.parse(state.toString('utf8'));
+      if (parsed.version !== 1 || !Array.isArray(parsed.ns) || !Array.isArray(parsed.files)) throw new Error('not a snapshot');
+    } catch (err) {
+      throw new ServiceError(ErrorCode.STATE_CORRUPT, `the stored snapshot is damaged (${(err as Error).message})`);
+    }
+    for (const [name, value] of parsed.ns) this.ns.set(name, value);
+    for (const [path, data, modifiedMs] of parsed.files) this.store.set(path, { data: Buffer.from(data, 'base64'), modifiedMs });
+    return { kernels: [{ language: 'python', names: [...this.ns.keys()].sort(), skipped: [] }], skippedFiles: [] };
   }
 
   private alive(): void {

@@ -83,18 +83,23 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
       if (format) {
         const ref = await resolveSandbox(caller(req), refOf(req.body));
         return streamReply(req, reply, format, async (emit) => {
-          const { sandboxId, result, link } = await runCommand(caller(req), ref, {
+          const { sandboxId, result, link, lifecycle } = await runCommand(caller(req), ref, {
             command,
             timeoutS: timeout,
             cwd,
             env,
             onOutput: toEmit(emit),
           });
-          return commandToWire(sandboxId, result, link);
+          return commandToWire(sandboxId, result, link, lifecycle);
         });
       }
-      const { sandboxId, result, link } = await runCommand(caller(req), refOf(req.body), { command, timeoutS: timeout, cwd, env });
-      return commandToWire(sandboxId, result, link);
+      const { sandboxId, result, link, lifecycle } = await runCommand(caller(req), refOf(req.body), {
+        command,
+        timeoutS: timeout,
+        cwd,
+        env,
+      });
+      return commandToWire(sandboxId, result, link, lifecycle);
     },
   );
 };

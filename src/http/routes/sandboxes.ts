@@ -1,18 +1,20 @@
-/** Lifecycle routes: create, info, list, stop. */
+/** Lifecycle routes: create, info, list, pause, resume, stop. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorResponse, SandboxInfoSchema } from '../../api/schemas/common.js';
 import {
   CreateSandboxBody,
   CreateSandboxResponse,
   ListSandboxesResponse,
+  PauseSandboxResponse,
+  ResumeSandboxResponse,
   SandboxRefBody,
   StopSandboxResponse,
 } from '../../api/schemas/sandboxes.js';
 import type { SandboxService } from '../../service/sandbox-service.js';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
-import { infoToWire, refOf } from '../../api/wire.js';
-import { createSandbox, listSandboxes, sandboxInfo, stopSandbox } from '../../api/sandbox-operations.js';
+import { infoToWire, pausedToWire, refOf, resumedToWire } from '../../api/wire.js';
+import { createSandbox, listSandboxes, pauseSandbox, resumeSandbox, sandboxInfo, stopSandbox } from '../../api/sandbox-operations.js';
 import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
@@ -72,6 +74,44 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
   app.post('/list_sandboxes', { schema: { ...listSchema, operationId: 'listSandboxesPost' } }, list);
 
   app.post(
+    '/pause_sandbox',
+    {
+      schema: {
+        operationId: 'pauseSandbox',
+        tags: ['sandboxes'],
+        summary: 'Pause a sandbox to disk',
+        description:
+          'Stores the workspace (byte for byte) and the variables that can be saved, then ends every process of the sandbox: it holds no memory until a call resumes it under the same id. Idle sandboxes are paused this way on their own (idle timeout). Lists what could not be saved (open files, generators…).',
+        body: SandboxRefBody,
+        response: { 200: PauseSandboxResponse, ...errors, 409: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse },
+      },
+    },
+    async (req) => {
+      const { info, kernels } = await pauseSandbox(caller(req), refOf(req.body));
+      return pausedToWire(info, kernels);
+    },
+  );
+
+  app.post(
+    '/resume_sandbox',
+    {
+      schema: {
+        operationId: 'resumeSandbox',
+        tags: ['sandboxes'],
+        summary: 'Resume a paused sandbox',
+        description:
+          'Brings a paused sandbox back now, under the same id, with its files and saved variables (any other call to it does the same). notice says what was not restored.',
+        body: SandboxRefBody,
+        response: { 200: ResumeSandboxResponse, ...errors, 429: ErrorResponse, 503: ErrorResponse },
+      },
+    },
+    async (req) => {
+      const { info, lifecycle } = await resumeSandbox(caller(req), refOf(req.body));
+      return resumedToWire(info, lifecycle);
+    },
+  );
+
+  app.post(
     '/stop_sandbox',
     {
       schema: {
@@ -79,7 +119,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
         tags: ['sandboxes'],
         summary: 'Stop a sandbox',
         description:
-          'Kills every process of the sandbox and deletes its workspace. Answers status not_found (HTTP 200) for an unknown id, as the original project did.',
+          'Kills every process of the sandbox and deletes its workspace, and its stored state if it was paused. Answers status not_found (HTTP 200) for an unknown id, as the original project did.',
         body: SandboxRefBody,
         response: { 200: StopSandboxResponse, 400: ErrorResponse, 401: ErrorResponse },
       },
