@@ -17,12 +17,12 @@ const KEY = 'bench-key';
 /** The service's default: an idle sandbox's supervisor hibernates after this long. */
 const SUPERVISOR_IDLE_MS = 2000;
 const ROOT = new URL('..', import.meta.url).pathname;
-type Stats = { p50: number; p95: number; p99: number; n: number };
+type Stats = { p50: number; p95: number; p99: number; max: number; n: number };
 
 function stats(ms: number[]): Stats {
   const s = [...ms].sort((a, b) => a - b);
   const at = (q: number) => s[Math.min(s.length - 1, Math.floor(q * s.length))];
-  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), n: s.length };
+  return { p50: at(0.5), p95: at(0.95), p99: at(0.99), max: s[s.length - 1], n: s.length };
 }
 
 interface Service {
@@ -207,6 +207,51 @@ async function createToFirst(svc: Service, n: number, code: string, waitPool: nu
   return stats(ms);
 }
 
+/** Processes running under the service's sandbox uids. */
+function sandboxProcesses(svc: Service): number {
+  let n = 0;
+  for (const name of readdirSync('/proc')) {
+    if (!/^\d+$/.test(name)) continue;
+    try {
+      const uid = Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${name}/status`, 'utf8'))![1]);
+      if (uid >= svc.uidBase && uid < svc.uidBase + 4096) n++;
+    } catch {
+      // ended while we looked
+    }
+  }
+  return n;
+}
+
+const DATAFRAME =
+  "import os, numpy as np, pandas as pd\ndf = pd.DataFrame({'a': np.arange(1_000_000), 'b': np.random.rand(1_000_000)})\n" +
+  "open('blob.bin', 'wb').write(os.urandom(10 * 1024 * 1024))\nprint(len(df))";
+
+/**
+ * Pause and resume: `n` times, the sandbox set up by `setup` is paused (timed) and then resumed by a call
+ * of `probe` (timed to its first result). Also the stored bytes.
+ */
+async function pauseResume(svc: Service, n: number, setup: string, probe: string): Promise<{ pause: Stats; resume: Stats; bytes: number }> {
+  const { sandbox_id: id } = await call(svc, '/create_sandbox', {});
+  const first = await call(svc, '/run_code', { sandbox_id: id, code: setup });
+  if (first.error) throw new Error(JSON.stringify(first.error));
+  const pauses: number[] = [];
+  const resumes: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < n; i++) {
+    let t = performance.now();
+    const p = await call(svc, '/pause_sandbox', { sandbox_id: id });
+    pauses.push(performance.now() - t);
+    if (p.status !== 'paused') throw new Error(JSON.stringify(p));
+    bytes = p.state_bytes;
+    t = performance.now();
+    const r = await call(svc, '/run_code', { sandbox_id: id, code: probe });
+    resumes.push(performance.now() - t);
+    if (r.error || !r.notice) throw new Error(JSON.stringify(r));
+  }
+  await call(svc, '/stop_sandbox', { sandbox_id: id });
+  return { pause: stats(pauses), resume: stats(resumes), bytes };
+}
+
 async function throughput(svc: Service, ids: string[], concurrency: number, seconds: number, raw = false): Promise<number> {
   let done = 0;
   const end = performance.now() + seconds * 1000;
@@ -263,7 +308,7 @@ function throughputWrk(svc: Service, ids: string[], concurrency: number, seconds
   const us = (i: number) => Number(l?.[i] ?? NaN) / 1000;
   return {
     rate: Number(/Requests\/sec:\s+([\d.]+)/.exec(out)?.[1]),
-    latency: { p50: us(1), p95: us(2), p99: us(3), n: Number(l?.[4] ?? 0) },
+    latency: { p50: us(1), p95: us(2), p99: us(3), max: NaN, n: Number(l?.[4] ?? 0) },
   };
 }
 
@@ -473,6 +518,13 @@ async function main(): Promise<void> {
       const sid = idle.pop()!;
       await call(a, '/execute_command', { sandbox_id: sid, command: 'true' });
     });
+    // Paused, the 30 sandboxes left hold no process at all.
+    const before = sandboxProcesses(a);
+    for (const sid of idle) await call(a, '/pause_sandbox', { sandbox_id: sid });
+    results.pausedProcesses = { before, after: sandboxProcesses(a), sandboxes: idle.length };
+    console.log('pause and resume …');
+    results.pauseResumePlain = await pauseResume(a, 10, "a = 1\nb = 'x' * 100\nc = [1, 2, 3]\nprint(a)", 'print(a, len(b), c)');
+    results.pauseResumeDataFrame = await pauseResume(a, 3, DATAFRAME, 'print(len(df))');
   } finally {
     await a.close();
   }
@@ -489,6 +541,9 @@ async function main(): Promise<void> {
   const c = await startService('preload', { POOL_SIZE: '2', POOL_PRELOAD: 'numpy,pandas,matplotlib.pyplot' });
   try {
     results.createToFirstPreloaded = await createToFirst(c, 10, 'import numpy, pandas, matplotlib.pyplot as plt\nprint(1)', 2);
+    // A resume takes a sandbox of the pool like a create does: one whose Python has pandas imported already.
+    await poolReady(c, 2);
+    results.pauseResumeDataFramePool = await pauseResume(c, 3, DATAFRAME, 'print(len(df))');
   } finally {
     await c.close();
   }
@@ -585,6 +640,36 @@ async function main(): Promise<void> {
       '',
     ],
     ['… Node client (MiB/s)', `${f(r.transfer.uploadMBs, 0)} / ${f(r.transfer.downloadMBs, 0)}`, '≥ 200 each', ''],
+    [
+      'pause, 10 MB workspace + 1e6-row DataFrame (ms)',
+      `p50 ${f(r.pauseResumeDataFrame.pause.p50, 0)} max ${f(r.pauseResumeDataFrame.pause.max, 0)} (${f(r.pauseResumeDataFrame.bytes / 1048576, 1)} MiB stored)`,
+      '≤ 1000',
+      '',
+    ],
+    [
+      'resume → first result, a few variables (ms)',
+      `p50 ${f(r.pauseResumePlain.resume.p50, 1)} p95 ${f(r.pauseResumePlain.resume.p95, 1)} (pause p50 ${f(r.pauseResumePlain.pause.p50, 1)})`,
+      '≤ 100',
+      `create → first result ${f(r.createToFirstNoPool.p50)}`,
+    ],
+    [
+      'resume → first result, the DataFrame sandbox (ms)',
+      `p50 ${f(r.pauseResumeDataFrame.resume.p50, 0)} max ${f(r.pauseResumeDataFrame.resume.max, 0)}`,
+      '≤ 1500',
+      `Jupyter start ${f(jup.start_ms?.p50, 0)}`,
+    ],
+    [
+      '… into a pool preloading pandas (ms)',
+      `p50 ${f(r.pauseResumeDataFramePool.resume.p50, 0)} max ${f(r.pauseResumeDataFramePool.resume.max, 0)}`,
+      '≤ 300',
+      '',
+    ],
+    [
+      'processes of paused sandboxes',
+      `${r.pausedProcesses.after} for ${r.pausedProcesses.sandboxes} sandboxes`,
+      '0',
+      `${r.pausedProcesses.before} while they were idle`,
+    ],
   ];
   console.log('\n| figure | measured | target | baseline (same run) |\n|---|---|---|---|');
   for (const row of rows) console.log(`| ${row.join(' | ')} |`);

@@ -13,7 +13,7 @@ import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandRespons
 import { CreateSandboxBody, SandboxRefBody } from '../api/schemas/sandboxes.js';
 import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '../api/schemas/files.js';
 import { commandToWire, runCodeToWire } from '../api/run-presenters.js';
-import { infoToWire } from '../api/wire.js';
+import { infoToWire, pausedToWire } from '../api/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../api/file-input.js';
 import type { Config } from '../config.js';
@@ -284,7 +284,37 @@ const stopSandbox: Tool<typeof SandboxRefBody> = {
   },
 };
 
-export const TOOLS = [createSandbox, runCode, runCommand, writeFile, uploadFile, readFile, listFiles, stopSandbox] as Tool<TSchema>[];
+const pauseSandbox: Tool<typeof SandboxRefBody> = {
+  name: 'pause_sandbox',
+  title: 'Pause a sandbox to disk',
+  description:
+    'Saves the sandbox (all its files, and the Python/JavaScript variables that can be saved) to disk and ends its processes. ' +
+    'Use it when the conversation will wait a long time; idle sandboxes are paused on their own too. The next run_code, ' +
+    'run_command or file call resumes it under the same sandbox_id, with a notice of what was not restored (open files, ' +
+    'generators, running processes). Give sandbox_id or conversation_id.',
+  inputSchema: SandboxRefBody,
+  async run(a, ctx) {
+    const { info, kernels } = await ops.pauseSandbox(caller(ctx), ref(a));
+    const wire = pausedToWire(info, kernels);
+    const lost = wire.not_saved.map((n) => `${n.name} (${n.reason})`).join('; ');
+    return {
+      content: [text(`paused ${wire.sandbox_id}: ${wire.state_bytes} bytes stored${lost ? `; not saved: ${lost}` : ''}`)],
+      structuredContent: wire,
+    };
+  },
+};
+
+export const TOOLS = [
+  createSandbox,
+  runCode,
+  runCommand,
+  writeFile,
+  uploadFile,
+  readFile,
+  listFiles,
+  pauseSandbox,
+  stopSandbox,
+] as Tool<TSchema>[];
 
 /** Calls a tool by name: arguments checked against its schema; failures come back as isError results with the service's codes. */
 export async function callTool(name: string, args: unknown, ctx: ToolContext): Promise<ToolResult> {

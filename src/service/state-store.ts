@@ -8,7 +8,7 @@
  * complete, and meta.json is replaced by rename; a refused or failed write leaves what was there before.
  */
 import { constants } from 'node:fs';
-import { mkdir, open, readFile, readdir, rename, rm, stat, writeFile, chmod } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, stat, chmod } from 'node:fs/promises';
 import { join } from 'node:path';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { KernelState, StateSink } from '../backends/types.js';
@@ -92,8 +92,15 @@ export class StateStore {
     const dir = join(this.dir, meta.id);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const tmp = join(dir, `${META}.tmp`);
-    await writeFile(tmp, JSON.stringify(meta), { mode: 0o600 });
+    const file = await open(tmp, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC, 0o600);
+    try {
+      await file.writeFile(JSON.stringify(meta));
+      await file.sync();
+    } finally {
+      await file.close();
+    }
     await rename(tmp, join(dir, META));
+    await syncDir(dir);
   }
 
   /**
@@ -145,6 +152,7 @@ export class StateStore {
       await file.sync();
       await file.close();
       await rename(tmp, join(dir, STATE));
+      await syncDir(dir);
       this.release(reserved, owner);
       this.account(id, owner, written);
       return { result, bytes: written };
@@ -194,5 +202,15 @@ export class StateStore {
     const left = (this.usedBy.get(owner) ?? 0) - bytes;
     if (left > 0) this.usedBy.set(owner, left);
     else this.usedBy.delete(owner);
+  }
+}
+
+/** Makes a rename in `dir` durable (a power loss after it keeps the new name). */
+async function syncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
   }
 }

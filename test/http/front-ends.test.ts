@@ -67,3 +67,17 @@ describe('HTTP and MCP give the same results', () => {
     expect(await mcp('list_files', { sandbox_id: id, path: '.', recursive: true })).toEqual(listed.body);
   });
 });
+
+describe('pause through MCP, resume through HTTP', () => {
+  it('pause_sandbox gives the HTTP answer, and the next HTTP call resumes the sandbox with its variables', async () => {
+    const id = (await t.post('/create_sandbox', {})).body.sandbox_id as string;
+    await t.post('/run_code', { sandbox_id: id, code: 'n = 12' });
+    const viaMcp = await mcp('pause_sandbox', { sandbox_id: id });
+    expect(viaMcp).toMatchObject({ sandbox_id: id, status: 'paused', saved: ['n'], not_saved: [] });
+    const info = (await t.post('/get_sandbox_info', { sandbox_id: id })).body;
+    expect(viaMcp.info).toEqual(info);
+    const r = await t.post('/run_code', { sandbox_id: id, code: 'n' });
+    expect(r.body.results[0].data['text/plain']).toBe('12');
+    expect(r.body.notice).toMatch(/was resumed/);
+  });
+});

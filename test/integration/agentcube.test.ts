@@ -27,6 +27,24 @@ afterAll(async () => {
 });
 
 describe('AgentCube backend', () => {
+  it('keeps a sandbox and its state across a restart of the service (the session lives in its pod); pause is a clear 409', async () => {
+    const first = await startTestApp(agentcubeEnv(fake.url, { ...shared, AGENTCUBE_TOKEN: 'cluster-token' }));
+    const id = (await first.post('/run_code', { conversation_id: 'restart', code: 'kept = 5' }, asA)).body.sandbox_id as string;
+    const paused = await first.post('/pause_sandbox', { sandbox_id: id }, asA);
+    expect(paused.status).toBe(409);
+    expect(paused.body.error).toMatchObject({ code: 'PAUSE_NOT_SUPPORTED' });
+    expect(paused.body.error.message).toMatch(/agentcube backend cannot pause/);
+    await first.close(); // a restart: the instance goes, the session stays
+    const second = await startTestApp(agentcubeEnv(fake.url, { ...shared, AGENTCUBE_TOKEN: 'cluster-token' }));
+    try {
+      const r = await second.post('/run_code', { sandbox_id: id, code: 'print(kept)' }, asA);
+      expect(r.body).toMatchObject({ sandbox_id: id, stdout: '5\n', state_preserved: true });
+    } finally {
+      await second.post('/stop_sandbox', { sandbox_id: id }, asA);
+      await second.close();
+    }
+  });
+
   it('serves one sandbox from two service instances: created through one, state read through the other', async () => {
     const c = await one.post('/create_sandbox', {}, asA);
     expect(c.status).toBe(200);

@@ -400,11 +400,11 @@ describe('boundary', () => {
     for (const pid of before) expect(() => process.kill(pid, 0)).toThrow();
   });
 
-  it('an expired sandbox is reaped with all its processes, and later calls say it expired', async () => {
+  it('a sandbox past its lifetime is reaped with all its processes, and later calls say it expired', async () => {
     let now = Date.now();
     const e = await startTestApp(localEnv(), () => now);
     try {
-      const id = (await e.post('/create_sandbox', { idle_timeout_seconds: 60 })).body.sandbox_id;
+      const id = (await e.post('/create_sandbox', { max_lifetime_seconds: 60 })).body.sandbox_id;
       await e.post('/execute_command', { sandbox_id: id, command: 'nohup sleep 600 >/dev/null 2>&1 &' });
       const handle = backendSandbox(e.service, id);
       expect(handle.pids().length).toBeGreaterThan(0);
@@ -413,7 +413,7 @@ describe('boundary', () => {
       expect(handle.pids()).toEqual([]);
       const r = await e.post('/run_code', { sandbox_id: id, code: 'print(1)' });
       expect(r.status).toBe(404);
-      expect(r.body.error.message).toMatch(/expired at/);
+      expect(r.body.error.message).toMatch(/expired at .*maximum lifetime of 60 s/);
     } finally {
       await e.close();
     }

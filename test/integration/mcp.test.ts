@@ -44,6 +44,7 @@ describe('MCP server', () => {
       'upload_file',
       'read_file',
       'list_files',
+      'pause_sandbox',
       'stop_sandbox',
     ]);
     const run = tools.find((x) => x.name === 'run_code')!;

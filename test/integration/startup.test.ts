@@ -2,6 +2,9 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, readdirSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { makeLocalBackend } from '../helpers/local.js';
 import { startServerProcess } from '../helpers/server-process.js';
 
@@ -18,14 +21,21 @@ function startServer(env: Record<string, string>) {
 
 describe('server process', () => {
   it('refuses to listen beyond loopback without an API key', async () => {
-    const { child, output } = startServer({ HOST: '0.0.0.0', PORT: '0', SANDBOX_BACKEND: 'memory' });
+    const { child, output } = startServer({ HOST: '0.0.0.0', PORT: '0', SANDBOX_BACKEND: 'memory', STATE_DIR: 'off' });
     const [code] = await once(child, 'exit');
     expect(code).toBe(2);
     expect(output()).toMatch(/refusing to listen on 0\.0\.0\.0 without an API key/);
   });
 
-  it('serves, and on SIGTERM stops its sandboxes and exits 0', async () => {
-    const { child, output, listening } = startServer({ PORT: '0', SANDBOX_BACKEND: 'memory', API_KEY: 'k', HOST: '127.0.0.1' });
+  it('serves, and on SIGTERM pauses its sandboxes and exits 0', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'ciw-state-'));
+    const { child, output, listening } = startServer({
+      PORT: '0',
+      SANDBOX_BACKEND: 'memory',
+      API_KEY: 'k',
+      HOST: '127.0.0.1',
+      STATE_DIR: stateDir,
+    });
     const url = await listening();
     const health = await fetch(`${url}/health`);
     expect(health.status).toBe(200);
@@ -35,7 +45,15 @@ describe('server process', () => {
     child.kill('SIGTERM');
     const [code] = await once(child, 'exit');
     expect(code).toBe(0);
-    expect(output()).toMatch(/stopped/);
+    expect(output()).toMatch(/sandbox sbx_\w+ paused \(shutdown/);
+    expect(readdirSync(stateDir)).toHaveLength(1);
+  });
+
+  it('refuses to start when STATE_DIR cannot be created, saying how to fix it', async () => {
+    const { child, output } = startServer({ PORT: '0', SANDBOX_BACKEND: 'memory', HOST: '127.0.0.1', STATE_DIR: '/proc/ciw-state' });
+    const [code] = await once(child, 'exit');
+    expect(code).toBe(2);
+    expect(output()).toMatch(/STATE_DIR \/proc\/ciw-state cannot be used .*STATE_DIR=off/);
   });
 });
 

@@ -19,6 +19,8 @@ const TOOL_OPERATIONS = new Set([
   'downloadFile',
   'listFiles',
   'getSandboxInfo',
+  'pauseSandbox',
+  'resumeSandbox',
   'stopSandbox',
 ]);
 const TOOL_TIMEOUT_NOTE = ' Dify custom tools give up after about 60 s: keep `timeout` under 55 seconds for calls made as a tool.';
