@@ -50,10 +50,15 @@ describe('server process', () => {
   });
 
   it('refuses to start when STATE_DIR cannot be created, saying how to fix it', async () => {
-    const { child, output } = startServer({ PORT: '0', SANDBOX_BACKEND: 'memory', HOST: '127.0.0.1', STATE_DIR: '/proc/ciw-state' });
+    const { child, output } = startServer({
+      PORT: '0',
+      SANDBOX_BACKEND: 'memory',
+      HOST: '127.0.0.1',
+      STATE_DIR: '/etc/hostname/ciw-state',
+    });
     const [code] = await once(child, 'exit');
     expect(code).toBe(2);
-    expect(output()).toMatch(/STATE_DIR \/proc\/ciw-state cannot be used .*STATE_DIR=off/);
+    expect(output()).toMatch(/STATE_DIR \/etc\/hostname\/ciw-state cannot be used .*STATE_DIR=off/);
   });
 });
 
