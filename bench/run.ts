@@ -222,6 +222,7 @@ function sandboxProcesses(svc: Service): number {
   return n;
 }
 
+const PLAIN = "a = 1\nb = 'x' * 100\nc = [1, 2, 3]\nprint(a)";
 const DATAFRAME =
   "import os, numpy as np, pandas as pd\ndf = pd.DataFrame({'a': np.arange(1_000_000), 'b': np.random.rand(1_000_000)})\n" +
   "open('blob.bin', 'wb').write(os.urandom(10 * 1024 * 1024))\nprint(len(df))";
@@ -230,7 +231,13 @@ const DATAFRAME =
  * Pause and resume: `n` times, the sandbox set up by `setup` is paused (timed) and then resumed by a call
  * of `probe` (timed to its first result). Also the stored bytes.
  */
-async function pauseResume(svc: Service, n: number, setup: string, probe: string): Promise<{ pause: Stats; resume: Stats; bytes: number }> {
+async function pauseResume(
+  svc: Service,
+  n: number,
+  setup: string,
+  probe: string,
+  beforeResume: () => Promise<void> = async () => undefined,
+): Promise<{ pause: Stats; resume: Stats; bytes: number }> {
   const { sandbox_id: id } = await call(svc, '/create_sandbox', {});
   const first = await call(svc, '/run_code', { sandbox_id: id, code: setup });
   if (first.error) throw new Error(JSON.stringify(first.error));
@@ -243,6 +250,7 @@ async function pauseResume(svc: Service, n: number, setup: string, probe: string
     pauses.push(performance.now() - t);
     if (p.status !== 'paused') throw new Error(JSON.stringify(p));
     bytes = p.state_bytes;
+    await beforeResume();
     t = performance.now();
     const r = await call(svc, '/run_code', { sandbox_id: id, code: probe });
     resumes.push(performance.now() - t);
@@ -517,13 +525,14 @@ async function main(): Promise<void> {
     results.executeCommandResumed = await timed(20, 0, async () => {
       const sid = idle.pop()!;
       await call(a, '/execute_command', { sandbox_id: sid, command: 'true' });
+      await call(a, '/stop_sandbox', { sandbox_id: sid });
     });
     // Paused, the 30 sandboxes left hold no process at all.
     const before = sandboxProcesses(a);
     for (const sid of idle) await call(a, '/pause_sandbox', { sandbox_id: sid });
     results.pausedProcesses = { before, after: sandboxProcesses(a), sandboxes: idle.length };
     console.log('pause and resume …');
-    results.pauseResumePlain = await pauseResume(a, 10, "a = 1\nb = 'x' * 100\nc = [1, 2, 3]\nprint(a)", 'print(a, len(b), c)');
+    results.pauseResumePlain = await pauseResume(a, 10, PLAIN, 'print(a, len(b), c)');
     results.pauseResumeDataFrame = await pauseResume(a, 3, DATAFRAME, 'print(len(df))');
   } finally {
     await a.close();
@@ -534,6 +543,8 @@ async function main(): Promise<void> {
   try {
     // Each iteration starts from a full pool, so a hand-over is timed, not a hand-over racing a refill.
     results.createToFirstPool = await createToFirst(b, 30, 'print(1)', 4);
+    // A resume takes a sandbox of the pool as a create does (the pool is full again before each).
+    results.pauseResumePlainPool = await pauseResume(b, 10, PLAIN, 'print(a, len(b), c)', () => poolReady(b, 4));
   } finally {
     await b.close();
   }
@@ -542,8 +553,7 @@ async function main(): Promise<void> {
   try {
     results.createToFirstPreloaded = await createToFirst(c, 10, 'import numpy, pandas, matplotlib.pyplot as plt\nprint(1)', 2);
     // A resume takes a sandbox of the pool like a create does: one whose Python has pandas imported already.
-    await poolReady(c, 2);
-    results.pauseResumeDataFramePool = await pauseResume(c, 3, DATAFRAME, 'print(len(df))');
+    results.pauseResumeDataFramePool = await pauseResume(c, 3, DATAFRAME, 'print(len(df))', () => poolReady(c, 2));
   } finally {
     await c.close();
   }
@@ -647,10 +657,16 @@ async function main(): Promise<void> {
       '',
     ],
     [
-      'resume → first result, a few variables (ms)',
-      `p50 ${f(r.pauseResumePlain.resume.p50, 1)} p95 ${f(r.pauseResumePlain.resume.p95, 1)} (pause p50 ${f(r.pauseResumePlain.pause.p50, 1)})`,
+      'resume → first result, a few variables, pool (ms)',
+      `p50 ${f(r.pauseResumePlainPool.resume.p50, 1)} p95 ${f(r.pauseResumePlainPool.resume.p95, 1)} (pause p50 ${f(r.pauseResumePlainPool.pause.p50, 1)})`,
       '≤ 100',
-      `create → first result ${f(r.createToFirstNoPool.p50)}`,
+      `create → first result, pool ${f(r.createToFirstPool.p50)}`,
+    ],
+    [
+      '… no pool (ms)',
+      `p50 ${f(r.pauseResumePlain.resume.p50, 1)} p95 ${f(r.pauseResumePlain.resume.p95, 1)}`,
+      '',
+      `create → first result, no pool ${f(r.createToFirstNoPool.p50)}`,
     ],
     [
       'resume → first result, the DataFrame sandbox (ms)',

@@ -178,6 +178,12 @@ export const ConfigSchema = Type.Object({
     description:
       'Bytes the paused sandboxes may hold in STATE_DIR together (with two or more API keys, one key at most half); a pause past it fails with STATE_STORAGE_FULL and the sandbox keeps running.',
   }),
+  MAX_PAUSED_SANDBOXES_PER_KEY: Type.Integer({
+    default: 1000,
+    minimum: 1,
+    description:
+      'Paused sandboxes one API key may keep (they hold no process, only disk: STATE_MAX_BYTES bounds their bytes); a pause or fork beyond it gets 429.',
+  }),
   SHUTDOWN_PAUSE_DEADLINE_S: Type.Number({
     default: 8,
     minimum: 0,

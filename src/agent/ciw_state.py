@@ -20,13 +20,18 @@ _OWN = frozenset(("__builtins__", "__name__", "__doc__", "__package__", "__loade
 _REASON_MAX = 200
 
 
-def _engine():
+def _dill():
+    """dill, when installed (imported only when plain pickle is not enough: it takes tens of milliseconds)."""
     try:
         import dill
     except ImportError:
-        return "pickle", pickle
+        return None
     dill.settings["recurse"] = False  # functions keep the namespace itself as their globals
-    return "dill", dill
+    return dill
+
+
+class _ByName(Exception):
+    """Plain pickle would save a function or class of the cells by its name alone, which a new kernel lacks."""
 
 
 # What must not be saved even where dill can: it would come back as something else — dill reopens a file by
@@ -35,13 +40,26 @@ _LIVE = (io.IOBase, socket.socket, select.epoll if hasattr(select, "epoll") else
 
 
 def _pickler(engine):
+    plain = engine is pickle
+
     class Pickler(engine.Pickler):
         def reducer_override(self, obj):
             if isinstance(obj, _LIVE):
                 raise TypeError("%s is live (an open file or socket): open it again after the resume" % type(obj).__name__)
+            if plain and isinstance(obj, (type, types.FunctionType)) and getattr(obj, "__module__", None) == "__main__":
+                raise _ByName(obj)
             return NotImplemented
 
     return Pickler
+
+
+def _fits(pickler, value):
+    """None when `value` pickles with `pickler`, else the exception."""
+    try:
+        pickler(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        return None
+    except BaseException as exc:  # noqa: BLE001 - any object may refuse, in any way
+        return exc
 
 
 class _Discard:
@@ -57,21 +75,36 @@ def _reason(exc):
 
 
 def save(ns, path):
-    """Writes the namespace's variables to `path` (pickle) and `path`.json (the rest). Returns the report."""
-    name, engine = _engine()
-    pickler = _pickler(engine)
-    imports, values, skipped = [], {}, []
+    """Writes the namespace's variables to `path` (pickle) and `path`.json (the rest). Returns the report.
+    Plain pickle when it can save them all (its load is the fastest); dill for all of them when some need it
+    (functions and classes of the cells, lambdas)."""
+    plain = _pickler(pickle)
+    dill = None
+    imports, values, skipped, refused = [], {}, [], {}
     for key, value in list(ns.items()):
         if key in _OWN or not isinstance(key, str):
             continue
         if isinstance(value, types.ModuleType):
             imports.append([key, value.__name__])
             continue
-        try:
-            pickler(_Discard(), protocol=pickle.HIGHEST_PROTOCOL).dump(value)
+        problem = _fits(plain, value)
+        if problem is None:
             values[key] = value
-        except BaseException as exc:  # noqa: BLE001 - any object may refuse, in any way
-            skipped.append({"name": key, "reason": _reason(exc)})
+        else:
+            refused[key] = (value, problem)
+    name, pickler = "pickle", plain
+    if refused:
+        dill = _dill()
+        if dill is not None:
+            with_dill = _pickler(dill)
+            for key, (value, _) in list(refused.items()):
+                if _fits(with_dill, value) is None:
+                    values[key] = value
+                    del refused[key]
+                    name, pickler = "dill", with_dill
+    for key, (_, problem) in refused.items():
+        reason = "defined in a cell, and dill (python3-dill) is not installed" if isinstance(problem, _ByName) else _reason(problem)
+        skipped.append({"name": key, "reason": reason})
     tmp = path + ".tmp"
     try:
         with open(tmp, "wb") as f:
@@ -102,8 +135,8 @@ def load(ns, path):
             skipped.append({"name": alias, "reason": "import %s failed: %s" % (module, _reason(exc))})
     saved = meta.get("saved") or []
     if saved:
-        name, engine = _engine()
-        if meta.get("engine") == "dill" and name != "dill":
+        engine = _dill() if meta.get("engine") == "dill" else pickle
+        if engine is None:
             skipped.extend({"name": key, "reason": "saved with dill, which this sandbox does not have"} for key in saved)
         else:
             try:

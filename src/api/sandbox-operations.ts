@@ -69,6 +69,14 @@ export function pauseSandbox(caller: Caller, ref: SandboxRef): Promise<{ info: S
   return caller.service.pause(caller.owner, ref);
 }
 
+/** Forks the sandbox: a new one with a copy of its files and saved variables, paused until its first call. */
+export function forkSandbox(
+  caller: Caller,
+  ref: SandboxRef,
+): Promise<{ source: string; info: SandboxInfo; kernels: readonly KernelState[] }> {
+  return caller.service.fork(caller.owner, ref);
+}
+
 /** Resumes a paused sandbox now (any call would), saying what came back and what did not. */
 export function resumeSandbox(caller: Caller, ref: SandboxRef): Promise<{ info: SandboxInfo; lifecycle?: Lifecycle }> {
   return caller.service.resume(caller.owner, ref);

@@ -58,3 +58,9 @@ export function resumedToWire(info: SandboxInfo, lifecycle: Lifecycle | undefine
     info: infoToWire(info),
   };
 }
+
+/** A fork's answer: the new sandbox, paused with a copy of the source's state. */
+export function forkedToWire(source: string, info: SandboxInfo, kernels: readonly KernelState[]) {
+  const { sandbox_id, status, state_bytes, saved, not_saved, info: wire } = pausedToWire(info, kernels);
+  return { sandbox_id, forked_from: source, status, state_bytes, saved, not_saved, info: wire };
+}

@@ -13,7 +13,7 @@ import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandRespons
 import { CreateSandboxBody, SandboxRefBody } from '../api/schemas/sandboxes.js';
 import { WriteFileBody, UploadFileBody, ListFilesBody, DownloadFileBody } from '../api/schemas/files.js';
 import { commandToWire, runCodeToWire } from '../api/run-presenters.js';
-import { infoToWire, pausedToWire } from '../api/wire.js';
+import { forkedToWire, infoToWire, pausedToWire } from '../api/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../api/file-input.js';
 import type { Config } from '../config.js';
@@ -304,6 +304,21 @@ const pauseSandbox: Tool<typeof SandboxRefBody> = {
   },
 };
 
+const forkSandbox: Tool<typeof SandboxRefBody> = {
+  name: 'fork_sandbox',
+  title: 'Fork a sandbox',
+  description:
+    'Copies a sandbox (its files and the Python/JavaScript variables that can be saved) into a new sandbox with its own ' +
+    'sandbox_id, to try something risky without touching the original. Use the new sandbox_id for the experiment; the ' +
+    'original stays as it was. The fork starts paused and its first call resumes it. Give sandbox_id or conversation_id.',
+  inputSchema: SandboxRefBody,
+  async run(a, ctx) {
+    const { source, info, kernels } = await ops.forkSandbox(caller(ctx), ref(a));
+    const wire = forkedToWire(source, info, kernels);
+    return { content: [text(`forked ${source} into ${wire.sandbox_id} (${wire.state_bytes} bytes)`)], structuredContent: wire };
+  },
+};
+
 export const TOOLS = [
   createSandbox,
   runCode,
@@ -313,6 +328,7 @@ export const TOOLS = [
   readFile,
   listFiles,
   pauseSandbox,
+  forkSandbox,
   stopSandbox,
 ] as Tool<TSchema>[];
 

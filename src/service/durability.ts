@@ -14,12 +14,13 @@ const ENDED_KEPT = 10_000;
 /** Names of what was not restored that a notice lists, at most. */
 const NOTICE_NAMES = 20;
 
-export type PauseReason = 'request' | 'idle' | 'shutdown';
+export type PauseReason = 'request' | 'idle' | 'shutdown' | 'fork';
 
 const REASON_TEXT: Record<PauseReason | 'crash', string> = {
   request: 'when asked to',
   idle: 'after it was idle',
   shutdown: 'when the service shut down',
+  fork: 'as a fork',
   crash: 'before the service stopped unexpectedly; what happened after that pause is lost',
 };
 
@@ -55,6 +56,8 @@ export class Durability {
   private readonly writes = new Map<string, Promise<void>>();
   /** Why each paused sandbox was paused (for the resume's notice). */
   private readonly reasons = new Map<string, PauseReason | 'crash'>();
+  /** The sandbox each fork not yet resumed was made from. */
+  private readonly forkedFrom = new Map<string, string>();
 
   constructor(private readonly options: DurabilityOptions) {
     this.store = options.store;
@@ -67,6 +70,7 @@ export class Durability {
       if (s.status === 'ended') this.ended.push({ id: s.id, atMs: s.ended?.atMs ?? 0 });
       if (s.status === 'running' && s.pausedAtMs !== null) this.reasons.set(s.id, 'crash');
       if (s.status === 'paused') this.reasons.set(s.id, isReason(s.pauseReason) ? s.pauseReason : 'request');
+      if (s.status === 'paused' && s.forkedFrom) this.forkedFrom.set(s.id, s.forkedFrom);
     }
     return found;
   }
@@ -103,14 +107,43 @@ export class Durability {
   }
 
   /**
+   * Stores the state of `source` as the state of `fork`, a new paused sandbox: a copy of the stored state when
+   * `source` is paused, else a snapshot of its running sandbox (which keeps running).
+   */
+  async fork(source: SandboxRecord, fork: SandboxRecord): Promise<void> {
+    if (source.sandbox) {
+      if (!source.sandbox.saveState)
+        throw new ServiceError(ErrorCode.PAUSE_NOT_SUPPORTED, `the ${this.options.backend} backend cannot fork sandboxes`);
+      const save = source.sandbox.saveState.bind(source.sandbox);
+      const { result, bytes } = await this.store.write(fork.id, fork.owner, (sink) => save(sink));
+      fork.kernels = result.kernels;
+      fork.stateBytes = bytes;
+    } else {
+      const state = await this.store.read(source.id);
+      const { bytes } = await this.store.write(fork.id, fork.owner, async (sink) => {
+        sink.start(state.length);
+        await sink.write(state);
+      });
+      fork.kernels = source.kernels;
+      fork.stateBytes = bytes;
+    }
+    fork.pausedAtMs = this.options.now();
+    this.reasons.set(fork.id, 'fork');
+    this.forkedFrom.set(fork.id, source.id);
+    await this.put(this.stored(fork, 'paused'));
+  }
+
+  /**
    * Restores the stored state into `sandbox`, a new sandbox for `record`: what the next result must say. A
    * state that cannot be restored leaves a usable, empty sandbox, and the notice says so.
    */
   async resume(record: SandboxRecord, sandbox: Sandbox): Promise<Lifecycle> {
     const when = new Date(record.pausedAtMs ?? this.options.now()).toISOString();
     const reason = this.reasons.get(record.id) ?? 'request';
-    const why = REASON_TEXT[reason];
+    const source = this.forkedFrom.get(record.id);
+    const why = source ? `as a fork of ${source}` : REASON_TEXT[reason];
     this.reasons.delete(record.id);
+    this.forkedFrom.delete(record.id);
     let lost: string[];
     try {
       if (!sandbox.restoreState) throw new ServiceError(ErrorCode.PAUSE_NOT_SUPPORTED, 'this backend cannot restore a paused sandbox');
@@ -142,6 +175,7 @@ export class Durability {
   /** Remembers that the sandbox ended (its stored state goes), so that later calls are told why. */
   async end(record: Facts, kind: string, message: string): Promise<void> {
     this.reasons.delete(record.id);
+    this.forkedFrom.delete(record.id);
     const atMs = this.options.now();
     await this.store.dropState(record.id);
     await this.put({
@@ -176,7 +210,7 @@ export class Durability {
       backend: this.options.backend,
       status,
       pausedAtMs: record.pausedAtMs,
-      ...(status === 'paused' ? { pauseReason: this.reasons.get(record.id) } : {}),
+      ...(status === 'paused' ? { pauseReason: this.reasons.get(record.id), forkedFrom: this.forkedFrom.get(record.id) } : {}),
       stateBytes: record.stateBytes,
       kernels: record.kernels,
     };
@@ -184,4 +218,4 @@ export class Durability {
 }
 
 const labelOf = (k: KernelState) => (k.language === 'python' ? 'Python' : 'JavaScript');
-const isReason = (r: unknown): r is PauseReason => r === 'request' || r === 'idle' || r === 'shutdown';
+const isReason = (r: unknown): r is PauseReason => r === 'request' || r === 'idle' || r === 'shutdown' || r === 'fork';

@@ -138,15 +138,40 @@ export class Keeper {
       if (stored.status !== 'ended') await this.durability!.end(stored, 'lost', lost);
       return;
     }
-    this.registry.add({
-      ...stored,
-      sandbox: null,
-      lastUsedAtMs: stored.pausedAtMs,
-      lifecycle: null,
-      tail: Promise.resolve(),
-      busy: 0,
-      linkDownloads: 0,
+    this.registry.add(pausedRecord({ ...stored, pausedAtMs: stored.pausedAtMs }));
+  }
+
+  /**
+   * Forks `source` into a new paused sandbox of the same owner (a copy of its files and saved variables),
+   * resumed by its first call; `source` goes on as it was.
+   */
+  async fork(source: SandboxRecord): Promise<SandboxRecord> {
+    this.checkPausedRoom(source.owner);
+    const now = this.now();
+    const fork = pausedRecord({
+      ...source,
+      id: `sbx_${randomBytes(12).toString('hex')}`,
+      conversationId: null,
+      createdAtMs: now,
+      pausedAtMs: now,
+      stateBytes: 0,
+      kernels: [],
     });
+    await this.inLane(source, () => this.durability!.fork(source, fork));
+    this.registry.add(fork);
+    this.log('info', `sandbox ${fork.id} forked from ${source.id} (${fork.stateBytes} bytes)`);
+    return fork;
+  }
+
+  /** Refuses (429) one more paused sandbox for `owner` past MAX_PAUSED_SANDBOXES_PER_KEY. */
+  private checkPausedRoom(owner: string): void {
+    const max = this.config.MAX_PAUSED_SANDBOXES_PER_KEY;
+    if (this.registry.pausedCount(owner) >= max) {
+      throw new ServiceError(
+        ErrorCode.SANDBOX_LIMIT_REACHED,
+        `this API key keeps ${max} paused sandboxes (MAX_PAUSED_SANDBOXES_PER_KEY); stop the ones you no longer need`,
+      );
+    }
   }
 
   private watchExit(record: SandboxRecord, sandbox: Sandbox): void {
@@ -161,6 +186,8 @@ export class Keeper {
   async pauseIn(record: SandboxRecord, reason: PauseReason): Promise<void> {
     const sandbox = record.sandbox;
     if (!sandbox || !this.registry.isLive(record)) return;
+    // At shutdown, a refusal would lose the sandbox: the count is checked for the other pauses only.
+    if (reason !== 'shutdown') this.checkPausedRoom(record.owner);
     await this.durability!.pause(record, sandbox, reason);
     record.sandbox = null;
     await sandbox.destroy();
@@ -261,4 +288,30 @@ export class Keeper {
     record.tail = result.catch(() => undefined);
     return result;
   }
+}
+
+/** A paused sandbox's record (no process; its call lane at rest). */
+function pausedRecord(
+  facts: Omit<SandboxRecord, 'sandbox' | 'lastUsedAtMs' | 'lifecycle' | 'tail' | 'busy' | 'linkDownloads'> & { pausedAtMs: number },
+): SandboxRecord {
+  return {
+    id: facts.id,
+    sandbox: null,
+    workspace: facts.workspace,
+    owner: facts.owner,
+    conversationId: facts.conversationId,
+    createdAtMs: facts.createdAtMs,
+    lastUsedAtMs: facts.pausedAtMs,
+    idleTimeoutMs: facts.idleTimeoutMs,
+    maxLifetimeMs: facts.maxLifetimeMs,
+    network: facts.network,
+    env: facts.env,
+    pausedAtMs: facts.pausedAtMs,
+    stateBytes: facts.stateBytes,
+    kernels: facts.kernels,
+    lifecycle: null,
+    tail: Promise.resolve(),
+    busy: 0,
+    linkDownloads: 0,
+  };
 }

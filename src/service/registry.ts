@@ -31,6 +31,13 @@ export class SandboxRegistry {
     return [...this.records.values()];
   }
 
+  /** Paused sandboxes of `owner`. */
+  pausedCount(owner: string): number {
+    let n = 0;
+    for (const r of this.records.values()) if (r.sandbox === null && r.owner === owner) n++;
+    return n;
+  }
+
   /** Sandboxes with processes (not paused), of `owner` or of everyone. */
   liveCount(owner?: string): number {
     let n = 0;

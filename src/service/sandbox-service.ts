@@ -193,16 +193,20 @@ export class SandboxService {
   /** Pauses a sandbox to STATE_DIR: its files and variables are kept, its processes end. */
   async pause(owner: string, ref: SandboxRef): Promise<{ info: SandboxInfo; kernels: readonly KernelState[] }> {
     const record = await this.resolveRecord(owner, ref, false);
-    if (!this.durability) {
-      throw new ServiceError(
-        ErrorCode.PAUSE_NOT_SUPPORTED,
-        this.config.STATE_DIR === 'off'
-          ? 'pausing is turned off on this service (STATE_DIR=off)'
-          : `the ${this.backend.name} backend cannot pause sandboxes; they keep running until they expire`,
-      );
-    }
+    this.requirePausing('pause');
     await this.keeper.inLane(record, () => this.keeper.pauseIn(record, 'request'));
     return { info: this.infoOf(record), kernels: record.kernels };
+  }
+
+  /**
+   * Forks a sandbox: a new one (new id, same owner, no conversation) with a copy of its files and of the
+   * variables that can be saved; it is paused until its first call resumes it, and the two then diverge.
+   */
+  async fork(owner: string, ref: SandboxRef): Promise<{ source: string; info: SandboxInfo; kernels: readonly KernelState[] }> {
+    const source = await this.resolveRecord(owner, ref, false);
+    this.requirePausing('fork');
+    const fork = await this.keeper.fork(source);
+    return { source: source.id, info: this.infoOf(fork), kernels: fork.kernels };
   }
 
   /** Resumes a paused sandbox now (any call would): its facts, and what the resume restored and lost. */
@@ -278,6 +282,16 @@ export class SandboxService {
       sweep: (now) => this.durability?.sweep(now, this.config.PAUSED_RETENTION_S * 1000) ?? Promise.resolve(),
       log: this.log,
     });
+  }
+
+  private requirePausing(what: 'pause' | 'fork'): void {
+    if (this.durability) return;
+    throw new ServiceError(
+      ErrorCode.PAUSE_NOT_SUPPORTED,
+      this.config.STATE_DIR === 'off'
+        ? `this service keeps no sandbox state on disk (STATE_DIR=off), so it cannot ${what} sandboxes`
+        : `the ${this.backend.name} backend cannot ${what} sandboxes; they keep running until they expire`,
+    );
   }
 
   /** The id of a conversation's sandbox, if it has one (live or paused). */

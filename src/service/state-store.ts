@@ -37,6 +37,8 @@ export interface StoredSandbox {
   /** When the stored snapshot was taken (null: none), and why (request, idle, shutdown). */
   readonly pausedAtMs: number | null;
   readonly pauseReason?: string;
+  /** The sandbox a fork was made from (until the fork is resumed). */
+  readonly forkedFrom?: string;
   /** Size of the stored snapshot. */
   readonly stateBytes: number;
   /** What the snapshot's kernels saved and could not save. */
@@ -87,7 +89,7 @@ export class StateStore {
     return found;
   }
 
-  /** Records a sandbox's facts (meta.json), replacing what was there. */
+  /** Records a sandbox's facts (meta.json), replacing what was there, synced to disk (≈ 1 ms, off the call's path). */
   async put(meta: StoredSandbox): Promise<void> {
     const dir = join(this.dir, meta.id);
     await mkdir(dir, { recursive: true, mode: 0o700 });

@@ -149,6 +149,58 @@ describe('pause and resume', () => {
   });
 });
 
+describe('fork', () => {
+  it('forks a running or a paused sandbox into a new one of the same key, and the two diverge', async () => {
+    const t = await app(KEYS);
+    const id = (await t.post('/create_sandbox', {}, one)).body.sandbox_id;
+    await t.post('/run_code', { sandbox_id: id, code: 'x = 1' }, one);
+    await t.post('/write_file', { sandbox_id: id, remote_path: 'f.txt', content: 'original' }, one);
+    const f = await t.post('/fork_sandbox', { sandbox_id: id }, one);
+    expect(f.status).toBe(200);
+    expect(f.body).toMatchObject({
+      forked_from: id,
+      status: 'paused',
+      saved: ['x'],
+      not_saved: [],
+      info: { status: 'paused', conversation_id: null },
+    });
+    const fork = f.body.sandbox_id;
+    expect(fork).not.toBe(id);
+    const first = await t.post('/run_code', { sandbox_id: fork, code: 'x = x + 10' }, one);
+    expect(first.body.notice).toMatch(new RegExp(`as a fork of ${id}`));
+    await t.post('/write_file', { sandbox_id: fork, remote_path: 'f.txt', content: 'changed' }, one);
+    expect((await t.post('/run_code', { sandbox_id: fork, code: 'x' }, one)).body.results[0].data['text/plain']).toBe('11');
+    expect((await t.post('/run_code', { sandbox_id: id, code: 'x' }, one)).body.results[0].data['text/plain']).toBe('1');
+    expect((await t.app.inject({ method: 'GET', url: `/files/${id}/f.txt`, headers: one })).body).toBe('original');
+    // A paused sandbox is forked from its stored state, without resuming it.
+    await t.post('/pause_sandbox', { sandbox_id: id }, one);
+    const again = await t.post('/fork_sandbox', { sandbox_id: id }, one);
+    expect(again.body.saved).toEqual(['x']);
+    expect((await t.post('/get_sandbox_info', { sandbox_id: id }, one)).body.status).toBe('paused');
+    expect((await t.post('/run_code', { sandbox_id: again.body.sandbox_id, code: 'x' }, one)).body.results[0].data['text/plain']).toBe('1');
+    // Another key can neither fork it nor see the forks.
+    expect((await t.post('/fork_sandbox', { sandbox_id: id }, two)).status).toBe(404);
+    expect((await t.post('/run_code', { sandbox_id: fork, code: 'x' }, two)).status).toBe(404);
+  });
+
+  it('refuses (429) a fork or a pause past MAX_PAUSED_SANDBOXES_PER_KEY; an idle pause past it stops the sandbox and says why', async () => {
+    let now = Date.now();
+    const t = await app({ MAX_PAUSED_SANDBOXES_PER_KEY: '1' }, () => now);
+    const a = (await t.post('/create_sandbox', {})).body.sandbox_id;
+    const b = (await t.post('/create_sandbox', {})).body.sandbox_id;
+    expect((await t.post('/fork_sandbox', { sandbox_id: a })).status).toBe(200);
+    const refused = await t.post('/pause_sandbox', { sandbox_id: a });
+    expect(refused.status).toBe(429);
+    expect(refused.body.error.message).toMatch(/MAX_PAUSED_SANDBOXES_PER_KEY/);
+    expect((await t.post('/fork_sandbox', { sandbox_id: a })).status).toBe(429);
+    now += 1801_000;
+    await t.service.reap();
+    const r = await t.post('/run_code', { sandbox_id: b, code: '1' });
+    expect(r.status).toBe(404);
+    expect(r.body.error.message).toMatch(/could not be paused \(this API key keeps 1 paused sandboxes.*its files and variables are lost/);
+  });
+});
+
 describe('across service processes (STATE_DIR)', () => {
   it('a new service with the same STATE_DIR resumes the sandboxes the last one paused at shutdown', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'ciw-state-'));

@@ -142,4 +142,28 @@ describe('idle pause', () => {
     expect(r.body.notice).toMatch(/could not be restored .*damaged.*: this is an empty sandbox under the same id/);
     expect(text(await t.post('/run_code', { sandbox_id: id, code: 'print(6 * 7)' }))).toBe('42\n');
   });
+
+  it('forks a live sandbox: the fork has its files and variables, and the two diverge', async () => {
+    const t = await startTestApp(localEnv());
+    apps.push(t);
+    const id = (
+      await t.post('/run_code', {
+        conversation_id: 'f',
+        code: "import pandas as pd\ndf = pd.DataFrame({'v': [1, 2]})\nopen('a.txt', 'w').write('one')",
+      })
+    ).body.sandbox_id;
+    const f = await t.post('/fork_sandbox', { sandbox_id: id });
+    expect(f.body).toMatchObject({ forked_from: id, status: 'paused', not_saved: [] });
+    expect(f.body.saved).toEqual(expect.arrayContaining(['df', 'pd']));
+    const fork = f.body.sandbox_id;
+    expect(
+      text(
+        await t.post('/run_code', {
+          sandbox_id: fork,
+          code: "df['v'] *= 10\nopen('a.txt', 'w').write('two')\nprint(df.v.sum(), open('a.txt').read())",
+        }),
+      ),
+    ).toBe('30 two\n');
+    expect(text(await t.post('/run_code', { sandbox_id: id, code: "print(df.v.sum(), open('a.txt').read())" }))).toBe('3 one\n');
+  });
 });

@@ -45,6 +45,7 @@ describe('MCP server', () => {
       'read_file',
       'list_files',
       'pause_sandbox',
+      'fork_sandbox',
       'stop_sandbox',
     ]);
     const run = tools.find((x) => x.name === 'run_code')!;

@@ -66,3 +66,13 @@ export const ResumeSandboxResponse = Type.Object({
   notice: Type.Union([Type.String(), Type.Null()], { description: 'What was resumed and what was not restored; null if it was running.' }),
   info: SandboxInfoSchema,
 });
+
+export const ForkSandboxResponse = Type.Object({
+  sandbox_id: Type.String({ description: 'The new sandbox: same API key, its own id; no conversation.' }),
+  forked_from: Type.String(),
+  status: Type.Literal('paused', { description: 'The fork starts paused; its first call resumes it with the copied state.' }),
+  state_bytes: Type.Integer(),
+  saved: Type.Array(Type.String(), { description: 'Variables (and imports) copied into the fork.' }),
+  not_saved: NotKept('Variables that could not be copied (open files, generators…).'),
+  info: SandboxInfoSchema,
+});

@@ -1,10 +1,11 @@
-/** Lifecycle routes: create, info, list, pause, resume, stop. */
+/** Lifecycle routes: create, info, list, pause, resume, fork, stop. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { ErrorResponse, SandboxInfoSchema } from '../../api/schemas/common.js';
 import {
   CreateSandboxBody,
   CreateSandboxResponse,
   ListSandboxesResponse,
+  ForkSandboxResponse,
   PauseSandboxResponse,
   ResumeSandboxResponse,
   SandboxRefBody,
@@ -13,8 +14,16 @@ import {
 import type { SandboxService } from '../../service/sandbox-service.js';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../../config.js';
-import { infoToWire, pausedToWire, refOf, resumedToWire } from '../../api/wire.js';
-import { createSandbox, listSandboxes, pauseSandbox, resumeSandbox, sandboxInfo, stopSandbox } from '../../api/sandbox-operations.js';
+import { forkedToWire, infoToWire, pausedToWire, refOf, resumedToWire } from '../../api/wire.js';
+import {
+  createSandbox,
+  forkSandbox,
+  listSandboxes,
+  pauseSandbox,
+  resumeSandbox,
+  sandboxInfo,
+  stopSandbox,
+} from '../../api/sandbox-operations.js';
 import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
@@ -108,6 +117,25 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
     async (req) => {
       const { info, lifecycle } = await resumeSandbox(caller(req), refOf(req.body));
       return resumedToWire(info, lifecycle);
+    },
+  );
+
+  app.post(
+    '/fork_sandbox',
+    {
+      schema: {
+        operationId: 'forkSandbox',
+        tags: ['sandboxes'],
+        summary: 'Fork a sandbox',
+        description:
+          'Makes a new sandbox (new id, same API key) with a copy of the files and of the variables that can be saved, to try something without touching the original. The fork starts paused: its first call resumes it. The two then diverge.',
+        body: SandboxRefBody,
+        response: { 200: ForkSandboxResponse, ...errors, 409: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse },
+      },
+    },
+    async (req) => {
+      const { source, info, kernels } = await forkSandbox(caller(req), refOf(req.body));
+      return forkedToWire(source, info, kernels);
     },
   );
 

@@ -21,6 +21,7 @@ const TOOL_OPERATIONS = new Set([
   'getSandboxInfo',
   'pauseSandbox',
   'resumeSandbox',
+  'forkSandbox',
   'stopSandbox',
 ]);
 const TOOL_TIMEOUT_NOTE = ' Dify custom tools give up after about 60 s: keep `timeout` under 55 seconds for calls made as a tool.';
