@@ -681,6 +681,12 @@ async function main(): Promise<void> {
       '',
     ],
     [
+      'service killed (kill -9) with 100 live sandboxes → all answer again (s)',
+      'not measured: running sandboxes are not adopted by a new service process yet (docs/durability.md)',
+      '≤ 3',
+      '',
+    ],
+    [
       'processes of paused sandboxes',
       `${r.pausedProcesses.after} for ${r.pausedProcesses.sandboxes} sandboxes`,
       '0',

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { Sandbox, SandboxBackend } from '../backends/types.js';
-import type { FairQueue } from './fair-queue.js';
+import { FairQueue } from './fair-queue.js';
 import type { SandboxRegistry } from './registry.js';
 import { checkCreateInput } from './input-checks.js';
 import type { Quotas } from './quotas.js';
@@ -40,6 +40,8 @@ export class Keeper {
   private readonly quotas: Quotas;
   private readonly starts: FairQueue;
   private readonly durability: Durability | null;
+  /** Pauses (idle ones come in bursts; each writes a copy of a workspace): a few at a time, in turn across owners. */
+  private readonly pauses: FairQueue;
 
   constructor(parts: KeeperParts) {
     this.backend = parts.backend;
@@ -50,6 +52,7 @@ export class Keeper {
     this.quotas = parts.quotas;
     this.starts = parts.starts;
     this.durability = parts.durability;
+    this.pauses = new FairQueue(Math.max(2, this.config.MAX_CONCURRENT_CREATES), Number.POSITIVE_INFINITY);
   }
 
   createRecord(owner: string, input: CreateInput): Promise<SandboxRecord> {
@@ -188,7 +191,7 @@ export class Keeper {
     if (!sandbox || !this.registry.isLive(record)) return;
     // At shutdown, a refusal would lose the sandbox: the count is checked for the other pauses only.
     if (reason !== 'shutdown') this.checkPausedRoom(record.owner);
-    await this.durability!.pause(record, sandbox, reason);
+    await this.pauses.run(record.owner, () => this.durability!.pause(record, sandbox, reason));
     record.sandbox = null;
     await sandbox.destroy();
     this.log('info', `sandbox ${record.id} paused (${reason}, ${record.stateBytes} bytes)`);

@@ -430,6 +430,7 @@ describe('OpenAPI', () => {
       '/stop_sandbox',
       '/pause_sandbox',
       '/resume_sandbox',
+      '/fork_sandbox',
       '/get_sandbox_info',
       '/list_files',
       '/sandboxes',
