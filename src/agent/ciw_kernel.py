@@ -240,7 +240,10 @@ def _serve(reader, run):
             line = reader.readline()
             if not line:
                 return
-            req = json.loads(line)
+            try:
+                req = json.loads(line)
+            except ValueError:
+                continue  # the rest of a request a service that went away left half-written, ended by the next
             cell_no += 1
             run(req, ciw_rich.Cell(cell_no, bool(req.get("inline_images"))))
         except KeyboardInterrupt:
@@ -281,18 +284,19 @@ def _forked_child():
     _Interrupts.on_interrupt = None
 
 
-def direct_kernel_main(channel_fd, ready_fd, max_output):
+def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
     """The kernel on the direct channel (local backend): the service sends requests on `channel_fd` and
-    reads the replies there; no process sits in between. The supervisor only starts, interrupts and
+    reads the replies on `channel_out_fd` (the same socket, or two FIFOs); no process sits in between. The supervisor only starts, interrupts and
     restarts it. Requests are JSON lines {"id", "code", "inline_images", "stream", "rebase"}; replies are
     the supervisor's exec reply (id, ok, results, error, stdout, stderr, output, files...), each preceded
     by a newline; output events {"id", "event": "stdout"|"stderr"|"output_limit", "data"} may come first."""
     from ciw_capture import KernelCapture, TextSink, OutputLimitExceeded
     from ciw_files import WorkspaceWatch, changed_files, snapshot
     import time
-    os.set_inheritable(channel_fd, False)  # user code's child processes must not reach the service
+    for fd in {channel_fd, channel_out_fd}:
+        os.set_inheritable(fd, False)  # user code's child processes must not reach the service
     ns, cpu_limit_s = _common_setup()
-    capture = KernelCapture(channel_fd, max_output)
+    capture = KernelCapture(channel_out_fd, max_output)
     capture.in_user_code = lambda: _Interrupts.in_user_code
     _Interrupts.on_interrupt = capture.flush_for_interrupt
     sys.stdout = TextSink(capture, 1)

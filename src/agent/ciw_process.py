@@ -63,15 +63,16 @@ def fork_python_kernel(req_r, rep_w, out_w, err_w, env):
     return _fork_kernel((req_r, rep_w), out_w, err_w, env, main)
 
 
-def direct_kernel_spawner(channel_fd, max_output):
-    """A spawn function for Kernel: the Python kernel on the direct channel `channel_fd` (see
-    ciw_kernel.direct_kernel_main); it announces itself on the reply pipe and then serves the channel."""
+def direct_kernel_spawner(channel_fd, channel_out_fd, max_output):
+    """A spawn function for Kernel: the Python kernel on the direct channel — requests on `channel_fd`,
+    replies on `channel_out_fd` (see ciw_kernel.direct_kernel_main); it announces itself on the reply pipe
+    and then serves the channel."""
     def spawn(req_r, rep_w, out_w, err_w, env):
         def main():
             from ciw_kernel import direct_kernel_main
             os.close(req_r)
-            direct_kernel_main(channel_fd, rep_w, max_output)
-        return _fork_kernel((req_r, rep_w, channel_fd), out_w, err_w, env, main)
+            direct_kernel_main(channel_fd, channel_out_fd, rep_w, max_output)
+        return _fork_kernel((req_r, rep_w, channel_fd, channel_out_fd), out_w, err_w, env, main)
     return spawn
 
 

@@ -47,16 +47,21 @@ class Supervisor:
         warm = bool(os.environ.get("CIW_WARM")) and resume is None
         # The direct channel (local backend, sandboxes without network): the service talks to the Python
         # kernel itself on this fd; this process only starts, interrupts and restarts it.
+        # Requests come on CIW_KERNEL_FD and replies go out on CIW_KERNEL_OUT_FD: two FIFOs that outlive the
+        # service (so that a new service process can open them again), or one socket for both.
         self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0)
+        self.channel_out_fd = int(os.environ.get("CIW_KERNEL_OUT_FD") or 0) or self.channel_fd
         if self.channel_fd and self.relay is not None:
-            os.close(self.channel_fd)  # a sandbox with network relays Python through this process
-            self.channel_fd = 0
+            for fd in {self.channel_fd, self.channel_out_fd}:
+                os.close(fd)  # a sandbox with network relays Python through this process
+            self.channel_fd = self.channel_out_fd = 0
         self.direct = None
         self.kernel_starts = 1 if warm else 0
         if self.channel_fd:
-            os.set_inheritable(self.channel_fd, False)
-            self.direct = Kernel("Python", direct_kernel_spawner(self.channel_fd, self.max_output), python_env,
-                                 self.cpu_limit_s, start=warm)
+            for fd in {self.channel_fd, self.channel_out_fd}:
+                os.set_inheritable(fd, False)
+            self.direct = Kernel("Python", direct_kernel_spawner(self.channel_fd, self.channel_out_fd, self.max_output),
+                                 python_env, self.cpu_limit_s, start=warm)
             if resume is not None:
                 if resume[0]:
                     self.direct.adopt(resume[0])  # still this pid's child: exec() kept the pid
@@ -202,12 +207,15 @@ class Supervisor:
         new supervisor when the next request comes and reports the kernel's death meanwhile. An idle
         sandbox is then the kernel and a few hundred KiB instead of a second Python process."""
         kernel = self.direct.proc
-        os.set_inheritable(self.channel_fd, True)
+        channel = {self.channel_fd, self.channel_out_fd}
+        for fd in channel:
+            os.set_inheritable(fd, True)
         try:
             os.execv(IDLE_PROGRAM, [IDLE_PROGRAM, str(kernel.pid if kernel is not None else 0), sys.executable, "-I",
                                     "-S", "-u", os.path.join(AGENT_DIR, "agent.py"), "--kernel-starts", str(self.kernel_starts)])
         except OSError:
-            os.set_inheritable(self.channel_fd, False)
+            for fd in channel:
+                os.set_inheritable(fd, False)
             self.idle_s = 0  # stay awake
 
     def handle(self, req, blob):
@@ -294,7 +302,12 @@ class Supervisor:
         return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
 
     def op_ping(self, _req, _blob):
-        return {"pid": os.getpid()}, b""
+        """Also what a service process that takes this sandbox over needs to know: whether a kernel runs."""
+        if self.direct is not None:
+            self.reap()
+        direct = self.direct is not None and self.direct.proc is not None
+        return {"pid": os.getpid(), "direct": self.direct is not None, "direct_kernel": direct,
+                "kernel_starts": self.kernel_starts}, b""
 
     def serve(self, stdin, announce=True):
         """Answers requests from `stdin` until it ends. Returns True at the end of the stream."""
@@ -305,7 +318,10 @@ class Supervisor:
             line = stdin.readline()
             if not line:
                 return True
-            req = json.loads(line)
+            try:
+                req = json.loads(line)
+            except ValueError:
+                continue  # the rest of a request a service that went away left half-written, ended by the next
             # A file's content is read as it is written, not first into memory.
             blob = stdin.payload(req["blob"]) if req.get("blob") else None
             rid = req.get("id")

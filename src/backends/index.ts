@@ -42,6 +42,8 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
         cgroups: config.SANDBOX_CGROUPS,
         outbound: config.outbound,
+        // Paused and running sandboxes are what STATE_DIR keeps: with it, they outlive a crash of the service.
+        outliveService: config.STATE_DIR !== 'off',
         extraPythonPaths: config.SANDBOX_EXTRA_PYTHONPATH.split(':')
           .map((d) => d.trim())
           .filter(Boolean),

@@ -65,6 +65,8 @@ export function createPooledBackend(inner: SandboxBackend, options: PoolOptions)
   return {
     name: inner.name,
     canPause: inner.canPause,
+    adopt: inner.adopt?.bind(inner),
+    forgetUnadopted: inner.forgetUnadopted?.bind(inner),
     async init(): Promise<BackendStatus> {
       const status = await inner.init();
       refill();

@@ -231,6 +231,13 @@ export interface SandboxBackend {
   readonly canPause?: boolean;
   /** Finds a sandbox this instance did not create, if it exists and belongs to `owner` (null: any owner). */
   attach?(id: string, owner: string | null): Promise<Sandbox | null>;
+  /**
+   * Takes over a sandbox an earlier process of this service started and left running (it was killed, or
+   * crashed): null when it no longer runs. Called at start for every sandbox STATE_DIR says was running.
+   */
+  adopt?(id: string): Promise<Sandbox | null>;
+  /** Ends the sandboxes of an earlier process that nobody took over (called once the service has started). */
+  forgetUnadopted?(): Promise<void>;
   /** Checks that the backend can run code; called once at start. */
   init(): Promise<BackendStatus>;
   status(): BackendStatus;

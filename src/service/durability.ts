@@ -208,6 +208,7 @@ export class Durability {
       env: record.env,
       workspace: record.workspace,
       backend: this.options.backend,
+      ...backendIdOf(record),
       status,
       pausedAtMs: record.pausedAtMs,
       ...(status === 'paused' ? { pauseReason: this.reasons.get(record.id), forkedFrom: this.forkedFrom.get(record.id) } : {}),
@@ -219,3 +220,9 @@ export class Durability {
 
 const labelOf = (k: KernelState) => (k.language === 'python' ? 'Python' : 'JavaScript');
 const isReason = (r: unknown): r is PauseReason => r === 'request' || r === 'idle' || r === 'shutdown' || r === 'fork';
+
+/** The backend's id of a live record's sandbox (a record read back from STATE_DIR has none). */
+function backendIdOf(record: Facts): { backendId?: string } {
+  const sandbox = (record as Partial<SandboxRecord>).sandbox;
+  return sandbox ? { backendId: sandbox.id } : {};
+}

@@ -133,6 +133,19 @@ export class Keeper {
   /** A sandbox STATE_DIR remembers, from before this process started. */
   async remember(stored: StoredSandbox): Promise<void> {
     const message = stored.ended?.message;
+    if (stored.status === 'running' && stored.backendId && this.backend.adopt) {
+      // It was running when the last service process died: it may be running still, with all its state.
+      const sandbox = await this.backend.adopt(stored.backendId);
+      if (sandbox) {
+        const record: SandboxRecord = { ...pausedRecord({ ...stored, pausedAtMs: stored.pausedAtMs ?? 0 }), sandbox };
+        record.pausedAtMs = stored.pausedAtMs;
+        record.lastUsedAtMs = this.now();
+        this.registry.add(record);
+        this.watchExit(record, sandbox);
+        void this.durability?.persist(record, 'running');
+        return;
+      }
+    }
     if (stored.status === 'ended' || stored.pausedAtMs === null) {
       const lost =
         message ??

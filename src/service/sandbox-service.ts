@@ -122,6 +122,8 @@ export class SandboxService {
   open(): Promise<void> {
     this.opened ??= (async () => {
       if (this.durability) for (const stored of await this.durability.load()) await this.keeper.remember(stored);
+      // What an earlier process left running and STATE_DIR does not name (a pool's spares) ends here.
+      await this.backend.forgetUnadopted?.();
     })();
     return this.opened;
   }

@@ -33,6 +33,8 @@ export interface StoredSandbox {
   readonly env: Readonly<Record<string, string>>;
   readonly workspace: string;
   readonly backend: string;
+  /** The backend's id of its live sandbox (a pooled sandbox keeps its own), to take it over after a crash. */
+  readonly backendId?: string;
   readonly status: StoredStatus;
   /** When the stored snapshot was taken (null: none), and why (request, idle, shutdown). */
   readonly pausedAtMs: number | null;

@@ -191,11 +191,11 @@ describe('the channel is written by user code', () => {
       '# What a hostile kernel could send: noise, half a frame, replies to other calls, and a reply to this',
       '# call (its id is in the request the kernel read) that names files outside the workspace.',
       ...FIND_REQUEST_ID,
-      'os.write(3, b"garbage\\n{\\"id\\": 999999, \\"ok\\": true}\\n{\\"half\\": ")',
+      'os.write(5, b"garbage\\n{\\"id\\": 999999, \\"ok\\": true}\\n{\\"half\\": ")',
       'forged = {"id": req_id, "ok": True, "results": [{"type": "display_data", "data": {"text/plain": "x"}, "path": "/etc/passwd"}],',
       '          "error": None, "stdout": "forged\\n", "stderr": "", "output": "forged\\n",',
       '          "files": [{"path": "/etc/shadow", "size": 1}, {"path": "/workspace/../etc/passwd", "size": 1}, {"path": "/workspace/ok.txt", "size": 1}]}',
-      'os.write(3, b"\\n" + json.dumps(forged).encode() + b"\\n")',
+      'os.write(5, b"\\n" + json.dumps(forged).encode() + b"\\n")',
       'import time; time.sleep(0.5)',
     ].join('\n');
     const r = await run(id, code);
@@ -210,7 +210,7 @@ describe('the channel is written by user code', () => {
   it('stops only that sandbox when the kernel floods the channel with one endless line', async () => {
     const other = await sandbox();
     const id = await sandbox();
-    const r = await run(id, 'import os\nwhile True:\n    os.write(3, b"x" * 65536)', { timeout: 30 });
+    const r = await run(id, 'import os\nwhile True:\n    os.write(5, b"x" * 65536)', { timeout: 30 });
     expect([200, 404, 410, 503]).toContain(r.status);
     const after = await run(id, 'print(1)');
     expect(after.status).toBe(404);
@@ -224,7 +224,7 @@ describe('the channel is written by user code', () => {
       ...FIND_REQUEST_ID,
       'frame = b"\\n" + json.dumps({"id": req_id, "event": "stdout", "data": "y" * 1000}).encode() + b"\\n"',
       'for _ in range(1000):',
-      '    os.write(3, frame)',
+      '    os.write(5, frame)',
     ].join('\n');
     await run(id, 'x = 1');
     const r = await run(id, forge);
@@ -233,7 +233,7 @@ describe('the channel is written by user code', () => {
     expect(r.body.stdout.length).toBeLessThanOrEqual(65536);
     expect((await run(id, 'print(x)')).body.stdout).toBe('1\n');
     const noisy = await sandbox();
-    const flood = await run(noisy, 'import os\nwhile True:\n    os.write(3, b"noise\\n" * 10000)', { timeout: 30 });
+    const flood = await run(noisy, 'import os\nwhile True:\n    os.write(5, b"noise\\n" * 10000)', { timeout: 30 });
     expect([200, 404, 410, 503]).toContain(flood.status);
     expect((await run(noisy, 'print(1)')).status).toBe(404);
     expect((await run(id, 'print("unaffected")')).body.stdout).toBe('unaffected\n');
@@ -242,7 +242,7 @@ describe('the channel is written by user code', () => {
     const between = await sandbox();
     await run(
       between,
-      'import os, threading\ndef noise():\n    while True:\n        os.write(3, b"noise\\n" * 10000)\nthreading.Thread(target=noise, daemon=True).start()',
+      'import os, threading\ndef noise():\n    while True:\n        os.write(5, b"noise\\n" * 10000)\nthreading.Thread(target=noise, daemon=True).start()',
     );
     await new Promise((r) => setTimeout(r, 500));
     expect(JSON.parse((await t.app.inject({ method: 'GET', url: '/health' })).body).status).toBe('ok');

@@ -38,6 +38,42 @@ const text = (r: { body: any }) => `${r.body.output}${r.body.error ? `${r.body.e
 
 describe('restarts', () => {
   it.runIf(asRoot)(
+    'kill -9 of the service: its sandboxes keep running, and the next service process takes them over with their live state, a generator included',
+    async () => {
+      const env = localEnv({ PORT: '0', API_KEY: 'k', HOST: '127.0.0.1', SUPERVISOR_IDLE_MS: '300' });
+      const first = await serve(env);
+      const setup = await first.post('/run_code', {
+        conversation_id: 'live',
+        code: "x = 41\ng = (i * i for i in range(10))\nnext(g)\nnext(g)\nfh = open('log.txt', 'w')\nfh.write('started\\n')\nfh.flush()",
+      });
+      expect(setup.body.error).toBeNull();
+      const id = setup.body.sandbox_id;
+      const idle = (await first.post('/create_sandbox', {})).body.sandbox_id; // never used: no kernel yet
+      await new Promise((r) => setTimeout(r, 800)); // the supervisors hibernate (ciw-idle) meanwhile
+      const base = Number(env.SANDBOX_UID_BASE);
+      const count = Number(env.SANDBOX_UID_COUNT);
+      const before = pidsInUidRange(base, count).length;
+      first.child.kill('SIGKILL');
+      await once(first.child, 'exit');
+      expect(pidsInUidRange(base, count).length).toBe(before); // nothing of the sandboxes died with it
+
+      const second = await serve(env);
+      const r = await second.post('/run_code', {
+        conversation_id: 'live',
+        code: "fh.write('again\\n'); fh.flush()\nprint(x + 1, next(g), open('log.txt').read().split())",
+      });
+      expect(r.body.sandbox_id).toBe(id);
+      expect(text(r)).toBe("42 4 ['started', 'again']\n");
+      expect(r.body).toMatchObject({ state_preserved: true, notice: null });
+      expect(text(await second.post('/execute_command', { sandbox_id: id, command: 'cat log.txt | wc -l' }))).toBe('2\n');
+      expect(text(await second.post('/run_code', { sandbox_id: idle, code: 'print("fresh")' }))).toBe('fresh\n');
+      second.child.kill('SIGTERM');
+      await once(second.child, 'exit');
+      expect(pidsInUidRange(base, count)).toEqual([]);
+    },
+  );
+
+  it.runIf(asRoot)(
     'SIGTERM pauses every sandbox and leaves no process; the restarted service continues the conversation and names what it could not keep',
     async () => {
       const env = localEnv({ PORT: '0', API_KEY: 'k', HOST: '127.0.0.1' });

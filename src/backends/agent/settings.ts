@@ -16,8 +16,10 @@ export interface AgentSettings {
   readonly cpuSecondsPerCall: number;
   /** rlimits the agent sets on itself before anything runs (inherited by every user process). */
   readonly rlimits?: Readonly<Record<string, number>>;
-  /** The fd of the direct channel to the Python kernel. */
+  /** The fd of the direct channel to the Python kernel (requests; replies too unless kernelOutFd). */
   readonly kernelFd?: number;
+  /** The fd the Python kernel writes its replies to, when the channel is two FIFOs. */
+  readonly kernelOutFd?: number;
   /** Idle time after which the supervisor hibernates (becomes ciw-idle). */
   readonly idleMs?: number;
   /** Start the Python kernel at once, with these modules imported (a pooled sandbox). */
@@ -35,6 +37,7 @@ export function agentEnvironment(s: AgentSettings): Record<string, string> {
     CIW_CPU_SECONDS_PER_CALL: String(s.cpuSecondsPerCall),
     ...(s.rlimits ? { CIW_RLIMITS: JSON.stringify(s.rlimits) } : {}),
     ...(s.kernelFd !== undefined ? { CIW_KERNEL_FD: String(s.kernelFd) } : {}),
+    ...(s.kernelOutFd !== undefined ? { CIW_KERNEL_OUT_FD: String(s.kernelOutFd) } : {}),
     ...(s.idleMs !== undefined ? { CIW_IDLE_MS: String(s.idleMs) } : {}),
     ...(s.warm ? { CIW_WARM: '1', CIW_PRELOAD: s.warm.preload.join(',') } : {}),
     ...(s.proxy ? { CIW_PROXY_SOCKET: s.proxy.socket, CIW_PROXY_PORT: String(s.proxy.port) } : {}),

@@ -3,7 +3,7 @@
  * one JSON header line plus, when the header has a positive `blob`, that many raw bytes. One request is in
  * flight at a time; callers queue behind it.
  */
-import type { ChildProcess } from 'node:child_process';
+import type { Readable, Writable } from 'node:stream';
 import { ServiceError, ErrorCode, isErrorCode } from '../../core/errors.js';
 import type { AgentRequest } from '../agent/protocol.js';
 
@@ -13,6 +13,7 @@ export interface AgentReply {
 }
 
 interface Pending {
+  readonly id: number;
   resolve(reply: AgentReply): void;
   reject(error: Error): void;
   timer: NodeJS.Timeout;
@@ -73,6 +74,13 @@ export class AgentFailure extends ServiceError {
   }
 }
 
+/** The agent's end of the channel: requests in, frames out, and the process's 'close'. */
+export interface AgentPipes {
+  readonly stdin: Writable | null;
+  readonly stdout: Readable | null;
+  once(event: 'close', listener: () => void): unknown;
+}
+
 export class AgentConnection {
   /** Bytes received and not yet parsed; while a header line is incomplete, its pieces wait in `partial`. */
   private buffer: Buffer = Buffer.alloc(0);
@@ -87,7 +95,10 @@ export class AgentConnection {
   private header: Record<string, unknown> | null = null;
   private pending: Pending | null = null;
   private queue: Promise<unknown> = Promise.resolve();
-  private nextId = 1;
+  /** Request ids start anywhere: a channel taken over from an earlier service may still carry its last frames. */
+  private nextId = 1 + Math.floor(Math.random() * 2 ** 30);
+  /** While set, frames that answer no request are skipped (see resync()) instead of stopping the sandbox. */
+  private resyncing = false;
   private closedReason: string | null = null;
   private readyWaiter: ((h: Record<string, unknown>) => void) | null = null;
 
@@ -95,7 +106,7 @@ export class AgentConnection {
   onNotice: ((header: Record<string, unknown>) => void) | null = null;
 
   constructor(
-    private readonly child: ChildProcess,
+    private readonly child: AgentPipes,
     private readonly onFatal: (reason: string) => void,
     private readonly limits: FrameLimits,
   ) {
@@ -116,6 +127,22 @@ export class AgentConnection {
         reject(new Error(this.closedReason ?? 'agent exited before it was ready'));
       });
     });
+  }
+
+  /**
+   * Takes over a channel an earlier service process used: whatever it left half-sent is skipped, up to the
+   * reply to `header` (a ping), which is returned.
+   */
+  async resync(header: AgentRequest, timeoutMs: number): Promise<AgentReply> {
+    this.resyncing = true;
+    // Ends a request line the earlier service left half-written (the agent skips a line that is not JSON;
+    // an empty line would read as the end of the channel).
+    this.child.stdin!.write('#\n');
+    try {
+      return await this.request(header, null, timeoutMs);
+    } finally {
+      this.resyncing = false;
+    }
   }
 
   /**
@@ -159,7 +186,7 @@ export class AgentConnection {
       const id = this.nextId++;
       const expire = () => this.onFatal(`the sandbox agent did not answer within ${Math.round(deadlineMs / 1000)} s and was killed`);
       const timer = setTimeout(expire, deadlineMs);
-      this.pending = { resolve, reject, timer, expire, deadlineAt: Date.now() + deadlineMs, onEvent, eventBytes: 0, sink };
+      this.pending = { id, resolve, reject, timer, expire, deadlineAt: Date.now() + deadlineMs, onEvent, eventBytes: 0, sink };
       const frame = { ...header, id, ...(blob && blob.length > 0 ? { blob: blob.length } : {}) };
       const line = Buffer.from(JSON.stringify(frame) + '\n', 'utf8');
       const stdin = this.child.stdin!;
@@ -230,10 +257,11 @@ export class AgentConnection {
         try {
           this.header = JSON.parse(text) as Record<string, unknown>;
         } catch {
-          this.violation('a malformed frame');
-          return;
+          this.header = null;
         }
         if (typeof this.header !== 'object' || this.header === null) {
+          this.header = null;
+          if (this.resyncing) continue; // the rest of a frame the earlier service read half of
           this.violation('a malformed frame');
           return;
         }
@@ -324,6 +352,7 @@ export class AgentConnection {
       return;
     }
     const p = this.pending;
+    if (this.resyncing && (!p || header.id !== p.id)) return; // for the earlier service
     if (!p) {
       this.violation('a frame nobody asked for');
       return;

@@ -8,6 +8,11 @@
 import { agentEnvironment, type AgentSettings } from '../agent/settings.js';
 
 export interface BwrapInput {
+  /**
+   * Keep running when the service process dies (default: die with it): a new service process then takes the
+   * sandbox over through its channel FIFOs (sandbox-process.ts).
+   */
+  readonly outliveService?: boolean;
   /** Host path of the directory holding agent.py (bound read-only at /opt/ciw). */
   readonly agentDir: string;
   /** Host files to bind as the sandbox's /etc/passwd and /etc/group. */
@@ -74,7 +79,7 @@ export function bwrapArgs(input: BwrapInput): string[] {
     '--unshare-ipc',
     '--unshare-uts',
     '--unshare-cgroup-try',
-    '--die-with-parent',
+    ...(input.outliveService ? [] : ['--die-with-parent']),
     '--new-session',
     '--cap-drop',
     'ALL',

@@ -36,6 +36,8 @@ export interface DirectKernelParts {
   readonly maxOutputBytes: number;
   /** Started for the pool, already running. */
   readonly warm: boolean;
+  /** Already running (a sandbox taken over from an earlier service process). */
+  readonly running?: boolean;
   /** Whether the kernel must look at the workspace afresh (the supervisor changed it since). */
   readonly look: () => boolean;
 }
@@ -60,7 +62,8 @@ export class DirectKernel {
     this.graceMs = parts.graceMs;
     this.maxOutputBytes = parts.maxOutputBytes;
     this.look = parts.look;
-    this.everStarted = parts.warm;
+    this.everStarted = parts.warm || parts.running === true;
+    this.running = parts.running === true;
   }
 
   /** The supervisor said the kernel ended (`status`: exit code, or minus the signal). */

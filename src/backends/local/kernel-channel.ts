@@ -1,6 +1,6 @@
 /**
- * The direct channel to a sandbox's Python kernel (local backend): a socket inherited by the sandbox as fd 3
- * and by the kernel the supervisor forks. run_code goes straight to the kernel and back — one process
+ * The direct channel to a sandbox's Python kernel (local backend): requests in, replies out (two FIFOs the
+ * sandbox inherits as fds 3 and 5, or one socket), shared by the kernel the supervisor forks. run_code goes straight to the kernel and back — one process
  * wake-up each way instead of three — while the supervisor keeps the control operations (start, interrupt,
  * restart) and reports the kernel's death.
  *
@@ -8,7 +8,7 @@
  * are bounded, lines that are not JSON are skipped (a killed kernel can leave half a frame; its successor
  * starts each frame on a new line), frames for another call are ignored, and the caller re-types every field.
  */
-import type { Duplex } from 'node:stream';
+import type { Readable, Writable } from 'node:stream';
 import type { EventListener } from './agent-connection.js';
 
 const NEWLINE = 0x0a;
@@ -28,7 +28,8 @@ export class KernelChannel {
   private pending: Buffer[] = [];
   private pendingBytes = 0;
   private call: Call | null = null;
-  private nextId = 1;
+  /** Call ids start anywhere: a channel taken over from an earlier service may still carry its last frames. */
+  private nextId = 1 + Math.floor(Math.random() * 2 ** 30);
   /**
    * What one call may cost the service. A kernel writes its reply and output events for the call in flight
    * and nothing else — except the tail of a killed predecessor's frame, or a reply that came after the
@@ -43,7 +44,8 @@ export class KernelChannel {
   private paused = false;
 
   constructor(
-    private readonly socket: Duplex,
+    private readonly input: Writable,
+    private readonly output: Readable,
     /** Longest line (one reply frame) allowed. */
     private readonly maxLineBytes: number,
     /** Bound on all bytes one call may bring (its reply and output events, and any noise). */
@@ -51,8 +53,9 @@ export class KernelChannel {
     /** The kernel broke the bounds: the sandbox is stopped. */
     private readonly onViolation: (what: string) => void,
   ) {
-    socket.on('data', (chunk: Buffer) => this.onData(chunk));
-    socket.on('error', () => undefined);
+    output.on('data', (chunk: Buffer) => this.onData(chunk));
+    output.on('error', () => undefined);
+    input.on('error', () => undefined);
   }
 
   /**
@@ -68,9 +71,9 @@ export class KernelChannel {
       this.noiseBytes = 0;
       if (this.paused) {
         this.paused = false;
-        this.socket.resume();
+        this.output.resume();
       }
-      this.socket.write(`${JSON.stringify({ ...request, id })}\n`);
+      this.input.write(`${JSON.stringify({ ...request, id })}\n`);
     });
   }
 
@@ -91,7 +94,7 @@ export class KernelChannel {
       this.idleBytes += chunk.length;
       if (this.idleBytes > IDLE_BYTES && !this.paused) {
         this.paused = true;
-        this.socket.pause();
+        this.output.pause();
       }
     } else {
       this.callBytes += chunk.length;
@@ -124,7 +127,7 @@ export class KernelChannel {
     this.pending = [];
     this.pendingBytes = 0;
     this.paused = true;
-    this.socket.pause();
+    this.output.pause();
     this.onViolation(`${what} on the kernel channel`);
   }
 

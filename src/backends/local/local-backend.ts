@@ -5,17 +5,20 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
-import { mkdirSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import type { Duplex, Writable } from 'node:stream';
+import type { Writable } from 'node:stream';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } from '../types.js';
 import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
+import { SandboxProcess, closeAll, makeChannels, openServiceEnds, processStartTime, stderrPath, tailOf } from './sandbox-process.js';
+import { findAdoptable, liveDir, writeFacts, type LiveFacts } from './adoption.js';
 import { UidPool } from './uid-pool.js';
 import { killAll, pidsInUidRange, pidsOfUid } from './proc.js';
-import type { LocalBackendOptions } from './options.js';
+import { agentSettingsOf, frameLimitsOf, maxStateBytesOf, type LocalBackendOptions } from './options.js';
+import { spawnUnsandboxed } from './unsandboxed.js';
 
 export type { LocalBackendOptions, SandboxLimits } from './options.js';
 import { detectCgroups, type CgroupManager, type SandboxCgroup } from './cgroups.js';
@@ -27,10 +30,13 @@ import { randomBytes } from 'node:crypto';
 const execFileAsync = promisify(execFile);
 
 const WORKSPACE = '/workspace';
-/** The sandbox's fd of the direct channel to its Python kernel. */
+/** The sandbox's fds of the direct channel to its Python kernel: requests, and replies (bubblewrap mode). */
 const KERNEL_FD = 3;
+const KERNEL_OUT_FD = 5;
 const SECCOMP_FD = 4;
 const READY_TIMEOUT_MS = 15_000;
+/** How long a sandbox taken over from an earlier service process has to answer. */
+const ADOPT_TIMEOUT_MS = 5_000;
 
 type Mode = 'bubblewrap' | 'unsandboxed';
 
@@ -56,9 +62,14 @@ class LocalBackend implements SandboxBackend {
   private readonly seccomp = seccompProgram();
   /** Why the last sandbox failed to start, for the operator (never in an answer). */
   private lastStartFailure: string | null = null;
+  /** Sandboxes keep running when the service process dies, for the next one to take over. */
+  private readonly outlive: boolean;
+  /** Sandboxes an earlier service process left running, until the service takes them over or lets them go. */
+  private adoptable = new Map<string, LiveFacts & { dir: string }>();
 
   constructor(private readonly options: LocalBackendOptions) {
     this.uids = new UidPool(options.uidBase, options.uidCount);
+    this.outlive = options.outliveService === true;
   }
 
   status(): BackendStatus {
@@ -67,11 +78,15 @@ class LocalBackend implements SandboxBackend {
 
   async init(): Promise<BackendStatus> {
     try {
+      this.adoptable = this.outlive ? findAdoptable(this.options.rootDir) : new Map();
+      if (!this.outlive) rmSync(liveDir(this.options.rootDir), { recursive: true, force: true });
+      const spare = new Set([...this.adoptable.values()].flatMap((f) => (f.uid !== undefined ? [f.uid] : [])));
+      for (const uid of spare) this.uids.reserve(uid);
       const layout = prepareRuntimeDir(
         this.options.rootDir,
         AGENT_SOURCE,
         this.options.python,
-        this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount } : null,
+        this.asRoot ? { base: this.options.uidBase, count: this.options.uidCount, spare } : null,
         (m) => this.log('warn', m),
       );
       this.etcEntries = layout.etcEntries;
@@ -129,7 +144,10 @@ class LocalBackend implements SandboxBackend {
     if (this.closed) throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, 'the local backend is shutting down');
     if (!this.current.ready)
       throw new ServiceError(ErrorCode.BACKEND_UNAVAILABLE, this.current.problem ?? 'the local backend is not ready');
-    const sandbox = this.mode === 'bubblewrap' ? await this.spawnBubblewrap(opts) : this.spawnUnsandboxed(opts);
+    const sandbox =
+      this.mode === 'bubblewrap'
+        ? await this.spawnBubblewrap(opts)
+        : spawnUnsandboxed(opts, this.options, (workspace) => sandboxEnv(workspace, opts.env, this.agentSettings(opts)));
     this.live.add(sandbox);
     sandbox.exited.then(() => this.live.delete(sandbox));
     try {
@@ -146,8 +164,51 @@ class LocalBackend implements SandboxBackend {
     return sandbox;
   }
 
+  /**
+   * Takes over sandbox `id` from the service process that started it, if it still runs: its channels are
+   * opened again, its agent answers, and it is limited and watched like a sandbox started here.
+   */
+  async adopt(id: string): Promise<Sandbox | null> {
+    const facts = this.adoptable.get(id);
+    if (!facts || !this.current.ready || this.mode !== 'bubblewrap') return null;
+    this.adoptable.delete(id);
+    let sandbox: LocalSandbox | undefined;
+    try {
+      const proc = SandboxProcess.adopted(facts.pid, facts.startTime, facts.dir);
+      const cgroup = this.cgroups!.create(`${id}-${facts.pid}`, this.options.limits);
+      sandbox = this.sandboxOf(id, proc, { uid: facts.uid, cgroup, dir: facts.dir, warm: facts.warm, adopted: true });
+      this.live.add(sandbox);
+      const taken = sandbox;
+      sandbox.exited.then(() => this.live.delete(taken));
+      await sandbox.ready(ADOPT_TIMEOUT_MS);
+      await sandbox.joinLimits();
+      this.log('info', `sandbox ${id} taken over from an earlier service process`);
+      return sandbox;
+    } catch (err) {
+      this.log('warn', `sandbox ${id} could not be taken over: ${(err as Error).message} ${sandbox?.stderr.trim() ?? ''}`.trim());
+      if (sandbox) await sandbox.destroy();
+      else await this.letGo(facts);
+      return null;
+    }
+  }
+
+  /** Ends the sandboxes of an earlier service process that this one did not take over. */
+  async forgetUnadopted(): Promise<void> {
+    const left = [...this.adoptable.values()];
+    this.adoptable.clear();
+    await Promise.all(left.map((f) => this.letGo(f)));
+    if (left.length > 0) this.log('info', `${left.length} sandbox(es) of an earlier service process were not taken over and were stopped`);
+  }
+
+  private async letGo(facts: LiveFacts & { dir: string }): Promise<void> {
+    if (facts.uid !== undefined) await this.reapUid(facts.uid);
+    else if (processStartTime(facts.pid) === facts.startTime) killAll([facts.pid]);
+    rmSync(facts.dir, { recursive: true, force: true });
+  }
+
   async close(): Promise<void> {
     this.closed = true;
+    await this.forgetUnadopted();
     await Promise.all([...this.live].map((s) => s.destroy()));
     this.cgroups?.close();
     releaseRuntimeDir(this.options.rootDir);
@@ -172,6 +233,7 @@ class LocalBackend implements SandboxBackend {
     let proxy: EgressProxy | undefined;
     let cgroup: SandboxCgroup | undefined;
     let child: ChildProcess | undefined;
+    let channelDir: string | undefined;
     try {
       if (opts.network) {
         const socketPath = join(this.options.rootDir, 'net', `${randomBytes(12).toString('hex')}.sock`);
@@ -200,49 +262,48 @@ class LocalBackend implements SandboxBackend {
         env: sandboxEnv(
           WORKSPACE,
           { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env },
-          this.agentSettings(opts),
+          { ...this.agentSettings(opts), kernelOutFd: KERNEL_OUT_FD },
           opts.network === true,
         ),
         seccompFd: this.seccomp ? SECCOMP_FD : undefined,
+        // A sandbox with network needs the service's egress proxy, which ends with it: it ends too.
+        outliveService: this.outlive && !opts.network,
       });
-      // fd 3: the direct channel between the service and the sandbox's Python kernel; fd 4: the seccomp filter.
-      const spawned = spawn('bwrap', args, {
-        stdio: ['pipe', 'pipe', 'pipe', 'pipe', ...(this.seccomp ? ['pipe' as const] : [])],
-        env: {},
-        uid,
-        gid: uid,
-      });
+      // fds 0/1: the agent's channel; 3 and 5: the Python kernel's (FIFOs that outlive the service); 4: the
+      // seccomp filter.
+      channelDir = join(this.options.rootDir, 'live', opts.id);
+      const made = await makeChannels(channelDir);
+      const [agentIn, agentOut, kernelIn, kernelOut] = made.fifos;
+      let spawned: ChildProcess;
+      try {
+        spawned = spawn('bwrap', args, {
+          stdio: [agentIn, agentOut, made.stderr, kernelIn, this.seccomp ? 'pipe' : 'ignore', kernelOut],
+          env: {},
+          uid,
+          gid: uid,
+        });
+      } finally {
+        closeAll([...made.fifos, made.stderr]);
+      }
       child = spawned;
       if (this.seccomp) {
         const filter = spawned.stdio[SECCOMP_FD] as Writable;
         filter.on('error', () => undefined); // bubblewrap gone before it read the filter: its start fails anyway
         filter.end(this.seccomp);
       }
+      const dir = channelDir;
+      const processHandle = SandboxProcess.ofChild(spawned, openServiceEnds(dir), () => tailOf(stderrPath(dir)));
       cgroup = this.cgroups!.create(`${opts.id}-${spawned.pid}`, this.options.limits);
-      const sandboxCgroup = cgroup;
-      return new LocalSandbox({
-        cgroup,
-        id: opts.id,
-        workspace: WORKSPACE,
-        child: spawned,
-        graceMs: this.options.interruptGraceMs,
-        frameLimits: this.frameLimits(),
-        maxOutputBytes: this.options.maxOutputBytes,
-        maxStateBytes: this.maxStateBytes(),
-        kernelSocket: spawned.stdio[3] as Duplex,
-        warm: opts.warm !== undefined,
-        listPids: () => (uid !== undefined ? pidsInUidRange(uid, 1) : spawned.pid ? [spawned.pid] : []), // diagnostics, tests
-        afterExit: async () => {
-          if (uid !== undefined) await this.reapUid(uid);
-          await sandboxCgroup.remove();
-          await proxy?.close();
-        },
-        // Kill everything inside (pid 1 of the sandbox — the supervisor, or bubblewrap's reaper in a sandbox
-        // with network — takes its namespace with it) but not the outer bubblewrap, which then reaps it and
-        // exits: no zombie is left for the host's init to collect.
-        killTree: uid !== undefined ? async () => killAll((await pidsOfUid(uid)).filter((p) => p !== spawned.pid)) : undefined,
-      });
+      if (this.outlive && !opts.network && spawned.pid !== undefined) {
+        writeFacts(dir, { id: opts.id, uid, pid: spawned.pid, startTime: processStartTime(spawned.pid), warm: opts.warm !== undefined });
+      }
+      return this.sandboxOf(opts.id, processHandle, { uid, cgroup, proxy, dir, warm: opts.warm !== undefined });
     } catch (err) {
+      try {
+        if (channelDir) rmSync(channelDir, { recursive: true, force: true });
+      } catch {
+        // a path the OS refused to create in the first place
+      }
       if (child) {
         // Our ends of its descriptors go too: a sandbox process bubblewrap forked before it could be told
         // to die with it sees end-of-file and exits (and, as root, the uid's reaping below kills it anyway).
@@ -265,6 +326,38 @@ class LocalBackend implements SandboxBackend {
     }
   }
 
+  /** The LocalSandbox of a bubblewrap process this service started, or took over from an earlier one. */
+  private sandboxOf(
+    id: string,
+    proc: SandboxProcess,
+    held: { uid?: number; cgroup: SandboxCgroup; proxy?: EgressProxy; dir: string; warm: boolean; adopted?: boolean },
+  ): LocalSandbox {
+    const { uid, cgroup, proxy, dir } = held;
+    return new LocalSandbox({
+      cgroup,
+      id,
+      workspace: WORKSPACE,
+      child: proc,
+      graceMs: this.options.interruptGraceMs,
+      frameLimits: frameLimitsOf(this.options),
+      maxOutputBytes: this.options.maxOutputBytes,
+      maxStateBytes: maxStateBytesOf(this.options),
+      warm: held.warm,
+      adopted: held.adopted,
+      listPids: () => (uid !== undefined ? pidsInUidRange(uid, 1) : proc.pid ? [proc.pid] : []), // diagnostics, tests
+      afterExit: async () => {
+        if (uid !== undefined) await this.reapUid(uid);
+        await cgroup.remove();
+        await proxy?.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+      // Kill everything inside (pid 1 of the sandbox — the supervisor, or bubblewrap's reaper in a sandbox
+      // with network — takes its namespace with it) but not the outer bubblewrap, which then reaps it and
+      // exits: no zombie is left for the host's init to collect.
+      killTree: uid !== undefined ? async () => killAll((await pidsOfUid(uid)).filter((p) => p !== proc.pid)) : undefined,
+    });
+  }
+
   /**
    * The outer bubblewrap process is gone; its pid namespace dies with it, asynchronously. Wait for every
    * process of the sandbox's uid to end (killing any that linger), then free the uid. A uid that still
@@ -283,71 +376,9 @@ class LocalBackend implements SandboxBackend {
     this.log('error', `sandbox uid ${uid} still has processes after stop; the uid is retired`);
   }
 
-  private spawnUnsandboxed(opts: CreateSandboxOptions): LocalSandbox {
-    const workspace = join(this.options.rootDir, 'unsandboxed', opts.id);
-    mkdirSync(workspace, { recursive: true });
-    const child = spawn(this.options.python, ['-I', '-S', '-u', join(this.options.rootDir, 'agent', 'agent.py')], {
-      stdio: ['pipe', 'pipe', 'pipe', 'pipe'],
-      cwd: workspace,
-      env: sandboxEnv(workspace, opts.env, this.agentSettings(opts)),
-      detached: true,
-    });
-    const sandbox = new LocalSandbox({
-      id: opts.id,
-      workspace,
-      child,
-      graceMs: this.options.interruptGraceMs,
-      frameLimits: this.frameLimits(),
-      maxOutputBytes: this.options.maxOutputBytes,
-      maxStateBytes: this.maxStateBytes(),
-      kernelSocket: child.stdio[3] as Duplex,
-      warm: opts.warm !== undefined,
-      listPids: () => (child.pid ? [child.pid] : []),
-      killTree: () => {
-        try {
-          process.kill(-child.pid!, 'SIGKILL');
-        } catch {
-          child.kill('SIGKILL');
-        }
-      },
-    });
-    sandbox.exited.then(() => rmSync(workspace, { recursive: true, force: true }));
-    return sandbox;
-  }
-
-  /** A snapshot holds the workspace and the kernels' state (in /tmp, as large as the workspace), and tar's headers. */
-  private maxStateBytes(): number {
-    return 2 * this.options.workspaceBytes + 64 * 1024 * 1024;
-  }
-
-  /** stdout, stderr and output each hold at most maxOutputBytes, and JSON escaping can grow text 6-fold. */
-  private frameLimits() {
-    return {
-      maxHeaderBytes: 3 * 6 * this.options.maxOutputBytes + 4 * 1024 * 1024,
-      maxBlobBytes: this.options.maxFileBytes,
-      // stdout and stderr events of one call: the agent stops a call once its output passes the cap.
-      maxEventBytes: 2 * this.options.maxOutputBytes + 64 * 1024,
-    };
-  }
-
   private agentSettings(opts: CreateSandboxOptions) {
-    const { memoryBytes, maxProcesses, cpuSecondsPerCall, cpuSecondsPerSandbox } = this.options.limits;
-    const rlimits: Record<string, number> = { data: memoryBytes };
-    // A hard limit no process can raise: per process, over the sandbox's life (the service's cgroup accounting
-    // counts the whole sandbox and stops it at the same budget).
-    if (cpuSecondsPerSandbox) rlimits.cpu = Math.ceil(cpuSecondsPerSandbox);
-    // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
-    if (this.cgroups?.mode === 'none') rlimits.nproc = maxProcesses;
-    return {
-      maxOutputBytes: this.options.maxOutputBytes,
-      maxStateBytes: this.maxStateBytes(),
-      interruptGraceMs: this.options.interruptGraceMs,
-      cpuSecondsPerCall,
-      rlimits,
-      kernelFd: KERNEL_FD,
-      idleMs: this.canHibernate ? (this.options.supervisorIdleMs ?? 0) : undefined,
-      warm: opts.warm,
-    };
+    const hibernateAfterMs = this.canHibernate ? (this.options.supervisorIdleMs ?? 0) : undefined;
+    return agentSettingsOf(this.options, { kernelFd: KERNEL_FD, nproc: this.cgroups?.mode === 'none', hibernateAfterMs, warm: opts.warm });
   }
 
   private async selfTest(): Promise<void> {

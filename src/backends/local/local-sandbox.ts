@@ -1,6 +1,5 @@
 /** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes, and its Python kernel over the direct channel (fd 3). */
-import type { ChildProcess } from 'node:child_process';
-import type { Duplex } from 'node:stream';
+import type { SandboxProcess } from './sandbox-process.js';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
 import { CONTROL_DEADLINE_MS, DirectKernel } from './direct-kernel.js';
@@ -34,7 +33,8 @@ export interface LocalSandboxParts {
   /** The sandbox's cgroups (a no-op object when the host has none). */
   readonly cgroup?: SandboxCgroup;
   readonly workspace: string;
-  readonly child: ChildProcess;
+  /** The outer process, and the channels to the agent and the kernel. */
+  readonly child: SandboxProcess;
   readonly graceMs: number;
   readonly listPids: () => number[];
   /** Bounds on the agent's frames. */
@@ -49,8 +49,8 @@ export interface LocalSandboxParts {
   readonly maxOutputBytes: number;
   /** Largest snapshot the sandbox can make (its workspace and /tmp together, and some). */
   readonly maxStateBytes: number;
-  /** The sandbox's fd 3, the direct channel to its Python kernel (used if the agent says it serves it). */
-  readonly kernelSocket?: Duplex;
+  /** Taken over from an earlier service process: its agent and kernel already run (see adopt()). */
+  readonly adopted?: boolean;
 }
 
 export class LocalSandbox implements Sandbox {
@@ -59,7 +59,7 @@ export class LocalSandbox implements Sandbox {
   readonly files: SandboxFiles;
   readonly connection: AgentConnection;
   readonly exited: Promise<void>;
-  private readonly child: ChildProcess;
+  private readonly child: SandboxProcess;
   private readonly graceMs: number;
   private readonly listPids: () => number[];
   private readonly killTree: () => void | Promise<void>;
@@ -70,11 +70,11 @@ export class LocalSandbox implements Sandbox {
   private lastCounters: LimitCounters = { oomKills: 0, pidsRefused: 0 };
   /** The Python kernel on the direct channel, once the agent said it serves one. */
   private kernel: DirectKernel | null = null;
-  private readonly kernelSocket: Duplex | undefined;
   private readonly maxOutputBytes: number;
   private readonly maxStateBytes: number;
   private readonly frameLimits: FrameLimits;
   private readonly warm: boolean;
+  private readonly adopted: boolean;
   /**
    * Who saw the workspace last, the kernel or the supervisor: each lists the files a call created or
    * changed against its own picture of the workspace, and must look again when the other ran since.
@@ -91,31 +91,30 @@ export class LocalSandbox implements Sandbox {
     this.cgroup = parts.cgroup;
     if (this.cgroup && parts.child.pid) this.cgroup.addProcess(parts.child.pid);
     this.connection = new AgentConnection(parts.child, (reason) => this.kill(reason), parts.frameLimits);
-    this.kernelSocket = parts.kernelSocket;
     this.warm = parts.warm === true;
+    this.adopted = parts.adopted === true;
     // The agent is gone: close the kernel's channel too, so that a kernel left behind (unsandboxed mode
     // has no pid namespace to take it along) reads its end and exits, and 'close' can come.
-    parts.child.once('exit', () => this.kernelSocket?.destroy());
+    parts.child.once('exit', () => {
+      parts.child.kernelIn?.destroy();
+      parts.child.kernelOut?.destroy();
+    });
     this.maxOutputBytes = parts.maxOutputBytes;
     this.maxStateBytes = parts.maxStateBytes;
     this.frameLimits = parts.frameLimits;
     this.connection.onNotice = (h) => {
       if (h.notice === 'kernel_exit') this.kernel?.exited(Number(h.status));
     };
-    parts.child.stderr!.on('data', (chunk: Buffer) => {
-      this.stderrTail = (this.stderrTail + chunk.toString('utf8')).slice(-4000);
-    });
-    // 'close', not 'exit': a child that failed to spawn emits 'error' and 'close' but never 'exit'.
     parts.child.once('error', (err) => {
       this.stderrTail += `${err.message}\n`;
     });
     this.exited = new Promise((resolve) => {
       parts.child.once('close', async (code, signal) => {
         await parts.afterExit?.();
+        const tail = this.stderr.trim();
         const reason = this.destroying
           ? 'the sandbox was stopped'
-          : `the sandbox's processes ended unexpectedly (${signal ?? `exit code ${code}`})` +
-            (this.stderrTail ? `: ${this.stderrTail.trim().split('\n').pop()}` : '');
+          : `the sandbox's processes ended unexpectedly (${signal ?? `exit code ${code}`})` + (tail ? `: ${tail.split('\n').pop()}` : '');
         this.connection.close(reason);
         if (!this.destroying) for (const l of this.exitListeners) l(reason);
         resolve();
@@ -126,11 +125,14 @@ export class LocalSandbox implements Sandbox {
 
   /** Waits for the agent to start; the direct kernel channel is used if it says it serves one. */
   async ready(timeoutMs: number): Promise<void> {
-    const header = await this.connection.ready(timeoutMs);
-    if (header.direct === true && this.kernelSocket) {
+    const header = this.adopted ? await this.resync(timeoutMs) : await this.connection.ready(timeoutMs);
+    const { kernelIn, kernelOut } = this.child;
+    if (header.direct === true && kernelIn && kernelOut) {
       // A call's reply is at most one frame; its output events carry at most MAX_OUTPUT_BYTES more, JSON-escaped.
       const maxCallBytes = 2 * this.frameLimits.maxHeaderBytes;
-      const channel = new KernelChannel(this.kernelSocket, this.frameLimits.maxHeaderBytes, maxCallBytes, (what) =>
+      // Ends a call line an earlier service process left half-written (the kernel skips what is not JSON).
+      if (this.adopted) kernelIn.write('#\n');
+      const channel = new KernelChannel(kernelIn, kernelOut, this.frameLimits.maxHeaderBytes, maxCallBytes, (what) =>
         this.kill(`the sandbox's Python process sent ${what} and the sandbox was stopped`),
       );
       this.kernel = new DirectKernel({
@@ -140,6 +142,7 @@ export class LocalSandbox implements Sandbox {
         graceMs: this.graceMs,
         maxOutputBytes: this.maxOutputBytes,
         warm: this.warm,
+        running: header.direct_kernel === true,
         look: () => this.look('kernel'),
       });
     }
@@ -187,7 +190,16 @@ export class LocalSandbox implements Sandbox {
   }
 
   get stderr(): string {
-    return this.stderrTail;
+    return `${this.child.stderrTail()}${this.stderrTail}`.slice(-4000);
+  }
+
+  /**
+   * A sandbox taken over from an earlier service process: whatever that process left half-sent on the
+   * channels is skipped, and the agent says whether its kernel runs. The header ready() would have had.
+   */
+  private async resync(timeoutMs: number): Promise<Record<string, unknown>> {
+    const { header } = await this.connection.resync(agentRequest('ping', {}), timeoutMs);
+    return { ready: true, direct: header.direct === true, direct_kernel: header.direct_kernel === true };
   }
 
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {

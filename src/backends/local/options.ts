@@ -1,5 +1,7 @@
-/** The local backend's settings (from config.ts; tests build their own). */
+/** The local backend's settings (from config.ts; tests build their own), and the bounds that follow from them. */
 import type { OutboundPolicy } from '../../core/network-policy.js';
+import type { FrameLimits } from './agent-connection.js';
+import type { AgentSettings } from '../agent/settings.js';
 
 export interface LocalBackendOptions {
   /** Host directory for the runtime files. */
@@ -20,6 +22,11 @@ export interface LocalBackendOptions {
   readonly outbound: OutboundPolicy;
   /** Host directories of extra Python packages for every sandbox. */
   readonly extraPythonPaths?: readonly string[];
+  /**
+   * Sandboxes keep running when the service process dies (kill -9, a crash), and the next service process
+   * with the same rootDir takes them over (adopt()); without it they die with the service.
+   */
+  readonly outliveService?: boolean;
   /** Whether to use cgroups when the host allows. */
   readonly cgroups: boolean;
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -37,4 +44,42 @@ export interface SandboxLimits {
   readonly cpuSecondsPerCall: number;
   /** CPU seconds each process of a sandbox may use in its life (a hard RLIMIT_CPU code cannot raise); 0 or absent for none. */
   readonly cpuSecondsPerSandbox?: number;
+}
+
+/** Bounds on the agent's frames: stdout, stderr and output each hold at most maxOutputBytes, and JSON escaping can grow text 6-fold. */
+export function frameLimitsOf(options: LocalBackendOptions): FrameLimits {
+  return {
+    maxHeaderBytes: 3 * 6 * options.maxOutputBytes + 4 * 1024 * 1024,
+    maxBlobBytes: options.maxFileBytes,
+    // stdout and stderr events of one call: the agent stops a call once its output passes the cap.
+    maxEventBytes: 2 * options.maxOutputBytes + 64 * 1024,
+  };
+}
+
+/** The largest snapshot a sandbox can make: its workspace, the kernels' state (in /tmp, as large), tar's headers. */
+export function maxStateBytesOf(options: LocalBackendOptions): number {
+  return 2 * options.workspaceBytes + 64 * 1024 * 1024;
+}
+
+/** The agent's settings for a sandbox of this backend (its CIW_* environment: backends/agent/settings.ts). */
+export function agentSettingsOf(
+  options: LocalBackendOptions,
+  sandbox: { kernelFd: number; nproc: boolean; hibernateAfterMs?: number; warm?: { readonly preload: readonly string[] } },
+): Omit<AgentSettings, 'workspace' | 'userEnv' | 'proxy'> {
+  const { memoryBytes, maxProcesses, cpuSecondsPerCall, cpuSecondsPerSandbox } = options.limits;
+  const rlimits: Record<string, number> = { data: memoryBytes };
+  // A hard limit no process can raise: per process, over the sandbox's life (the service's cgroup accounting
+  // counts the whole sandbox and stops it at the same budget).
+  if (cpuSecondsPerSandbox) rlimits.cpu = Math.ceil(cpuSecondsPerSandbox);
+  // Without a pids cgroup, RLIMIT_NPROC is the process cap (exact with a uid per sandbox).
+  if (sandbox.nproc) rlimits.nproc = maxProcesses;
+  return {
+    maxOutputBytes: options.maxOutputBytes,
+    interruptGraceMs: options.interruptGraceMs,
+    cpuSecondsPerCall,
+    rlimits,
+    kernelFd: sandbox.kernelFd,
+    idleMs: sandbox.hibernateAfterMs,
+    warm: sandbox.warm,
+  };
 }

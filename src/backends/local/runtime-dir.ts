@@ -13,6 +13,7 @@ import {
   readFileSync,
   readdirSync,
   readlinkSync,
+  renameSync,
   rmSync,
   writeFileSync,
 } from 'node:fs';
@@ -69,13 +70,15 @@ export function prepareRuntimeDir(
   root: string,
   agentSource: string /* the agent's source directory */,
   python: string,
-  uids: { base: number; count: number } | null,
+  uids: { base: number; count: number; spare?: ReadonlySet<number> } | null,
   log: (m: string) => void,
 ): HostLayout {
   mkdirSync(root, { recursive: true });
   claim(root);
   if (uids) {
-    const left = pidsInUidRange(uids.base, uids.count);
+    // Sandboxes an earlier service process left running for this one to take over are spared.
+    const spare = uids.spare ?? new Set<number>();
+    const left = pidsInUidRange(uids.base, uids.count).filter((pid) => !spare.has(uidOf(pid)));
     if (left.length > 0) {
       log(`killing ${left.length} process(es) left by an earlier run under sandbox uids`);
       for (const pid of left) {
@@ -91,13 +94,21 @@ export function prepareRuntimeDir(
   mkdirSync(join(root, 'net'), { recursive: true });
   chmodSync(root, 0o711);
   chmodSync(join(root, 'net'), 0o711);
-  rmSync(join(root, 'agent'), { recursive: true, force: true });
-  mkdirSync(join(root, 'agent'), { mode: 0o755 });
-  chmodSync(join(root, 'agent'), 0o755);
-  for (const name of readdirSync(agentSource)) {
-    if (!/\.(py|mjs)$/.test(name)) continue;
-    copyFileSync(join(agentSource, name), join(root, 'agent', name));
-    chmodSync(join(root, 'agent', name), 0o644);
+  // The agent's directory is bound into every sandbox, including those an earlier service process left
+  // running for this one to take over: it is kept (a new directory would leave them a deleted one), and
+  // each file is replaced by rename, so that a sandbox never reads one half-written.
+  const agentDir = join(root, 'agent');
+  mkdirSync(agentDir, { recursive: true, mode: 0o755 });
+  chmodSync(agentDir, 0o755);
+  const sources = readdirSync(agentSource).filter((name) => /\.(py|mjs)$/.test(name));
+  for (const name of readdirSync(agentDir)) {
+    if (!sources.includes(name) && name !== '__pycache__' && name !== 'ciw-idle')
+      rmSync(join(agentDir, name), { recursive: true, force: true });
+  }
+  for (const name of sources) {
+    copyFileSync(join(agentSource, name), join(agentDir, `${name}.new`));
+    chmodSync(join(agentDir, `${name}.new`), 0o644);
+    renameSync(join(agentDir, `${name}.new`), join(agentDir, name));
   }
   // Byte-compiled once here: inside, the directory is read-only and every sandbox start would compile again.
   try {
@@ -132,5 +143,14 @@ export function releaseRuntimeDir(root: string): void {
     if (Number(readFileSync(lock, 'utf8').trim()) === process.pid) rmSync(lock);
   } catch {
     // not ours, or already gone
+  }
+}
+
+/** The real uid of a process (-1 when it is gone). */
+function uidOf(pid: number): number {
+  try {
+    return Number(/^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))![1]);
+  } catch {
+    return -1;
   }
 }

@@ -24,6 +24,11 @@ export class UidPool {
     throw new Error('no free sandbox uid');
   }
 
+  /** Marks `uid` as taken: a sandbox taken over from an earlier service process runs under it. */
+  reserve(uid: number): void {
+    this.inUse.add(uid);
+  }
+
   release(uid: number): void {
     this.inUse.delete(uid);
   }

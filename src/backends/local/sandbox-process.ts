@@ -1,0 +1,198 @@
+/**
+ * A local sandbox's outer process and the channels to its agent and its Python kernel, however the service
+ * holds them: a child it spawned, or — after the service itself was restarted — a process it found again.
+ *
+ * The channels of a sandbox that can outlive the service are FIFOs under SANDBOX_ROOT/live/<id>/ (0700):
+ * the sandbox holds each of them open for reading and writing, so it never sees an end of file when the
+ * service goes away, and a new service process opens them again by their path. A FIFO's reader sees the
+ * end of file once every process of the sandbox is gone: that is how the end of an adopted sandbox shows.
+ */
+import { EventEmitter } from 'node:events';
+import { constants, openSync, closeSync, readFileSync, existsSync, mkdirSync, openSync as open, fstatSync, readSync } from 'node:fs';
+import { execFile, type ChildProcess } from 'node:child_process';
+import { promisify } from 'node:util';
+import { join } from 'node:path';
+import net from 'node:net';
+import type { Readable, Writable } from 'node:stream';
+
+const execFileAsync = promisify(execFile);
+
+/** The channel FIFOs of a sandbox, by name: requests to the agent, its replies, and the same for the kernel. */
+const FIFOS = ['agent-in', 'agent-out', 'kernel-in', 'kernel-out'] as const;
+const STDERR = 'stderr';
+const STDERR_TAIL_BYTES = 4000;
+/** How often an adopted sandbox's process is looked for (it is not our child: no exit event comes). */
+const ADOPTED_POLL_MS = 250;
+
+export interface Channels {
+  /** Requests to the agent, and its replies. */
+  readonly stdin: Writable;
+  readonly stdout: Readable;
+  /** The Python kernel's direct channel, when the sandbox has one. */
+  readonly kernelIn: Writable | null;
+  readonly kernelOut: Readable | null;
+}
+
+/** What LocalSandbox and AgentConnection know of the process: a ChildProcess's shape, whoever started it. */
+export class SandboxProcess extends EventEmitter implements Channels {
+  exitCode: number | null = null;
+  signalCode: NodeJS.Signals | null = null;
+  private exitSeen = false;
+
+  private constructor(
+    readonly pid: number | undefined,
+    readonly stdin: Writable,
+    readonly stdout: Readable,
+    readonly kernelIn: Writable | null,
+    readonly kernelOut: Readable | null,
+    private readonly signal: (signal: NodeJS.Signals) => boolean,
+    private readonly stderr: () => string,
+  ) {
+    super();
+    // 'close' as a ChildProcess has it: the process exited and its output channel ended.
+    let ended = false;
+    const closeIfDone = () => {
+      if (ended && this.exitSeen) this.emit('close', this.exitCode, this.signalCode);
+    };
+    stdout.once('close', () => {
+      ended = true;
+      closeIfDone();
+    });
+    this.once('exit', () => {
+      this.exitSeen = true;
+      // A process of the sandbox that outlived its pid namespace (none should) must not hold the end back.
+      setTimeout(() => stdout.destroy(), 2000).unref();
+      closeIfDone();
+    });
+    stdin.on('error', () => undefined);
+    kernelIn?.on('error', () => undefined);
+  }
+
+  kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
+    return this.signal(signal);
+  }
+
+  /** The last lines the sandbox's outer process and agent wrote to their stderr. */
+  stderrTail(): string {
+    return this.stderr();
+  }
+
+  /** A child this service spawned: its exit events, and the channels given. */
+  static ofChild(child: ChildProcess, channels: Channels, stderrTail: () => string): SandboxProcess {
+    const p = new SandboxProcess(
+      child.pid,
+      channels.stdin,
+      channels.stdout,
+      channels.kernelIn,
+      channels.kernelOut,
+      (s) => child.kill(s),
+      stderrTail,
+    );
+    child.once('error', (err) => p.emit('error', err));
+    child.once('exit', (code, signal) => {
+      p.exitCode = code;
+      p.signalCode = signal;
+      p.emit('exit', code, signal);
+    });
+    // A child that failed to spawn emits 'error' and 'close' but no 'exit'.
+    child.once('close', (code, signal) => {
+      if (p.exitSeen) return;
+      p.exitCode = code;
+      p.signalCode = signal;
+      p.emit('exit', code, signal);
+    });
+    return p;
+  }
+
+  /** A sandbox a previous service process started: `pid` (its outer process, started at `startTime`) is not our child. */
+  static adopted(pid: number, startTime: string, dir: string): SandboxProcess {
+    const channels = openServiceEnds(dir);
+    const alive = () => processStartTime(pid) === startTime;
+    const p = new SandboxProcess(
+      pid,
+      channels.stdin,
+      channels.stdout,
+      channels.kernelIn,
+      channels.kernelOut,
+      (s) => {
+        if (!alive()) return false;
+        process.kill(pid, s);
+        return true;
+      },
+      () => tailOf(join(dir, STDERR)),
+    );
+    const timer = setInterval(() => {
+      if (alive()) return;
+      clearInterval(timer);
+      p.signalCode = 'SIGKILL';
+      p.emit('exit', null, 'SIGKILL');
+    }, ADOPTED_POLL_MS);
+    timer.unref();
+    return p;
+  }
+}
+
+/**
+ * Makes a sandbox's channel FIFOs and stderr file in `dir` and opens the sandbox's ends (read-write, in the
+ * order of FIFOS) and the stderr file, to be given to the process: fds to close once it is spawned.
+ */
+export async function makeChannels(dir: string): Promise<{ fifos: number[]; stderr: number }> {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  await execFileAsync('mkfifo', ['-m', '600', ...FIFOS.map((f) => join(dir, f))]);
+  const fifos = FIFOS.map((f) => openSync(join(dir, f), constants.O_RDWR));
+  const stderr = open(join(dir, STDERR), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND, 0o600);
+  return { fifos, stderr };
+}
+
+/** Opens the service's ends of the channel FIFOs in `dir` (the sandbox must hold its own ends open). */
+export function openServiceEnds(dir: string): Channels {
+  const writer = (name: string) =>
+    new net.Socket({ fd: openSync(join(dir, name), constants.O_WRONLY | constants.O_NONBLOCK), readable: false, writable: true });
+  const reader = (name: string) =>
+    new net.Socket({ fd: openSync(join(dir, name), constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
+  return { stdin: writer('agent-in'), stdout: reader('agent-out'), kernelIn: writer('kernel-in'), kernelOut: reader('kernel-out') };
+}
+
+/** Closes descriptors given to a spawned process. */
+export function closeAll(fds: readonly number[]): void {
+  for (const fd of fds) {
+    try {
+      closeSync(fd);
+    } catch {
+      // already closed
+    }
+  }
+}
+
+/** The last few KiB of a file, as text ('' when it is missing). */
+export function tailOf(path: string): string {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY);
+  } catch {
+    return '';
+  }
+  try {
+    const size = fstatSync(fd).size;
+    const length = Math.min(size, STDERR_TAIL_BYTES);
+    const buf = Buffer.alloc(length);
+    readSync(fd, buf, 0, length, size - length);
+    return buf.toString('utf8');
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The stderr file of a sandbox's channel directory. */
+export const stderrPath = (dir: string) => join(dir, STDERR);
+
+/** A process's start time (field 22 of /proc/<pid>/stat), which tells it from a later process of the same pid; '' when gone. */
+export function processStartTime(pid: number): string {
+  try {
+    if (!existsSync(`/proc/${pid}`)) return '';
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? '';
+  } catch {
+    return '';
+  }
+}
