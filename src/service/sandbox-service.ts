@@ -36,6 +36,8 @@ export type { OpenedFile } from './sandbox-files.js';
 export { CODE_NODE_OWNER } from './quotas.js';
 
 const REAP_INTERVAL_MS = 1_000;
+/** Sandboxes read back from STATE_DIR (and taken over) at once, at start. */
+const REMEMBER_CONCURRENCY = 8;
 
 export interface ServiceOptions {
   readonly backend: SandboxBackend;
@@ -121,7 +123,15 @@ export class SandboxService {
   /** Reads back what STATE_DIR remembers, once (start() does it; tests that reap by hand call it alone). */
   open(): Promise<void> {
     this.opened ??= (async () => {
-      if (this.durability) for (const stored of await this.durability.load()) await this.keeper.remember(stored);
+      if (this.durability) {
+        // Taking a sandbox over wakes its agent: a few at once, so that a hundred come back in a second or two.
+        const stored = await this.durability.load();
+        const next = () => stored.shift();
+        const worker = async () => {
+          for (let s = next(); s; s = next()) await this.keeper.remember(s);
+        };
+        await Promise.all(Array.from({ length: REMEMBER_CONCURRENCY }, worker));
+      }
       // What an earlier process left running and STATE_DIR does not name (a pool's spares) ends here.
       await this.backend.forgetUnadopted?.();
     })();

@@ -145,7 +145,9 @@ export class StateStore {
       write: (chunk) => {
         written += chunk.length;
         const copy = Buffer.from(chunk);
-        tail = tail.then(() => file.write(copy));
+        tail = tail.then(async () => {
+          for (let at = 0; at < copy.length;) at += (await file.write(copy, at)).bytesWritten;
+        });
         return tail.then(() => undefined);
       },
     };

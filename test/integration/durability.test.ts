@@ -202,4 +202,39 @@ describe('idle pause', () => {
     ).toBe('30 two\n');
     expect(text(await t.post('/run_code', { sandbox_id: id, code: "print(df.v.sum(), open('a.txt').read())" }))).toBe('3 one\n');
   });
+
+  it('deletes a paused sandbox after PAUSED_RETENTION_S (its stored state gone), and says so', async () => {
+    let now = Date.now();
+    const t = await startTestApp(localEnv({ PAUSED_RETENTION_S: '600' }), () => now);
+    apps.push(t);
+    const id = (await t.post('/run_code', { conversation_id: 'r', code: 'kept = 1' })).body.sandbox_id;
+    await t.post('/pause_sandbox', { sandbox_id: id });
+    const dir = join(t.config.STATE_DIR, id);
+    expect(readdirSync(dir)).toContain('state.tar');
+    now += 601_000;
+    await t.service.reap();
+    expect(readdirSync(dir)).not.toContain('state.tar');
+    const r = await t.post('/run_code', { sandbox_id: id, code: 'kept' });
+    expect(r.status).toBe(404);
+    expect(r.body.error.message).toMatch(/deleted at .*PAUSED_RETENTION_S=600/);
+  });
+
+  it('another API key can neither resume, fork, pause nor learn of a paused sandbox', async () => {
+    const t = await startTestApp(localEnv({ API_KEYS: 'key-one,key-two' }));
+    apps.push(t);
+    const one = { authorization: 'Bearer key-one' };
+    const two = { authorization: 'Bearer key-two' };
+    const id = (await t.post('/create_sandbox', {}, one)).body.sandbox_id;
+    await t.post('/run_code', { sandbox_id: id, code: 'secret = 42' }, one);
+    expect((await t.post('/pause_sandbox', { sandbox_id: id }, one)).body.status).toBe('paused');
+    for (const path of ['/resume_sandbox', '/fork_sandbox', '/pause_sandbox', '/run_code', '/get_sandbox_info']) {
+      const r = await t.post(path, { sandbox_id: id, code: 'print(secret)' }, two);
+      expect(r.status, path).toBe(404);
+      expect(JSON.stringify(r.body), path).not.toMatch(/paused|42/);
+    }
+    const listed = await t.app.inject({ method: 'GET', url: '/sandboxes', headers: two });
+    expect(JSON.parse(listed.body).sandboxes).toEqual([]);
+    expect((await t.post('/get_sandbox_info', { sandbox_id: id }, one)).body.status).toBe('paused');
+    expect(text(await t.post('/run_code', { sandbox_id: id, code: 'print(secret)' }, one))).toBe('42\n');
+  });
 });

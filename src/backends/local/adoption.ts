@@ -7,6 +7,7 @@
 import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { processStartTime } from './sandbox-process.js';
+import { killAll, processTree } from './proc.js';
 
 /** What a new service process needs to take a sandbox over. */
 export interface LiveFacts {
@@ -27,11 +28,15 @@ export function writeFacts(dir: string, facts: LiveFacts): void {
   writeFileSync(join(dir, FACTS), JSON.stringify(facts), { mode: 0o600 });
 }
 
-/** The sandboxes of an earlier service process that still run, by id; the directories of the others are removed. */
-export function findAdoptable(root: string): Map<string, LiveFacts & { dir: string }> {
+/**
+ * The sandboxes of an earlier service process that still run, by id (none when sandboxes do not outlive the
+ * service); the directories of the others are removed.
+ */
+export function findAdoptable(root: string, outlive: boolean): Map<string, LiveFacts & { dir: string }> {
   const found = new Map<string, LiveFacts & { dir: string }>();
   const live = liveDir(root);
-  if (!existsSync(live)) return found;
+  if (!outlive) rmSync(live, { recursive: true, force: true });
+  if (!outlive || !existsSync(live)) return found;
   for (const name of readdirSync(live)) {
     const dir = join(live, name);
     try {
@@ -46,4 +51,11 @@ export function findAdoptable(root: string): Map<string, LiveFacts & { dir: stri
     rmSync(dir, { recursive: true, force: true });
   }
   return found;
+}
+
+/** Ends a sandbox of an earlier service process that is not taken over: every process of its uid, or of its tree. */
+export async function letGo(facts: LiveFacts & { dir: string }, reapUid: (uid: number) => Promise<void>): Promise<void> {
+  if (facts.uid !== undefined) await reapUid(facts.uid);
+  else if (processStartTime(facts.pid) === facts.startTime) killAll(await processTree(facts.pid));
+  rmSync(facts.dir, { recursive: true, force: true });
 }

@@ -14,18 +14,18 @@ import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
 import { SandboxProcess, closeAll, makeChannels, openServiceEnds, processStartTime, stderrPath, tailOf } from './sandbox-process.js';
-import { findAdoptable, liveDir, writeFacts, type LiveFacts } from './adoption.js';
+import { findAdoptable, letGo, writeFacts, type LiveFacts } from './adoption.js';
 import { UidPool } from './uid-pool.js';
-import { killAll, pidsInUidRange, pidsOfUid } from './proc.js';
+import { killAll, pidsInUidRange, pidsOfUid, processTree } from './proc.js';
 import { agentSettingsOf, frameLimitsOf, maxStateBytesOf, type LocalBackendOptions } from './options.js';
 import { spawnUnsandboxed } from './unsandboxed.js';
-
-export type { LocalBackendOptions, SandboxLimits } from './options.js';
 import { detectCgroups, type CgroupManager, type SandboxCgroup } from './cgroups.js';
 import { startEgressProxy, type EgressProxy } from './egress-proxy.js';
 import { DENIED_SYSCALLS, seccompProgram } from './seccomp.js';
 import { AGENT_SOURCE } from '../agent/source.js';
 import { randomBytes } from 'node:crypto';
+
+export type { LocalBackendOptions, SandboxLimits } from './options.js';
 
 const execFileAsync = promisify(execFile);
 
@@ -78,10 +78,9 @@ class LocalBackend implements SandboxBackend {
 
   async init(): Promise<BackendStatus> {
     try {
-      this.adoptable = this.outlive ? findAdoptable(this.options.rootDir) : new Map();
-      if (!this.outlive) rmSync(liveDir(this.options.rootDir), { recursive: true, force: true });
+      this.adoptable = findAdoptable(this.options.rootDir, this.outlive);
       const spare = new Set([...this.adoptable.values()].flatMap((f) => (f.uid !== undefined ? [f.uid] : [])));
-      for (const uid of spare) this.uids.reserve(uid);
+      spare.forEach((uid) => this.uids.reserve(uid));
       const layout = prepareRuntimeDir(
         this.options.rootDir,
         AGENT_SOURCE,
@@ -148,8 +147,7 @@ class LocalBackend implements SandboxBackend {
       this.mode === 'bubblewrap'
         ? await this.spawnBubblewrap(opts)
         : spawnUnsandboxed(opts, this.options, (workspace) => sandboxEnv(workspace, opts.env, this.agentSettings(opts)));
-    this.live.add(sandbox);
-    sandbox.exited.then(() => this.live.delete(sandbox));
+    this.track(sandbox);
     try {
       await sandbox.ready(READY_TIMEOUT_MS);
       // Processes forked before the cgroup was joined join it now, before any user code runs.
@@ -177,9 +175,7 @@ class LocalBackend implements SandboxBackend {
       const proc = SandboxProcess.adopted(facts.pid, facts.startTime, facts.dir);
       const cgroup = this.cgroups!.create(`${id}-${facts.pid}`, this.options.limits);
       sandbox = this.sandboxOf(id, proc, { uid: facts.uid, cgroup, dir: facts.dir, warm: facts.warm, adopted: true });
-      this.live.add(sandbox);
-      const taken = sandbox;
-      sandbox.exited.then(() => this.live.delete(taken));
+      this.track(sandbox);
       await sandbox.ready(ADOPT_TIMEOUT_MS);
       await sandbox.joinLimits();
       this.log('info', `sandbox ${id} taken over from an earlier service process`);
@@ -187,23 +183,23 @@ class LocalBackend implements SandboxBackend {
     } catch (err) {
       this.log('warn', `sandbox ${id} could not be taken over: ${(err as Error).message} ${sandbox?.stderr.trim() ?? ''}`.trim());
       if (sandbox) await sandbox.destroy();
-      else await this.letGo(facts);
+      else await letGo(facts, (uid) => this.reapUid(uid));
       return null;
     }
+  }
+
+  /** A sandbox of this backend until it exits (close() ends those left). */
+  private track(sandbox: LocalSandbox): void {
+    this.live.add(sandbox);
+    sandbox.exited.then(() => this.live.delete(sandbox));
   }
 
   /** Ends the sandboxes of an earlier service process that this one did not take over. */
   async forgetUnadopted(): Promise<void> {
     const left = [...this.adoptable.values()];
     this.adoptable.clear();
-    await Promise.all(left.map((f) => this.letGo(f)));
+    await Promise.all(left.map((f) => letGo(f, (uid) => this.reapUid(uid))));
     if (left.length > 0) this.log('info', `${left.length} sandbox(es) of an earlier service process were not taken over and were stopped`);
-  }
-
-  private async letGo(facts: LiveFacts & { dir: string }): Promise<void> {
-    if (facts.uid !== undefined) await this.reapUid(facts.uid);
-    else if (processStartTime(facts.pid) === facts.startTime) killAll([facts.pid]);
-    rmSync(facts.dir, { recursive: true, force: true });
   }
 
   async close(): Promise<void> {
@@ -354,7 +350,10 @@ class LocalBackend implements SandboxBackend {
       // Kill everything inside (pid 1 of the sandbox — the supervisor, or bubblewrap's reaper in a sandbox
       // with network — takes its namespace with it) but not the outer bubblewrap, which then reaps it and
       // exits: no zombie is left for the host's init to collect.
-      killTree: uid !== undefined ? async () => killAll((await pidsOfUid(uid)).filter((p) => p !== proc.pid)) : undefined,
+      // Without a uid of its own (not root), the tree below bubblewrap: a sandbox that outlives the service is
+      // not killed by bubblewrap's death.
+      killTree: async () =>
+        killAll((uid !== undefined ? await pidsOfUid(uid) : proc.pid ? await processTree(proc.pid) : []).filter((p) => p !== proc.pid)),
     });
   }
 

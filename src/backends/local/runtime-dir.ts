@@ -15,6 +15,7 @@ import {
   readlinkSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
 } from 'node:fs';
 import { join } from 'node:path';
@@ -39,6 +40,12 @@ export interface HostLayout {
  * smaller resident set in every idle sandbox), else dynamic. False without a working C compiler.
  */
 function buildIdleProgram(source: string, target: string): boolean {
+  // Built by an earlier start from the same source: a restart (one that takes sandboxes over) is faster.
+  try {
+    if (statSync(target).mtimeMs >= statSync(source).mtimeMs) return true;
+  } catch {
+    // not built yet
+  }
   for (const link of [['-static'], []]) {
     try {
       execFileSync('cc', ['-O2', '-o', target, source, ...link], { stdio: 'ignore', timeout: 60_000 });
