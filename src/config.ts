@@ -178,6 +178,12 @@ export const ConfigSchema = Type.Object({
     description:
       'Bytes the paused sandboxes may hold in STATE_DIR together (with two or more API keys, one key at most half); a pause past it fails with STATE_STORAGE_FULL and the sandbox keeps running.',
   }),
+  SANDBOX_ORPHAN_TIMEOUT_S: Type.Number({
+    default: 600,
+    minimum: 1,
+    description:
+      'Seconds a sandbox whose service process died (kill -9, a crash) keeps running for the next service process to take it over (with STATE_DIR set); past it, the sandbox ends. A restart within it loses nothing.',
+  }),
   MAX_PAUSED_SANDBOXES_PER_KEY: Type.Integer({
     default: 1000,
     minimum: 1,

@@ -13,6 +13,10 @@
  * It writes nothing else, allocates nothing while it waits, and is not dumpable (code in the sandbox runs as the same uid
  * and must not reach its descriptors through /proc or ptrace).
  *
+ * A sandbox that outlives the service (CIW_LIFELINE_FD: the read end of a FIFO only the service writes to)
+ * waits CIW_ORPHAN_MS for a new service process once the last one went away, then ends: this program exits,
+ * and with it, the sandbox's pid 1, the whole sandbox.
+ *
  * usage: ciw-idle KERNEL_PID PROGRAM [ARG...]    (KERNEL_PID 0: no kernel)
  */
 #define _GNU_SOURCE
@@ -25,7 +29,20 @@
 #include <sys/prctl.h>
 #include <sys/signalfd.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
+
+static long now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
+}
+
+/* 1 while no service process holds the lifeline's write end (it hung up). */
+static int orphaned(int lifeline) {
+    struct pollfd p = { .fd = lifeline, .events = POLLIN };
+    return poll(&p, 1, 0) > 0 && (p.revents & POLLHUP);
+}
 
 static void write_all(int fd, const char *buf, size_t len) {
     while (len > 0) {
@@ -71,12 +88,25 @@ int main(int argc, char **argv) {
     int sfd = signalfd(-1, &chld, SFD_CLOEXEC);
     if (sfd < 0) return 1;
     reap(&kernel); /* a child that ended before the signal was blocked */
+    const char *lifeline_env = getenv("CIW_LIFELINE_FD");
+    const char *orphan_env = getenv("CIW_ORPHAN_MS");
+    int lifeline = lifeline_env ? atoi(lifeline_env) : -1;
+    long orphan_ms = orphan_env ? atol(orphan_env) : 0;
+    long orphan_since = -1;
 
     for (;;) {
-        struct pollfd fds[2] = { { .fd = sfd, .events = POLLIN }, { .fd = 0, .events = POLLIN } };
-        if (poll(fds, 2, -1) < 0) {
+        /* The lifeline is watched until it hangs up; then checked once a second until a service is back. */
+        struct pollfd fds[3] = { { .fd = sfd, .events = POLLIN }, { .fd = 0, .events = POLLIN },
+                                 { .fd = orphan_since < 0 ? lifeline : -1, .events = POLLIN } };
+        int timeout = lifeline >= 0 && orphan_since >= 0 ? 1000 : -1;
+        if (poll(fds, lifeline >= 0 ? 3 : 2, timeout) < 0) {
             if (errno == EINTR) continue;
             return 1;
+        }
+        if (lifeline >= 0) {
+            if (orphan_since < 0 && (fds[2].revents & POLLHUP)) orphan_since = now_ms();
+            else if (orphan_since >= 0 && !orphaned(lifeline)) orphan_since = -1;
+            if (orphan_since >= 0 && orphan_ms > 0 && now_ms() - orphan_since >= orphan_ms) return 0;
         }
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo info[8];

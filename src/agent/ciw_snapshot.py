@@ -8,7 +8,7 @@ import stat
 import tarfile
 
 from ciw_common import WORKSPACE, AgentError
-from ciw_files import OpenFile
+from ciw_files import OpenFile, snapshot
 
 # The kernels' saved state (ciw_state.py, the JavaScript kernel) lives here between save and snapshot.
 STATE_DIR = "/tmp/.ciw-state"
@@ -144,3 +144,40 @@ def _remove(path):
         os.unlink(path)
     except OSError:
         pass
+
+
+# The supervisor's ops for a pause (OPS in ciw_supervisor.py); `self` is the Supervisor.
+
+
+def op_state(self, req, _blob):
+    """The kernels' saved state, for a pause: "clear" empties its directory (first), "save" and "load"
+    save or load the state of a kernel this process runs — the JavaScript kernel, or Python where it has
+    no direct channel ({"state": null} when that kernel is not running, or has nothing to load)."""
+    if req["action"] == "clear":
+        return {"state_dir": state_dir()}, b""
+    language = req.get("language") or "python"
+    kernel = self.kernels.get(language)
+    if kernel is None:
+        raise AgentError("UNSUPPORTED_LANGUAGE", "no %s kernel to save or load here" % language)
+    path = os.path.join(STATE_DIR, "python.pkl" if language == "python" else "javascript.json")
+    if req["action"] == "save" and (kernel.proc is None or kernel.proc.poll() is not None):
+        return {"state": None}, b""
+    if req["action"] == "load" and not os.path.exists(path + (".json" if language == "python" else "")):
+        return {"state": None}, b""
+    return {"state": kernel.state(req["action"], path)}, b""
+
+
+def op_snapshot(self, _req, _blob):
+    """The workspace and the kernels' saved state as one tar: the sandbox is being paused."""
+    opened = pack()
+    return {"size": opened.size}, opened
+
+
+def op_restore(self, _req, blob):
+    """Unpacks a snapshot into this (new, empty) sandbox; the kernels' state is loaded by op_state."""
+    if blob is None:
+        raise AgentError("VALIDATION_FAILED", "restore needs the snapshot as its payload")
+    restored = unpack(blob.chunks())
+    self.files = snapshot()  # restored files are not artifacts of the next call
+    restored["state"] = sorted(os.listdir(STATE_DIR))
+    return restored, b""

@@ -67,6 +67,12 @@ class Supervisor:
                     self.direct.adopt(resume[0])  # still this pid's child: exec() kept the pid
                 self.kernel_starts = resume[1]
         self.idle_s = float(os.environ.get("CIW_IDLE_MS") or 0) / 1000
+        # The read end of a FIFO only the service writes to (sandboxes that outlive the service).
+        self.lifeline = int(os.environ.get("CIW_LIFELINE_FD") or 0)
+        self.orphan_s = float(os.environ.get("CIW_ORPHAN_MS") or 0) / 1000
+        self.orphan_since = None
+        if self.lifeline:
+            os.set_inheritable(self.lifeline, False)
         self.kernels = {
             "python": None if self.direct else Kernel("Python", fork_python_kernel, python_env, self.cpu_limit_s, start=warm),
             "javascript": Kernel("JavaScript", exec_js_kernel, self.env, self.cpu_limit_s),
@@ -157,7 +163,16 @@ class Supervisor:
         deadline = time.monotonic() + self.idle_s if self.idle_s > 0 else None
         while True:
             timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _, _ = select.select([0, self.wake_r], [], [], timeout)
+            watch = [0, self.wake_r]
+            if self.lifeline:
+                # Watched until it hangs up (no service process holds it); then checked once a second.
+                if self.orphan_since is None:
+                    watch.append(self.lifeline)
+                else:
+                    timeout = 1.0 if timeout is None else min(timeout, 1.0)
+            ready, _, _ = select.select(watch, [], [], timeout)
+            if self.lifeline and self.watch_lifeline(self.lifeline in ready):
+                continue
             if self.wake_r in ready:
                 try:
                     os.read(self.wake_r, 4096)
@@ -170,6 +185,21 @@ class Supervisor:
                 self.hibernate()
             if not ready:
                 deadline = None  # cannot hibernate now (a JavaScript kernel holds state): wait for requests
+
+    def watch_lifeline(self, hung_up):
+        """A sandbox that outlives the service waits CIW_ORPHAN_MS for the next service process once the last
+        one went away (nobody holds the lifeline FIFO's write end), then ends: this process is its pid 1.
+        True when the lifeline alone woke the wait."""
+        if self.orphan_since is None and hung_up:
+            self.orphan_since = time.monotonic()
+        elif self.orphan_since is not None and not _hung_up(self.lifeline):
+            self.orphan_since = None  # a service process took the sandbox over
+        if self.orphan_since is not None and self.orphan_s > 0 and time.monotonic() - self.orphan_since >= self.orphan_s:
+            for kernel in [self.direct, *self.kernels.values()]:
+                if kernel is not None:
+                    kernel.stop()
+            os._exit(0)
+        return hung_up
 
     def reap(self):
         """Reports the kernel's death, and collects every other child that ended: orphans (they come to this
@@ -207,7 +237,7 @@ class Supervisor:
         new supervisor when the next request comes and reports the kernel's death meanwhile. An idle
         sandbox is then the kernel and a few hundred KiB instead of a second Python process."""
         kernel = self.direct.proc
-        channel = {self.channel_fd, self.channel_out_fd}
+        channel = {self.channel_fd, self.channel_out_fd, *([self.lifeline] if self.lifeline else [])}
         for fd in channel:
             os.set_inheritable(fd, True)
         try:
@@ -243,37 +273,6 @@ class Supervisor:
         capture = self.capture(req)
         res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"))
         return self.finish(res, capture), b""
-
-    def op_state(self, req, _blob):
-        """The kernels' saved state, for a pause: "clear" empties its directory (first), "save" and "load"
-        save or load the state of a kernel this process runs — the JavaScript kernel, or Python where it has
-        no direct channel ({"state": null} when that kernel is not running, or has nothing to load)."""
-        if req["action"] == "clear":
-            return {"state_dir": ciw_snapshot.state_dir()}, b""
-        language = req.get("language") or "python"
-        kernel = self.kernels.get(language)
-        if kernel is None:
-            raise AgentError("UNSUPPORTED_LANGUAGE", "no %s kernel to save or load here" % language)
-        path = os.path.join(ciw_snapshot.STATE_DIR, "python.pkl" if language == "python" else "javascript.json")
-        if req["action"] == "save" and (kernel.proc is None or kernel.proc.poll() is not None):
-            return {"state": None}, b""
-        if req["action"] == "load" and not os.path.exists(path + (".json" if language == "python" else "")):
-            return {"state": None}, b""
-        return {"state": kernel.state(req["action"], path)}, b""
-
-    def op_snapshot(self, _req, _blob):
-        """The workspace and the kernels' saved state as one tar: the sandbox is being paused."""
-        opened = ciw_snapshot.pack()
-        return {"size": opened.size}, opened
-
-    def op_restore(self, _req, blob):
-        """Unpacks a snapshot into this (new, empty) sandbox; the kernels' state is loaded by op_state."""
-        if blob is None:
-            raise AgentError("VALIDATION_FAILED", "restore needs the snapshot as its payload")
-        restored = ciw_snapshot.unpack(blob.chunks())
-        self.files = snapshot()  # restored files are not artifacts of the next call
-        restored["state"] = sorted(os.listdir(ciw_snapshot.STATE_DIR))
-        return restored, b""
 
     def op_shell(self, req, _blob):
         capture = self.capture(req)
@@ -359,10 +358,17 @@ OPS = {
     "stat": Supervisor.op_stat,
     "list": Supervisor.op_list,
     "ping": Supervisor.op_ping,
-    "state": Supervisor.op_state,
-    "snapshot": Supervisor.op_snapshot,
-    "restore": Supervisor.op_restore,
+    "state": ciw_snapshot.op_state,
+    "snapshot": ciw_snapshot.op_snapshot,
+    "restore": ciw_snapshot.op_restore,
     "kernel_start": Supervisor.op_kernel,
     "kernel_interrupt": Supervisor.op_kernel,
     "kernel_restart": Supervisor.op_kernel,
 }
+
+
+def _hung_up(fd):
+    """No process holds the write end of FIFO `fd` (after one did)."""
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(ev & select.POLLHUP for _, ev in poller.poll(0))

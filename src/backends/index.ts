@@ -44,6 +44,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         outbound: config.outbound,
         // Paused and running sandboxes are what STATE_DIR keeps: with it, they outlive a crash of the service.
         outliveService: config.STATE_DIR !== 'off',
+        orphanTimeoutS: config.SANDBOX_ORPHAN_TIMEOUT_S,
         extraPythonPaths: config.SANDBOX_EXTRA_PYTHONPATH.split(':')
           .map((d) => d.trim())
           .filter(Boolean),

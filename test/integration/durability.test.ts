@@ -74,6 +74,26 @@ describe('restarts', () => {
   );
 
   it.runIf(asRoot)(
+    'sandboxes whose service process died and was not started again end after SANDBOX_ORPHAN_TIMEOUT_S, awake or hibernated',
+    async () => {
+      const env = localEnv({ PORT: '0', API_KEY: 'k', HOST: '127.0.0.1', SUPERVISOR_IDLE_MS: '300', SANDBOX_ORPHAN_TIMEOUT_S: '2' });
+      const first = await serve(env);
+      await first.post('/run_code', { conversation_id: 'py', code: 'x = 1' }); // its supervisor hibernates
+      await first.post('/run_code', { conversation_id: 'js', code: 'let y = 1', language: 'javascript' }); // stays awake
+      await new Promise((r) => setTimeout(r, 800));
+      const base = Number(env.SANDBOX_UID_BASE);
+      const count = Number(env.SANDBOX_UID_COUNT);
+      first.child.kill('SIGKILL');
+      await once(first.child, 'exit');
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(pidsInUidRange(base, count).length).toBeGreaterThan(0); // still waiting for a new service
+      const until = Date.now() + 8000;
+      while (pidsInUidRange(base, count).length > 0 && Date.now() < until) await new Promise((r) => setTimeout(r, 200));
+      expect(pidsInUidRange(base, count)).toEqual([]);
+    },
+  );
+
+  it.runIf(asRoot)(
     'SIGTERM pauses every sandbox and leaves no process; the restarted service continues the conversation and names what it could not keep',
     async () => {
       const env = localEnv({ PORT: '0', API_KEY: 'k', HOST: '127.0.0.1' });

@@ -20,6 +20,9 @@ export interface AgentSettings {
   readonly kernelFd?: number;
   /** The fd the Python kernel writes its replies to, when the channel is two FIFOs. */
   readonly kernelOutFd?: number;
+  /** A FIFO's read end that hangs up when no service process holds the sandbox, and how long it then waits. */
+  readonly lifelineFd?: number;
+  readonly orphanMs?: number;
   /** Idle time after which the supervisor hibernates (becomes ciw-idle). */
   readonly idleMs?: number;
   /** Start the Python kernel at once, with these modules imported (a pooled sandbox). */
@@ -38,6 +41,7 @@ export function agentEnvironment(s: AgentSettings): Record<string, string> {
     ...(s.rlimits ? { CIW_RLIMITS: JSON.stringify(s.rlimits) } : {}),
     ...(s.kernelFd !== undefined ? { CIW_KERNEL_FD: String(s.kernelFd) } : {}),
     ...(s.kernelOutFd !== undefined ? { CIW_KERNEL_OUT_FD: String(s.kernelOutFd) } : {}),
+    ...(s.lifelineFd !== undefined ? { CIW_LIFELINE_FD: String(s.lifelineFd), CIW_ORPHAN_MS: String(s.orphanMs ?? 0) } : {}),
     ...(s.idleMs !== undefined ? { CIW_IDLE_MS: String(s.idleMs) } : {}),
     ...(s.warm ? { CIW_WARM: '1', CIW_PRELOAD: s.warm.preload.join(',') } : {}),
     ...(s.proxy ? { CIW_PROXY_SOCKET: s.proxy.socket, CIW_PROXY_PORT: String(s.proxy.port) } : {}),

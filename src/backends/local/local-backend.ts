@@ -33,6 +33,8 @@ const WORKSPACE = '/workspace';
 /** The sandbox's fds of the direct channel to its Python kernel: requests, and replies (bubblewrap mode). */
 const KERNEL_FD = 3;
 const KERNEL_OUT_FD = 5;
+/** The sandbox's end of its lifeline (sandbox-process.ts). */
+const LIFELINE_FD = 6;
 const SECCOMP_FD = 4;
 const READY_TIMEOUT_MS = 15_000;
 /** How long a sandbox taken over from an earlier service process has to answer. */
@@ -258,7 +260,7 @@ class LocalBackend implements SandboxBackend {
         env: sandboxEnv(
           WORKSPACE,
           { ...(extra.length > 0 ? { PYTHONPATH: extraPythonPath(extra) } : {}), ...opts.env },
-          { ...this.agentSettings(opts), kernelOutFd: KERNEL_OUT_FD },
+          this.agentSettings(opts, true),
           opts.network === true,
         ),
         seccompFd: this.seccomp ? SECCOMP_FD : undefined,
@@ -273,13 +275,13 @@ class LocalBackend implements SandboxBackend {
       let spawned: ChildProcess;
       try {
         spawned = spawn('bwrap', args, {
-          stdio: [agentIn, agentOut, made.stderr, kernelIn, this.seccomp ? 'pipe' : 'ignore', kernelOut],
+          stdio: [agentIn, agentOut, made.stderr, kernelIn, this.seccomp ? 'pipe' : 'ignore', kernelOut, made.lifeline],
           env: {},
           uid,
           gid: uid,
         });
       } finally {
-        closeAll([...made.fifos, made.stderr]);
+        closeAll([...made.fifos, made.stderr, made.lifeline]);
       }
       child = spawned;
       if (this.seccomp) {
@@ -357,27 +359,19 @@ class LocalBackend implements SandboxBackend {
     });
   }
 
-  /**
-   * The outer bubblewrap process is gone; its pid namespace dies with it, asynchronously. Wait for every
-   * process of the sandbox's uid to end (killing any that linger), then free the uid. A uid that still
-   * has processes after that is never handed out again.
-   */
-  private async reapUid(uid: number): Promise<void> {
-    for (let attempt = 0; attempt < 200; attempt++) {
-      const left = await pidsOfUid(uid);
-      if (left.length === 0) {
-        this.uids.release(uid);
-        return;
-      }
-      killAll(left);
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    this.log('error', `sandbox uid ${uid} still has processes after stop; the uid is retired`);
+  /** Frees the uid of a sandbox that ended once its processes are gone (uid-pool.ts). */
+  private reapUid(uid: number): Promise<void> {
+    return this.uids.reap(uid, (m) => this.log('error', m));
   }
 
-  private agentSettings(opts: CreateSandboxOptions) {
-    const hibernateAfterMs = this.canHibernate ? (this.options.supervisorIdleMs ?? 0) : undefined;
-    return agentSettingsOf(this.options, { kernelFd: KERNEL_FD, nproc: this.cgroups?.mode === 'none', hibernateAfterMs, warm: opts.warm });
+  /** In bubblewrap mode (`fifos`), the kernel's replies have a FIFO of their own, and so has the lifeline. */
+  private agentSettings(opts: CreateSandboxOptions, fifos = false) {
+    return agentSettingsOf(this.options, opts, {
+      kernelFds: fifos ? [KERNEL_FD, KERNEL_OUT_FD] : [KERNEL_FD],
+      lifelineFd: fifos && this.outlive && !opts.network ? LIFELINE_FD : undefined,
+      nproc: this.cgroups?.mode === 'none',
+      hibernate: this.canHibernate,
+    });
   }
 
   private async selfTest(): Promise<void> {

@@ -2,6 +2,7 @@
 import type { OutboundPolicy } from '../../core/network-policy.js';
 import type { FrameLimits } from './agent-connection.js';
 import type { AgentSettings } from '../agent/settings.js';
+import type { CreateSandboxOptions } from '../types.js';
 
 export interface LocalBackendOptions {
   /** Host directory for the runtime files. */
@@ -27,6 +28,8 @@ export interface LocalBackendOptions {
    * with the same rootDir takes them over (adopt()); without it they die with the service.
    */
   readonly outliveService?: boolean;
+  /** How long such a sandbox waits for the next service process before it ends (default 600 s). */
+  readonly orphanTimeoutS?: number;
   /** Whether to use cgroups when the host allows. */
   readonly cgroups: boolean;
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
@@ -64,7 +67,9 @@ export function maxStateBytesOf(options: LocalBackendOptions): number {
 /** The agent's settings for a sandbox of this backend (its CIW_* environment: backends/agent/settings.ts). */
 export function agentSettingsOf(
   options: LocalBackendOptions,
-  sandbox: { kernelFd: number; nproc: boolean; hibernateAfterMs?: number; warm?: { readonly preload: readonly string[] } },
+  opts: CreateSandboxOptions,
+  /** The kernel's channel fds (requests, and replies when they have their own), the lifeline's, and what the host allows. */
+  sandbox: { kernelFds: readonly number[]; lifelineFd?: number; nproc: boolean; hibernate: boolean },
 ): Omit<AgentSettings, 'workspace' | 'userEnv' | 'proxy'> {
   const { memoryBytes, maxProcesses, cpuSecondsPerCall, cpuSecondsPerSandbox } = options.limits;
   const rlimits: Record<string, number> = { data: memoryBytes };
@@ -78,8 +83,10 @@ export function agentSettingsOf(
     interruptGraceMs: options.interruptGraceMs,
     cpuSecondsPerCall,
     rlimits,
-    kernelFd: sandbox.kernelFd,
-    idleMs: sandbox.hibernateAfterMs,
-    warm: sandbox.warm,
+    kernelFd: sandbox.kernelFds[0],
+    kernelOutFd: sandbox.kernelFds[1],
+    idleMs: sandbox.hibernate ? (options.supervisorIdleMs ?? 0) : undefined,
+    warm: opts.warm,
+    ...(sandbox.lifelineFd !== undefined ? { lifelineFd: sandbox.lifelineFd, orphanMs: (options.orphanTimeoutS ?? 600) * 1000 } : {}),
   };
 }

@@ -20,6 +20,8 @@ const execFileAsync = promisify(execFile);
 /** The channel FIFOs of a sandbox, by name: requests to the agent, its replies, and the same for the kernel. */
 const FIFOS = ['agent-in', 'agent-out', 'kernel-in', 'kernel-out'] as const;
 const STDERR = 'stderr';
+/** A FIFO only the service writes to: the sandbox learns from its hang-up that no service process holds it. */
+const LIFELINE = 'lifeline';
 const STDERR_TAIL_BYTES = 4000;
 /** How often an adopted sandbox's process is looked for (it is not our child: no exit event comes). */
 const ADOPTED_POLL_MS = 250;
@@ -31,6 +33,8 @@ export interface Channels {
   /** The Python kernel's direct channel, when the sandbox has one. */
   readonly kernelIn: Writable | null;
   readonly kernelOut: Readable | null;
+  /** The service's end of the lifeline FIFO (a descriptor held open while the sandbox lives), if it has one. */
+  readonly lifeline?: number;
 }
 
 /** What LocalSandbox and AgentConnection know of the process: a ChildProcess's shape, whoever started it. */
@@ -47,6 +51,7 @@ export class SandboxProcess extends EventEmitter implements Channels {
     readonly kernelOut: Readable | null,
     private readonly signal: (signal: NodeJS.Signals) => boolean,
     private readonly stderr: () => string,
+    lifeline?: number,
   ) {
     super();
     // 'close' as a ChildProcess has it: the process exited and its output channel ended.
@@ -66,6 +71,7 @@ export class SandboxProcess extends EventEmitter implements Channels {
     });
     stdin.on('error', () => undefined);
     kernelIn?.on('error', () => undefined);
+    if (lifeline !== undefined) this.once('exit', () => closeAll([lifeline]));
   }
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
@@ -87,6 +93,7 @@ export class SandboxProcess extends EventEmitter implements Channels {
       channels.kernelOut,
       (s) => child.kill(s),
       stderrTail,
+      channels.lifeline,
     );
     child.once('error', (err) => p.emit('error', err));
     child.once('exit', (code, signal) => {
@@ -120,6 +127,7 @@ export class SandboxProcess extends EventEmitter implements Channels {
         return true;
       },
       () => tailOf(join(dir, STDERR)),
+      channels.lifeline,
     );
     const timer = setInterval(() => {
       if (alive()) return;
@@ -136,12 +144,14 @@ export class SandboxProcess extends EventEmitter implements Channels {
  * Makes a sandbox's channel FIFOs and stderr file in `dir` and opens the sandbox's ends (read-write, in the
  * order of FIFOS) and the stderr file, to be given to the process: fds to close once it is spawned.
  */
-export async function makeChannels(dir: string): Promise<{ fifos: number[]; stderr: number }> {
+export async function makeChannels(dir: string): Promise<{ fifos: number[]; stderr: number; lifeline: number }> {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
-  await execFileAsync('mkfifo', ['-m', '600', ...FIFOS.map((f) => join(dir, f))]);
+  await execFileAsync('mkfifo', ['-m', '600', ...[...FIFOS, LIFELINE].map((f) => join(dir, f))]);
   const fifos = FIFOS.map((f) => openSync(join(dir, f), constants.O_RDWR));
   const stderr = open(join(dir, STDERR), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND, 0o600);
-  return { fifos, stderr };
+  // The sandbox reads it, never writes: once no service process holds the write end, it sees a hang-up.
+  const lifeline = openSync(join(dir, LIFELINE), constants.O_RDONLY | constants.O_NONBLOCK);
+  return { fifos, stderr, lifeline };
 }
 
 /** Opens the service's ends of the channel FIFOs in `dir` (the sandbox must hold its own ends open). */
@@ -150,7 +160,13 @@ export function openServiceEnds(dir: string): Channels {
     new net.Socket({ fd: openSync(join(dir, name), constants.O_WRONLY | constants.O_NONBLOCK), readable: false, writable: true });
   const reader = (name: string) =>
     new net.Socket({ fd: openSync(join(dir, name), constants.O_RDONLY | constants.O_NONBLOCK), readable: true, writable: false });
-  return { stdin: writer('agent-in'), stdout: reader('agent-out'), kernelIn: writer('kernel-in'), kernelOut: reader('kernel-out') };
+  return {
+    stdin: writer('agent-in'),
+    stdout: reader('agent-out'),
+    kernelIn: writer('kernel-in'),
+    kernelOut: reader('kernel-out'),
+    lifeline: openSync(join(dir, LIFELINE), constants.O_WRONLY | constants.O_NONBLOCK),
+  };
 }
 
 /** Closes descriptors given to a spawned process. */
