@@ -558,11 +558,13 @@ async function main(): Promise<void> {
     const afterCallIdle = perSandbox();
     results.idleMemoryMiB = { fresh, freshIdle, afterCall, afterCallIdle };
     // What hibernation costs: the first shell command after it (the supervisor execs again).
+    const woken: string[] = [];
     results.executeCommandResumed = await timed(20, 0, async () => {
       const sid = idle.pop()!;
+      woken.push(sid);
       await call(a, '/execute_command', { sandbox_id: sid, command: 'true' });
-      await call(a, '/stop_sandbox', { sandbox_id: sid });
     });
+    for (const sid of woken) await call(a, '/stop_sandbox', { sandbox_id: sid });
     // Paused, the 30 sandboxes left hold no process at all.
     const before = sandboxProcesses(a);
     for (const sid of idle) await call(a, '/pause_sandbox', { sandbox_id: sid });
