@@ -190,6 +190,13 @@ export class Durability {
     while (this.ended.length > ENDED_KEPT) await this.store.delete(this.ended.shift()!.id);
   }
 
+  /** Forgets a sandbox entirely (a fork that could not be made). */
+  async forget(id: string): Promise<void> {
+    this.reasons.delete(id);
+    this.forkedFrom.delete(id);
+    await this.store.delete(id);
+  }
+
   /** Forgets, for good, ended sandboxes remembered for longer than `retentionMs`. */
   async sweep(now: number, retentionMs: number): Promise<void> {
     while (this.ended.length > 0 && this.ended[0].atMs + retentionMs <= now) await this.store.delete(this.ended.shift()!.id);

@@ -173,7 +173,10 @@ export class Keeper {
       stateBytes: 0,
       kernels: [],
     });
-    await this.inLane(source, () => this.durability!.fork(source, fork));
+    await this.inLane(source, () => this.durability!.fork(source, fork)).catch(async (err) => {
+      await this.durability!.forget(fork.id).catch(() => undefined); // nothing of a fork that failed is kept
+      throw err;
+    });
     this.registry.add(fork);
     this.log('info', `sandbox ${fork.id} forked from ${source.id} (${fork.stateBytes} bytes)`);
     return fork;

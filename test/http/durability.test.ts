@@ -131,6 +131,10 @@ describe('pause and resume', () => {
     expect(r.body.error).toMatchObject({ code: 'STATE_STORAGE_FULL' });
     expect(r.body.error.message).toMatch(/STATE_MAX_BYTES/);
     expect(readdirSync(join(t.config.STATE_DIR, id)).filter((f) => f.startsWith('state'))).toEqual([]);
+    // A fork that does not fit leaves nothing behind either.
+    const before = readdirSync(t.config.STATE_DIR).sort();
+    expect((await t.post('/fork_sandbox', { sandbox_id: id })).status).toBe(413);
+    expect(readdirSync(t.config.STATE_DIR).sort()).toEqual(before);
     expect((await t.post('/run_code', { sandbox_id: id, code: 'x' })).body.results[0].data['text/plain']).toBe('5');
   });
 
