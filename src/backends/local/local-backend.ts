@@ -13,8 +13,9 @@ import type { BackendStatus, CreateSandboxOptions, Sandbox, SandboxBackend } fro
 import { bwrapArgs, extraPythonPath, sandboxEnv } from './bwrap-args.js';
 import { INNER_UID, prepareRuntimeDir, releaseRuntimeDir } from './runtime-dir.js';
 import { LocalSandbox } from './local-sandbox.js';
-import { SandboxProcess, closeAll, makeChannels, openServiceEnds, processStartTime, stderrPath, tailOf } from './sandbox-process.js';
-import { findAdoptable, letGo, writeFacts, type LiveFacts } from './adoption.js';
+import { SandboxProcess, closeAll, openSandboxEnds, openServiceEnds, processStartTime, stderrPath, tailOf } from './sandbox-process.js';
+import { ChannelDirs } from './channel-dirs.js';
+import { findAdoptable, letGo, liveDir, writeFacts, type LiveFacts } from './adoption.js';
 import { UidPool } from './uid-pool.js';
 import { killAll, pidsInUidRange, pidsOfUid, processTree } from './proc.js';
 import { agentSettingsOf, frameLimitsOf, maxStateBytesOf, type LocalBackendOptions } from './options.js';
@@ -68,6 +69,7 @@ class LocalBackend implements SandboxBackend {
   private readonly outlive: boolean;
   /** Sandboxes an earlier service process left running, until the service takes them over or lets them go. */
   private adoptable = new Map<string, LiveFacts & { dir: string }>();
+  private channels: ChannelDirs | null = null;
 
   constructor(private readonly options: LocalBackendOptions) {
     this.uids = new UidPool(options.uidBase, options.uidCount);
@@ -93,6 +95,8 @@ class LocalBackend implements SandboxBackend {
       this.etcEntries = layout.etcEntries;
       this.rootSymlinks = layout.rootSymlinks;
       this.canHibernate = layout.idleProgram;
+      this.channels = new ChannelDirs(liveDir(this.options.rootDir));
+      this.channels.refill();
       if (!layout.idleProgram && (this.options.supervisorIdleMs ?? 0) > 0) {
         this.log(
           'warn',
@@ -207,6 +211,7 @@ class LocalBackend implements SandboxBackend {
   async close(): Promise<void> {
     this.closed = true;
     await this.forgetUnadopted();
+    this.channels?.close();
     await Promise.all([...this.live].map((s) => s.destroy()));
     this.cgroups?.close();
     releaseRuntimeDir(this.options.rootDir);
@@ -270,7 +275,8 @@ class LocalBackend implements SandboxBackend {
       // fds 0/1: the agent's channel; 3 and 5: the Python kernel's (FIFOs that outlive the service); 4: the
       // seccomp filter.
       channelDir = join(this.options.rootDir, 'live', opts.id);
-      const made = await makeChannels(channelDir);
+      await this.channels!.take(opts.id);
+      const made = openSandboxEnds(channelDir);
       const [agentIn, agentOut, kernelIn, kernelOut] = made.fifos;
       let spawned: ChildProcess;
       try {

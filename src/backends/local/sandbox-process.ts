@@ -140,13 +140,17 @@ export class SandboxProcess extends EventEmitter implements Channels {
   }
 }
 
+/** Makes channel directories with their FIFOs (one mkfifo process for all of them). */
+export async function makeChannelDirs(dirs: readonly string[]): Promise<void> {
+  for (const dir of dirs) mkdirSync(dir, { recursive: true, mode: 0o700 });
+  await execFileAsync('mkfifo', ['-m', '600', ...dirs.flatMap((dir) => [...FIFOS, LIFELINE].map((f) => join(dir, f)))]);
+}
+
 /**
- * Makes a sandbox's channel FIFOs and stderr file in `dir` and opens the sandbox's ends (read-write, in the
- * order of FIFOS) and the stderr file, to be given to the process: fds to close once it is spawned.
+ * Opens the sandbox's ends of the FIFOs in `dir` (read-write, in the order of FIFOS), its stderr file, and
+ * the lifeline's read end, to be given to the process: fds to close once it is spawned.
  */
-export async function makeChannels(dir: string): Promise<{ fifos: number[]; stderr: number; lifeline: number }> {
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  await execFileAsync('mkfifo', ['-m', '600', ...[...FIFOS, LIFELINE].map((f) => join(dir, f))]);
+export function openSandboxEnds(dir: string): { fifos: number[]; stderr: number; lifeline: number } {
   const fifos = FIFOS.map((f) => openSync(join(dir, f), constants.O_RDWR));
   const stderr = open(join(dir, STDERR), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND, 0o600);
   // The sandbox reads it, never writes: once no service process holds the write end, it sees a hang-up.
