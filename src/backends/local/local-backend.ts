@@ -237,6 +237,7 @@ class LocalBackend implements SandboxBackend {
     let cgroup: SandboxCgroup | undefined;
     let child: ChildProcess | undefined;
     let channelDir: string | undefined;
+    let handle: SandboxProcess | undefined;
     try {
       if (opts.network) {
         const socketPath = join(this.options.rootDir, 'net', `${randomBytes(12).toString('hex')}.sock`);
@@ -297,12 +298,14 @@ class LocalBackend implements SandboxBackend {
       }
       const dir = channelDir;
       const processHandle = SandboxProcess.ofChild(spawned, openServiceEnds(dir), () => tailOf(stderrPath(dir)));
+      handle = processHandle;
       cgroup = this.cgroups!.create(`${opts.id}-${spawned.pid}`, this.options.limits);
       if (this.outlive && !opts.network && spawned.pid !== undefined) {
         writeFacts(dir, { id: opts.id, uid, pid: spawned.pid, startTime: processStartTime(spawned.pid), warm: opts.warm !== undefined });
       }
       return this.sandboxOf(opts.id, processHandle, { uid, cgroup, proxy, dir, warm: opts.warm !== undefined });
     } catch (err) {
+      handle?.dispose();
       try {
         if (channelDir) rmSync(channelDir, { recursive: true, force: true });
       } catch {

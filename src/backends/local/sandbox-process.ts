@@ -51,7 +51,7 @@ export class SandboxProcess extends EventEmitter implements Channels {
     readonly kernelOut: Readable | null,
     private readonly signal: (signal: NodeJS.Signals) => boolean,
     private readonly stderr: () => string,
-    lifeline?: number,
+    private lifelineFd?: number,
   ) {
     super();
     // 'close' as a ChildProcess has it: the process exited and its output channel ended.
@@ -71,7 +71,17 @@ export class SandboxProcess extends EventEmitter implements Channels {
     });
     stdin.on('error', () => undefined);
     kernelIn?.on('error', () => undefined);
-    if (lifeline !== undefined) this.once('exit', () => closeAll([lifeline]));
+    this.once('exit', () => {
+      if (this.lifelineFd !== undefined) closeAll([this.lifelineFd]);
+      this.lifelineFd = undefined;
+    });
+  }
+
+  /** Lets go of the channels (a start that failed before a LocalSandbox took them). */
+  dispose(): void {
+    for (const stream of [this.stdin, this.stdout, this.kernelIn, this.kernelOut]) stream?.destroy();
+    if (this.lifelineFd !== undefined) closeAll([this.lifelineFd]);
+    this.lifelineFd = undefined;
   }
 
   kill(signal: NodeJS.Signals = 'SIGTERM'): boolean {
