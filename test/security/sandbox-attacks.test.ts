@@ -346,6 +346,27 @@ describe('a sandbox start that fails gives back what it took', () => {
     }
   }, 90_000);
 
+  it('sandboxes started and stopped leave no descriptor behind in the service (their channel FIFOs are closed)', async () => {
+    const backend = createLocalBackend(localOptions({ outliveService: true }));
+    expect((await backend.init()).ready).toBe(true);
+    const fds = () => readdirSync('/proc/self/fd').length;
+    try {
+      const first = await backend.create({ id: 'sbx_fd000000000000000000000', env: {} });
+      await first.destroy();
+      await new Promise((r) => setTimeout(r, 2500)); // spare channel directories made meanwhile
+      const before = fds();
+      for (let i = 0; i < 10; i++) {
+        const sandbox = await backend.create({ id: `sbx_fd${String(i).padStart(22, '0')}`, env: {} });
+        expect((await sandbox.runCode({ code: 'print(1)', timeoutMs: 10_000 })).stdout).toBe('1\n');
+        await sandbox.destroy();
+      }
+      await new Promise((r) => setTimeout(r, 2500));
+      expect(fds()).toBe(before);
+    } finally {
+      await backend.close();
+    }
+  }, 60_000);
+
   it('an environment too large for a sandbox is a 400 at create, not a failed start', async () => {
     const r = await post('/create_sandbox', {
       env: Object.fromEntries(Array.from({ length: 4 }, (_, i) => [`V${i}`, 'z'.repeat(60_000)])),

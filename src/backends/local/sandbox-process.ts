@@ -72,6 +72,8 @@ export class SandboxProcess extends EventEmitter implements Channels {
     stdin.on('error', () => undefined);
     kernelIn?.on('error', () => undefined);
     this.once('exit', () => {
+      // Nothing more goes to the sandbox: our write ends go (a ChildProcess's own stdin is closed likewise).
+      stdin.destroy();
       if (this.lifelineFd !== undefined) closeAll([this.lifelineFd]);
       this.lifelineFd = undefined;
     });
