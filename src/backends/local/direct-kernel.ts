@@ -1,5 +1,5 @@
 /**
- * The sandbox's Python kernel on the direct channel (fd 3): calls go to it and back without the supervisor.
+ * The sandbox's Python kernel on the direct channel (fds 3 and 5): calls go to it and back without the supervisor.
  * The supervisor is asked to start the kernel when there is none, to interrupt it at the timeout or when its
  * output passed the cap, and to restart it when the interrupt did not stop it within the grace period; it
  * tells of the kernel's death on its own (exited()).

@@ -1,4 +1,7 @@
-/** One live local sandbox: a bubblewrap process tree with the agent inside, reached over its pipes, and its Python kernel over the direct channel (fd 3). */
+/**
+ * One live local sandbox: a bubblewrap process tree with the agent inside, reached over its channel (FIFOs
+ * that outlive the service, or pipes), and its Python kernel over the direct channel (fds 3 and 5).
+ */
 import type { SandboxProcess } from './sandbox-process.js';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
