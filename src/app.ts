@@ -72,7 +72,8 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
         ? err.code === ErrorCode.UNAUTHORIZED || (err.code === ErrorCode.CALL_LIMIT_REACHED && !req.raw.complete)
         : err.code === 'FST_ERR_CTP_BODY_TOO_LARGE';
     if (closing) reply.header('connection', 'close');
-    const e = describeError(err, { bodyLimitBytes: app.initialConfig.bodyLimit, maxFileBytes: config.MAX_FILE_BYTES });
+    const bodyLimitBytes = req.routeOptions.bodyLimit ?? app.initialConfig.bodyLimit;
+    const e = describeError(err, { bodyLimitBytes, maxFileBytes: config.MAX_FILE_BYTES });
     if (e.internal) req.log.error({ err, reqId: req.id }, 'request failed');
     return reply.status(e.status).headers(e.headers).send(errorBody(e.code, e.message));
   });

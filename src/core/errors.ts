@@ -140,7 +140,9 @@ export function describeError(err: unknown, hints: { bodyLimitBytes?: number; ma
     return plain(
       HTTP_STATUS.PAYLOAD_TOO_LARGE,
       ErrorCode.PAYLOAD_TOO_LARGE,
-      `request body is larger than ${hints.bodyLimitBytes} bytes; files are limited to MAX_FILE_BYTES=${hints.maxFileBytes}`,
+      (hints.bodyLimitBytes ?? Infinity) < (hints.maxFileBytes ?? 0)
+        ? `request body is larger than ${hints.bodyLimitBytes} bytes, the most this route takes (it only names a sandbox)`
+        : `request body is larger than ${hints.bodyLimitBytes} bytes; files are limited to MAX_FILE_BYTES=${hints.maxFileBytes}`,
     );
   }
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500)

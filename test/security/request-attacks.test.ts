@@ -391,3 +391,42 @@ describe('file_url downloads are bounded per API key', () => {
     }
   }, 20_000);
 });
+
+describe('the pause, resume and fork routes refuse what the others refuse', () => {
+  const ROUTES = ['/pause_sandbox', '/resume_sandbox', '/fork_sandbox'];
+
+  it.each([
+    ['a NUL', 'sbx_\u0000'],
+    ['a lone surrogate', 'sbx_\ud800'],
+  ])('answer %s in sandbox_id or conversation_id with a 4xx, never a 5xx', async (_name, bad) => {
+    for (const url of ROUTES) {
+      for (const body of [{ sandbox_id: bad }, { conversation_id: bad }]) {
+        const r = await json(url, body);
+        expect(r.statusCode, `${url} ${JSON.stringify(body)}`).toBeGreaterThanOrEqual(400);
+        expect(r.statusCode, `${url} ${JSON.stringify(body)}`).toBeLessThan(500);
+      }
+    }
+  });
+
+  it("answer another key's sandbox with the 404 of a sandbox that does not exist, and leave it as it was", async () => {
+    const id = (await t.post('/create_sandbox', {}, as(KEY_A))).body.sandbox_id;
+    for (const url of ROUTES) {
+      const r = await t.post(url, { sandbox_id: id }, as(KEY_B));
+      expect(r.status, url).toBe(404);
+      expect(r.body.error.code, url).toBe('SANDBOX_NOT_FOUND');
+    }
+    expect((await t.post('/get_sandbox_info', { sandbox_id: id }, as(KEY_A))).body.status).toBe('running');
+  });
+
+  it('refuse deeply nested JSON (400) and a 100 MB body (413, at 64 KiB: they only name a sandbox) before parsing it', async () => {
+    for (const url of ROUTES) {
+      const deep = await send(url, `{"sandbox_id": "x", "y": ${'['.repeat(20_000)}${']'.repeat(20_000)}}`, {
+        'content-type': 'application/json',
+      });
+      expect(deep.statusCode, url).toBe(400);
+      const big = await send(url, Buffer.alloc(100 * 1024 * 1024, 0x20), { 'content-type': 'application/json' });
+      expect(big.statusCode, url).toBe(413);
+      expect(JSON.parse(big.body).error.message, url).toMatch(/larger than 65536 bytes, the most this route takes/);
+    }
+  }, 60_000);
+});

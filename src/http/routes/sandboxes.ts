@@ -27,6 +27,8 @@ import {
 import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse };
+/** A body that only names a sandbox (sandbox_id or conversation_id) needs no more: a larger one is a 413 at once. */
+const REF_BODY_LIMIT = 64 * 1024;
 
 export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService; config: Config }> = async (app, { service, config }) => {
   const caller = callerOf(service, config);
@@ -60,6 +62,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
   app.post(
     '/get_sandbox_info',
     {
+      bodyLimit: REF_BODY_LIMIT,
       schema: {
         operationId: 'getSandboxInfo',
         tags: ['sandboxes'],
@@ -80,11 +83,12 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
   };
   const list = async (req: FastifyRequest) => ({ sandboxes: listSandboxes(caller(req)).map(infoToWire) });
   app.get('/sandboxes', { schema: { ...listSchema, operationId: 'listSandboxes' } }, list);
-  app.post('/list_sandboxes', { schema: { ...listSchema, operationId: 'listSandboxesPost' } }, list);
+  app.post('/list_sandboxes', { bodyLimit: REF_BODY_LIMIT, schema: { ...listSchema, operationId: 'listSandboxesPost' } }, list);
 
   app.post(
     '/pause_sandbox',
     {
+      bodyLimit: REF_BODY_LIMIT,
       schema: {
         operationId: 'pauseSandbox',
         tags: ['sandboxes'],
@@ -104,6 +108,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
   app.post(
     '/resume_sandbox',
     {
+      bodyLimit: REF_BODY_LIMIT,
       schema: {
         operationId: 'resumeSandbox',
         tags: ['sandboxes'],
@@ -123,6 +128,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
   app.post(
     '/fork_sandbox',
     {
+      bodyLimit: REF_BODY_LIMIT,
       schema: {
         operationId: 'forkSandbox',
         tags: ['sandboxes'],
@@ -142,6 +148,7 @@ export const sandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
   app.post(
     '/stop_sandbox',
     {
+      bodyLimit: REF_BODY_LIMIT,
       schema: {
         operationId: 'stopSandbox',
         tags: ['sandboxes'],
