@@ -11,7 +11,7 @@ import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
 import { toArtifacts, toCodeError, toKernelState, toRunCodeResult } from '../agent/reply.js';
-import { AGENT_STATE_DIR, agentRequest, type AgentRequests } from '../agent/protocol.js';
+import { AGENT_STATE_DIR, agentRequest } from '../agent/protocol.js';
 import type {
   CodeError,
   KernelState,
@@ -279,13 +279,10 @@ export class LocalSandbox implements Sandbox {
    * as one tar, streamed into `sink` as it comes.
    */
   async saveState(sink: StateSink): Promise<{ kernels: KernelState[] }> {
-    const ask = (fields: AgentRequests['state']) => this.connection.request(agentRequest('state', fields), null, CONTROL_DEADLINE_MS);
-    await ask({ action: 'clear' });
+    await this.connection.request(agentRequest('state', { action: 'clear' }), null, CONTROL_DEADLINE_MS);
     const kernels: KernelState[] = [];
-    const python = this.kernel
-      ? await this.kernel.state('save', PYTHON_STATE)
-      : (await ask({ action: 'save', language: 'python' })).header.state;
-    const javascript = (await ask({ action: 'save', language: 'javascript' })).header.state;
+    const python = await this.kernelState('save', 'python');
+    const javascript = await this.kernelState('save', 'javascript');
     for (const [language, report] of [
       ['python', python],
       ['javascript', javascript],
@@ -316,25 +313,21 @@ export class LocalSandbox implements Sandbox {
     const { header } = await this.connection.request(agentRequest('restore', {}), state, CONTROL_DEADLINE_MS);
     const saved = Array.isArray(header.state) ? header.state.map(String) : [];
     const kernels: KernelState[] = [];
-    if (saved.includes('python.pkl.json')) {
-      const report = this.kernel
-        ? await this.kernel.state('load', PYTHON_STATE)
-        : (await this.connection.request(agentRequest('state', { action: 'load', language: 'python' }), null, CONTROL_DEADLINE_MS)).header
-            .state;
-      const k = toKernelState('python', report);
-      if (k) kernels.push(k);
-    }
-    if (saved.includes('javascript.json')) {
-      const { header: h } = await this.connection.request(
-        agentRequest('state', { action: 'load', language: 'javascript' }),
-        null,
-        CONTROL_DEADLINE_MS,
-      );
-      const k = toKernelState('javascript', h.state);
+    for (const [language, file] of [
+      ['python', 'python.pkl.json'],
+      ['javascript', 'javascript.json'],
+    ] as const) {
+      const k = saved.includes(file) ? toKernelState(language, await this.kernelState('load', language)) : null;
       if (k) kernels.push(k);
     }
     const skippedFiles = Array.isArray(header.skipped) ? header.skipped.slice(0, 1000).map(String) : [];
     return { kernels, skippedFiles };
+  }
+
+  /** A kernel's report on saving or loading its state: the direct Python kernel on its channel, others through the supervisor. */
+  private async kernelState(action: 'save' | 'load', language: 'python' | 'javascript'): Promise<unknown> {
+    if (language === 'python' && this.kernel) return this.kernel.state(action, PYTHON_STATE);
+    return (await this.connection.request(agentRequest('state', { action, language }), null, CONTROL_DEADLINE_MS)).header.state;
   }
 
   /** Kills the whole tree: bubblewrap's pid namespace takes every process of the sandbox with it. */

@@ -8,7 +8,7 @@
  * end of file once every process of the sandbox is gone: that is how the end of an adopted sandbox shows.
  */
 import { EventEmitter } from 'node:events';
-import { constants, openSync, closeSync, readFileSync, existsSync, mkdirSync, openSync as open, fstatSync, readSync } from 'node:fs';
+import { constants, openSync, closeSync, readFileSync, existsSync, mkdirSync, fstatSync, readSync } from 'node:fs';
 import { execFile, type ChildProcess } from 'node:child_process';
 import { promisify } from 'node:util';
 import { join } from 'node:path';
@@ -164,7 +164,7 @@ export async function makeChannelDirs(dirs: readonly string[]): Promise<void> {
  */
 export function openSandboxEnds(dir: string): { fifos: number[]; stderr: number; lifeline: number } {
   const fifos = FIFOS.map((f) => openSync(join(dir, f), constants.O_RDWR));
-  const stderr = open(join(dir, STDERR), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND, 0o600);
+  const stderr = openSync(join(dir, STDERR), constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_APPEND, 0o600);
   // The sandbox reads it, never writes: once no service process holds the write end, it sees a hang-up.
   const lifeline = openSync(join(dir, LIFELINE), constants.O_RDONLY | constants.O_NONBLOCK);
   return { fifos, stderr, lifeline };
