@@ -2,7 +2,7 @@
  * The layers of src/ and the one rule between them: imports only run downward.
  *
  *   server.ts, app.ts           process and composition: may import anything
- *   http/  mcp/  dify/          front ends: parse → operation → present; never each other, never a backend
+ *   http/  mcp/  dify/  e2b/    front ends: parse → operation → present; never each other, never a backend
  *   api/                        operations (one function per use case), presenters, schemas
  *   service/                    SandboxService: registry, owners, quotas, queues, lifecycle, file links
  *   backends/                   SandboxBackend and its implementations (local, agentcube, memory), the agent protocol
@@ -14,7 +14,7 @@ const CORE = '^src/(core/|config\\.ts$)';
 const BACKENDS = '^src/backends/';
 const SERVICE = '^src/service/';
 const API = '^src/api/';
-const FRONTS = '^src/(http|mcp|dify)/';
+const FRONTS = '^src/(http|mcp|dify|e2b)/';
 const TOP = '^src/(server|app)\\.ts$';
 
 const forbid = (name, comment, from, to) => ({ name, comment, severity: 'error', from: { path: from }, to: { path: to } });
@@ -27,9 +27,10 @@ module.exports = {
     forbid('service-below-api', 'The service knows nothing of operations, presenters or front ends.', SERVICE, `${API}|${FRONTS}|${TOP}`),
     forbid('api-below-front-ends', 'Operations and presenters know nothing of the front ends.', API, `${FRONTS}|${TOP}`),
     forbid('front-ends-use-operations', 'Front ends reach sandboxes through the operations, never a backend directly.', FRONTS, `${BACKENDS}|${TOP}`),
-    forbid('http-is-not-mcp-or-dify', 'One front end does not import another.', '^src/http/', '^src/(mcp|dify)/'),
-    forbid('mcp-is-not-http-or-dify', 'One front end does not import another.', '^src/mcp/', '^src/(http|dify)/'),
-    forbid('dify-is-not-http-or-mcp', 'One front end does not import another.', '^src/dify/', '^src/(http|mcp)/'),
+    forbid('http-is-not-mcp-or-dify', 'One front end does not import another.', '^src/http/', '^src/(mcp|dify|e2b)/'),
+    forbid('mcp-is-not-http-or-dify', 'One front end does not import another.', '^src/mcp/', '^src/(http|dify|e2b)/'),
+    forbid('dify-is-not-http-or-mcp', 'One front end does not import another.', '^src/dify/', '^src/(http|mcp|e2b)/'),
+    forbid('e2b-is-not-http-mcp-or-dify', 'One front end does not import another.', '^src/e2b/', '^src/(http|mcp|dify)/'),
     {
       name: 'one-backend-not-another', severity: 'error', comment: 'A backend does not import another one.',
       from: { path: '^src/backends/(local|agentcube|memory)/' },

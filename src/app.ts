@@ -23,6 +23,7 @@ import { difySandboxRoutes } from './dify/routes.js';
 import { registerToolDocument } from './http/routes/tool-openapi.js';
 import { registerMcp } from './mcp/route.js';
 import { baseUrl } from './api/wire.js';
+import { e2bRewrite, e2bRoutes } from './e2b/routes.js';
 
 export interface AppDeps {
   readonly config: Config;
@@ -52,6 +53,11 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
     keepAliveTimeout: config.HTTP_KEEPALIVE_TIMEOUT_S * 1000,
     // Node checks the header and request timeouts this often (30 s by default, which would stretch a 10 s limit).
     http: { connectionsCheckingInterval: Math.min(1000, config.HTTP_HEADERS_TIMEOUT_S * 1000) },
+    // E2B's SDKs call one base URL for every sandbox, naming it in headers: their requests go to /e2b/….
+    rewriteUrl: (req) => {
+      const url = req.url ?? '/';
+      return e2bRewrite(url, req.method ?? 'GET', req.headers) ?? url;
+    },
   }).withTypeProvider<TypeBoxTypeProvider>();
   app.server.headersTimeout = config.HTTP_HEADERS_TIMEOUT_S * 1000;
   app.server.maxConnections = config.MAX_CONNECTIONS;
@@ -130,6 +136,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
   await app.register(difySandboxRoutes, { service, config });
+  await app.register(e2bRoutes, { service, config });
   registerMcp(app, service, config);
   return app;
 }

@@ -105,3 +105,11 @@ class Payload:
     def drain(self):
         for _ in self.chunks():
             pass
+
+
+def hung_up_fifo(fd):
+    """No process holds the write end of FIFO `fd` (after one did)."""
+    import select
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return any(ev & select.POLLHUP for _, ev in poller.poll(0))

@@ -123,11 +123,93 @@ def open_file(path, max_bytes):
     return real, OpenFile(fd, st.st_size)
 
 
+_NAMES = {}
+
+
+def _name_of(kind, num):
+    """A uid's or gid's name in the sandbox (its number when it has none), remembered."""
+    key = (kind, num)
+    if key not in _NAMES:
+        try:
+            if kind == "user":
+                import pwd
+                _NAMES[key] = pwd.getpwuid(num).pw_name
+            else:
+                import grp
+                _NAMES[key] = grp.getgrgid(num).gr_name
+        except (KeyError, ImportError):
+            _NAMES[key] = str(num)
+    return _NAMES[key]
+
+
 def _entry(real, name):
     st = os.lstat(real)
     kind = "directory" if stat.S_ISDIR(st.st_mode) else "symlink" if stat.S_ISLNK(st.st_mode) \
         else "file" if stat.S_ISREG(st.st_mode) else "other"
-    return {"name": name, "path": real, "type": kind, "size": st.st_size, "modified_ms": int(st.st_mtime * 1000)}
+    entry = {"name": name, "path": real, "type": kind, "size": st.st_size, "modified_ms": int(st.st_mtime * 1000),
+             "mode": stat.S_IMODE(st.st_mode), "permissions": stat.filemode(st.st_mode),
+             "owner": _name_of("user", st.st_uid), "group": _name_of("group", st.st_gid)}
+    if kind == "symlink":
+        try:
+            entry["symlink_target"] = os.readlink(real)  # data: shown, never followed by the service
+        except OSError:
+            pass
+    return entry
+
+
+def make_dir(path):
+    """Creates a directory and its parents. Reply: the entry, and whether it was created (not there before)."""
+    real = resolve(path, must_exist=False)
+    existed = os.path.isdir(real)
+    try:
+        os.makedirs(real, exist_ok=True)
+    except FileExistsError:
+        raise AgentError("NOT_A_DIRECTORY", "%s exists and is not a directory" % real)
+    except OSError as exc:
+        raise _os_error(exc, real)
+    return {"entry": _entry(real, os.path.basename(real)), "created": not existed}
+
+
+def move(source, destination):
+    """Renames a file or directory inside the workspace (a symlink is moved as itself, never followed)."""
+    src = _lexical(source)
+    dst = _lexical(destination)
+    if not os.path.lexists(src):
+        raise AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % src)
+    try:
+        os.makedirs(os.path.dirname(dst), exist_ok=True)
+        os.rename(src, dst)
+    except OSError as exc:
+        raise _os_error(exc, dst)
+    return {"entry": _entry(dst, os.path.basename(dst))}
+
+
+def remove(path):
+    """Removes a file, a symlink (not what it points to) or a directory with everything in it."""
+    target = _lexical(path)
+    if target == os.path.realpath(WORKSPACE):
+        raise AgentError("VALIDATION_FAILED", "the workspace itself cannot be removed; remove what is in it")
+    if not os.path.lexists(target):
+        raise AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % target)
+    try:
+        if os.path.isdir(target) and not os.path.islink(target):
+            import shutil
+            shutil.rmtree(target)
+        else:
+            os.unlink(target)
+    except OSError as exc:
+        raise _os_error(exc, target)
+    return {"path": target}
+
+
+def _lexical(path):
+    """The path itself inside the workspace, its last name not followed (moving or removing a symlink acts on
+    the link); its directory must resolve inside the workspace."""
+    if not isinstance(path, str) or path == "" or "\0" in path:
+        raise AgentError("BAD_PATH", "path must be a non-empty string without NUL bytes")
+    full = os.path.normpath(os.path.join(WORKSPACE, path))
+    parent = resolve(os.path.dirname(full) or "/", must_exist=False)
+    return os.path.join(parent, os.path.basename(full)) if full != os.path.normpath(WORKSPACE) else parent
 
 
 def stat_path(path):
@@ -135,7 +217,8 @@ def stat_path(path):
     return _entry(real, os.path.basename(real))
 
 
-def list_dir(path, recursive, limit):
+def list_dir(path, recursive, limit, depth=0):
+    """Entries of a directory: one level, every level (`recursive`), or `depth` levels."""
     real = resolve(path)
     if not os.path.isdir(real):
         raise AgentError("NOT_A_DIRECTORY", "%s is not a directory" % real)
@@ -153,8 +236,10 @@ def list_dir(path, recursive, limit):
                 truncated = True
                 break
             entries.append(_entry(os.path.join(dirpath, name), name))
-        if truncated or not recursive:
+        if truncated or not recursive and not depth:
             break
+        if depth and dirpath.count(os.sep) - real.count(os.sep) + 1 >= depth:
+            dirnames[:] = []
     return {"path": real, "entries": entries, "truncated": truncated}
 
 

@@ -132,5 +132,17 @@ for await (const line of lines) {
     }
     continue;
   }
-  reply(await run(String(request.code), ++cell));
+  const saved = {};
+  for (const [k, v] of Object.entries(request.env || {})) {
+    saved[k] = process.env[k];
+    process.env[k] = String(v);
+  }
+  try {
+    reply({ ...(await run(String(request.code), ++cell)), execution_count: cell });
+  } finally {
+    for (const [k, v] of Object.entries(saved)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
 }

@@ -128,7 +128,19 @@ def _compile_cell(code, filename):
     return (compile(tree, filename, "exec") if tree.body else None), last
 
 
-def _run_cell(ns, code, cell, cpu_limit_s):
+def _run_cell(ns, code, cell, cpu_limit_s, env=None):
+    """Runs one cell; `env`: environment variables set for this cell only (then put back as they were)."""
+    if env:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            return _run_cell(ns, code, cell, cpu_limit_s)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     global _current
     filename = "<cell-%d>" % cell.number
     linecache.cache[filename] = (len(code), None, code.splitlines(True), filename)
@@ -262,9 +274,9 @@ def kernel_main(request_fd, reply_fd):
         if req.get("state"):
             replies.write(json.dumps({"state": state_request(ns, req)}).encode("utf-8", "backslashreplace") + b"\n")
             return
-        results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
+        results, error = _run_cell(ns, req["code"], cell, cpu_limit_s, req.get("env"))
         _flush_std_streams()
-        reply = json.dumps({"results": results, "error": error}, ensure_ascii=False)
+        reply = json.dumps({"results": results, "error": error, "execution_count": cell.number}, ensure_ascii=False)
         replies.write(reply.encode("utf-8", "backslashreplace") + b"\n")
 
     _serve(LineReader(os.fdopen(request_fd, "rb", buffering=0)), run)
@@ -326,7 +338,7 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
         if files is None or req.get("rebase"):
             files = look()
         capture.begin(req.get("id"), bool(req.get("stream")))
-        results, error = _run_cell(ns, req["code"], cell, cpu_limit_s)
+        results, error = _run_cell(ns, req["code"], cell, cpu_limit_s, req.get("env"))
         _flush_std_streams()
         stdout, stderr, output, truncated = capture.end()
         truncated = truncated or cell.truncated
@@ -338,7 +350,8 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
             changed, changed_truncated = changed_files(files, after)
             files = after
         # Fields at their defaults (no error, no output, no files…) are left out: less to write and parse.
-        reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3)}
+        reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3),
+                 "execution_count": cell.number}
         for key, value in (("results", results), ("error", error), ("stdout", stdout), ("stderr", stderr),
                            ("output", output), ("output_truncated", truncated), ("files", changed),
                            ("files_truncated", changed_truncated)):

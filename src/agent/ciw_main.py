@@ -67,9 +67,8 @@ def supervisor_main(resume=None):
         reader.before_read = lambda: reader.buf or supervisor.watch_children()
         supervisor.reap()  # what ended while it was ciw-idle, or before the handler was set
     supervisor.serve(reader, announce=resume is None)
-    for kernel in [supervisor.direct, *supervisor.kernels.values()]:
-        if kernel is not None:
-            kernel.stop()
+    for kernel in supervisor.all_kernels():
+        kernel.stop()
 
 
 def daemon_main(socket_path):

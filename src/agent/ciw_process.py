@@ -227,13 +227,13 @@ class Kernel:
             raise AgentError("STATE_FAILED", "the %s process did not %s its state" % (self.label, action))
         return json.loads(line)["state"]
 
-    def execute(self, code, timeout_s, grace_s, capture, inline_images=False):
+    def execute(self, code, timeout_s, grace_s, capture, inline_images=False, env=None):
         ended = self.proc.poll() if self.proc is not None else None
         if ended is not None:
             # It ended between calls (process.exit() in a timer, a crash): this call runs in a new one.
             self.stop()
             how = "signal %d" % -ended if ended < 0 else "code %d" % ended
-            res = self.execute(code, timeout_s, grace_s, capture, inline_images)
+            res = self.execute(code, timeout_s, grace_s, capture, inline_images, env)
             res["state_preserved"] = False
             res["notice"] = "the %s process ended between calls (%s); its state (variables, imports) is lost" % (self.label, how)
             return res
@@ -246,6 +246,8 @@ class Kernel:
                     "state_preserved": False}
         started = time.monotonic()
         request = {"code": code, "inline_images": bool(inline_images)}
+        if env:
+            request["env"] = env
         os.write(self.req_w, json.dumps(request).encode("utf-8", "surrogatepass") + b"\n")
         line = self._wait_reply(started + timeout_s, capture, stop_on_overflow=True)
         stopped = None  # why the call was interrupted: "timeout" or "output"
@@ -266,7 +268,8 @@ class Kernel:
                 error["traceback"] = (reply["error"] or {}).get("traceback", "")
             elif capture.truncated and (stopped == "output" or error is None):
                 error = output_error(capture)
-            return {"results": results, "error": error, "timed_out": timed_out, "state_preserved": True}
+            return {"results": results, "error": error, "timed_out": timed_out, "state_preserved": True,
+                    "execution_count": reply.get("execution_count")}
         # No reply: the kernel ignored the interrupt or died. Restart it; its state is gone.
         exit_code = self.proc.poll()
         self.stop()

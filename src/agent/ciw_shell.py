@@ -97,6 +97,20 @@ def _disk_full():
     return st.f_bavail * st.f_frsize < 64 * 1024
 
 
+def limit_cpu(pid, cpu_limit_s):
+    """Gives process `pid` the per-call CPU-time limit (within the sandbox's own hard limit)."""
+    if not cpu_limit_s:
+        return
+    seconds = int(cpu_limit_s) + 1
+    _, hard = resource.getrlimit(resource.RLIMIT_CPU)  # the sandbox's budget: a hard limit cannot go up
+    if hard != resource.RLIM_INFINITY:
+        seconds = min(seconds, hard)
+    try:
+        resource.prlimit(pid, resource.RLIMIT_CPU, (seconds, min(seconds + 2, hard) if hard != resource.RLIM_INFINITY else seconds + 2))
+    except (OSError, ValueError):
+        pass  # already gone
+
+
 def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
     import subprocess  # see exec_js_kernel
     try:
@@ -109,15 +123,7 @@ def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
         raise AgentError("BAD_CWD", "cannot run in working directory %r: %s" % (cwd, exc.strerror))
     except BlockingIOError as exc:
         return {"exit_code": 126, "timed_out": False, "error": process_limit_error(exc)}
-    if cpu_limit_s:
-        seconds = int(cpu_limit_s) + 1
-        _, hard = resource.getrlimit(resource.RLIMIT_CPU)  # the sandbox's budget: a hard limit cannot go up
-        if hard != resource.RLIM_INFINITY:
-            seconds = min(seconds, hard)
-        try:
-            resource.prlimit(proc.pid, resource.RLIMIT_CPU, (seconds, min(seconds + 2, hard) if hard != resource.RLIM_INFINITY else seconds + 2))
-        except (OSError, ValueError):
-            pass  # already gone
+    limit_cpu(proc.pid, cpu_limit_s)
     fds = {proc.stdout.fileno(): 1, proc.stderr.fileno(): 2}
     for fd in fds:
         set_nonblocking(fd)

@@ -7,10 +7,12 @@ import signal
 import sys
 import time
 
-from ciw_common import AGENT_DIR, WORKSPACE, AgentError, write_all
+from ciw_common import AGENT_DIR, WORKSPACE, AgentError, hung_up_fifo, write_all
 from ciw_files import OpenFile, changed_files, list_dir, open_file, snapshot, stat_path, write_file
 from ciw_process import Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site
 from ciw_shell import Capture, run_shell
+import ciw_contexts
+import ciw_ops
 import ciw_snapshot
 
 
@@ -77,11 +79,24 @@ class Supervisor:
             "python": None if self.direct else Kernel("Python", fork_python_kernel, python_env, self.cpu_limit_s, start=warm),
             "javascript": Kernel("JavaScript", exec_js_kernel, self.env, self.cpu_limit_s),
         }
+        self.python_env = python_env
+        self.contexts = {}  # context id -> Kernel: more interpreters beside the default ones (see ciw_contexts)
         self.files = snapshot()
         self.wake_r = None
+        # Background processes and file watches (ciw_ops.background), the lock their threads send frames under,
+        # and what runs once the reply of the request being served is sent.
+        self.procs = self.watches = self.send_lock = None
+        self.after_reply = []
 
     def send(self, header, blob=b""):
-        """One frame: the header line, then its payload (bytes, or an OpenFile sent from the file)."""
+        """One frame: the header line, then its payload (bytes, or an OpenFile sent from the file); whole,
+        under a lock once threads send frames too."""
+        if self.send_lock is None:
+            return self._send(header, blob)
+        with self.send_lock:
+            return self._send(header, blob)
+
+    def _send(self, header, blob):
         size = blob.size if isinstance(blob, OpenFile) else len(blob)
         if size:
             header["blob"] = size
@@ -192,14 +207,18 @@ class Supervisor:
         True when the lifeline alone woke the wait."""
         if self.orphan_since is None and hung_up:
             self.orphan_since = time.monotonic()
-        elif self.orphan_since is not None and not _hung_up(self.lifeline):
+        elif self.orphan_since is not None and not hung_up_fifo(self.lifeline):
             self.orphan_since = None  # a service process took the sandbox over
         if self.orphan_since is not None and self.orphan_s > 0 and time.monotonic() - self.orphan_since >= self.orphan_s:
-            for kernel in [self.direct, *self.kernels.values()]:
-                if kernel is not None:
-                    kernel.stop()
+            for kernel in self.all_kernels():
+                kernel.stop()
+            if self.procs is not None:
+                self.procs.stop_all()
             os._exit(0)
         return hung_up
+
+    def all_kernels(self):
+        return [k for k in [self.direct, *self.kernels.values(), *(c.kernel for c in self.contexts.values())] if k is not None]
 
     def reap(self):
         """Reports the kernel's death, and collects every other child that ended: orphans (they come to this
@@ -218,10 +237,13 @@ class Supervisor:
                 return
             if kernel.proc is not None and ended.si_pid == kernel.proc.pid:
                 continue
-            other = next((k for k in self.kernels.values()
-                          if k is not None and k.proc is not None and k.proc.pid == ended.si_pid), None)
+            other = next((k for k in self.all_kernels() if k.proc is not None and k.proc.pid == ended.si_pid), None)
             if other is not None:
                 other.proc.poll()
+            elif self.procs is not None and self.procs.owns(ended.si_pid):
+                if self.procs.get(ended.si_pid).popen.poll() is None:
+                    return  # its thread is collecting it
+            
             else:
                 os.waitpid(ended.si_pid, os.WNOHANG)
 
@@ -230,6 +252,7 @@ class Supervisor:
         variables), no network relay, and the program to become is there."""
         js = self.kernels["javascript"]
         return (self.direct is not None and self.relay is None and (js.proc is None or js.proc.poll() is not None)
+                and not self.contexts and (self.procs is None or not (self.procs.busy() or self.watches.busy()))
                 and os.access(IDLE_PROGRAM, os.X_OK))
 
     def hibernate(self):
@@ -262,6 +285,8 @@ class Supervisor:
 
     def op_exec(self, req, _blob):
         language = req.get("language") or "python"
+        if req.get("context"):
+            return ciw_contexts.execute(self, req)
         kernel = self.kernels.get(language)
         if language == "python" and self.direct is not None:
             raise AgentError("USE_DIRECT_KERNEL", "Python runs on the direct channel in this sandbox")
@@ -271,7 +296,8 @@ class Supervisor:
             raise AgentError("UNSUPPORTED_LANGUAGE", "JavaScript needs Node.js under /usr on the host (e.g. /usr/bin/node); "
                              "it is not installed there")
         capture = self.capture(req)
-        res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"))
+        res = kernel.execute(req["code"], req["timeout_ms"] / 1000, self.grace_s, capture, req.get("inline_images"),
+                             req.get("env"))
         return self.finish(res, capture), b""
 
     def op_shell(self, req, _blob):
@@ -298,7 +324,8 @@ class Supervisor:
         return stat_path(req["path"]), b""
 
     def op_list(self, req, _blob):
-        return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000)), b""
+        return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000),
+                        int(req.get("depth") or 0)), b""
 
     def op_ping(self, _req, _blob):
         """Also what a service process that takes this sandbox over needs to know: whether a kernel runs."""
@@ -346,6 +373,8 @@ class Supervisor:
                 self.reap()  # a kernel killed meanwhile (kill -9 -1 in a command) is reported before the reply
             reply["duration_ms"] = round((time.monotonic() - started) * 1000, 3)
             self.send(reply, reply_blob)
+            while self.after_reply:
+                self.after_reply.pop(0)()
 
 
 # The ops the service may ask for, by name: the same names as AGENT_OPS in src/backends/agent/protocol.ts
@@ -364,11 +393,6 @@ OPS = {
     "kernel_start": Supervisor.op_kernel,
     "kernel_interrupt": Supervisor.op_kernel,
     "kernel_restart": Supervisor.op_kernel,
+    **ciw_ops.OPS,
+    **{op: ciw_contexts.op_context for op in ("context_create", "context_restart", "context_remove")},
 }
-
-
-def _hung_up(fd):
-    """No process holds the write end of FIFO `fd` (after one did)."""
-    poller = select.poll()
-    poller.register(fd, select.POLLIN)
-    return any(ev & select.POLLHUP for _, ev in poller.poll(0))

@@ -4,6 +4,7 @@
  * the Sandbox it returns.
  */
 import type { Readable } from 'node:stream';
+import type { ContextControl, ProcessControl } from './processes.js';
 
 /** Options for a new sandbox. */
 export interface CreateSandboxOptions {
@@ -63,6 +64,10 @@ export interface RunCodeOptions {
   readonly inlineImages?: boolean;
   /** Called with output as it arrives. */
   readonly onOutput?: OutputListener;
+  /** A context made through Sandbox.contexts (default: the sandbox's own interpreter of the language). */
+  readonly context?: string;
+  /** Environment variables for this call only. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 /** Files a call created or changed (at most 100). */
@@ -87,6 +92,8 @@ export interface RunCodeResult extends ArtifactFields {
   readonly durationMs: number;
   /** Something the caller should know about this result, e.g. why no state is kept between calls. */
   readonly notice?: string;
+  /** Cells the interpreter has run, this one included (where it counts them). */
+  readonly executionCount?: number;
 }
 
 export interface RunCommandOptions {
@@ -122,6 +129,13 @@ export interface FileEntry {
   readonly type: 'file' | 'directory' | 'symlink' | 'other';
   readonly size: number;
   readonly modifiedMs: number;
+  /** Permission bits, "-rw-r--r--", owner and group names (where the backend reports them). */
+  readonly mode?: number;
+  readonly permissions?: string;
+  readonly owner?: string;
+  readonly group?: string;
+  /** What a symlink holds (never followed). */
+  readonly symlinkTarget?: string;
 }
 
 export interface DirectoryListing {
@@ -144,7 +158,14 @@ export interface SandboxFiles {
    */
   open?(path: string, maxBytes: number): Promise<OpenedFile>;
   stat(path: string): Promise<FileEntry>;
-  list(path: string, options: { recursive: boolean; limit: number }): Promise<DirectoryListing>;
+  /** `depth`: levels listed (0: one level, or all with `recursive`). */
+  list(path: string, options: { recursive: boolean; limit: number; depth?: number }): Promise<DirectoryListing>;
+  /** Creates a directory and its parents; `created` false when it was there already. */
+  mkdir?(path: string): Promise<{ entry: FileEntry; created: boolean }>;
+  /** Renames inside the sandbox (a symlink moves as itself). */
+  move?(source: string, destination: string): Promise<FileEntry>;
+  /** Removes a file, a symlink (not its target) or a directory with everything in it. */
+  remove?(path: string): Promise<void>;
 }
 
 /** A file being read out of a sandbox (SandboxFiles.open). */
@@ -199,6 +220,8 @@ export interface Sandbox {
   destroy(): Promise<void>;
   /** CPU seconds the whole sandbox used so far, background work included; null or absent when not accounted. */
   cpuSeconds?(): number | null;
+  /** Memory the sandbox's processes use now, in bytes; null or absent when not accounted. */
+  memoryBytes?(): number | null;
   /**
    * Saves the workspace and the kernels' state into `sink`, for a pause (the sandbox keeps running; the
    * caller destroys it once the state is stored). Absent where the backend cannot pause.
@@ -206,6 +229,10 @@ export interface Sandbox {
   saveState?(sink: StateSink): Promise<{ readonly kernels: readonly KernelState[] }>;
   /** Restores what saveState() saved, into this new sandbox. */
   restoreState?(state: Buffer): Promise<RestoredState>;
+  /** Background processes and file watches, where the backend has them. */
+  readonly processes?: ProcessControl;
+  /** More interpreters in the sandbox, where the backend has them. */
+  readonly contexts?: ContextControl;
 }
 
 /** Health and isolation facts reported at start and on /health. */

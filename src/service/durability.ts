@@ -42,6 +42,7 @@ type Facts = Pick<
   | 'maxLifetimeMs'
   | 'network'
   | 'env'
+  | 'metadata'
   | 'workspace'
   | 'pausedAtMs'
   | 'stateBytes'
@@ -152,7 +153,11 @@ export class Durability {
         ...restored.kernels.flatMap((k) => (k.error ? [`${labelOf(k)} variables (${k.error})`] : [])),
         ...restored.kernels.flatMap((k) => k.skipped.map((s) => `${s.name} (${labelOf(k)}: ${s.reason})`)),
         ...restored.skippedFiles.map((f) => `file ${f}`),
+        ...(record.contextsLost
+          ? [`the variables of ${record.contextsLost} code context(s) made with create_context (contexts are not kept across a pause)`]
+          : []),
       ];
+      record.contextsLost = 0;
     } catch (err) {
       if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
       const problem = err instanceof Error ? err.message : String(err);
@@ -213,6 +218,7 @@ export class Durability {
       maxLifetimeMs: record.maxLifetimeMs,
       network: record.network,
       env: record.env,
+      ...(Object.keys(record.metadata).length > 0 ? { metadata: record.metadata } : {}),
       workspace: record.workspace,
       backend: this.options.backend,
       ...backendIdOf(record),

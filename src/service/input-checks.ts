@@ -68,3 +68,18 @@ export function timeoutMsOf(config: Config, timeoutS: number | undefined): numbe
   }
   return Math.round(s * 1000);
 }
+
+/** A sandbox's metadata: a few short labels (they are kept in STATE_DIR and listed with every sandbox). */
+export function checkMetadata(metadata: Readonly<Record<string, string>> | undefined): void {
+  if (!metadata) return;
+  const entries = Object.entries(metadata);
+  if (entries.length > 32) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'metadata holds more than 32 entries');
+  for (const [k, v] of entries) {
+    if (typeof v !== 'string') throw new ServiceError(ErrorCode.VALIDATION_FAILED, `metadata.${k.slice(0, 50)} must be a string`);
+    checkText('metadata name', k);
+    checkText(`metadata.${k.slice(0, 50)}`, v);
+  }
+  if (Buffer.byteLength(JSON.stringify(metadata)) > 4096) {
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'metadata holds more than 4096 bytes in all');
+  }
+}

@@ -30,6 +30,9 @@ export interface KeeperParts {
 }
 
 export class Keeper {
+  /** Told when a live sandbox is paused or ended by the service (before it is destroyed). */
+  onRetire: (record: SandboxRecord, sandbox: Sandbox, reason: string) => void = () => undefined;
+
   /** Set when the service shuts down: nothing new starts. */
   closed = false;
   private readonly backend: SandboxBackend;
@@ -101,6 +104,15 @@ export class Keeper {
     return sandbox;
   }
 
+  /** An idle timeout a caller asked for, checked against SANDBOX_MAX_LIFETIME_S. */
+  idleTimeoutMsOf(seconds: number): number {
+    const max = this.config.SANDBOX_MAX_LIFETIME_S;
+    if (!Number.isFinite(seconds) || seconds < 1 || seconds > max) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, `timeout must be from 1 to ${max} seconds (SANDBOX_MAX_LIFETIME_S)`);
+    }
+    return Math.round(seconds * 1000);
+  }
+
   register(sandbox: Sandbox, owner: string, input: CreateInput, id = sandbox.id): SandboxRecord {
     const now = this.now();
     const record: SandboxRecord = {
@@ -115,6 +127,7 @@ export class Keeper {
       maxLifetimeMs: (input.maxLifetimeS ?? this.config.SANDBOX_MAX_LIFETIME_S) * 1000,
       network: input.network === true,
       env: input.env ?? {},
+      metadata: input.metadata ?? {},
       pausedAtMs: null,
       stateBytes: 0,
       kernels: [],
@@ -151,7 +164,7 @@ export class Keeper {
         message ??
         `sandbox '${stored.id}' was lost: the service stopped unexpectedly while it ran, and it had never been paused, so nothing of it was saved; create a new one`;
       this.registry.tombstone(stored.id, stored.owner, stored.conversationId, lost);
-      if (stored.status !== 'ended') await this.durability!.end(stored, 'lost', lost);
+      if (stored.status !== 'ended') await this.durability!.end({ ...stored, metadata: stored.metadata ?? {} }, 'lost', lost);
       return;
     }
     this.registry.add(pausedRecord({ ...stored, pausedAtMs: stored.pausedAtMs }));
@@ -209,6 +222,7 @@ export class Keeper {
     if (reason !== 'shutdown') this.checkPausedRoom(record.owner);
     await this.pauses.run(record.owner, () => this.durability!.pause(record, sandbox, reason));
     record.sandbox = null;
+    this.onRetire(record, sandbox, 'the sandbox was paused');
     await sandbox.destroy();
     this.log('info', `sandbox ${record.id} paused (${reason}, ${record.stateBytes} bytes)`);
   }
@@ -239,6 +253,7 @@ export class Keeper {
     }
     const sandbox = record.sandbox;
     record.sandbox = null;
+    if (sandbox) this.onRetire(record, sandbox, message);
     await this.durability?.end(record, kind, message).catch((err) => this.log('error', `sandbox ${record.id}: ${(err as Error).message}`));
     try {
       await sandbox?.destroy();
@@ -311,7 +326,10 @@ export class Keeper {
 
 /** A paused sandbox's record (no process; its call lane at rest). */
 function pausedRecord(
-  facts: Omit<SandboxRecord, 'sandbox' | 'lastUsedAtMs' | 'lifecycle' | 'tail' | 'busy' | 'linkDownloads'> & { pausedAtMs: number },
+  facts: Omit<SandboxRecord, 'sandbox' | 'lastUsedAtMs' | 'lifecycle' | 'tail' | 'busy' | 'linkDownloads' | 'metadata'> & {
+    pausedAtMs: number;
+    metadata?: Readonly<Record<string, string>>;
+  },
 ): SandboxRecord {
   return {
     id: facts.id,
@@ -325,6 +343,7 @@ function pausedRecord(
     maxLifetimeMs: facts.maxLifetimeMs,
     network: facts.network,
     env: facts.env,
+    metadata: facts.metadata ?? {},
     pausedAtMs: facts.pausedAtMs,
     stateBytes: facts.stateBytes,
     kernels: facts.kernels,

@@ -4,7 +4,8 @@
  * ended, so a later call is told why its sandbox is gone instead of a bare "not found".
  */
 import { ServiceError, ErrorCode } from '../core/errors.js';
-import type { SandboxHandle, SandboxRecord } from './types.js';
+import type { Config } from '../config.js';
+import type { SandboxHandle, SandboxInfo, SandboxRecord } from './types.js';
 
 const TOMBSTONES_KEPT = 10_000;
 
@@ -137,4 +138,28 @@ export class SandboxRegistry {
 /** What front ends may hold of a sandbox: its id and where its files are. */
 export function handleOf(record: SandboxRecord): SandboxHandle {
   return { id: record.id, workspace: record.workspace };
+}
+
+/** The facts of a sandbox as front ends see them. */
+export function infoOf(config: Pick<Config, 'PAUSED_RETENTION_S'>, backend: string, record: SandboxRecord): SandboxInfo {
+  const paused = record.sandbox === null;
+  const lifetimeEnd = record.createdAtMs + record.maxLifetimeMs;
+  const retentionEnd = (record.pausedAtMs ?? 0) + config.PAUSED_RETENTION_S * 1000;
+  const idleEnd = record.lastUsedAtMs + record.idleTimeoutMs;
+  return {
+    id: record.id,
+    status: paused ? 'paused' : 'running',
+    pausedAt: record.pausedAtMs === null ? null : new Date(record.pausedAtMs),
+    stateBytes: record.stateBytes,
+    backend,
+    conversationId: record.conversationId,
+    createdAt: new Date(record.createdAtMs),
+    lastUsedAt: new Date(record.lastUsedAtMs),
+    expiresAt: new Date(paused ? Math.min(lifetimeEnd, retentionEnd) : Math.min(lifetimeEnd, idleEnd)),
+    idleTimeoutS: record.idleTimeoutMs / 1000,
+    maxLifetimeS: record.maxLifetimeMs / 1000,
+    workspace: record.workspace,
+    network: record.network,
+    metadata: record.metadata,
+  };
 }

@@ -167,10 +167,43 @@ export class SandboxFiles {
     ref: SandboxRef,
     path: string,
     recursive: boolean,
+    depth = 0,
   ): Promise<{ sandbox: SandboxHandle; listing: DirectoryListing }> {
     checkText('path', path);
+    if (!Number.isInteger(depth) || depth < 0 || depth > 100) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'depth must be 0 to 100');
     const record = await this.access.resolve(owner, ref, true);
-    const listing = await this.access.exclusive(record, (s) => s.files.list(path, { recursive, limit: 10_000 }));
+    const listing = await this.access.exclusive(record, (s) => s.files.list(path, { recursive, limit: 10_000, depth }));
     return { sandbox: handleOf(record), listing };
   }
+
+  /** Creates a directory and its parents; `created` is false when it was there already. */
+  async mkdir(owner: string, ref: SandboxRef, path: string): Promise<{ sandbox: SandboxHandle; entry: FileEntry; created: boolean }> {
+    checkText('path', path);
+    const record = await this.access.resolve(owner, ref, true);
+    const made = await this.access.exclusive(record, (s) => fileOp(s.files.mkdir?.bind(s.files), 'mkdir')(path));
+    return { sandbox: handleOf(record), ...made };
+  }
+
+  /** Renames a file or directory inside the sandbox. */
+  async move(owner: string, ref: SandboxRef, source: string, destination: string): Promise<{ sandbox: SandboxHandle; entry: FileEntry }> {
+    checkText('source', source);
+    checkText('destination', destination);
+    const record = await this.access.resolve(owner, ref, false);
+    const entry = await this.access.exclusive(record, (s) => fileOp(s.files.move?.bind(s.files), 'move')(source, destination));
+    return { sandbox: handleOf(record), entry };
+  }
+
+  /** Removes a file, a symlink or a directory with everything in it. */
+  async remove(owner: string, ref: SandboxRef, path: string): Promise<{ sandbox: SandboxHandle }> {
+    checkText('path', path);
+    const record = await this.access.resolve(owner, ref, false);
+    await this.access.exclusive(record, (s) => fileOp(s.files.remove?.bind(s.files), 'remove')(path));
+    return { sandbox: handleOf(record) };
+  }
+}
+
+/** An optional file operation of the backend, or NOT_SUPPORTED naming it. */
+function fileOp<F extends (...args: never[]) => unknown>(fn: F | undefined, name: string): F {
+  if (!fn) throw new ServiceError(ErrorCode.NOT_SUPPORTED, `this backend cannot ${name} files`);
+  return fn;
 }

@@ -7,13 +7,14 @@
  */
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
-import type { KernelState, RunCommandResult, SandboxBackend } from '../backends/types.js';
+import type { KernelState, RunCommandResult, Sandbox, SandboxBackend } from '../backends/types.js';
 import { createFileLinks, type FileLinks } from './file-links.js';
 import { runtimeOf } from './languages.js';
 import { FairQueue } from './fair-queue.js';
-import { SandboxRegistry, handleOf } from './registry.js';
+import { SandboxRegistry, handleOf, infoOf } from './registry.js';
 import { SandboxFiles } from './sandbox-files.js';
-import { checkEnv, checkText, timeoutMsOf } from './input-checks.js';
+import { SandboxProcesses } from './sandbox-processes.js';
+import { checkEnv, checkMetadata, checkText, timeoutMsOf } from './input-checks.js';
 import { Quotas } from './quotas.js';
 import { Durability } from './durability.js';
 import { StateStore } from './state-store.js';
@@ -33,6 +34,8 @@ import type {
 
 export type { CreateInput, Lifecycle, RunCodeInput, RunCommandInput, RunOutcome, SandboxHandle, SandboxInfo, SandboxRef } from './types.js';
 export type { OpenedFile } from './sandbox-files.js';
+export type { FileEntry, RichResult } from '../backends/types.js';
+export type { ProcessEnd, WatchEvent } from '../backends/processes.js';
 export { CODE_NODE_OWNER } from './quotas.js';
 
 const REAP_INTERVAL_MS = 1_000;
@@ -53,6 +56,8 @@ export class SandboxService {
   readonly links: FileLinks;
   /** The file use cases (write, read, list, …). */
   readonly files: SandboxFiles;
+  /** Background processes, file watches and code contexts. */
+  readonly processes: SandboxProcesses;
   private readonly config: Config;
   private readonly now: () => number;
   private readonly log: NonNullable<ServiceOptions['log']>;
@@ -103,14 +108,20 @@ export class SandboxService {
       starts: this.starts,
       durability: this.durability,
     });
-    this.files = new SandboxFiles({
+    const access = {
       config: this.config,
       backend: this.backend,
       registry: this.registry,
       quotas: this.quotas,
-      resolve: (owner, ref, createMissing) => this.resolveRecord(owner, ref, createMissing),
-      exclusive: (record, fn) => this.keeper.exclusive(record, fn),
-    });
+      resolve: (owner: string, ref: SandboxRef, createMissing: boolean) => this.resolveRecord(owner, ref, createMissing),
+      exclusive: <T>(record: SandboxRecord, fn: (sandbox: Sandbox) => Promise<T>) => this.keeper.exclusive(record, fn),
+    };
+    this.files = new SandboxFiles(access);
+    this.processes = new SandboxProcesses(access);
+    this.keeper.onRetire = (record, sandbox, reason) => {
+      record.contextsLost = this.processes.running(sandbox).contexts;
+      this.processes.ended(sandbox, reason);
+    };
   }
 
   /** Reads back what STATE_DIR remembers (paused sandboxes, and why others ended), then starts the reaper. */
@@ -145,12 +156,13 @@ export class SandboxService {
 
   async create(owner: string, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
     checkEnv('env', input.env);
+    checkMetadata(input.metadata);
     if (input.conversationId) {
       const existing = this.registry.ofConversation(owner, input.conversationId);
-      if (existing) return { info: this.infoOf(existing), reused: true };
+      if (existing) return { info: infoOf(this.config, this.backend.name, existing), reused: true };
     }
     const record = await this.keeper.createRecord(owner, input);
-    return { info: this.infoOf(record), reused: false };
+    return { info: infoOf(this.config, this.backend.name, record), reused: false };
   }
 
   /** Finds the sandbox a request names; a conversation without one gets one when `createMissing`. */
@@ -160,14 +172,27 @@ export class SandboxService {
 
   /** The facts of the sandbox a request names (a conversation without one gets one). */
   async info(owner: string, ref: SandboxRef): Promise<SandboxInfo> {
-    return this.infoOf(await this.resolveRecord(owner, ref, true));
+    return infoOf(this.config, this.backend.name, await this.resolveRecord(owner, ref, true));
+  }
+
+  /**
+   * Who owns a sandbox, for front ends that authenticate each request by a secret of the sandbox's own (E2B's
+   * access tokens) rather than by an API key; undefined when there is no such sandbox.
+   */
+  ownerOf(sandboxId: string): string | undefined {
+    return this.registry.peek(sandboxId)?.owner;
+  }
+
+  /** Every sandbox with its owner (E2B's signed file URLs name none: the signature tells which). */
+  owners(): Array<{ id: string; owner: string }> {
+    return this.registry.all().map((r) => ({ id: r.id, owner: r.owner }));
   }
 
   list(owner: string): SandboxInfo[] {
     return this.registry
       .all()
       .filter((r) => r.owner === owner)
-      .map((r) => this.infoOf(r));
+      .map((r) => infoOf(this.config, this.backend.name, r));
   }
 
   async runCode(owner: string, ref: SandboxRef, input: RunCodeInput): Promise<RunOutcome> {
@@ -180,8 +205,18 @@ export class SandboxService {
       const result = await this.keeper.exclusive(record, (s) => s.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
       return { sandbox, runtime, result, ...this.takeLifecycle(record) };
     }
+    checkEnv('env_vars', input.env);
+    const context = input.context === undefined ? undefined : await this.processes.context(owner, { sandboxId: record.id }, input.context);
     const result = await this.keeper.exclusive(record, (s) =>
-      s.runCode({ code: input.code, timeoutMs, language: runtime, inlineImages: input.inlineImages, onOutput: input.onOutput }),
+      s.runCode({
+        code: input.code,
+        timeoutMs,
+        language: context?.language ?? runtime,
+        inlineImages: input.inlineImages,
+        onOutput: input.onOutput,
+        ...(context ? { context: context.id } : {}),
+        ...(input.env ? { env: input.env } : {}),
+      }),
     );
     return { sandbox, runtime, result, ...this.takeLifecycle(record) };
   }
@@ -202,12 +237,23 @@ export class SandboxService {
     return { sandbox: handleOf(record), result, ...this.takeLifecycle(record) };
   }
 
+  /**
+   * Sets how long the sandbox may stay unused from now on before it is paused (E2B's setTimeout), within
+   * SANDBOX_MAX_IDLE_TIMEOUT_S. Every call starts the count again.
+   */
+  async setIdleTimeout(owner: string, ref: SandboxRef, seconds: number): Promise<SandboxInfo> {
+    const record = await this.resolveRecord(owner, ref, false);
+    record.idleTimeoutMs = this.keeper.idleTimeoutMsOf(seconds);
+    record.lastUsedAtMs = this.now();
+    return infoOf(this.config, this.backend.name, record);
+  }
+
   /** Pauses a sandbox to STATE_DIR: its files and variables are kept, its processes end. */
   async pause(owner: string, ref: SandboxRef): Promise<{ info: SandboxInfo; kernels: readonly KernelState[] }> {
     const record = await this.resolveRecord(owner, ref, false);
     this.requirePausing('pause');
     await this.keeper.inLane(record, () => this.keeper.pauseIn(record, 'request'));
-    return { info: this.infoOf(record), kernels: record.kernels };
+    return { info: infoOf(this.config, this.backend.name, record), kernels: record.kernels };
   }
 
   /**
@@ -218,14 +264,14 @@ export class SandboxService {
     const source = await this.resolveRecord(owner, ref, false);
     this.requirePausing('fork');
     const fork = await this.keeper.fork(source);
-    return { source: source.id, info: this.infoOf(fork), kernels: fork.kernels };
+    return { source: source.id, info: infoOf(this.config, this.backend.name, fork), kernels: fork.kernels };
   }
 
   /** Resumes a paused sandbox now (any call would): its facts, and what the resume restored and lost. */
   async resume(owner: string, ref: SandboxRef): Promise<{ info: SandboxInfo; lifecycle?: Lifecycle }> {
     const record = await this.resolveRecord(owner, ref, false);
     await this.keeper.exclusive(record, async () => undefined);
-    return { info: this.infoOf(record), ...this.takeLifecycle(record) };
+    return { info: infoOf(this.config, this.backend.name, record), ...this.takeLifecycle(record) };
   }
 
   /** Stops a sandbox, running or paused, and deletes its stored state: 'not_found' when this owner has none of that id. */
@@ -325,27 +371,6 @@ export class SandboxService {
     throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give sandbox_id (from /create_sandbox) or conversation_id');
   }
 
-  private infoOf(record: SandboxRecord): SandboxInfo {
-    const paused = record.sandbox === null;
-    const lifetimeEnd = record.createdAtMs + record.maxLifetimeMs;
-    const retentionEnd = (record.pausedAtMs ?? 0) + this.config.PAUSED_RETENTION_S * 1000;
-    return {
-      id: record.id,
-      status: paused ? 'paused' : 'running',
-      pausedAt: record.pausedAtMs === null ? null : new Date(record.pausedAtMs),
-      stateBytes: record.stateBytes,
-      backend: this.backend.name,
-      conversationId: record.conversationId,
-      createdAt: new Date(record.createdAtMs),
-      lastUsedAt: new Date(record.lastUsedAtMs),
-      expiresAt: new Date(paused ? Math.min(lifetimeEnd, retentionEnd) : this.expiryMs(record)),
-      idleTimeoutS: record.idleTimeoutMs / 1000,
-      maxLifetimeS: record.maxLifetimeMs / 1000,
-      workspace: record.workspace,
-      network: record.network,
-    };
-  }
-
   /** What the next result must tell, once. */
   private takeLifecycle(record: SandboxRecord): { lifecycle?: Lifecycle } {
     const lifecycle = record.lifecycle;
@@ -364,9 +389,5 @@ export class SandboxService {
       }
     }
     return this.registry.get(owner, id);
-  }
-
-  private expiryMs(r: SandboxRecord): number {
-    return Math.min(r.createdAtMs + r.maxLifetimeMs, r.lastUsedAtMs + r.idleTimeoutMs);
   }
 }

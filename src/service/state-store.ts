@@ -31,6 +31,7 @@ export interface StoredSandbox {
   readonly maxLifetimeMs: number;
   readonly network: boolean;
   readonly env: Readonly<Record<string, string>>;
+  readonly metadata?: Readonly<Record<string, string>>;
   readonly workspace: string;
   readonly backend: string;
   /** The backend's id of its live sandbox (a pooled sandbox keeps its own), to take it over after a crash. */

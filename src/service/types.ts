@@ -14,6 +14,8 @@ export interface CreateInput {
   readonly env?: Readonly<Record<string, string>>;
   /** Outbound HTTP(S) through the filtering proxy. */
   readonly network?: boolean;
+  /** The caller's own labels (E2B's metadata): kept with the sandbox, listed, filtered on. */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface RunCodeInput {
@@ -23,6 +25,10 @@ export interface RunCodeInput {
   readonly timeoutS?: number;
   readonly inlineImages?: boolean;
   readonly onOutput?: OutputListener;
+  /** A context made with SandboxProcesses.createContext (its language wins). */
+  readonly context?: string;
+  /** Environment variables for this call only. */
+  readonly env?: Readonly<Record<string, string>>;
 }
 
 export interface RunCommandInput {
@@ -74,6 +80,7 @@ export interface SandboxInfo {
   readonly maxLifetimeS: number;
   readonly workspace: string;
   readonly network: boolean;
+  readonly metadata: Readonly<Record<string, string>>;
 }
 
 /** The service's own record of a live sandbox (front ends get a SandboxHandle, never this). */
@@ -87,11 +94,13 @@ export interface SandboxRecord {
   readonly conversationId: string | null;
   readonly createdAtMs: number;
   lastUsedAtMs: number;
-  readonly idleTimeoutMs: number;
+  /** Changed by a caller's set-timeout (E2B's setTimeout). */
+  idleTimeoutMs: number;
   readonly maxLifetimeMs: number;
   readonly network: boolean;
   /** The environment it was created with (a resumed sandbox gets it again). */
   readonly env: Readonly<Record<string, string>>;
+  readonly metadata: Readonly<Record<string, string>>;
   /** When its stored state was saved, and its size and report; null when it has none. */
   pausedAtMs: number | null;
   stateBytes: number;
@@ -103,4 +112,6 @@ export interface SandboxRecord {
   busy: number;
   /** Downloads through signed links in progress (anyone holding a link can start one). */
   linkDownloads: number;
+  /** Code contexts its last pause ended (their variables are not kept), for the resume's notice. */
+  contextsLost?: number;
 }

@@ -352,7 +352,8 @@ describe('boundary', () => {
       '        return b""  # the agent is not dumpable: its environ is closed to user code',
       'env_blobs = [readable(p) for p in glob.glob("/proc/[0-9]*/environ")]',
       `print(any(b"${KEY}" in b for b in env_blobs), "${KEY}" in str(dict(os.environ)))`,
-      'print(os.path.exists("/root"), os.path.exists("/home"), os.path.exists("/etc/shadow"))',
+      // /home holds only E2B's name for the workspace (/home/user → /workspace), nothing of the host's /home.
+      'print(os.path.exists("/root"), os.listdir("/home") != ["user"] or os.path.realpath("/home/user") != "/workspace", os.path.exists("/etc/shadow"))',
       'print(len([p for p in os.listdir("/proc") if p.isdigit()]) < 10)',
     ].join('\n');
     const r = await post('/run_code', { sandbox_id: id, code });

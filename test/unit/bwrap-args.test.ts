@@ -40,11 +40,13 @@ describe('bwrapArgs', () => {
     expect(args).not.toContain('--share-net');
   });
 
-  it('binds system directories read-only and never the host root or /home', () => {
+  it('binds system directories read-only and never the host root or /home (its /home/user is a link to the workspace)', () => {
     expect(find(args, '--ro-bind', '/usr', '/usr')).toBeGreaterThanOrEqual(0);
     expect(find(args, '--bind', '/', '/')).toBe(-1);
     expect(args.filter((a) => a === '--bind' || a === '--dev-bind')).toEqual([]);
-    expect(args.some((a) => a.startsWith('/home') || a.startsWith('/root'))).toBe(false);
+    expect(args.some((a) => a.startsWith('/root'))).toBe(false);
+    const home = args.flatMap((a, i) => (a.startsWith('/home') ? [`${args[i - 2]} ${args[i - 1]} ${a}`] : []));
+    expect(home).toEqual(['/workspace --dir /home', '--symlink /workspace /home/user']);
   });
 
   it('makes every writable place a size-limited tmpfs and the rest read-only', () => {

@@ -24,6 +24,10 @@ export interface AgentRequests {
     readonly inline_images: boolean;
     readonly stream?: boolean;
     readonly rebase?: boolean;
+    /** A context made by context_create (then `language` must be the context's, or absent). */
+    readonly context?: string;
+    /** Environment variables for this call only. */
+    readonly env?: Readonly<Record<string, string>>;
   };
   /** Runs a shell command line in a session of its own. Reply: as exec, plus exit_code. */
   readonly shell: {
@@ -40,8 +44,43 @@ export interface AgentRequests {
   readonly read: { readonly path: string; readonly max_bytes: number };
   /** Reply: name, path, type, size, modified_ms. */
   readonly stat: { readonly path: string };
-  /** Reply: path, entries (each as stat's reply), truncated. */
-  readonly list: { readonly path: string; readonly recursive: boolean; readonly limit: number };
+  /** Reply: path, entries (each as stat's reply), truncated. `depth`: levels listed (0: one, or all if recursive). */
+  readonly list: { readonly path: string; readonly recursive: boolean; readonly limit: number; readonly depth?: number };
+  /** Creates a directory and its parents. Reply: entry, created (false: it was there). */
+  readonly mkdir: { readonly path: string };
+  /** Renames inside the workspace; a symlink moves as itself. Reply: entry (at its new place). */
+  readonly move: { readonly source: string; readonly destination: string };
+  /** Removes a file, a symlink or a whole directory. Reply: path. */
+  readonly remove: { readonly path: string };
+  /**
+   * Starts a background process (a session of its own, with pipes or a pty). Reply: pid. Its output and end
+   * then come as frames of their own: {proc, stream, data (base64)}, {proc, truncated}, {proc, end}.
+   */
+  readonly proc_start: {
+    readonly cmd: string;
+    readonly args: readonly string[];
+    readonly envs?: Readonly<Record<string, string>>;
+    readonly cwd?: string;
+    readonly pty?: { readonly cols: number; readonly rows: number };
+    readonly stdin?: boolean;
+    readonly tag?: string;
+  };
+  /** Writes the request's payload to a process's stdin (or its terminal). Reply: pid. */
+  readonly proc_input: { readonly pid: number };
+  readonly proc_close_stdin: { readonly pid: number };
+  /** Signals the process's session: SIGTERM, SIGKILL, SIGINT… Reply: pid. */
+  readonly proc_signal: { readonly pid: number; readonly signal: string };
+  readonly proc_resize: { readonly pid: number; readonly cols: number; readonly rows: number };
+  /** Reply: processes [{pid, tag, config {cmd, args, envs, cwd}, pty}]. */
+  readonly proc_list: Readonly<Record<string, never>>;
+  /** Watches a directory; events come as {watch, events: [{name, path, type}]}. Reply: watch_id, path. */
+  readonly watch_start: { readonly path: string; readonly recursive: boolean };
+  readonly watch_stop: { readonly watch_id: string };
+  /** One more interpreter (Python or JavaScript) with its own variables and directory. Reply: id, language, cwd. */
+  readonly context_create: { readonly context: string; readonly language: 'python' | 'javascript'; readonly cwd?: string };
+  /** The context's next call starts a new interpreter. */
+  readonly context_restart: { readonly context: string };
+  readonly context_remove: { readonly context: string };
   /** Reply: pid. */
   readonly ping: Readonly<Record<string, never>>;
   /** Starts the direct channel's Python kernel if none runs. Reply: started. */
@@ -83,6 +122,20 @@ export const AGENT_OPS = [
   'state',
   'snapshot',
   'restore',
+  'mkdir',
+  'move',
+  'remove',
+  'proc_start',
+  'proc_input',
+  'proc_close_stdin',
+  'proc_signal',
+  'proc_resize',
+  'proc_list',
+  'watch_start',
+  'watch_stop',
+  'context_create',
+  'context_restart',
+  'context_remove',
 ] as const satisfies readonly AgentOp[];
 
 // The list names every op of AgentRequests: adding an op there without adding it here does not compile.

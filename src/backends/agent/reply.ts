@@ -42,6 +42,7 @@ export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
     statePreserved: h.state_preserved !== false,
     durationMs: Number(h.duration_ms) || 0,
     ...(typeof h.notice === 'string' && h.notice ? { notice: h.notice } : {}),
+    ...(Number.isSafeInteger(h.execution_count) ? { executionCount: Number(h.execution_count) } : {}),
     ...toArtifacts(h),
   };
 }

@@ -104,6 +104,8 @@ export class AgentConnection {
 
   /** Receives frames the agent sends on its own ({"notice": "kernel_exit", ...}). */
   onNotice: ((header: Record<string, unknown>) => void) | null = null;
+  /** Receives what background processes and watches send ({"proc": pid, ...}, {"watch": id, ...}). */
+  onBackground: ((header: Record<string, unknown>) => void) | null = null;
 
   constructor(
     private readonly child: AgentPipes,
@@ -349,6 +351,11 @@ export class AgentConnection {
     }
     if (typeof header.notice === 'string' && header.id === undefined) {
       this.onNotice?.(header);
+      return;
+    }
+    if ((header.proc !== undefined || header.watch !== undefined) && header.id === undefined) {
+      if (this.onBackground) this.onBackground(header);
+      else if (!this.resyncing) this.violation('a background frame nobody asked for');
       return;
     }
     const p = this.pending;

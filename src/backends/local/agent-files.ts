@@ -1,6 +1,6 @@
 /**
  * The file operations of a local sandbox, done by its agent over the sandbox's pipes: write, read, open (a
- * download streamed as it comes out, held back by a slow reader), stat, list.
+ * download streamed as it comes out, held back by a slow reader), stat, list, mkdir, move, remove.
  */
 import { PassThrough } from 'node:stream';
 import type { AgentConnection } from './agent-connection.js';
@@ -66,7 +66,7 @@ export function agentFiles(connection: AgentConnection, look: () => boolean): Sa
     stat: async (path) => toEntry((await connection.request(agentRequest('stat', { path }), null, FILE_OP_DEADLINE_MS)).header),
     list: async (path, options): Promise<DirectoryListing> => {
       const { header } = await connection.request(
-        agentRequest('list', { path, recursive: options.recursive, limit: options.limit }),
+        agentRequest('list', { path, recursive: options.recursive, limit: options.limit, depth: options.depth ?? 0 }),
         null,
         FILE_OP_DEADLINE_MS,
       );
@@ -76,7 +76,22 @@ export function agentFiles(connection: AgentConnection, look: () => boolean): Sa
         truncated: header.truncated === true,
       };
     },
+    mkdir: async (path) => {
+      const { header } = await connection.request(agentRequest('mkdir', { path }), null, FILE_OP_DEADLINE_MS);
+      return { entry: toEntry(objectOf(header.entry)), created: header.created === true };
+    },
+    move: async (source, destination) => {
+      const { header } = await connection.request(agentRequest('move', { source, destination }), null, FILE_OP_DEADLINE_MS);
+      return toEntry(objectOf(header.entry));
+    },
+    remove: async (path) => {
+      await connection.request(agentRequest('remove', { path }), null, FILE_OP_DEADLINE_MS);
+    },
   };
+}
+
+function objectOf(v: unknown): Record<string, unknown> {
+  return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
 }
 
 function toEntry(h: Record<string, unknown>): FileEntry {
@@ -86,5 +101,10 @@ function toEntry(h: Record<string, unknown>): FileEntry {
     type: (['file', 'directory', 'symlink'] as const).find((t) => t === h.type) ?? 'other',
     size: Number(h.size),
     modifiedMs: Number(h.modified_ms),
+    ...(Number.isSafeInteger(h.mode) ? { mode: Number(h.mode) } : {}),
+    ...(typeof h.permissions === 'string' ? { permissions: h.permissions.slice(0, 20) } : {}),
+    ...(typeof h.owner === 'string' ? { owner: h.owner.slice(0, 64) } : {}),
+    ...(typeof h.group === 'string' ? { group: h.group.slice(0, 64) } : {}),
+    ...(typeof h.symlink_target === 'string' ? { symlinkTarget: h.symlink_target.slice(0, 4096) } : {}),
   };
 }

@@ -118,6 +118,12 @@ export function bwrapArgs(input: BwrapInput): string[] {
     String(input.workspaceBytes),
     '--tmpfs',
     input.workspace,
+    // E2B's SDKs and the code written for them expect the user's home at /home/user: the workspace, by another name.
+    '--dir',
+    '/home',
+    '--symlink',
+    input.workspace,
+    '/home/user',
     '--ro-bind',
     input.agentDir,
     '/opt/ciw',

@@ -28,6 +28,8 @@ export interface SandboxCgroup {
   counters(): LimitCounters;
   /** CPU seconds all the sandbox's processes used so far (dead ones included), or null when not accounted. */
   cpuSeconds(): number | null;
+  /** Memory all its processes use now (page cache included), or null when not accounted. */
+  memoryBytes(): number | null;
   /** Removes the cgroup directories; call once the sandbox's processes are gone. */
   remove(): Promise<void>;
 }
@@ -125,6 +127,7 @@ const none = (why: string): CgroupManager => ({
     addProcess: () => undefined,
     counters: () => ({ oomKills: 0, pidsRefused: 0 }),
     cpuSeconds: () => null,
+    memoryBytes: () => null,
     remove: async () => undefined,
   }),
   close: () => undefined,
@@ -192,6 +195,7 @@ function v1(): CgroupManager | string {
           const ns = dirs.cpuacct ? Number(read(join(dirs.cpuacct, 'cpuacct.usage')).trim()) : NaN;
           return Number.isFinite(ns) && dirs.cpuacct ? ns / 1e9 : null;
         },
+        memoryBytes: () => numberIn(join(dirs.memory, 'memory.usage_in_bytes')),
         remove: () => removeWithRetry([...new Set(Object.values(dirs))]),
       };
     },
@@ -231,6 +235,7 @@ function v2(mountPoint: string): CgroupManager | string {
             const m = /^usage_usec\s+(\d+)/m.exec(read(join(dir, 'cpu.stat')));
             return m ? Number(m[1]) / 1e6 : null;
           },
+          memoryBytes: () => numberIn(join(dir, 'memory.current')),
           remove: () => removeWithRetry([dir]),
         };
       },
@@ -249,4 +254,13 @@ export function detectCgroups(enabled: boolean): CgroupManager {
   const unified = mountsOf('cgroup2').find((m) => m.point === '/sys/fs/cgroup');
   const result = unified ? v2(unified.point) : v1();
   return typeof result === 'string' ? none(result) : result;
+}
+
+function numberIn(file: string): number | null {
+  try {
+    const n = Number(read(file).trim());
+    return Number.isFinite(n) ? n : null;
+  } catch {
+    return null;
+  }
 }

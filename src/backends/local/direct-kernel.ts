@@ -143,6 +143,7 @@ export class DirectKernel {
         inline_images: options.inlineImages === true,
         stream: options.onOutput !== undefined,
         rebase: this.look(),
+        ...(options.env && Object.keys(options.env).length > 0 ? { env: options.env } : {}),
       },
       (event, data) => {
         if (event === 'stdout' || event === 'stderr') {

@@ -2,11 +2,14 @@
  * One live local sandbox: a bubblewrap process tree with the agent inside, reached over its channel (FIFOs
  * that outlive the service, or pipes), and its Python kernel over the direct channel (fds 3 and 5).
  */
+import { readFileSync } from 'node:fs';
 import type { SandboxProcess } from './sandbox-process.js';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
 import { CONTROL_DEADLINE_MS, DirectKernel } from './direct-kernel.js';
 import { agentFiles } from './agent-files.js';
+import { agentContexts, agentProcesses } from './agent-processes.js';
+import type { ContextControl, ProcessControl } from '../processes.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree } from './proc.js';
@@ -60,6 +63,8 @@ export class LocalSandbox implements Sandbox {
   readonly id: string;
   readonly workspace: string;
   readonly files: SandboxFiles;
+  readonly processes: ProcessControl;
+  readonly contexts: ContextControl;
   readonly connection: AgentConnection;
   readonly exited: Promise<void>;
   private readonly child: SandboxProcess;
@@ -124,6 +129,10 @@ export class LocalSandbox implements Sandbox {
       });
     });
     this.files = agentFiles(this.connection, () => this.look('agent'));
+    this.processes = agentProcesses(this.connection, parts.maxOutputBytes, (what) =>
+      this.kill(`the sandbox's agent sent ${what} and the sandbox was stopped`),
+    );
+    this.contexts = agentContexts(this.connection);
   }
 
   /** Waits for the agent to start; the direct kernel channel is used if it says it serves one. */
@@ -207,7 +216,8 @@ export class LocalSandbox implements Sandbox {
 
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
     const language = options.language ?? 'python';
-    const result = language === 'python' && this.kernel ? await this.kernel.run(options) : await this.runRelayed(options);
+    const direct = language === 'python' && this.kernel && options.context === undefined;
+    const result = direct ? await this.kernel!.run(options) : await this.runRelayed(options);
     const { error } = result;
     // Only a failed call needs explaining (two cgroup file reads are a tenth of the hot path). Commands,
     // below, always check: a shell's child can be OOM-killed while the command itself exits 0.
@@ -226,6 +236,8 @@ export class LocalSandbox implements Sandbox {
         inline_images: options.inlineImages === true,
         stream: options.onOutput !== undefined,
         rebase: this.look('agent'),
+        ...(options.context !== undefined ? { context: options.context } : {}),
+        ...(options.env && Object.keys(options.env).length > 0 ? { env: options.env } : {}),
       }),
       null,
       options.timeoutMs + this.graceMs + AGENT_SLACK_MS,
@@ -267,6 +279,21 @@ export class LocalSandbox implements Sandbox {
 
   cpuSeconds(): number | null {
     return this.cgroup?.cpuSeconds() ?? null;
+  }
+
+  /** From the cgroup, or else the resident memory of the sandbox's processes. */
+  memoryBytes(): number | null {
+    const fromCgroup = this.cgroup?.active ? this.cgroup.memoryBytes() : null;
+    if (fromCgroup !== null) return fromCgroup;
+    let total = 0;
+    for (const pid of this.listPids()) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096;
+      } catch {
+        // ended meanwhile
+      }
+    }
+    return total;
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -21,6 +21,11 @@ declare module 'fastify' {
   interface FastifyContextConfig {
     /** Routes that need no API key (health, docs). */
     public?: boolean;
+    /**
+     * Routes that authenticate by a secret of their own (E2B's per-sandbox access tokens) instead of an API
+     * key: it sets req.owner or throws, before the body is read (so that body budgets apply to that owner).
+     */
+    authenticate?: (req: FastifyRequest) => void;
   }
 }
 
@@ -75,6 +80,8 @@ export const authPlugin = fp(
     app.addHook(
       'onRequest',
       syncHook((req) => {
+        const own = req.routeOptions.config?.authenticate;
+        if (own) return own(req);
         if (keys.length > 0 && (req.routeOptions.config?.public || req.routeOptions.url?.startsWith('/docs'))) return;
         authenticate(req);
       }),

@@ -32,6 +32,10 @@ export interface UploadedFile {
 }
 
 declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** The route reads its body as it came (a protocol of its own: E2B's): no fields merged or decoded. */
+    rawBody?: boolean;
+  }
   interface FastifyRequest {
     /** Files sent in the request (multipart parts, binary body), in order. */
     uploadedFiles: UploadedFile[];
@@ -198,7 +202,7 @@ function readBody(
 /** Turns whatever body came into one plain object of fields (see the top of this file). */
 function normalizeBody(req: FastifyRequest): void {
   // JSON-RPC messages (MCP) are taken as they are.
-  if (req.method !== 'POST' || req.routeOptions.url === '/mcp') return;
+  if (req.method !== 'POST' || req.routeOptions.url === '/mcp' || req.routeOptions.config?.rawBody) return;
   const query = (req.query ?? {}) as Fields;
   let body: Fields;
   if (req.body === undefined || req.body === null) {
