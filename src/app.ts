@@ -18,6 +18,7 @@ import { idempotencyPlugin } from './http/plugins/idempotency.js';
 import { sandboxRoutes } from './http/routes/sandboxes.js';
 import { executionRoutes } from './http/routes/execution.js';
 import { fileRoutes } from './http/routes/files.js';
+import { processRoutes } from './http/routes/processes.js';
 import { healthRoutes } from './http/routes/health.js';
 import { difySandboxRoutes } from './dify/routes.js';
 import { registerToolDocument } from './http/routes/tool-openapi.js';
@@ -108,6 +109,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
         { name: 'sandboxes', description: 'Create, inspect and stop sandboxes' },
         { name: 'execution', description: 'Run Python and shell commands' },
         { name: 'files', description: 'Move files in and out' },
+        { name: 'processes', description: 'Background processes: start, follow, write to, signal' },
         { name: 'health', description: 'Liveness' },
         { name: 'dify-sandbox', description: "dify-sandbox compatible API for Dify's Code node (CODE_EXECUTION_ENDPOINT)" },
       ],
@@ -135,6 +137,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   await app.register(sandboxRoutes, { service, config });
   await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
+  await app.register(processRoutes, { service, config });
   await app.register(difySandboxRoutes, { service, config });
   await app.register(e2bRoutes, { service, config });
   registerMcp(app, service, config);

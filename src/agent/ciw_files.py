@@ -212,8 +212,11 @@ def _lexical(path):
     return os.path.join(parent, os.path.basename(full)) if full != os.path.normpath(WORKSPACE) else parent
 
 
-def stat_path(path):
-    real = resolve(path)
+def stat_path(path, follow=True):
+    """What `path` leads to, or (follow=False) the entry itself: a symlink described, with what it holds."""
+    real = resolve(path) if follow else _lexical(path)
+    if not os.path.lexists(real):
+        raise AgentError("FILE_NOT_FOUND", "no such file or directory in the sandbox: %s" % real)
     return _entry(real, os.path.basename(real))
 
 

@@ -321,7 +321,7 @@ class Supervisor:
         return {"path": real, "size": opened.size}, opened
 
     def op_stat(self, req, _blob):
-        return stat_path(req["path"]), b""
+        return stat_path(req["path"], req.get("follow", True)), b""
 
     def op_list(self, req, _blob):
         return list_dir(req.get("path") or ".", bool(req.get("recursive")), int(req.get("limit") or 10000),

@@ -157,7 +157,8 @@ export interface SandboxFiles {
    * sandbox is free again then, whatever the reader of `body` does).
    */
   open?(path: string, maxBytes: number): Promise<OpenedFile>;
-  stat(path: string): Promise<FileEntry>;
+  /** What the path leads to; with follow false, the entry itself (a symlink, not its target). */
+  stat(path: string, options?: { follow?: boolean }): Promise<FileEntry>;
   /** `depth`: levels listed (0: one level, or all with `recursive`). */
   list(path: string, options: { recursive: boolean; limit: number; depth?: number }): Promise<DirectoryListing>;
   /** Creates a directory and its parents; `created` false when it was there already. */

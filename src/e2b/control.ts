@@ -13,6 +13,7 @@ import { AccessTokens, CONTROL_PREFIX, ENVD_VERSION, TEMPLATES, restError } from
 const CLIENT_ID = 'code-interpreter-wrapper';
 const DEFAULT_TIMEOUT_S = 300;
 const MAX_PAGE = 100;
+const CONTROL_BODY_LIMIT = 64 * 1024;
 
 export interface ControlDeps {
   readonly service: SandboxService;
@@ -31,9 +32,14 @@ export async function controlRoutes(app: FastifyInstance, { service, config, tok
   const memoryMB = Math.round(config.SANDBOX_MEMORY_BYTES / 1048576);
   const diskSizeMB = Math.round(config.SANDBOX_DISK_BYTES / 1048576);
 
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((err, req, reply) => {
     const { status, body } = restError(err);
+    if (!req.raw.complete) reply.header('connection', 'close'); // refused before its body was read
     return reply.status(status).send(body);
+  });
+  // Control-plane bodies are a few fields: anything larger is refused at once.
+  app.addHook('onRoute', (route) => {
+    route.bodyLimit ??= CONTROL_BODY_LIMIT;
   });
 
   const sandboxOf = (info: SandboxInfo, owner: string) => ({

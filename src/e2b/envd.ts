@@ -25,6 +25,8 @@ import { AlreadyExists, filesystemMethods } from './rpc-filesystem.js';
 const gunzipAsync = promisify(gunzip);
 /** A streaming call's request is one small envelope. */
 const STREAM_REQUEST_LIMIT = 1024 * 1024;
+/** A unary call's request: SendInput's bytes (1 MiB, base64) at most. */
+const UNARY_BODY_LIMIT = 2 * 1024 * 1024;
 
 export interface EnvdDeps {
   readonly service: SandboxService;
@@ -40,8 +42,9 @@ export async function envdRoutes(app: FastifyInstance, deps: EnvdDeps): Promise<
 }
 
 async function restRoutes(app: FastifyInstance, { service, config, tokens }: EnvdDeps): Promise<void> {
-  app.setErrorHandler((err, _req, reply) => {
+  app.setErrorHandler((err, req, reply) => {
     const { status, body } = restError(err);
+    if (!req.raw.complete) reply.header('connection', 'close'); // refused before its body was read
     return reply.status(status).send(body);
   });
 
@@ -109,7 +112,11 @@ async function restRoutes(app: FastifyInstance, { service, config, tokens }: Env
 async function rpcRoutes(app: FastifyInstance, { service, tokens }: EnvdDeps): Promise<void> {
   const auth = authenticator(service, tokens);
   app.addContentTypeParser(STREAM_TYPE, { parseAs: 'buffer', bodyLimit: STREAM_REQUEST_LIMIT }, (_req, body, done) => done(null, body));
-  app.setErrorHandler((err, _req, reply) => {
+  app.addHook('onRoute', (route) => {
+    route.bodyLimit ??= UNARY_BODY_LIMIT;
+  });
+  app.setErrorHandler((err, req, reply) => {
+    if (!req.raw.complete) reply.header('connection', 'close');
     if (err instanceof AlreadyExists) return reply.status(409).send({ code: 'already_exists', message: err.message });
     const { status, body } = unaryError(err);
     return reply.status(status).send(body);

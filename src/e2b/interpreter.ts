@@ -10,6 +10,8 @@ import type { RichResult, SandboxService } from '../service/sandbox-service.js';
 import { type AccessTokens, authenticator, fromSandboxPath, targetOf, toSandboxPath } from './common.js';
 
 const KEEPALIVE_MS = 5_000;
+/** Code and its variables: as much as /run_code takes. */
+const INTERPRETER_BODY_LIMIT = 4 * 1024 * 1024;
 /** MIME type → the field of E2B's result line. */
 const RESULT_FIELDS: ReadonlyArray<readonly [string, string]> = [
   ['text/plain', 'text'],
@@ -40,8 +42,12 @@ type Body = Record<string, unknown>;
 
 export async function interpreterRoutes(app: FastifyInstance, { service, tokens }: InterpreterDeps): Promise<void> {
   const auth = authenticator(service, tokens);
-  app.setErrorHandler((err, _req, reply) => {
+  app.addHook('onRoute', (route) => {
+    route.bodyLimit ??= INTERPRETER_BODY_LIMIT;
+  });
+  app.setErrorHandler((err, req, reply) => {
     const e = describeError(err);
+    if (!req.raw.complete) reply.header('connection', 'close');
     return reply.status(e.status).type('text/plain').send(e.message);
   });
 

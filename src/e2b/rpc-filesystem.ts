@@ -67,7 +67,9 @@ export function filesystemMethods(service: SandboxService) {
       },
     },
     unary: {
-      Stat: async (t: SandboxTarget, m: Msg) => ({ entry: entryInfo((await service.files.stat(t.owner, ref(t), pathOf(m.path))).entry) }),
+      Stat: async (t: SandboxTarget, m: Msg) => ({
+        entry: entryInfo((await service.files.stat(t.owner, ref(t), pathOf(m.path), false)).entry),
+      }),
       ListDir: async (t: SandboxTarget, m: Msg) => {
         const depth = m.depth === undefined ? 1 : Number(m.depth);
         if (!Number.isInteger(depth) || depth < 1) throw bad('depth must be a positive integer');

@@ -5,9 +5,8 @@
  * Schema) minus HTTP-only options.
  */
 import { posix } from 'node:path';
-import { Type, type Static, type TSchema } from 'typebox';
+import { Type, type TSchema } from 'typebox';
 import { Value } from 'typebox/value';
-import type { SandboxService } from '../service/sandbox-service.js';
 import { ServiceError, describeError } from '../core/errors.js';
 import { RunCodeBody, ExecuteCommandBody, RunCodeResponse, ExecuteCommandResponse } from '../api/schemas/execution.js';
 import { CreateSandboxBody, SandboxRefBody } from '../api/schemas/sandboxes.js';
@@ -16,55 +15,24 @@ import { commandToWire, runCodeToWire } from '../api/run-presenters.js';
 import { forkedToWire, infoToWire, pausedToWire } from '../api/wire.js';
 import { mimeTypeOf } from '../service/mime.js';
 import { decodeContent } from '../api/file-input.js';
-import type { Config } from '../config.js';
 import * as fileOps from '../api/file-operations.js';
 import * as ops from '../api/sandbox-operations.js';
-import type { Caller, StoredFile } from '../api/file-operations.js';
+import type { StoredFile } from '../api/file-operations.js';
+import { type Content, type Tool, type ToolContext, type ToolResult, caller, ref, text } from './tool.js';
+import { PROCESS_TOOLS } from './process-tools.js';
+
+export type { ToolContext, ToolResult } from './tool.js';
 import { listingToWire, storedToWire } from '../api/file-presenters.js';
-
-/** MCP content items (text, image, resource link, embedded resource). */
-type Content =
-  | { type: 'text'; text: string }
-  | { type: 'image'; data: string; mimeType: string }
-  | { type: 'resource_link'; uri: string; name: string; mimeType: string; description?: string }
-  | { type: 'resource'; resource: { uri: string; mimeType: string; text?: string; blob?: string } };
-
-export interface ToolResult {
-  content: Content[];
-  structuredContent?: Record<string, unknown>;
-  isError?: boolean;
-}
-
-export interface ToolContext {
-  readonly service: SandboxService;
-  readonly owner: string;
-  /** Absolute base for file links. */
-  readonly baseUrl: string;
-  readonly config: Config;
-}
-
-interface Tool<S extends TSchema> {
-  readonly name: string;
-  readonly title: string;
-  readonly description: string;
-  readonly inputSchema: S;
-  readonly outputSchema?: TSchema;
-  run(args: Static<S>, ctx: ToolContext): Promise<ToolResult>;
-}
 
 const MAX_IMAGES = 4;
 const MAX_IMAGE_BYTES = 2 * 1024 * 1024;
 const MAX_TEXT_FILE_BYTES = 256 * 1024;
-
-const ref = (a: { sandbox_id?: string; conversation_id?: string }) => ({ sandboxId: a.sandbox_id, conversationId: a.conversation_id });
 
 /** The answer of a tool that stored a file, as /write_file answers. */
 const stored = (verb: string, w: StoredFile): ToolResult => ({
   content: [{ type: 'text', text: `${verb} ${w.size} bytes at ${w.path}` }],
   structuredContent: storedToWire(w),
 });
-const caller = (ctx: ToolContext): Caller => ({ service: ctx.service, config: ctx.config, owner: ctx.owner, baseUrl: ctx.baseUrl });
-const text = (t: string): Content => ({ type: 'text', text: t });
 
 /** Output, error and values as text a model reads easily. */
 function runText(r: {
@@ -129,7 +97,7 @@ const createSandbox: Tool<typeof CreateInput> = {
   },
 };
 
-const RunCodeInput = Type.Omit(RunCodeBody, ['stream', 'inline_images']);
+const RunCodeInput = Type.Omit(RunCodeBody, ['stream', 'inline_images', 'env']);
 const runCode: Tool<typeof RunCodeInput> = {
   name: 'run_code',
   title: 'Run code',
@@ -146,6 +114,7 @@ const runCode: Tool<typeof RunCodeInput> = {
       language: a.language,
       timeoutS: a.timeout,
       inlineImages: true,
+      ...(a.context_id ? { context: a.context_id } : {}),
     });
     const wire = runCodeToWire(outcome, link);
     const content: Content[] = [text(runText(wire))];
@@ -330,6 +299,7 @@ export const TOOLS = [
   pauseSandbox,
   forkSandbox,
   stopSandbox,
+  ...PROCESS_TOOLS,
 ] as Tool<TSchema>[];
 
 /** Calls a tool by name: arguments checked against its schema; failures come back as isError results with the service's codes. */

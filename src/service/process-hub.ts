@@ -60,7 +60,11 @@ export class Hub {
   readonly watches = new Map<string, Watch>();
   readonly contexts = new Map<string, ContextInfo>();
 
-  constructor(readonly control: ProcessControl) {
+  constructor(
+    readonly control: ProcessControl,
+    /** The live sandbox it keeps the work of. */
+    readonly sandbox: object,
+  ) {
     control.onEvent((e) => this.on(e));
   }
 

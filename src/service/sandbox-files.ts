@@ -155,10 +155,10 @@ export class SandboxFiles {
     return { path: real, size: data.length, body: Readable.from([data]), received: Promise.resolve() };
   }
 
-  async stat(owner: string, ref: SandboxRef, path: string): Promise<{ sandbox: SandboxHandle; entry: FileEntry }> {
+  async stat(owner: string, ref: SandboxRef, path: string, follow = true): Promise<{ sandbox: SandboxHandle; entry: FileEntry }> {
     checkText('remote_path', path);
     const record = await this.access.resolve(owner, ref, false);
-    const entry = await this.access.exclusive(record, (s) => s.files.stat(path));
+    const entry = await this.access.exclusive(record, (s) => s.files.stat(path, { follow }));
     return { sandbox: handleOf(record), entry };
   }
 

@@ -29,11 +29,13 @@ const MAX_ARGS = 256;
 const MAX_CONTEXTS = 8;
 
 export class SandboxProcesses {
-  private readonly hubs = new WeakMap<Sandbox, Hub>();
+  /** By record (gone with it): what a paused sandbox's processes left (their end) stays readable without waking it. */
+  private readonly hubs = new WeakMap<SandboxRecord, Hub>();
 
   constructor(private readonly access: SandboxAccess) {}
 
-  private hubOf(sandbox: Sandbox): Hub {
+  /** The hub of the record's live `sandbox`; a new one after a resume, with the ended processes carried over. */
+  private hubOf(record: SandboxRecord, sandbox: Sandbox): Hub {
     const control = sandbox.processes;
     if (!control) {
       throw new ServiceError(
@@ -41,25 +43,25 @@ export class SandboxProcesses {
         `the ${this.access.backend.name} backend has no background processes, file watches or contexts`,
       );
     }
-    let hub = this.hubs.get(sandbox);
-    if (!hub) {
-      hub = new Hub(control);
-      this.hubs.set(sandbox, hub);
-      const h = hub;
-      sandbox.onExit((reason) => h.close(`the sandbox ended: ${reason}`));
-    }
+    const old = this.hubs.get(record);
+    if (old?.sandbox === sandbox) return old;
+    const hub = new Hub(control, sandbox);
+    for (const t of old?.procs.values() ?? []) if (t.end) hub.procs.set(t.pid, t);
+    this.hubs.set(record, hub);
+    sandbox.onExit((reason) => hub.close(`the sandbox ended: ${reason}`));
     return hub;
   }
 
   /** Called when the service stops or pauses a sandbox: followers of its processes and watches hear it. */
-  ended(sandbox: Sandbox, reason: string): void {
-    this.hubs.get(sandbox)?.close(reason);
+  ended(record: SandboxRecord, sandbox: Sandbox, reason: string): void {
+    const hub = this.hubs.get(record);
+    if (hub?.sandbox === sandbox) hub.close(reason);
   }
 
   /** What a pause will end: running processes, watches and contexts of a live sandbox. */
-  running(sandbox: Sandbox): { processes: number; watches: number; contexts: number } {
-    const hub = this.hubs.get(sandbox);
-    if (!hub) return { processes: 0, watches: 0, contexts: 0 };
+  running(record: SandboxRecord, sandbox: Sandbox): { processes: number; watches: number; contexts: number } {
+    const hub = this.hubs.get(record);
+    if (!hub || hub.sandbox !== sandbox) return { processes: 0, watches: 0, contexts: 0 };
     return { processes: [...hub.procs.values()].filter((t) => !t.end).length, watches: hub.watches.size, contexts: hub.contexts.size };
   }
 
@@ -67,8 +69,18 @@ export class SandboxProcesses {
   private async live<T>(owner: string, ref: SandboxRef, fn: (hub: Hub, sandbox: Sandbox, record: SandboxRecord) => Promise<T>): Promise<T> {
     const record = await this.access.resolve(owner, ref, false);
     const sandbox = record.sandbox;
-    if (sandbox) return fn(this.hubOf(sandbox), sandbox, record);
-    return this.access.exclusive(record, (s) => fn(this.hubOf(s), s, record));
+    if (sandbox) return fn(this.hubOf(record, sandbox), sandbox, record);
+    return this.access.exclusive(record, (s) => fn(this.hubOf(record, s), s, record));
+  }
+
+  /** A process known to the hub (running, or ended and not read yet) — a paused sandbox is not woken for it. */
+  private async tracked(owner: string, ref: SandboxRef, pid: number): Promise<{ hub: Hub; t: Tracked }> {
+    const record = await this.access.resolve(owner, ref, false);
+    const hub = this.hubs.get(record);
+    const t = hub?.procs.get(pid);
+    if (hub && t) return { hub, t };
+    if (!record.sandbox) throw notFound(pid);
+    return this.live(owner, ref, async (h) => ({ hub: h, t: await this.findRunning(h, pid) }));
   }
 
   async start(owner: string, ref: SandboxRef, options: StartProcessOptions): Promise<{ pid: number; sandboxId: string }> {
@@ -81,7 +93,7 @@ export class SandboxProcesses {
     }
     const record = await this.access.resolve(owner, ref, true);
     return this.access.exclusive(record, async (s) => {
-      const hub = this.hubOf(s);
+      const hub = this.hubOf(record, s);
       const { pid } = await hub.control.start(options);
       const t = hub.track(pid);
       t.info = {
@@ -99,8 +111,8 @@ export class SandboxProcesses {
    * stops following. A process that ended and whose status was kept is answered at once.
    */
   async follow(owner: string, ref: SandboxRef, pid: number, listener: ProcessListener, replay: boolean): Promise<() => void> {
-    return this.live(owner, ref, async (hub) => {
-      const t = hub.procs.get(pid) ?? (await this.findRunning(hub, pid));
+    const { hub, t } = await this.tracked(owner, ref, pid);
+    {
       if (replay) for (const c of t.chunks) listener.output(c.stream, c.data);
       if (t.end) {
         listener.end(t.end);
@@ -112,13 +124,41 @@ export class SandboxProcesses {
       }
       t.followers.add(listener);
       return () => void t.followers.delete(listener);
+    }
+  }
+
+  /**
+   * Waits at most `ms` until the process has output past byte `since`, or ended (without reading its status,
+   * which output() hands out once). Counts as one of the process's followers meanwhile.
+   */
+  async waitFor(owner: string, ref: SandboxRef, pid: number, since: number, ms: number): Promise<void> {
+    let release = () => undefined as void;
+    const woken = new Promise<void>((resolve) => {
+      release = resolve;
     });
+    const stop = await this.tracked(owner, ref, pid).then(({ t }) => {
+      if (t.end || t.dropped + t.kept > since) return null;
+      if (t.followers.size >= MAX_FOLLOWERS) {
+        throw new ServiceError(ErrorCode.CALL_LIMIT_REACHED, `process ${pid} already has ${MAX_FOLLOWERS} followers; close one`);
+      }
+      const listener = { output: () => release(), end: () => release() };
+      t.followers.add(listener);
+      return () => void t.followers.delete(listener);
+    });
+    if (!stop) return;
+    const timer = setTimeout(release, ms);
+    try {
+      await woken;
+    } finally {
+      clearTimeout(timer);
+      stop();
+    }
   }
 
   /** Output kept from byte `since` on, and the status; an ended process's status is read once, then forgotten. */
   async output(owner: string, ref: SandboxRef, pid: number, since: number): Promise<ProcessOutput> {
-    return this.live(owner, ref, async (hub) => {
-      const t = hub.procs.get(pid) ?? (await this.findRunning(hub, pid));
+    const { hub, t } = await this.tracked(owner, ref, pid);
+    {
       let at = t.dropped;
       const chunks: Array<{ stream: ProcessStream; data: Buffer }> = [];
       for (const c of t.chunks) {
@@ -136,17 +176,13 @@ export class SandboxProcesses {
         ...(t.end ? { end: t.end } : {}),
         truncated: t.truncated || since < t.dropped,
       };
-    });
+    }
   }
 
   private async findRunning(hub: Hub, pid: number): Promise<Tracked> {
     // A process started before this service process took the sandbox over: the agent knows it.
     const found = (await hub.control.list()).find((p) => p.pid === pid);
-    if (!found)
-      throw new ServiceError(
-        ErrorCode.PROCESS_NOT_FOUND,
-        `no process with pid ${pid} in this sandbox (it ended and its status was read, or never ran)`,
-      );
+    if (!found) throw notFound(pid);
     const t = hub.track(pid);
     t.info = found;
     return t;
@@ -237,7 +273,7 @@ export class SandboxProcesses {
     checkText('cwd', cwd);
     const record = await this.access.resolve(owner, ref, true);
     return this.access.exclusive(record, async (s) => {
-      const hub = this.hubOf(s);
+      const hub = this.hubOf(record, s);
       if (!s.contexts) throw new ServiceError(ErrorCode.NOT_SUPPORTED, 'this backend has no code contexts');
       if (hub.contexts.size >= MAX_CONTEXTS) {
         throw new ServiceError(ErrorCode.CONTEXT_LIMIT_REACHED, `this sandbox has ${MAX_CONTEXTS} contexts already; remove one first`);
@@ -250,8 +286,8 @@ export class SandboxProcesses {
 
   async contexts(owner: string, ref: SandboxRef): Promise<ContextInfo[]> {
     const record = await this.access.resolve(owner, ref, false);
-    const hub = record.sandbox ? this.hubs.get(record.sandbox) : undefined;
-    return hub ? [...hub.contexts.values()] : [];
+    const hub = this.hubs.get(record);
+    return hub && hub.sandbox === record.sandbox ? [...hub.contexts.values()] : [];
   }
 
   /** The context, checked to exist in this sandbox (for a call that names it). */
@@ -272,9 +308,16 @@ export class SandboxProcesses {
     const record = await this.access.resolve(owner, ref, false);
     await this.access.exclusive(record, async (s) => {
       await s.contexts!.remove(id);
-      this.hubs.get(s)?.contexts.delete(id);
+      this.hubs.get(record)?.contexts.delete(id);
     });
   }
+}
+
+function notFound(pid: number): ServiceError {
+  return new ServiceError(
+    ErrorCode.PROCESS_NOT_FOUND,
+    `no process with pid ${pid} in this sandbox (it ended and its status was read, it ended with a pause, or it never ran)`,
+  );
 }
 
 function watchOf(hub: Hub, id: string): Watch {

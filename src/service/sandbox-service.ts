@@ -35,7 +35,8 @@ import type {
 export type { CreateInput, Lifecycle, RunCodeInput, RunCommandInput, RunOutcome, SandboxHandle, SandboxInfo, SandboxRef } from './types.js';
 export type { OpenedFile } from './sandbox-files.js';
 export type { FileEntry, RichResult } from '../backends/types.js';
-export type { ProcessEnd, WatchEvent } from '../backends/processes.js';
+export type { ContextInfo, ProcessEnd, ProcessInfo, WatchEvent } from '../backends/processes.js';
+export type { ProcessOutput } from './sandbox-processes.js';
 export { CODE_NODE_OWNER } from './quotas.js';
 
 const REAP_INTERVAL_MS = 1_000;
@@ -119,8 +120,8 @@ export class SandboxService {
     this.files = new SandboxFiles(access);
     this.processes = new SandboxProcesses(access);
     this.keeper.onRetire = (record, sandbox, reason) => {
-      record.contextsLost = this.processes.running(sandbox).contexts;
-      this.processes.ended(sandbox, reason);
+      record.contextsLost = this.processes.running(record, sandbox).contexts;
+      this.processes.ended(record, sandbox, reason);
     };
   }
 

@@ -77,6 +77,14 @@ export const RunCodeBody = Type.Object({
     }),
   ),
   stream: StreamField,
+  context_id: Type.Optional(
+    Type.String({
+      minLength: 1,
+      maxLength: 128,
+      description: 'Run in a context made with /create_context (its own variables and working directory; its language wins).',
+    }),
+  ),
+  env: Type.Optional(envSchema('Environment variables for this call only (os.environ / process.env), put back afterwards.')),
 });
 
 export const RunCodeResponse = Type.Object({

@@ -43,7 +43,7 @@ export interface AgentRequests {
   /** Reads a file, refused past max_bytes. Reply: path, size, and the file as its payload. */
   readonly read: { readonly path: string; readonly max_bytes: number };
   /** Reply: name, path, type, size, modified_ms. */
-  readonly stat: { readonly path: string };
+  readonly stat: { readonly path: string; readonly follow?: boolean };
   /** Reply: path, entries (each as stat's reply), truncated. `depth`: levels listed (0: one, or all if recursive). */
   readonly list: { readonly path: string; readonly recursive: boolean; readonly limit: number; readonly depth?: number };
   /** Creates a directory and its parents. Reply: entry, created (false: it was there). */

@@ -63,7 +63,10 @@ export function agentFiles(connection: AgentConnection, look: () => boolean): Sa
           );
         received.catch(() => undefined);
       }),
-    stat: async (path) => toEntry((await connection.request(agentRequest('stat', { path }), null, FILE_OP_DEADLINE_MS)).header),
+    stat: async (path, options) =>
+      toEntry(
+        (await connection.request(agentRequest('stat', { path, follow: options?.follow ?? true }), null, FILE_OP_DEADLINE_MS)).header,
+      ),
     list: async (path, options): Promise<DirectoryListing> => {
       const { header } = await connection.request(
         agentRequest('list', { path, recursive: options.recursive, limit: options.limit, depth: options.depth ?? 0 }),

@@ -41,6 +41,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
     },
     async (req, reply) => {
       const { code, language, timeout, inline_images: inlineImages } = req.body;
+      const extra = { ...(req.body.context_id ? { context: req.body.context_id } : {}), ...(req.body.env ? { env: req.body.env } : {}) };
       const format = streamFormat(req, req.body.stream);
       if (format) {
         // Problems with the request itself (unknown sandbox, bad timeout) are still plain 4xx answers.
@@ -52,11 +53,12 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
             timeoutS: timeout,
             inlineImages,
             onOutput: toEmit(emit),
+            ...extra,
           });
           return runCodeToWire(outcome, link);
         });
       }
-      const { outcome, link } = await runCode(caller(req), refOf(req.body), { code, language, timeoutS: timeout, inlineImages });
+      const { outcome, link } = await runCode(caller(req), refOf(req.body), { code, language, timeoutS: timeout, inlineImages, ...extra });
       return runCodeToWire(outcome, link);
     },
   );

@@ -23,6 +23,13 @@ const TOOL_OPERATIONS = new Set([
   'resumeSandbox',
   'forkSandbox',
   'stopSandbox',
+  'startProcess',
+  'processOutput',
+  'sendInput',
+  'signalProcess',
+  'createContext',
+  'moveFile',
+  'removeFile',
 ]);
 const TOOL_TIMEOUT_NOTE = ' Dify custom tools give up after about 60 s: keep `timeout` under 55 seconds for calls made as a tool.';
 
