@@ -208,8 +208,10 @@ def _lexical(path):
     if not isinstance(path, str) or path == "" or "\0" in path:
         raise AgentError("BAD_PATH", "path must be a non-empty string without NUL bytes")
     full = os.path.normpath(os.path.join(WORKSPACE, path))
-    parent = resolve(os.path.dirname(full) or "/", must_exist=False)
-    return os.path.join(parent, os.path.basename(full)) if full != os.path.normpath(WORKSPACE) else parent
+    if full == os.path.normpath(WORKSPACE):
+        return os.path.realpath(WORKSPACE)
+    parent = resolve(os.path.dirname(full), must_exist=False)
+    return os.path.join(parent, os.path.basename(full))
 
 
 def stat_path(path, follow=True):

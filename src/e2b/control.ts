@@ -81,7 +81,9 @@ export async function controlRoutes(app: FastifyInstance, { service, config, tok
       idleTimeoutS: Math.max(1, Math.min(timeout, config.SANDBOX_MAX_LIFETIME_S)),
       env: stringMap(body.envVars, 'envVars'),
       metadata: stringMap(body.metadata, 'metadata'),
-      network: body.allow_internet_access === true,
+      // E2B's default is on (the Python SDK always sends true): where this service gives no network, the sandbox
+      // has none, and its info says so (allowInternetAccess: false).
+      network: body.allow_internet_access === true && config.SANDBOX_NETWORK_ALLOWED,
     });
     templates.set(info.id, template);
     if (templates.size > 10_000) templates.delete(templates.keys().next().value as string);

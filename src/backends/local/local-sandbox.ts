@@ -281,10 +281,12 @@ export class LocalSandbox implements Sandbox {
     return this.cgroup?.cpuSeconds() ?? null;
   }
 
-  /** From the cgroup, or else the resident memory of the sandbox's processes. */
+  /**
+   * The resident memory of the sandbox's processes, or the cgroup's count when larger (it includes page cache,
+   * but not what a process allocated before it joined the cgroup: charges do not move with it).
+   */
   memoryBytes(): number | null {
-    const fromCgroup = this.cgroup?.active ? this.cgroup.memoryBytes() : null;
-    if (fromCgroup !== null) return fromCgroup;
+    const fromCgroup = this.cgroup?.active ? (this.cgroup.memoryBytes() ?? 0) : 0;
     let total = 0;
     for (const pid of this.listPids()) {
       try {
@@ -293,7 +295,7 @@ export class LocalSandbox implements Sandbox {
         // ended meanwhile
       }
     }
-    return total;
+    return Math.max(total, fromCgroup);
   }
 
   onExit(listener: (reason: string) => void): void {
