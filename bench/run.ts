@@ -12,6 +12,7 @@ import { readFileSync, readdirSync, writeFileSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Pool } from 'undici';
+import { Sandbox as E2BSandbox } from '@e2b/code-interpreter';
 
 const KEY = 'bench-key';
 /** The service's default: an idle sandbox's supervisor hibernates after this long. */
@@ -522,6 +523,11 @@ async function main(): Promise<void> {
     raw.close();
     results.runCodeUndici = await timed(2000, 200, () => call(a, '/run_code', { sandbox_id: id, code: 'print(1)' }));
     results.executeCommand = await timed(500, 50, () => call(a, '/execute_command', { sandbox_id: id, command: 'true' }));
+    // The same round trips through the unmodified E2B SDK (its /execute NDJSON stream, its process.Process/Start).
+    const e2b = await E2BSandbox.create({ apiKey: KEY, apiUrl: a.url, sandboxUrl: a.url });
+    results.e2bRunCode = await timed(500, 50, () => e2b.runCode('1'));
+    results.e2bCommand = await timed(300, 30, () => e2b.commands.run('true'));
+    await e2b.kill();
     results.createToFirstNoPool = await createToFirst(a, 30, 'print(1)', 0);
     const ids: string[] = [];
     for (let i = 0; i < 16; i++) ids.push((await call(a, '/create_sandbox', {})).sandbox_id);
@@ -633,6 +639,18 @@ async function main(): Promise<void> {
       `p50 ${f(r.executeCommand.p50, 3)} p95 ${f(r.executeCommand.p95, 3)} p99 ${f(r.executeCommand.p99, 3)}`,
       '',
       `bwrap+python per request ${f(ppr.bwrap?.p50)}`,
+    ],
+    [
+      'E2B SDK runCode("1") round trip (ms)',
+      `p50 ${f(r.e2bRunCode.p50, 3)} p95 ${f(r.e2bRunCode.p95, 3)} p99 ${f(r.e2bRunCode.p99, 3)}`,
+      '',
+      `our run_code, undici p50 ${f(r.runCodeUndici.p50, 3)}`,
+    ],
+    [
+      'E2B SDK commands.run("true") (ms)',
+      `p50 ${f(r.e2bCommand.p50, 3)} p95 ${f(r.e2bCommand.p95, 3)} p99 ${f(r.e2bCommand.p99, 3)}`,
+      '',
+      `our execute_command p50 ${f(r.executeCommand.p50, 3)}`,
     ],
     [
       'create → first result, no pool (ms)',

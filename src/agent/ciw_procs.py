@@ -12,6 +12,7 @@ import os
 import select
 import signal
 import threading
+import time
 
 from ciw_common import READ_CHUNK, WORKSPACE, AgentError
 from ciw_files import resolve
@@ -141,7 +142,9 @@ class Procs:
                     exited_at = 0
                 elif not ready:
                     break
-        code = proc.popen.wait()
+        while proc.popen.poll() is None:  # it closed its output but runs on: polled, so that reap() never waits on it
+            time.sleep(0.2)
+        code = proc.popen.returncode
         with self.lock:
             self.table.pop(proc.pid, None)
         for f in (proc.popen.stdin, proc.popen.stdout, proc.popen.stderr):
@@ -223,9 +226,14 @@ class Procs:
         return {"processes": [{"pid": p.pid, "tag": p.tag, "config": p.config, "pty": p.master is not None}
                               for p in procs if p.popen.poll() is None]}
 
-    def owns(self, pid):
+    def collect(self, pid):
+        """The supervisor saw `pid` end. None when it is not one of these processes; else whether its status is
+        collected now (kept for its thread, which reports the end) — False while its thread is collecting it."""
         with self.lock:
-            return pid in self.table
+            proc = self.table.get(pid)
+        if proc is None:
+            return None
+        return proc.popen.poll() is not None
 
     def stop_all(self):
         from ciw_shell import kill_session

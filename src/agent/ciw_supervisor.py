@@ -240,12 +240,14 @@ class Supervisor:
             other = next((k for k in self.all_kernels() if k.proc is not None and k.proc.pid == ended.si_pid), None)
             if other is not None:
                 other.proc.poll()
-            elif self.procs is not None and self.procs.owns(ended.si_pid):
-                if self.procs.get(ended.si_pid).popen.poll() is None:
-                    return  # its thread is collecting it
-            
+            elif self.procs is not None and (collected := self.procs.collect(ended.si_pid)) is not None:
+                if not collected:
+                    return  # a background process whose thread is collecting it right now (and reports its end)
             else:
-                os.waitpid(ended.si_pid, os.WNOHANG)
+                try:
+                    os.waitpid(ended.si_pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass  # collected meanwhile by a background process's thread
 
     def can_hibernate(self):
         """Nothing here holds state the next request needs: no JavaScript kernel (it would lose its

@@ -48,15 +48,29 @@ export class AccessTokens {
   private secret: Buffer | null = null;
   /** Tokens handed out, for requests that name no sandbox (SDKs before e2b 2.14.1 on /files). */
   private readonly byToken = new Map<string, string>();
+  private readonly computed = new Map<string, string>();
 
   constructor(private readonly config: Config) {}
 
+  /** The sandbox's token, remembered as handed out (a later request may bring it without naming the sandbox). */
   token(sandboxId: string, owner: string): string {
-    this.secret ??= secretOf(this.config);
-    const t = createHmac('sha256', this.secret).update(`e2b-envd\n${sandboxId}\n${owner}`).digest('hex');
+    const t = this.compute(sandboxId, owner);
     this.byToken.delete(t);
     this.byToken.set(t, sandboxId);
     if (this.byToken.size > 10_000) this.byToken.delete(this.byToken.keys().next().value as string);
+    return t;
+  }
+
+  /** The token of a sandbox, computed once (signed URLs are checked against every sandbox's). */
+  compute(sandboxId: string, owner: string): string {
+    const key = `${sandboxId}\n${owner}`;
+    let t = this.computed.get(key);
+    if (t === undefined) {
+      this.secret ??= secretOf(this.config);
+      t = createHmac('sha256', this.secret).update(`e2b-envd\n${sandboxId}\n${owner}`).digest('hex');
+      this.computed.set(key, t);
+      if (this.computed.size > 10_000) this.computed.delete(this.computed.keys().next().value as string);
+    }
     return t;
   }
 
@@ -67,7 +81,7 @@ export class AccessTokens {
 
   matches(token: string | undefined, sandboxId: string, owner: string): boolean {
     if (!token) return false;
-    const want = Buffer.from(this.token(sandboxId, owner));
+    const want = Buffer.from(this.compute(sandboxId, owner));
     const got = Buffer.from(token);
     return got.length === want.length && timingSafeEqual(got, want);
   }
@@ -160,7 +174,7 @@ export function signedTarget(
     throw new ServiceError(ErrorCode.URL_SIGNATURE_INVALID, 'this signed URL has expired; ask the SDK for a new one');
   }
   for (const { id, owner } of service.owners()) {
-    const raw = `${q.path}:${q.operation}:${q.username ?? ''}:${tokens.token(id, owner)}${q.expiration !== undefined ? `:${q.expiration}` : ''}`;
+    const raw = `${q.path}:${q.operation}:${q.username ?? ''}:${tokens.compute(id, owner)}${q.expiration !== undefined ? `:${q.expiration}` : ''}`;
     const expected = 'v1_' + createHash('sha256').update(raw).digest('base64').replace(/=+$/, '');
     const a = Buffer.from(expected);
     const b = Buffer.from(q.signature);

@@ -183,6 +183,49 @@ describe('the E2B core SDK', () => {
     }
   });
 
+  it('reconnects to a process from a second client, resizes a pty, signs file URLs, gzips, lists by depth and reports health and metrics', async () => {
+    const sbx = await BaseSandbox.create();
+    try {
+      const bg = await sbx.commands.run('for i in 1 2 3; do sleep 0.3; echo tick$i; done', { background: true });
+      const second = await BaseSandbox.connect(sbx.sandboxId);
+      const seen: string[] = [];
+      const again = await second.commands.connect(bg.pid, { onStdout: (d) => void seen.push(d) });
+      const done = await again.wait();
+      expect(done.exitCode).toBe(0);
+      expect(seen.join('')).toMatch(/tick3\n$/);
+
+      const out: string[] = [];
+      const pty = await sbx.pty.create({ cols: 80, rows: 24, onData: (d) => void out.push(Buffer.from(d).toString()) });
+      await sbx.pty.resize(pty.pid, { cols: 120, rows: 40 });
+      await sbx.pty.sendInput(pty.pid, new TextEncoder().encode('stty size; exit\n'));
+      await pty.wait();
+      expect(out.join('')).toContain('40 120');
+
+      await sbx.files.write('/home/user/g/z.txt', 'zipped', { gzip: true });
+      expect(await sbx.files.read('/home/user/g/z.txt', { gzip: true })).toBe('zipped');
+      const deep = await sbx.files.list('/home/user', { depth: 2 });
+      expect(deep.map((e) => e.path)).toEqual(expect.arrayContaining(['/home/user/g', '/home/user/g/z.txt']));
+
+      const down = await fetch(await sbx.downloadUrl('/home/user/g/z.txt'));
+      expect(await down.text()).toBe('zipped');
+      const form = new FormData();
+      form.append('file', new Blob(['uploaded']), 'u.txt');
+      const up = await fetch(await sbx.uploadUrl('/home/user/u.txt'), { method: 'POST', body: form });
+      expect(up.status).toBe(200);
+      expect(await sbx.files.read('/home/user/u.txt')).toBe('uploaded');
+      const forged = new URL(await sbx.downloadUrl('/home/user/g/z.txt'));
+      forged.searchParams.set('path', '/home/user/u.txt');
+      expect((await fetch(forged)).status).toBe(403);
+
+      expect(await sbx.isRunning()).toBe(true);
+      const [m] = await sbx.getMetrics();
+      expect(m!.memUsed).toBeGreaterThan(0);
+      expect(m!.memTotal).toBeGreaterThan(m!.memUsed);
+    } finally {
+      await sbx.kill();
+    }
+  });
+
   it('works with an older SDK (e2b 2.50, the paths before /v2)', async () => {
     const sbx = await OldSandbox.create();
     try {

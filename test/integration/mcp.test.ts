@@ -47,6 +47,14 @@ describe('MCP server', () => {
       'pause_sandbox',
       'fork_sandbox',
       'stop_sandbox',
+      'start_process',
+      'process_output',
+      'send_input',
+      'signal_process',
+      'list_processes',
+      'create_context',
+      'move_file',
+      'remove_file',
     ]);
     const run = tools.find((x) => x.name === 'run_code')!;
     expect(run.description).toMatch(/keep variables/);
