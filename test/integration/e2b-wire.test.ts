@@ -156,6 +156,18 @@ describe('the Python SDK wire', () => {
     expect(missing.status).toBe(404);
     expect(await missing.json()).toEqual({ code: 'not_found', message: expect.any(String) });
     expect((await unary('process.Process/List', {})).status).toBe(200);
+    // The polled watcher (CreateWatcher / GetWatcherEvents / RemoveWatcher), as the Python SDK's watch_dir uses it.
+    const { watcherId } = await (await unary('filesystem.Filesystem/CreateWatcher', { path: '/home/user', recursive: false })).json();
+    expect(watcherId).toEqual(expect.any(String));
+    await unary('filesystem.Filesystem/MakeDir', { path: '/home/user/made' });
+    let events: Array<{ name: string; type: string }> = [];
+    for (let i = 0; i < 40 && events.length === 0; i++) {
+      events = (await (await unary('filesystem.Filesystem/GetWatcherEvents', { watcherId })).json()).events;
+      if (events.length === 0) await new Promise((r) => setTimeout(r, 25));
+    }
+    expect(events).toEqual([{ name: 'made', type: 'EVENT_TYPE_CREATE' }]);
+    expect((await unary('filesystem.Filesystem/RemoveWatcher', { watcherId })).status).toBe(200);
+    expect((await unary('filesystem.Filesystem/GetWatcherEvents', { watcherId })).status).toBe(404);
     // A streaming call: one request envelope in, envelopes out, the last with flag 2.
     const message = Buffer.from(JSON.stringify({ process: { cmd: '/bin/bash', args: ['-l', '-c', 'echo hi; exit 3'] }, stdin: false }));
     const envelope = Buffer.concat([Buffer.from([0, 0, 0, 0, 0]), message]);
