@@ -25,6 +25,11 @@ export const ConfigSchema = Type.Object({
     default: '',
     description: "Absolute base URL for `download_url` (e.g. http://ciw:8000). Default: taken from the request's Host header.",
   }),
+  TOOL_SERVER_URL: Type.String({
+    default: '',
+    description:
+      "The server Dify's custom tool document (/dify/openapi.json) names, which Dify's api container calls: in Dify's docker compose the in-network address (http://code-interpreter:8000). Default: PUBLIC_BASE_URL, or the request's Host.",
+  }),
   URL_SIGNING_KEY: Type.String({
     default: '',
     description: 'Secret for signing file URLs (download_url, artifact urls). Default: random at each start, so links die with a restart.',
@@ -72,6 +77,13 @@ export const ConfigSchema = Type.Object({
     maximum: 1000,
     description: 'Sandboxes kept started ahead and handed out by create_sandbox (0 disables the warm pool).',
   }),
+  POOL_NETWORK_SIZE: Type.Integer({
+    default: 0,
+    minimum: 0,
+    maximum: 1000,
+    description:
+      "Sandboxes with network (SANDBOX_NETWORK_ALLOWED) kept started ahead: Dify's Code node always asks for network (enable_network), so a Dify deployment sets 2–4 to make those runs as fast as the others.",
+  }),
   POOL_PRELOAD: Type.String({
     default: '',
     description:
@@ -95,10 +107,21 @@ export const ConfigSchema = Type.Object({
       'Live sandboxes one API key may hold at once; a create beyond it gets 429. 0: MAX_SANDBOXES with one key (or none), half of what the Code node leaves with several, so that one tenant cannot take every sandbox.',
   }),
   DIFY_SANDBOX_RESERVED: Type.Integer({
-    default: 2,
+    default: 4,
     minimum: 0,
     description:
-      "Sandboxes out of MAX_SANDBOXES kept for Dify's Code node (/v1/sandbox/run), which other callers cannot take (at most MAX_SANDBOXES - 1).",
+      "Sandboxes out of MAX_SANDBOXES kept for Dify's Code node (/v1/sandbox/run), which other callers cannot take (at most MAX_SANDBOXES - 1): as many as DIFY_SANDBOX_WORKERS, so that conversations never crowd the Code node out.",
+  }),
+  DIFY_SANDBOX_WORKERS: Type.Integer({
+    default: 4,
+    minimum: 1,
+    description:
+      "Code-node runs (/v1/sandbox/run) at once, as dify-sandbox's MAX_WORKERS; more wait in a queue of DIFY_SANDBOX_MAX_QUEUED.",
+  }),
+  DIFY_SANDBOX_MAX_QUEUED: Type.Integer({
+    default: 50,
+    minimum: 0,
+    description: "Code-node runs that may wait (dify-sandbox's MAX_REQUESTS); more: 503.",
   }),
   MAX_CONCURRENT_CREATES: Type.Integer({
     default: 4,
@@ -198,9 +221,10 @@ export const ConfigSchema = Type.Object({
   }),
   SANDBOX_MAX_LIFETIME_S: Type.Number({ default: 86400, minimum: 1, description: 'Seconds a sandbox may live at most, used or not.' }),
   EXEC_TIMEOUT_S: Type.Number({
-    default: 60,
+    default: 50,
     exclusiveMinimum: 0,
-    description: 'Default timeout of one run_code / execute_command call, in seconds.',
+    description:
+      "Default timeout of one run_code / execute_command call, in seconds: 50 answers (with the timeout error) before Dify's 60 s read timeout gives up and its retry runs the code again.",
   }),
   EXEC_MAX_TIMEOUT_S: Type.Number({ default: 600, exclusiveMinimum: 0, description: 'Largest timeout a request may ask for, in seconds.' }),
   SUPERVISOR_IDLE_MS: Type.Integer({
@@ -218,6 +242,12 @@ export const ConfigSchema = Type.Object({
     default: MiB,
     minimum: 1024,
     description: 'stdout+stderr bytes kept per call; the rest is dropped and `output_truncated` set.',
+  }),
+  REPLY_MAX_BYTES: Type.Integer({
+    default: 786432,
+    minimum: 0,
+    description:
+      "Text (stdout, stderr, output, as JSON) one run_code / execute_command answer carries, so that it stays under Dify's 1 MiB cap on text answers; past it the whole output is saved to outputs/ in the workspace (in `files`, with its signed URL) and the texts are cut. 0 for no budget.",
   }),
   MAX_FILE_BYTES: Type.Integer({
     default: 100 * MiB,
@@ -358,6 +388,7 @@ export function loadConfig(env: Record<string, string | undefined>): Config {
     ...cfg,
     HOST: host,
     PUBLIC_BASE_URL: cfg.PUBLIC_BASE_URL.replace(/\/+$/, ''),
+    TOOL_SERVER_URL: cfg.TOOL_SERVER_URL.replace(/\/+$/, ''),
     apiKeys: Object.freeze(apiKeys),
     outbound: parsePolicy(cfg.OUTBOUND_ALLOW_CIDRS, cfg.OUTBOUND_ALLOW_HOSTS),
   });

@@ -19,6 +19,7 @@ import type {
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import { linksOf, type Linker } from './run-presenters.js';
 import type { Caller } from './caller.js';
+import { fitReply } from './reply-budget.js';
 
 export async function createSandbox(caller: Caller, input: CreateInput): Promise<{ info: SandboxInfo; reused: boolean }> {
   return caller.service.create(caller.owner, input);
@@ -50,8 +51,18 @@ export async function resolveSandbox(caller: Caller, ref: SandboxRef): Promise<S
   return { sandboxId: (await caller.service.resolve(caller.owner, ref)).id };
 }
 
-export async function runCode(caller: Caller, ref: SandboxRef, input: RunCodeInput): Promise<{ outcome: RunOutcome; link: Linker }> {
-  const outcome = await caller.service.runCode(caller.owner, ref, input);
+/** `replyBudget`: bytes of text the answer may carry (REPLY_MAX_BYTES for front ends that answer in one body). */
+export async function runCode(
+  caller: Caller,
+  ref: SandboxRef,
+  input: RunCodeInput,
+  replyBudget = 0,
+): Promise<{ outcome: RunOutcome; link: Linker }> {
+  const ran = await caller.service.runCode(caller.owner, ref, input);
+  const outcome =
+    ran.runtime === 'shell'
+      ? { ...ran, result: await fitReply(caller, ran.sandbox, ran.result, replyBudget) }
+      : { ...ran, result: await fitReply(caller, ran.sandbox, ran.result, replyBudget) };
   return { outcome, link: linksOf(caller, outcome.sandbox) };
 }
 
@@ -59,9 +70,10 @@ export async function runCommand(
   caller: Caller,
   ref: SandboxRef,
   input: RunCommandInput,
+  replyBudget = 0,
 ): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker; lifecycle?: Lifecycle }> {
   const { sandbox, result, lifecycle } = await caller.service.runCommand(caller.owner, ref, input);
-  return { sandboxId: sandbox.id, result, link: linksOf(caller, sandbox), lifecycle };
+  return { sandboxId: sandbox.id, result: await fitReply(caller, sandbox, result, replyBudget), link: linksOf(caller, sandbox), lifecycle };
 }
 
 /** Pauses the sandbox to disk: its files and variables are kept, its processes end; any later call resumes it. */

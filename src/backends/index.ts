@@ -57,11 +57,12 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         },
         log,
       });
-      if (config.POOL_SIZE === 0) return local;
+      const networkSize = config.SANDBOX_NETWORK_ALLOWED ? config.POOL_NETWORK_SIZE : 0;
+      if (config.POOL_SIZE === 0 && networkSize === 0) return local;
       const preload = config.POOL_PRELOAD.split(',')
         .map((m) => m.trim())
         .filter(Boolean);
-      return createPooledBackend(local, { size: config.POOL_SIZE, preload, log });
+      return createPooledBackend(local, { size: config.POOL_SIZE, networkSize, preload, log });
     }
   }
 }

@@ -245,7 +245,13 @@ export interface BackendStatus {
   /** Why the backend cannot run code, when it cannot. */
   readonly problem?: string;
   /** The warm pool in front of the backend, if any. */
-  readonly pool?: { readonly target: number; readonly ready: number; readonly preload: readonly string[] };
+  readonly pool?: {
+    readonly target: number;
+    readonly ready: number;
+    readonly preload: readonly string[];
+    /** The pool of sandboxes with network, when there is one. */
+    readonly network?: { readonly target: number; readonly ready: number };
+  };
 }
 
 export interface SandboxBackend {

@@ -4,14 +4,16 @@
  * as a fresh process in a clean, short-lived sandbox with the usual isolation and limits, then the sandbox
  * is destroyed: nothing carries over from one call to the next. Answers use dify-sandbox's envelope
  * {code, message, data}; `data.error` is set only on a real failure (non-zero exit, timeout, limit), never
- * for mere stderr output; beyond capacity the answer is 503, which Dify reports as "unavailable".
+ * for mere stderr output. Like dify-sandbox, DIFY_SANDBOX_WORKERS runs go at once and up to
+ * DIFY_SANDBOX_MAX_QUEUED wait for a worker; past that the answer is 503, which Dify reports as "unavailable".
+ * A body dify-sandbox could not bind is its 200 {code: -400}, not an HTTP error.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Type } from 'typebox';
 import type { Config } from '../config.js';
-import { ServiceError, ErrorCode } from '../core/errors.js';
+import { ServiceError, ErrorCode, describeError } from '../core/errors.js';
 import { CODE_NODE_OWNER, type SandboxService } from '../service/sandbox-service.js';
 import type { Caller } from '../api/caller.js';
 import { createSandbox, runCommand, stopSandbox, type RunCommandResult } from '../api/sandbox-operations.js';
@@ -59,6 +61,15 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     void reply.status(401).send('');
     return false;
   };
+  const workers = new Workers(config.DIFY_SANDBOX_WORKERS, config.DIFY_SANDBOX_MAX_QUEUED);
+  // dify-sandbox answers a body it cannot bind with 200 {code: -400, message}: so does this route.
+  app.setErrorHandler((err, req, reply) => {
+    const e = describeError(err);
+    if (e.internal) req.log.error({ err, reqId: req.id }, 'request failed');
+    if (e.status === 400 || e.status === 413 || e.status === 415) return reply.status(200).send({ code: -400, message: e.message });
+    if (e.status === 503 || e.status === 429) return reply.status(503).send({ code: -503, message: 'Too many requests' });
+    return reply.status(e.status).send({ code: -e.status, message: e.message });
+  });
   const common = {
     config: { public: true },
     schema: { tags: ['dify-sandbox'], response: { 200: Envelope, 400: Envelope, 503: Envelope } },
@@ -85,31 +96,48 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
         return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
       // Every run is the Code node's, whoever's key it came with: its own owner, its own share of sandboxes.
       const caller: Caller = { service, config, owner: DIFY_OWNER, baseUrl: baseUrl(config, req) };
-      let sandboxId: string;
+      const release = workers.take();
+      if (!release) return reply.status(503).send({ code: -503, message: 'Too many requests' });
       try {
-        const network = req.body.enable_network === true && config.SANDBOX_NETWORK_ALLOWED;
-        ({
-          info: { id: sandboxId },
-        } = await createSandbox(caller, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
-      } catch (err) {
-        if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_LIMIT_REACHED || err.code === ErrorCode.BACKEND_UNAVAILABLE)) {
-          return reply.status(503).send({ code: -503, message: 'Too many requests' });
-        }
-        throw err;
-      }
-      try {
-        await writeFile(caller, { sandboxId }, { path: runner.file, data: Buffer.from(req.body.code, 'utf8') });
-        const { result } = await runCommand(caller, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
-        return {
-          code: 0,
-          message: 'success',
-          data: { stdout: result.stdout, stderr: result.stderr, error: failureOf(result), exit_code: result.exitCode },
-        };
+        await release.ready;
+        return await run(caller, runner, req.body.code, req.body.enable_network === true, reply);
       } finally {
-        await stopSandbox(caller, { sandboxId });
+        release.done();
       }
     },
   );
+
+  const run = async (
+    caller: Caller,
+    runner: { file: string; command: string },
+    code: string,
+    wantsNetwork: boolean,
+    reply: FastifyReply,
+  ) => {
+    let sandboxId: string;
+    try {
+      const network = wantsNetwork && config.SANDBOX_NETWORK_ALLOWED;
+      ({
+        info: { id: sandboxId },
+      } = await createSandbox(caller, { network, idleTimeoutS: config.DIFY_SANDBOX_TIMEOUT_S + 60 }));
+    } catch (err) {
+      if (err instanceof ServiceError && (err.code === ErrorCode.SANDBOX_LIMIT_REACHED || err.code === ErrorCode.BACKEND_UNAVAILABLE)) {
+        return reply.status(503).send({ code: -503, message: 'Too many requests' });
+      }
+      throw err;
+    }
+    try {
+      await writeFile(caller, { sandboxId }, { path: runner.file, data: Buffer.from(code, 'utf8') });
+      const { result } = await runCommand(caller, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
+      return {
+        code: 0,
+        message: 'success',
+        data: { stdout: result.stdout, stderr: result.stderr, error: failureOf(result), exit_code: result.exitCode },
+      };
+    } finally {
+      await stopSandbox(caller, { sandboxId });
+    }
+  };
 
   const dependencies = async (req: FastifyRequest, reply: FastifyReply) => {
     if (!authorized(req, reply)) return reply;
@@ -139,3 +167,35 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
 
 /** Owner of the short-lived sandboxes of this API: no API key's listing ever shows them. */
 const DIFY_OWNER = CODE_NODE_OWNER;
+
+/**
+ * dify-sandbox's worker pool: `size` runs at once; up to `maxQueued` more wait their turn (in order); past that
+ * a run is refused. take() answers null when refused, else a slot to give back with done().
+ */
+class Workers {
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(
+    private readonly size: number,
+    private readonly maxQueued: number,
+  ) {}
+
+  take(): { done(): void; ready: Promise<void> } | null {
+    if (this.running < this.size) {
+      this.running++;
+      return { done: () => this.give(), ready: Promise.resolve() };
+    }
+    if (this.waiting.length >= this.maxQueued) return null;
+    let go!: () => void;
+    const ready = new Promise<void>((resolve) => (go = resolve));
+    this.waiting.push(go);
+    return { done: () => this.give(), ready };
+  }
+
+  private give(): void {
+    const next = this.waiting.shift();
+    if (next) next();
+    else this.running--;
+  }
+}

@@ -4,7 +4,8 @@
  * affinity, and several service instances can sit behind a load balancer. Protected by the same API keys
  * (Authorization: Bearer). Answers are JSON, or an SSE stream with `?sse=1` (or MCP_SSE=true).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { errorBody } from '../core/errors.js';
 import { Server } from '@modelcontextprotocol/sdk/server/index.js';
 import { StreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/streamableHttp.js';
 import { CallToolRequestSchema, ListToolsRequestSchema } from '@modelcontextprotocol/sdk/types.js';
@@ -50,18 +51,33 @@ export function registerMcp(app: FastifyInstance, service: SandboxService, confi
   const schema = {
     hide: true,
   };
-  app.post('/mcp', { schema }, handler);
-  // Stateless: no server-initiated stream, no session to delete.
-  app.get('/mcp', { schema }, async (_req, reply) =>
-    reply
-      .status(405)
-      .header('allow', 'POST')
-      .send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless; POST to /mcp' }, id: null }),
-  );
-  app.delete('/mcp', { schema }, async (_req, reply) =>
-    reply
-      .status(405)
-      .header('allow', 'POST')
-      .send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless' }, id: null }),
-  );
+  // `/mcp/` too: FastMCP servers are reached there, and users paste that URL into Dify.
+  for (const url of ['/mcp', '/mcp/']) {
+    app.post(url, { schema, config: { rawBody: true } }, handler);
+    // Stateless: no server-initiated stream, no session to delete.
+    app.get(url, { schema }, async (_req, reply) =>
+      reply
+        .status(405)
+        .header('allow', 'POST')
+        .send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless; POST to /mcp' }, id: null }),
+    );
+    app.delete(url, { schema }, async (_req, reply) =>
+      reply
+        .status(405)
+        .header('allow', 'POST')
+        .send({ jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this server is stateless' }, id: null }),
+    );
+  }
+  // OAuth discovery (Dify probes it when a server is added): there is none, so a plain 404 — not the 401 of a
+  // missing key, which a client would take as "log in with OAuth".
+  const noOAuth = async (_req: FastifyRequest, reply: FastifyReply) =>
+    reply.status(404).send(errorBody('ROUTE_NOT_FOUND', 'this server has no OAuth: send the API key as "Authorization: Bearer <key>"'));
+  for (const url of [
+    '/.well-known/oauth-protected-resource',
+    '/.well-known/oauth-authorization-server',
+    '/.well-known/openid-configuration',
+  ]) {
+    app.get(url, { schema, config: { public: true } }, noOAuth);
+    app.get(`${url}/*`, { schema, config: { public: true } }, noOAuth);
+  }
 }

@@ -105,17 +105,22 @@ const runCode: Tool<typeof RunCodeInput> = {
     'Runs code in a sandbox and returns its output. Python (default) and JavaScript keep variables, imports and functions ' +
     'between calls, like a notebook; language "bash" runs a shell command line. The value of a last bare expression is shown; ' +
     'matplotlib figures come back as images, other files the code writes as links. Give sandbox_id (from create_sandbox) or a ' +
-    'conversation_id (a sandbox is created on first use). timeout is in seconds (default 60).',
+    'conversation_id (a sandbox is created on first use). timeout is in seconds (default 50).',
   inputSchema: RunCodeInput,
   outputSchema: RunCodeResponse,
   async run(a, ctx) {
-    const { outcome, link } = await ops.runCode(caller(ctx), ref(a), {
-      code: a.code,
-      language: a.language,
-      timeoutS: a.timeout,
-      inlineImages: true,
-      ...(a.context_id ? { context: a.context_id } : {}),
-    });
+    const { outcome, link } = await ops.runCode(
+      caller(ctx),
+      ref(a),
+      {
+        code: a.code,
+        language: a.language,
+        timeoutS: a.timeout,
+        inlineImages: true,
+        ...(a.context_id ? { context: a.context_id } : {}),
+      },
+      ctx.config.REPLY_MAX_BYTES,
+    );
     const wire = runCodeToWire(outcome, link);
     const content: Content[] = [text(runText(wire))];
     const inlined = new Set<string>();
@@ -141,15 +146,20 @@ const runCommand: Tool<typeof CommandInput> = {
   title: 'Run a shell command',
   description:
     "Runs a command line with bash in the sandbox's /workspace (pipes, &&, redirects work) and returns stdout, stderr and the " +
-    'exit code. Files are shared with run_code. timeout is in seconds (default 60).',
+    'exit code. Files are shared with run_code. timeout is in seconds (default 50).',
   inputSchema: CommandInput,
   outputSchema: ExecuteCommandResponse,
   async run(a, ctx) {
-    const { sandboxId, result, link, lifecycle } = await ops.runCommand(caller(ctx), ref(a), {
-      command: a.command,
-      timeoutS: a.timeout,
-      cwd: a.cwd,
-    });
+    const { sandboxId, result, link, lifecycle } = await ops.runCommand(
+      caller(ctx),
+      ref(a),
+      {
+        command: a.command,
+        timeoutS: a.timeout,
+        cwd: a.cwd,
+      },
+      ctx.config.REPLY_MAX_BYTES,
+    );
     const wire = commandToWire(sandboxId, result, link, lifecycle);
     const content = [text(runText(wire)), ...(await artifactContent(ctx, sandboxId, wire.files, new Set()))];
     return { content, structuredContent: wire, isError: wire.error !== null };

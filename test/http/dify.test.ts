@@ -157,9 +157,20 @@ describe('retries never run code twice', () => {
     expect(second.body).toEqual(first.body);
     expect(second.headers['idempotent-replayed']).toBe('true');
     expect((await t.post('/run_code', { conversation_id: 'conv-idem', code: 'print(n)' }, bearer)).body.stdout).toBe('1\n');
-    const conflict = await t.post('/run_code', { conversation_id: 'conv-idem', code: 'print("other")' }, headers);
-    expect(conflict.status).toBe(422);
-    expect(conflict.body.error.code).toBe('IDEMPOTENCY_KEY_REUSED');
+  });
+
+  it('runs each iteration of a Loop node sending the documented key {{#sys.workflow_run_id#}}-run with its own code', async () => {
+    // Dify renders the same key on every iteration; each iteration's code differs (its item is in it).
+    await t.post('/run_code', { conversation_id: 'conv-loop', code: 'seen = []' }, bearer);
+    const headers = { ...bearer, 'idempotency-key': '5d1e2c7a-4b7e-4a39-9a8e-0c1f7d9b3e21-run' };
+    for (const item of ['a', 'b', 'c']) {
+      const r = await t.post('/run_code', { conversation_id: 'conv-loop', code: `seen.append("${item}")\nprint(seen)` }, headers);
+      expect(r.status).toBe(200);
+      expect(r.headers['idempotent-replayed']).toBeUndefined();
+    }
+    // Dify's retry of the last iteration (same key, same body) is replayed, not run again.
+    const retry = await t.post('/run_code', { conversation_id: 'conv-loop', code: 'seen.append("c")\nprint(seen)' }, headers);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
   });
 
   it('keeps user-code failures at 200 so Dify does not retry them', async () => {

@@ -52,6 +52,20 @@ describe('the example chatflow', () => {
     expect(dsl.workflow.environment_variables.map((v: { name: string }) => v.name)).toEqual(['CIW_URL', 'CIW_API_KEY']);
   });
 
+  it("sets the HTTP node's real timeouts (timeout.read, not only the sliders' max_*) and an Idempotency-Key for its retries", () => {
+    const http = node('run').data;
+    // Dify's HttpRequestNodeTimeout: connect / read / write are what the node uses; max_* only bound the UI.
+    expect(http.timeout).toMatchObject({ connect: 10, read: 120, write: 30 });
+    expect(http.retry_config.retry_enabled).toBe(true);
+    const headers = Object.fromEntries(
+      String(http.headers)
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => [line.slice(0, line.indexOf(':')).trim(), line.slice(line.indexOf(':') + 1).trim()]),
+    );
+    expect(headers['Idempotency-Key']).toBe('{{#sys.workflow_run_id#}}-run');
+  });
+
   it('runs end to end: model text → clean code → /run_code as Dify sends it → markdown answer, twice in one conversation', async () => {
     const http = node('run').data;
     expect(http.body.type).toBe('raw-text');

@@ -6,7 +6,7 @@ describe('loadConfig', () => {
     const c = loadConfig({});
     expect(c.PORT).toBe(8000);
     expect(c.SANDBOX_BACKEND).toBe('local');
-    expect(c.EXEC_TIMEOUT_S).toBe(60);
+    expect(c.EXEC_TIMEOUT_S).toBe(50);
     expect(c.apiKeys).toEqual([]);
   });
 

@@ -5,7 +5,7 @@ import { SandboxRefFields, envSchema } from './common.js';
 const TimeoutField = Type.Number({
   minimum: 0.001,
   description:
-    "Seconds this call may run (default EXEC_TIMEOUT_S = 60, at most EXEC_MAX_TIMEOUT_S). Past it Python gets a KeyboardInterrupt, a command's process tree is killed.",
+    "Seconds this call may run (default EXEC_TIMEOUT_S = 50, at most EXEC_MAX_TIMEOUT_S). Past it Python gets a KeyboardInterrupt, a command's process tree is killed.",
 });
 
 /** Set when the conversation's sandbox had ended and this call got a new one. */

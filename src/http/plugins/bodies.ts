@@ -4,7 +4,8 @@
  *   - text/plain: the raw code / command / content, other fields in the query string;
  *   - application/x-www-form-urlencoded and multipart/form-data (Dify's form-data, its empty
  *     `__multipart_placeholder__` part ignored; file parts kept for /upload_file and /write_file);
- *   - application/octet-stream: raw bytes of a file (Dify's "binary" body), other fields in the query;
+ *   - application/octet-stream, or no or any other Content-Type: raw bytes of a file (Dify's "binary" body,
+ *     which it sends without a Content-Type), other fields in the query;
  *   - `code_base64` / `command_base64` / `content_base64` fields, decoded here.
  * Query-string fields fill in what the body leaves out, whatever its type. After this, routes see one plain
  * object, validated by their schemas like JSON.
@@ -121,6 +122,9 @@ export const bodiesPlugin = fp(
       readBody(req, payload, form, (err) => (err ? done(err) : done(null, form.finish())));
     });
     app.addContentTypeParser('application/octet-stream', (req, payload, done) => readBody(req, payload, null, done));
+    // Dify's HTTP node sends a "binary" body with no Content-Type at all (binary is not in its body-type →
+    // content-type map), and users pick other types for files: any other type is raw bytes, as octet-stream.
+    app.addContentTypeParser('*', (req, payload, done) => readBody(req, payload, null, done));
     // JSON is read like a binary body, its shape bounded as it arrives (json-shape.ts); an empty POST (Dify's
     // "none" body, curl -X POST) means "no fields", not a malformed request.
     const parseJson = app.getDefaultJsonParser('error', 'error');

@@ -1,8 +1,10 @@
 /**
  * Idempotency-Key: Dify retries 429/5xx at two layers, and a client may time out and send again. A call
- * that runs code, with an Idempotency-Key header, runs once per (API key, route, Idempotency-Key) within
- * IDEMPOTENCY_TTL_S: a repeat gets the first answer (header `Idempotent-Replayed: true`), waiting for it if
- * the first call is still running. The same key with a different body is a 422. Only 2xx answers are kept,
+ * that runs code, with an Idempotency-Key header, runs once per (API key, route, Idempotency-Key, request)
+ * within IDEMPOTENCY_TTL_S: a repeat gets the first answer (header `Idempotent-Replayed: true`), waiting for it
+ * if the first call is still running. The same key with a different body is a different call, and runs: Dify's
+ * Loop and Iteration nodes send one key (`{{#sys.workflow_run_id#}}-run`) on every iteration, each with its own
+ * code; iterations that send the same code must put the iteration's index in the key (docs/dify.md). Only 2xx answers are kept,
  * so a retry after a failure runs again. Streamed calls are not covered (their answer is not a single body).
  * Memory is bounded per API key (entries and bytes, oldest forgotten first), so no tenant can push out
  * another's; an answer too large to keep is remembered as "ran" and a repeat gets 409, never a second run.
@@ -124,8 +126,8 @@ export const idempotencyPlugin = fp(
       if (typeof header !== 'string' || !KEY_PATTERN.test(header)) {
         throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'Idempotency-Key must be 1 to 200 printable ASCII characters');
       }
-      const key = `${req.routeOptions.url}\n${header}`;
       const fingerprint = await fingerprintOf(body, req.uploadedFiles);
+      const key = `${req.routeOptions.url}\n${header}\n${fingerprint}`;
       let owner = owners.get(req.owner);
       if (!owner) owners.set(req.owner, (owner = { entries: new Map(), bytes: 0 }));
       const t = now();
@@ -135,12 +137,6 @@ export const idempotencyPlugin = fp(
       }
       const existing = owner.entries.get(key);
       if (existing && existing.expiresAt > t) {
-        if (existing.fingerprint !== fingerprint) {
-          throw new ServiceError(
-            ErrorCode.IDEMPOTENCY_KEY_REUSED,
-            'this Idempotency-Key was already used with a different request; use a new key for a new request',
-          );
-        }
         const stored = await existing.result;
         if (stored === 'not-kept') {
           throw new ServiceError(

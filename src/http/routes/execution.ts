@@ -47,18 +47,28 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
         // Problems with the request itself (unknown sandbox, bad timeout) are still plain 4xx answers.
         const ref = await resolveSandbox(caller(req), refOf(req.body));
         return streamReply(req, reply, format, async (emit) => {
-          const { outcome, link } = await runCode(caller(req), ref, {
-            code,
-            language,
-            timeoutS: timeout,
-            inlineImages,
-            onOutput: toEmit(emit),
-            ...extra,
-          });
+          const { outcome, link } = await runCode(
+            caller(req),
+            ref,
+            {
+              code,
+              language,
+              timeoutS: timeout,
+              inlineImages,
+              onOutput: toEmit(emit),
+              ...extra,
+            },
+            config.REPLY_MAX_BYTES,
+          );
           return runCodeToWire(outcome, link);
         });
       }
-      const { outcome, link } = await runCode(caller(req), refOf(req.body), { code, language, timeoutS: timeout, inlineImages, ...extra });
+      const { outcome, link } = await runCode(
+        caller(req),
+        refOf(req.body),
+        { code, language, timeoutS: timeout, inlineImages, ...extra },
+        config.REPLY_MAX_BYTES,
+      );
       return runCodeToWire(outcome, link);
     },
   );
@@ -85,22 +95,32 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
       if (format) {
         const ref = await resolveSandbox(caller(req), refOf(req.body));
         return streamReply(req, reply, format, async (emit) => {
-          const { sandboxId, result, link, lifecycle } = await runCommand(caller(req), ref, {
-            command,
-            timeoutS: timeout,
-            cwd,
-            env,
-            onOutput: toEmit(emit),
-          });
+          const { sandboxId, result, link, lifecycle } = await runCommand(
+            caller(req),
+            ref,
+            {
+              command,
+              timeoutS: timeout,
+              cwd,
+              env,
+              onOutput: toEmit(emit),
+            },
+            config.REPLY_MAX_BYTES,
+          );
           return commandToWire(sandboxId, result, link, lifecycle);
         });
       }
-      const { sandboxId, result, link, lifecycle } = await runCommand(caller(req), refOf(req.body), {
-        command,
-        timeoutS: timeout,
-        cwd,
-        env,
-      });
+      const { sandboxId, result, link, lifecycle } = await runCommand(
+        caller(req),
+        refOf(req.body),
+        {
+          command,
+          timeoutS: timeout,
+          cwd,
+          env,
+        },
+        config.REPLY_MAX_BYTES,
+      );
       return commandToWire(sandboxId, result, link, lifecycle);
     },
   );

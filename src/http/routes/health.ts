@@ -19,6 +19,12 @@ const HealthResponse = Type.Object({
       target: Type.Integer({ description: 'POOL_SIZE' }),
       ready: Type.Integer({ description: 'Sandboxes ready to hand out now' }),
       preload: Type.Array(Type.String()),
+      network: Type.Optional(
+        Type.Object({
+          target: Type.Integer({ description: 'POOL_NETWORK_SIZE' }),
+          ready: Type.Integer({ description: 'Sandboxes with network ready to hand out now' }),
+        }),
+      ),
     }),
   ),
 });

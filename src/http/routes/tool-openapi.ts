@@ -81,6 +81,6 @@ export function toolDocument(full: Record<string, unknown>, server: string): Rec
 
 export function registerToolDocument(app: FastifyInstance, config: Config): void {
   app.get('/dify/openapi.json', { config: { public: true }, schema: { hide: true } }, async (req: FastifyRequest) =>
-    toolDocument(app.swagger() as unknown as Record<string, unknown>, baseUrl(config, req)),
+    toolDocument(app.swagger() as unknown as Record<string, unknown>, config.TOOL_SERVER_URL || baseUrl(config, req)),
   );
 }
