@@ -137,7 +137,7 @@ class LocalBackend implements SandboxBackend {
           name: this.name,
           ready: false,
           isolation: 'none',
-          problem: `${why}; install the Debian package bubblewrap, or set ALLOW_UNSANDBOXED=true to run code without isolation (unsafe)`,
+          problem: `${why}; ${version ? 'in a container, give it the security options of deploy/dify/compose.yaml (docs/container.md)' : 'install the Debian package bubblewrap'}, or set ALLOW_UNSANDBOXED=true to run code without isolation (unsafe)`,
         };
         this.log('error', this.current.problem!);
       }
