@@ -15,6 +15,7 @@ import { authPlugin } from './http/plugins/auth.js';
 import { bodiesPlugin } from './http/plugins/bodies.js';
 import { bodyBudgetPlugin } from './http/plugins/body-budget.js';
 import { idempotencyPlugin } from './http/plugins/idempotency.js';
+import { metricsPlugin } from './http/plugins/metrics.js';
 import { sandboxRoutes } from './http/routes/sandboxes.js';
 import { executionRoutes } from './http/routes/execution.js';
 import { fileRoutes } from './http/routes/files.js';
@@ -122,6 +123,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   }));
   registerToolDocument(app, config);
   await app.register(authPlugin, { apiKeys: config.apiKeys });
+  await app.register(metricsPlugin, { service });
   await app.register(bodyBudgetPlugin, {
     maxBytesPerKey: Math.max(config.MAX_BODY_BYTES_PER_KEY, app.initialConfig.bodyLimit!),
     bodyLimit: app.initialConfig.bodyLimit!,

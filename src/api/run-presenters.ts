@@ -4,7 +4,7 @@
  */
 import { posix } from 'node:path';
 import type { ArtifactFile, CodeError, RichResult, RunCodeResult, RunCommandResult } from '../backends/types.js';
-import type { Lifecycle, RunOutcome, SandboxHandle } from '../service/sandbox-service.js';
+import type { CallUsage, Lifecycle, RunOutcome, SandboxHandle } from '../service/sandbox-service.js';
 import type { Caller } from './caller.js';
 import { mimeTypeOf } from '../service/mime.js';
 
@@ -75,6 +75,11 @@ function lifecycleFields(notice: string | undefined, lifecycle: Lifecycle | unde
   };
 }
 
+/** A call's usage on the wire, when the service measured it. */
+export function usageToWire(usage: CallUsage | undefined) {
+  return usage ? { usage: { cpu_ms: usage.cpuMs, memory_bytes: usage.memoryBytes, memory_peak_bytes: usage.memoryPeakBytes } } : {};
+}
+
 export function runCodeToWire(outcome: RunOutcome, link: Linker) {
   const { sandbox, runtime, lifecycle } = outcome;
   const preserved = lifecycle?.statePreserved ?? true;
@@ -98,6 +103,7 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
       ...lifecycleFields(r.notice, lifecycle),
       markdown: markdownOf(r.output, r.error, [], files),
       duration_ms: r.durationMs,
+      ...usageToWire(outcome.usage),
     };
   }
   const r: RunCodeResult = outcome.result;
@@ -122,10 +128,11 @@ export function runCodeToWire(outcome: RunOutcome, link: Linker) {
     ...lifecycleFields(r.notice, lifecycle),
     markdown: markdownOf(r.output, r.error, results, files),
     duration_ms: r.durationMs,
+    ...usageToWire(outcome.usage),
   };
 }
 
-export function commandToWire(sandboxId: string, r: RunCommandResult, link: Linker, lifecycle?: Lifecycle) {
+export function commandToWire(sandboxId: string, r: RunCommandResult, link: Linker, lifecycle?: Lifecycle, usage?: CallUsage) {
   const files = r.files.map((f) => fileToWire(f, link));
   return {
     sandbox_id: sandboxId,
@@ -140,5 +147,6 @@ export function commandToWire(sandboxId: string, r: RunCommandResult, link: Link
     files_truncated: r.filesTruncated,
     ...lifecycleFields(r.notice, lifecycle),
     duration_ms: r.durationMs,
+    ...usageToWire(usage),
   };
 }

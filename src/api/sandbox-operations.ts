@@ -8,6 +8,7 @@ import type { KernelState, RunCommandResult } from '../backends/types.js';
 
 export type { OutputListener, RunCommandResult } from '../backends/types.js';
 import type {
+  CallUsage,
   CreateInput,
   Lifecycle,
   RunCodeInput,
@@ -71,9 +72,10 @@ export async function runCommand(
   ref: SandboxRef,
   input: RunCommandInput,
   replyBudget = 0,
-): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker; lifecycle?: Lifecycle }> {
-  const { sandbox, result, lifecycle } = await caller.service.runCommand(caller.owner, ref, input);
-  return { sandboxId: sandbox.id, result: await fitReply(caller, sandbox, result, replyBudget), link: linksOf(caller, sandbox), lifecycle };
+): Promise<{ sandboxId: string; result: RunCommandResult; link: Linker; lifecycle?: Lifecycle; usage?: CallUsage }> {
+  const { sandbox, result, lifecycle, usage } = await caller.service.runCommand(caller.owner, ref, input);
+  const fitted = await fitReply(caller, sandbox, result, replyBudget);
+  return { sandboxId: sandbox.id, result: fitted, link: linksOf(caller, sandbox), lifecycle, usage };
 }
 
 /** Pauses the sandbox to disk: its files and variables are kept, its processes end; any later call resumes it. */

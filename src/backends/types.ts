@@ -223,6 +223,10 @@ export interface Sandbox {
   cpuSeconds?(): number | null;
   /** Memory the sandbox's processes use now, in bytes; null or absent when not accounted. */
   memoryBytes?(): number | null;
+  /** The most memory it used at once so far; null or absent when not recorded. */
+  memoryPeakBytes?(): number | null;
+  /** CPU seconds its live processes used so far, for a call's usage (unlike cpuSeconds, without cgroups too). */
+  cpuSecondsNow?(): number | null;
   /**
    * Saves the workspace and the kernels' state into `sink`, for a pause (the sandbox keeps running; the
    * caller destroys it once the state is stored). Absent where the backend cannot pause.

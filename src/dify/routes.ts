@@ -19,6 +19,7 @@ import type { Caller } from '../api/caller.js';
 import { createSandbox, runCommand, stopSandbox, type RunCommandResult } from '../api/sandbox-operations.js';
 import { writeFile } from '../api/file-operations.js';
 import { baseUrl } from '../api/wire.js';
+import { outcomeOf } from '../api/outcome.js';
 
 const RUNNERS: Record<string, { file: string; command: string }> = {
   python3: { file: 'main.py', command: 'python3 main.py' },
@@ -100,7 +101,7 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
       if (!release) return reply.status(503).send({ code: -503, message: 'Too many requests' });
       try {
         await release.ready;
-        return await run(caller, runner, req.body.code, req.body.enable_network === true, reply);
+        return await run(caller, runner, req.body.code, req.body.enable_network === true, reply, req);
       } finally {
         release.done();
       }
@@ -113,6 +114,7 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     code: string,
     wantsNetwork: boolean,
     reply: FastifyReply,
+    req: FastifyRequest,
   ) => {
     let sandboxId: string;
     try {
@@ -129,6 +131,7 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     try {
       await writeFile(caller, { sandboxId }, { path: runner.file, data: Buffer.from(code, 'utf8') });
       const { result } = await runCommand(caller, { sandboxId }, { command: runner.command, timeoutS: config.DIFY_SANDBOX_TIMEOUT_S });
+      req.outcome = result.exitCode !== 0 && !result.error ? 'error' : outcomeOf(result.error, result.timedOut);
       return {
         code: 0,
         message: 'success',

@@ -150,7 +150,7 @@ const runCommand: Tool<typeof CommandInput> = {
   inputSchema: CommandInput,
   outputSchema: ExecuteCommandResponse,
   async run(a, ctx) {
-    const { sandboxId, result, link, lifecycle } = await ops.runCommand(
+    const { sandboxId, result, link, lifecycle, usage } = await ops.runCommand(
       caller(ctx),
       ref(a),
       {
@@ -160,7 +160,7 @@ const runCommand: Tool<typeof CommandInput> = {
       },
       ctx.config.REPLY_MAX_BYTES,
     );
-    const wire = commandToWire(sandboxId, result, link, lifecycle);
+    const wire = commandToWire(sandboxId, result, link, lifecycle, usage);
     const content = [text(runText(wire)), ...(await artifactContent(ctx, sandboxId, wire.files, new Set()))];
     return { content, structuredContent: wire, isError: wire.error !== null };
   },

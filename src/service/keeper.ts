@@ -322,6 +322,38 @@ export class Keeper {
     record.tail = result.catch(() => undefined);
     return result;
   }
+
+  /** At shutdown: pauses every live sandbox within `deadlineMs` (where pausing is on), then ends the rest. */
+  async shutdown(deadlineMs: number): Promise<void> {
+    if (this.durability && deadlineMs > 0) {
+      let timer: NodeJS.Timeout | undefined;
+      const pausing = this.registry
+        .all()
+        .filter((r) => r.sandbox !== null)
+        .map((r) =>
+          this.inLane(r, () => this.pauseIn(r, 'shutdown'), true).catch((err) =>
+            this.log('warn', `sandbox ${r.id} could not be paused: ${(err as Error).message}`),
+          ),
+        );
+      await Promise.race([Promise.all(pausing), new Promise((r) => (timer = setTimeout(r, deadlineMs)))]);
+      clearTimeout(timer);
+    }
+    const at = new Date(this.now()).toISOString();
+    await Promise.all(
+      this.registry
+        .all()
+        .filter((r) => r.sandbox !== null)
+        .map((r) =>
+          this.remove(
+            r,
+            this.durability ? 'lost' : 'stopped',
+            this.durability
+              ? `sandbox '${r.id}' was stopped at ${at} when the service shut down before it could be paused; its files and variables are lost`
+              : 'the service shut down',
+          ),
+        ),
+    );
+  }
 }
 
 /** A paused sandbox's record (no process; its call lane at rest). */

@@ -20,7 +20,9 @@ import { Durability } from './durability.js';
 import { StateStore } from './state-store.js';
 import { reapOnce } from './reaper.js';
 import { Keeper } from './keeper.js';
+import { measured } from './usage.js';
 import type {
+  CallUsage,
   CreateInput,
   Lifecycle,
   RunCodeInput,
@@ -32,7 +34,17 @@ import type {
   SandboxRef,
 } from './types.js';
 
-export type { CreateInput, Lifecycle, RunCodeInput, RunCommandInput, RunOutcome, SandboxHandle, SandboxInfo, SandboxRef } from './types.js';
+export type {
+  CallUsage,
+  CreateInput,
+  Lifecycle,
+  RunCodeInput,
+  RunCommandInput,
+  RunOutcome,
+  SandboxHandle,
+  SandboxInfo,
+  SandboxRef,
+} from './types.js';
 export type { OpenedFile } from './sandbox-files.js';
 export type { FileEntry, RichResult } from '../backends/types.js';
 export type { ContextInfo, ProcessEnd, ProcessInfo, WatchEvent } from '../backends/processes.js';
@@ -150,6 +162,13 @@ export class SandboxService {
     return this.opened;
   }
 
+  /** Sandboxes by state, for the metrics: live, paused (in STATE_DIR), pooled (started ahead, not handed out). */
+  counts(): { live: number; paused: number; pooled: number } {
+    const pool = this.backend.status().pool;
+    const live = this.registry.liveCount();
+    return { live, paused: this.registry.all().length - live, pooled: (pool?.ready ?? 0) + (pool?.network?.ready ?? 0) };
+  }
+
   /** Live sandboxes (paused ones hold no process and are not counted). */
   get size(): number {
     return this.registry.liveCount();
@@ -203,39 +222,43 @@ export class SandboxService {
     const record = await this.resolveRecord(owner, ref, true);
     const sandbox = handleOf(record);
     if (runtime === 'shell') {
-      const result = await this.keeper.exclusive(record, (s) => s.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput }));
-      return { sandbox, runtime, result, ...this.takeLifecycle(record) };
+      const { result, usage } = await this.keeper.exclusive(record, (s) =>
+        measured(s, () => s.runCommand({ command: input.code, timeoutMs, onOutput: input.onOutput })),
+      );
+      return { sandbox, runtime, result, usage, ...this.takeLifecycle(record) };
     }
     checkEnv('env_vars', input.env);
     const context = input.context === undefined ? undefined : await this.processes.context(owner, { sandboxId: record.id }, input.context);
-    const result = await this.keeper.exclusive(record, (s) =>
-      s.runCode({
-        code: input.code,
-        timeoutMs,
-        language: context?.language ?? runtime,
-        inlineImages: input.inlineImages,
-        onOutput: input.onOutput,
-        ...(context ? { context: context.id } : {}),
-        ...(input.env ? { env: input.env } : {}),
-      }),
+    const { result, usage } = await this.keeper.exclusive(record, (s) =>
+      measured(s, () =>
+        s.runCode({
+          code: input.code,
+          timeoutMs,
+          language: context?.language ?? runtime,
+          inlineImages: input.inlineImages,
+          onOutput: input.onOutput,
+          ...(context ? { context: context.id } : {}),
+          ...(input.env ? { env: input.env } : {}),
+        }),
+      ),
     );
-    return { sandbox, runtime, result, ...this.takeLifecycle(record) };
+    return { sandbox, runtime, result, usage, ...this.takeLifecycle(record) };
   }
 
   async runCommand(
     owner: string,
     ref: SandboxRef,
     input: RunCommandInput,
-  ): Promise<{ sandbox: SandboxHandle; result: RunCommandResult; lifecycle?: Lifecycle }> {
+  ): Promise<{ sandbox: SandboxHandle; result: RunCommandResult; lifecycle?: Lifecycle; usage?: CallUsage }> {
     const timeoutMs = timeoutMsOf(this.config, input.timeoutS);
     checkText('command', input.command);
     checkText('cwd', input.cwd);
     checkEnv('env', input.env);
     const record = await this.resolveRecord(owner, ref, true);
-    const result = await this.keeper.exclusive(record, (s) =>
-      s.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput }),
+    const { result, usage } = await this.keeper.exclusive(record, (s) =>
+      measured(s, () => s.runCommand({ command: input.command, timeoutMs, cwd: input.cwd, env: input.env, onOutput: input.onOutput })),
     );
-    return { sandbox: handleOf(record), result, ...this.takeLifecycle(record) };
+    return { sandbox: handleOf(record), result, usage, ...this.takeLifecycle(record) };
   }
 
   /**
@@ -295,37 +318,7 @@ export class SandboxService {
     if (this.reaper) clearInterval(this.reaper);
     this.reaper = null;
     await this.registry.creationsSettled();
-    if (!this.backend.shared) {
-      const deadlineMs = options.pauseDeadlineMs ?? 0;
-      if (this.durability && deadlineMs > 0) {
-        let timer: NodeJS.Timeout | undefined;
-        const pausing = this.registry
-          .all()
-          .filter((r) => r.sandbox !== null)
-          .map((r) =>
-            this.keeper
-              .inLane(r, () => this.keeper.pauseIn(r, 'shutdown'), true)
-              .catch((err) => this.log('warn', `sandbox ${r.id} could not be paused: ${(err as Error).message}`)),
-          );
-        await Promise.race([Promise.all(pausing), new Promise((r) => (timer = setTimeout(r, deadlineMs)))]);
-        clearTimeout(timer);
-      }
-      const at = new Date(this.now()).toISOString();
-      await Promise.all(
-        this.registry
-          .all()
-          .filter((r) => r.sandbox !== null)
-          .map((r) =>
-            this.keeper.remove(
-              r,
-              this.durability ? 'lost' : 'stopped',
-              this.durability
-                ? `sandbox '${r.id}' was stopped at ${at} when the service shut down before it could be paused; its files and variables are lost`
-                : 'the service shut down',
-            ),
-          ),
-      );
-    }
+    if (!this.backend.shared) await this.keeper.shutdown(options.pauseDeadlineMs ?? 0);
     await this.backend.close();
   }
 

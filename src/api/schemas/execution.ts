@@ -87,6 +87,17 @@ export const RunCodeBody = Type.Object({
   env: Type.Optional(envSchema('Environment variables for this call only (os.environ / process.env), put back afterwards.')),
 });
 
+const UsageSchema = Type.Object(
+  {
+    cpu_ms: Type.Union([Type.Integer(), Type.Null()], { description: "CPU time the sandbox's processes used during the call." }),
+    memory_bytes: Type.Union([Type.Integer(), Type.Null()], { description: "Memory the sandbox's processes use after the call." }),
+    memory_peak_bytes: Type.Union([Type.Integer(), Type.Null()], {
+      description: 'The most memory the sandbox used at once so far (null where the host keeps no such count).',
+    }),
+  },
+  { description: 'What the call used, to see why it was slow or stopped (SANDBOX_MEMORY_BYTES, EXEC_CPU_LIMIT_S).' },
+);
+
 export const RunCodeResponse = Type.Object({
   sandbox_id: Type.String(),
   language: Type.Union([Type.Literal('python'), Type.Literal('javascript'), Type.Literal('shell')]),
@@ -116,6 +127,7 @@ export const RunCodeResponse = Type.Object({
     description: 'Output, error, tables, images (as ![..](url)) and file links as markdown, ready for a Dify Answer node.',
   }),
   duration_ms: Type.Number({ description: 'Time spent running inside the sandbox.' }),
+  usage: Type.Optional(UsageSchema),
 });
 
 export const ExecuteCommandBody = Type.Object({
@@ -149,4 +161,5 @@ export const ExecuteCommandResponse = Type.Object({
   }),
   previous_sandbox_id: PreviousSandboxField,
   duration_ms: Type.Number(),
+  usage: Type.Optional(UsageSchema),
 });

@@ -30,6 +30,8 @@ export interface SandboxCgroup {
   cpuSeconds(): number | null;
   /** Memory all its processes use now (page cache included), or null when not accounted. */
   memoryBytes(): number | null;
+  /** The most they used at once, or null when not recorded. */
+  memoryPeakBytes(): number | null;
   /** Removes the cgroup directories; call once the sandbox's processes are gone. */
   remove(): Promise<void>;
 }
@@ -128,6 +130,7 @@ const none = (why: string): CgroupManager => ({
     counters: () => ({ oomKills: 0, pidsRefused: 0 }),
     cpuSeconds: () => null,
     memoryBytes: () => null,
+    memoryPeakBytes: () => null,
     remove: async () => undefined,
   }),
   close: () => undefined,
@@ -196,6 +199,7 @@ function v1(): CgroupManager | string {
           return Number.isFinite(ns) && dirs.cpuacct ? ns / 1e9 : null;
         },
         memoryBytes: () => numberIn(join(dirs.memory, 'memory.usage_in_bytes')),
+        memoryPeakBytes: () => numberIn(join(dirs.memory, 'memory.max_usage_in_bytes')),
         remove: () => removeWithRetry([...new Set(Object.values(dirs))]),
       };
     },
@@ -236,6 +240,7 @@ function v2(mountPoint: string): CgroupManager | string {
             return m ? Number(m[1]) / 1e6 : null;
           },
           memoryBytes: () => numberIn(join(dir, 'memory.current')),
+          memoryPeakBytes: () => numberIn(join(dir, 'memory.peak')),
           remove: () => removeWithRetry([dir]),
         };
       },

@@ -2,7 +2,6 @@
  * One live local sandbox: a bubblewrap process tree with the agent inside, reached over its channel (FIFOs
  * that outlive the service, or pipes), and its Python kernel over the direct channel (fds 3 and 5).
  */
-import { readFileSync } from 'node:fs';
 import type { SandboxProcess } from './sandbox-process.js';
 import { AgentConnection, type FrameLimits } from './agent-connection.js';
 import { KernelChannel } from './kernel-channel.js';
@@ -12,7 +11,7 @@ import { agentContexts, agentProcesses } from './agent-processes.js';
 import type { ContextControl, ProcessControl } from '../processes.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
-import { processTree } from './proc.js';
+import { cpuSecondsOf, processTree, residentBytes } from './proc.js';
 import { toArtifacts, toCodeError, toKernelState, toRunCodeResult } from '../agent/reply.js';
 import { AGENT_STATE_DIR, agentRequest } from '../agent/protocol.js';
 import type {
@@ -286,16 +285,16 @@ export class LocalSandbox implements Sandbox {
    * but not what a process allocated before it joined the cgroup: charges do not move with it).
    */
   memoryBytes(): number | null {
-    const fromCgroup = this.cgroup?.active ? (this.cgroup.memoryBytes() ?? 0) : 0;
-    let total = 0;
-    for (const pid of this.listPids()) {
-      try {
-        total += Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * 4096;
-      } catch {
-        // ended meanwhile
-      }
-    }
-    return Math.max(total, fromCgroup);
+    return Math.max(residentBytes(this.listPids()), this.cgroup?.active ? (this.cgroup.memoryBytes() ?? 0) : 0);
+  }
+
+  memoryPeakBytes(): number | null {
+    return this.cgroup?.active ? this.cgroup.memoryPeakBytes() : null;
+  }
+
+  /** The cgroup's count, or else what its live processes used (from /proc). */
+  cpuSecondsNow(): number | null {
+    return this.cgroup?.cpuSeconds() ?? cpuSecondsOf(this.listPids());
   }
 
   onExit(listener: (reason: string) => void): void {

@@ -126,3 +126,34 @@ export function killAll(pids: readonly number[]): void {
     }
   }
 }
+
+/** Resident memory of these processes, in bytes (those that ended meanwhile count nothing). */
+export function residentBytes(pids: readonly number[]): number {
+  let total = 0;
+  for (const pid of pids) {
+    try {
+      total += Number(readFileSync(`/proc/${pid}/statm`, 'utf8').split(' ')[1]) * PAGE_BYTES;
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return total;
+}
+
+/** CPU seconds (user + system) these processes used so far, from /proc/<pid>/stat. */
+export function cpuSecondsOf(pids: readonly number[]): number {
+  let ticks = 0;
+  for (const pid of pids) {
+    try {
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      ticks += Number(fields[11]) + Number(fields[12]);
+    } catch {
+      // ended meanwhile
+    }
+  }
+  return ticks / CLOCK_TICKS;
+}
+
+const PAGE_BYTES = 4096;
+/** USER_HZ: what /proc counts CPU time in (100 on Linux, whatever the kernel's own HZ). */
+const CLOCK_TICKS = 100;

@@ -1,6 +1,8 @@
 /** Running code and commands. A failure of the user's code is HTTP 200 with the failure in the body. */
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { Config } from '../../config.js';
+import type { FastifyRequest } from 'fastify';
+import { outcomeOf } from '../../api/outcome.js';
 import { ErrorResponse } from '../../api/schemas/common.js';
 import { ExecuteCommandBody, ExecuteCommandResponse, RunCodeBody, RunCodeResponse } from '../../api/schemas/execution.js';
 import type { SandboxService } from '../../service/sandbox-service.js';
@@ -69,7 +71,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
         { code, language, timeoutS: timeout, inlineImages, ...extra },
         config.REPLY_MAX_BYTES,
       );
-      return runCodeToWire(outcome, link);
+      return counted(req, runCodeToWire(outcome, link));
     },
   );
 
@@ -95,7 +97,7 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
       if (format) {
         const ref = await resolveSandbox(caller(req), refOf(req.body));
         return streamReply(req, reply, format, async (emit) => {
-          const { sandboxId, result, link, lifecycle } = await runCommand(
+          const { sandboxId, result, link, lifecycle, usage } = await runCommand(
             caller(req),
             ref,
             {
@@ -107,10 +109,10 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
             },
             config.REPLY_MAX_BYTES,
           );
-          return commandToWire(sandboxId, result, link, lifecycle);
+          return commandToWire(sandboxId, result, link, lifecycle, usage);
         });
       }
-      const { sandboxId, result, link, lifecycle } = await runCommand(
+      const { sandboxId, result, link, lifecycle, usage } = await runCommand(
         caller(req),
         refOf(req.body),
         {
@@ -121,7 +123,17 @@ export const executionRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServic
         },
         config.REPLY_MAX_BYTES,
       );
-      return commandToWire(sandboxId, result, link, lifecycle);
+      return counted(req, commandToWire(sandboxId, result, link, lifecycle, usage));
     },
   );
 };
+
+/** Tells the metrics what came of the code (its outcome, and whether its interpreter was restarted). */
+function counted<W extends { error: { name: string } | null; timed_out: boolean; state_preserved?: boolean }>(
+  req: FastifyRequest,
+  wire: W,
+): W {
+  req.outcome = outcomeOf(wire.error, wire.timed_out);
+  req.restarted = wire.state_preserved === false;
+  return wire;
+}
