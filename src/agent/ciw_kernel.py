@@ -11,6 +11,7 @@ import os
 import resource
 import signal
 import sys
+import time
 
 from ciw_common import AGENT_DIR, WORKSPACE, LineReader, output_limit_error
 import ciw_rich
@@ -262,6 +263,17 @@ def _serve(reader, run):
             continue
 
 
+def _usage(cpu0):
+    """What the cell used: this process's CPU time (its threads too), its memory now and at its peak."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            rss = int(f.read().split()[1]) * resource.getpagesize()
+    except (OSError, ValueError, IndexError):
+        rss = None
+    return {"cpu_ms": round((time.process_time() - cpu0) * 1000), "memory_bytes": rss,
+            "memory_peak_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024}
+
+
 def kernel_main(request_fd, reply_fd):
     """The kernel behind the supervisor: requests on one fd, replies on another, output on fds 1/2, which
     the supervisor reads."""
@@ -274,9 +286,11 @@ def kernel_main(request_fd, reply_fd):
         if req.get("state"):
             replies.write(json.dumps({"state": state_request(ns, req)}).encode("utf-8", "backslashreplace") + b"\n")
             return
+        cpu0 = time.process_time()
         results, error = _run_cell(ns, req["code"], cell, cpu_limit_s, req.get("env"))
         _flush_std_streams()
-        reply = json.dumps({"results": results, "error": error, "execution_count": cell.number}, ensure_ascii=False)
+        reply = json.dumps({"results": results, "error": error, "execution_count": cell.number, "usage": _usage(cpu0)},
+                           ensure_ascii=False)
         replies.write(reply.encode("utf-8", "backslashreplace") + b"\n")
 
     _serve(LineReader(os.fdopen(request_fd, "rb", buffering=0)), run)
@@ -338,7 +352,9 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
         if files is None or req.get("rebase"):
             files = look()
         capture.begin(req.get("id"), bool(req.get("stream")))
+        cpu0 = time.process_time()
         results, error = _run_cell(ns, req["code"], cell, cpu_limit_s, req.get("env"))
+        usage = _usage(cpu0)
         _flush_std_streams()
         stdout, stderr, output, truncated = capture.end()
         truncated = truncated or cell.truncated
@@ -351,7 +367,7 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
             files = after
         # Fields at their defaults (no error, no output, no files…) are left out: less to write and parse.
         reply = {"id": req.get("id"), "ok": True, "duration_ms": round((time.monotonic() - started) * 1000, 3),
-                 "execution_count": cell.number}
+                 "execution_count": cell.number, "usage": usage}
         for key, value in (("results", results), ("error", error), ("stdout", stdout), ("stderr", stderr),
                            ("output", output), ("output_truncated", truncated), ("files", changed),
                            ("files_truncated", changed_truncated)):

@@ -269,7 +269,7 @@ class Kernel:
             elif capture.truncated and (stopped == "output" or error is None):
                 error = output_error(capture)
             return {"results": results, "error": error, "timed_out": timed_out, "state_preserved": True,
-                    "execution_count": reply.get("execution_count")}
+                    "execution_count": reply.get("execution_count"), "usage": reply.get("usage")}
         # No reply: the kernel ignored the interrupt or died. Restart it; its state is gone.
         exit_code = self.proc.poll()
         self.stop()

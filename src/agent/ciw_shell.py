@@ -112,6 +112,16 @@ def limit_cpu(pid, cpu_limit_s):
 
 
 def run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
+    """Runs a command line; its result carries what it used (its children's CPU time and peak memory)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = _run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+    res["usage"] = {"cpu_ms": round(cpu * 1000), "memory_bytes": None, "memory_peak_bytes": after.ru_maxrss * 1024}
+    return res
+
+
+def _run_shell(command, timeout_s, cwd, env, capture, cpu_limit_s):
     import subprocess  # see exec_js_kernel
     try:
         # No preexec_fn: it would force a full fork() of this process instead of vfork().

@@ -70,6 +70,16 @@ export interface RunCodeOptions {
   readonly env?: Readonly<Record<string, string>>;
 }
 
+/** What a call used, as the sandbox reports it (null where it cannot tell). */
+export interface CallUsage {
+  /** CPU time of the interpreter (a code call) or of the command's processes, during the call. */
+  readonly cpuMs: number | null;
+  /** Memory the interpreter uses after the call. */
+  readonly memoryBytes: number | null;
+  /** The most it (or, for commands, any process it ran) used at once. */
+  readonly memoryPeakBytes: number | null;
+}
+
 /** Files a call created or changed (at most 100). */
 interface ArtifactFields {
   readonly files: readonly ArtifactFile[];
@@ -94,6 +104,7 @@ export interface RunCodeResult extends ArtifactFields {
   readonly notice?: string;
   /** Cells the interpreter has run, this one included (where it counts them). */
   readonly executionCount?: number;
+  readonly usage?: CallUsage;
 }
 
 export interface RunCommandOptions {
@@ -120,6 +131,7 @@ export interface RunCommandResult extends ArtifactFields {
   readonly error: CodeError | null;
   readonly timedOut: boolean;
   readonly durationMs: number;
+  readonly usage?: CallUsage;
 }
 
 export interface FileEntry {
@@ -223,10 +235,11 @@ export interface Sandbox {
   cpuSeconds?(): number | null;
   /** Memory the sandbox's processes use now, in bytes; null or absent when not accounted. */
   memoryBytes?(): number | null;
-  /** The most memory it used at once so far; null or absent when not recorded. */
-  memoryPeakBytes?(): number | null;
-  /** CPU seconds its live processes used so far, for a call's usage (unlike cpuSeconds, without cgroups too). */
-  cpuSecondsNow?(): number | null;
+  /**
+   * Cheap counters for a call's usage (read before and after every call, so no scan of /proc): CPU seconds so
+   * far, memory now and at its peak; each null where not accounted.
+   */
+  usageNow?(): { cpuSeconds: number | null; memoryBytes: number | null; memoryPeakBytes: number | null };
   /**
    * Saves the workspace and the kernels' state into `sink`, for a pause (the sandbox keeps running; the
    * caller destroys it once the state is stored). Absent where the backend cannot pause.

@@ -64,15 +64,8 @@ export type RunOutcome = (
   | { readonly sandbox: SandboxHandle; readonly runtime: 'python' | 'javascript'; readonly result: RunCodeResult }
 ) & { readonly lifecycle?: Lifecycle; readonly usage?: CallUsage };
 
-/** What a call used, for the caller to see why it was slow or stopped (null where the backend cannot tell). */
-export interface CallUsage {
-  /** CPU time all the sandbox's processes used during the call. */
-  readonly cpuMs: number | null;
-  /** Memory the sandbox's processes use after the call. */
-  readonly memoryBytes: number | null;
-  /** The most the sandbox used at once so far (where the cgroup records it). */
-  readonly memoryPeakBytes: number | null;
-}
+export type { CallUsage } from '../backends/types.js';
+import type { CallUsage } from '../backends/types.js';
 
 export interface SandboxInfo {
   readonly id: string;

@@ -1,17 +1,24 @@
-/** A call's usage: the sandbox's CPU time across the call, and its memory after it (now and at its peak). */
-import type { Sandbox } from '../backends/types.js';
-import type { CallUsage } from './types.js';
+/**
+ * A call's usage: what the sandbox reported (the interpreter's CPU time and memory, or a command's) — free, it
+ * comes with the reply. When the call failed (a limit, a dead interpreter), the cgroup's memory counters say
+ * more, and are read then.
+ */
+import type { CallUsage, Sandbox } from '../backends/types.js';
 
-export async function measured<T>(sandbox: Sandbox, call: () => Promise<T>): Promise<{ result: T; usage: CallUsage }> {
-  const before = sandbox.cpuSecondsNow?.() ?? null;
+export async function measured<T extends { usage?: CallUsage; error: unknown }>(
+  sandbox: Sandbox,
+  call: () => Promise<T>,
+): Promise<{ result: T; usage: CallUsage }> {
   const result = await call();
-  const after = sandbox.cpuSecondsNow?.() ?? null;
+  const reported = result.usage;
+  if (reported && !result.error) return { result, usage: reported };
+  const seen = sandbox.usageNow?.();
   return {
     result,
     usage: {
-      cpuMs: before !== null && after !== null ? Math.max(0, Math.round((after - before) * 1000)) : null,
-      memoryBytes: sandbox.memoryBytes?.() ?? null,
-      memoryPeakBytes: sandbox.memoryPeakBytes?.() ?? null,
+      cpuMs: reported?.cpuMs ?? null,
+      memoryBytes: seen?.memoryBytes ?? reported?.memoryBytes ?? null,
+      memoryPeakBytes: seen?.memoryPeakBytes ?? reported?.memoryPeakBytes ?? null,
     },
   };
 }

@@ -39,6 +39,7 @@ function normalize(text: string, port: number): string {
     .replace(/sbx_[0-9a-f]{24}/g, 'sbx_ID')
     .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g, 'TIME')
     .replace(/"duration_ms":[0-9.]+/g, '"duration_ms":N')
+    .replace(/"(cpu_ms|memory_bytes|memory_peak_bytes)":(\d+|null)/g, '"$1":N')
     .replace(/"isolation":"[^"]*"/g, '"isolation":"…"')
     .replace(/exp=\d+&sig=[\w-]+/g, 'exp=E&sig=S')
     .replace(/"ready":\d+/g, '"ready":N')

@@ -118,7 +118,7 @@ describe('SandboxService', () => {
     await ticks();
     made[0].release();
     const outcome = await run;
-    expect(Object.keys(outcome).sort()).toEqual(['result', 'runtime', 'sandbox']);
+    expect(Object.keys(outcome).sort()).toEqual(['result', 'runtime', 'sandbox', 'usage']);
     expect(outcome.sandbox).toEqual({ id: info.id, workspace: '/workspace' });
   });
 

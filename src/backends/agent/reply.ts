@@ -3,7 +3,7 @@
  * over its pipes, AgentCube through PicoD) gets the same reply; it comes from inside the sandbox, so fields
  * are re-typed here and never trusted as typed.
  */
-import type { ArtifactFile, CodeError, KernelState, RichResult, RunCodeResult } from '../types.js';
+import type { ArtifactFile, CallUsage, CodeError, KernelState, RichResult, RunCodeResult } from '../types.js';
 
 export function toCodeError(v: unknown): CodeError | null {
   if (typeof v !== 'object' || v === null) return null;
@@ -43,6 +43,7 @@ export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
     durationMs: Number(h.duration_ms) || 0,
     ...(typeof h.notice === 'string' && h.notice ? { notice: h.notice } : {}),
     ...(Number.isSafeInteger(h.execution_count) ? { executionCount: Number(h.execution_count) } : {}),
+    ...usageOf(h.usage),
     ...toArtifacts(h),
   };
 }
@@ -66,3 +67,11 @@ export function toKernelState(language: 'python' | 'javascript', report: unknown
 
 /** Names one kernel's report may list (it comes from inside the sandbox). */
 const MAX_STATE_NAMES = 1000;
+
+/** A call's usage as the agent reports it, re-typed (it comes from inside the sandbox). */
+export function usageOf(u: unknown): { usage?: CallUsage } {
+  if (typeof u !== 'object' || u === null) return {};
+  const o = u as Record<string, unknown>;
+  const n = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
+  return { usage: { cpuMs: n(o.cpu_ms), memoryBytes: n(o.memory_bytes), memoryPeakBytes: n(o.memory_peak_bytes) } };
+}

@@ -11,8 +11,8 @@ import { agentContexts, agentProcesses } from './agent-processes.js';
 import type { ContextControl, ProcessControl } from '../processes.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
-import { cpuSecondsOf, processTree, residentBytes } from './proc.js';
-import { toArtifacts, toCodeError, toKernelState, toRunCodeResult } from '../agent/reply.js';
+import { processTree, residentBytes } from './proc.js';
+import { toArtifacts, toCodeError, toKernelState, toRunCodeResult, usageOf } from '../agent/reply.js';
 import { AGENT_STATE_DIR, agentRequest } from '../agent/protocol.js';
 import type {
   CodeError,
@@ -268,6 +268,7 @@ export class LocalSandbox implements Sandbox {
       error: this.limitHit() ?? toCodeError(h.error),
       timedOut: h.timed_out === true,
       durationMs: Number(h.duration_ms),
+      ...usageOf(h.usage),
       ...toArtifacts(h),
     };
   }
@@ -288,13 +289,14 @@ export class LocalSandbox implements Sandbox {
     return Math.max(residentBytes(this.listPids()), this.cgroup?.active ? (this.cgroup.memoryBytes() ?? 0) : 0);
   }
 
-  memoryPeakBytes(): number | null {
-    return this.cgroup?.active ? this.cgroup.memoryPeakBytes() : null;
-  }
-
-  /** The cgroup's count, or else what its live processes used (from /proc). */
-  cpuSecondsNow(): number | null {
-    return this.cgroup?.cpuSeconds() ?? cpuSecondsOf(this.listPids());
+  /** From the cgroup's files: a few reads, no scan of /proc (nothing without cgroups). */
+  usageNow() {
+    const active = this.cgroup?.active === true;
+    return {
+      cpuSeconds: active ? this.cgroup!.cpuSeconds() : null,
+      memoryBytes: active ? this.cgroup!.memoryBytes() : null,
+      memoryPeakBytes: active ? this.cgroup!.memoryPeakBytes() : null,
+    };
   }
 
   onExit(listener: (reason: string) => void): void {

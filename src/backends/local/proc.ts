@@ -140,20 +140,4 @@ export function residentBytes(pids: readonly number[]): number {
   return total;
 }
 
-/** CPU seconds (user + system) these processes used so far, from /proc/<pid>/stat. */
-export function cpuSecondsOf(pids: readonly number[]): number {
-  let ticks = 0;
-  for (const pid of pids) {
-    try {
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      ticks += Number(fields[11]) + Number(fields[12]);
-    } catch {
-      // ended meanwhile
-    }
-  }
-  return ticks / CLOCK_TICKS;
-}
-
 const PAGE_BYTES = 4096;
-/** USER_HZ: what /proc counts CPU time in (100 on Linux, whatever the kernel's own HZ). */
-const CLOCK_TICKS = 100;
