@@ -6,7 +6,7 @@
  */
 import type { KernelState, RunCommandResult } from '../backends/types.js';
 
-export type { OutputListener, RunCommandResult } from '../backends/types.js';
+export type { OutputListener, RunCodeResult, RunCommandResult } from '../backends/types.js';
 import type {
   CallUsage,
   CreateInput,

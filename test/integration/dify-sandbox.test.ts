@@ -125,10 +125,20 @@ describe('/v1/sandbox/run', () => {
     expect(slow.body.data.error).toBe('error: timeout');
   });
 
+  it('treats sys.exit as python3 main.py would: 0 is success, another code fails with that code', async () => {
+    const ok = await run('python3', 'import sys\nprint("done")\nsys.exit(0)');
+    expect(ok.body.data).toMatchObject({ stdout: 'done\n', error: '', exit_code: 0 });
+    const bad = await run('python3', 'import sys\nsys.exit(3)');
+    expect(bad.body.data.exit_code).toBe(3);
+    expect(bad.body.data.error).toMatch(/^process exited with code 3\n/);
+  });
+
   it('keeps nothing from one call to the next', async () => {
     await run('python3', 'open("/workspace/leftover.txt", "w").write("x")\nimport builtins\nbuiltins.LEAK = 1');
     const r = await run('python3', 'import os, builtins\nprint(os.path.exists("/workspace/leftover.txt"), hasattr(builtins, "LEAK"))');
     expect(r.body.data.stdout).toBe('False False\n');
+    // Each run's sandbox ends just after its answer is sent.
+    for (let i = 0; i < 100 && t.service.size > 0; i++) await new Promise((resolve) => setTimeout(resolve, 20));
     expect(t.service.size).toBe(0);
   });
 
