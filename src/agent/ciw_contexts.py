@@ -35,6 +35,8 @@ def op_context(sup, req, _blob):
             raise AgentError("BAD_CWD", "the context's working directory %s is not a directory" % cwd)
         if language == "python":
             kernel = Kernel("Python", fork_python_kernel, sup.python_env, sup.cpu_limit_s)
+        elif not any(os.access(os.path.join(d, "node"), os.X_OK) for d in sup.env.get("PATH", "").split(os.pathsep) if d):
+            raise AgentError("UNSUPPORTED_LANGUAGE", "JavaScript needs Node.js under /usr on the host; it is not installed there")
         else:
             kernel = Kernel("JavaScript", exec_js_kernel, sup.env, sup.cpu_limit_s)
         sup.contexts[req["context"]] = Context(req["context"], language, cwd, kernel)
@@ -66,7 +68,10 @@ def execute(sup, req):
         kernel.stop()
         try:
             kernel.start()
-        except (OSError, RuntimeError) as exc:
+        except OSError as exc:
+            raise AgentError("PROCESS_LIMIT_REACHED", "the context's interpreter could not start: the sandbox's process "
+                             "limit is reached (%s)" % exc)
+        except RuntimeError as exc:
             raise AgentError("KERNEL_START_FAILED", "the context's interpreter did not start: %s" % exc)
         quiet = sup.capture({})
         kernel.execute(_CHDIR[context.language] % json.dumps(context.cwd), 10, sup.grace_s, quiet)

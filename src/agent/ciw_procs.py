@@ -87,8 +87,8 @@ class Procs:
         except BlockingIOError as exc:
             if master is not None:
                 os.close(master)
-            raise AgentError("PROCESS_LIMIT", "could not start a process: the sandbox's process limit is reached "
-                             "(%s)" % exc.strerror)
+            raise AgentError("PROCESS_LIMIT_REACHED", "could not start a process: the sandbox's process limit is "
+                             "reached (%s)" % exc.strerror)
         finally:
             if slave is not None:
                 os.close(slave)
@@ -281,7 +281,7 @@ class Watches:
         libc = ctypes.CDLL(None, use_errno=True)
         fd = libc.inotify_init1(os.O_CLOEXEC)
         if fd < 0:
-            raise AgentError("WATCH_FAILED", "file watching is not available in this sandbox")
+            raise AgentError("NOT_SUPPORTED", "file watching (inotify) is not available in this sandbox")
         self.libc, self.fd = libc, fd
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -305,7 +305,7 @@ class Watches:
             self.watches[wid] = (real, bool(recursive))
             if self._add(wid, real) < 0:
                 del self.watches[wid]
-                raise AgentError("WATCH_FAILED", "cannot watch %s (out of inotify watches?)" % real)
+                raise AgentError("WATCH_LIMIT_REACHED", "cannot watch %s: the system's inotify watches are used up" % real)
             if recursive:
                 for dirpath, dirnames, _ in os.walk(real):
                     for name in dirnames:
