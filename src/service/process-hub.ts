@@ -8,7 +8,12 @@ import type { BackgroundEvent, ContextInfo, ProcessControl, ProcessEnd, ProcessI
 /** Output of one process kept for a caller who comes back to read it. */
 export const OUTPUT_TAIL_BYTES = 64 * 1024;
 /** Ended processes whose status waits to be read, per sandbox (the oldest go first). */
-const MAX_ENDED = 64;
+const MAX_ENDED = 16;
+/**
+ * Processes known at once, per sandbox: the agent runs at most 32, and the ended ones above. Events for more
+ * (only a subverted agent sends them) are dropped: no sandbox makes the service hold more than this many tails.
+ */
+const MAX_TRACKED = 32 + MAX_ENDED;
 const MAX_WATCH_EVENTS = 1000;
 /** Followers of one process or watch at once. */
 export const MAX_FOLLOWERS = 8;
@@ -68,13 +73,17 @@ export class Hub {
     control.onEvent((e) => this.on(e));
   }
 
-  track(pid: number): Tracked {
+  /** The record of `pid`, made if there is room (the oldest ended ones make way); undefined when there is none. */
+  track(pid: number): Tracked | undefined {
     let t = this.procs.get(pid);
     if (!t) {
+      const ended = [...this.procs.values()].filter((p) => p.end);
+      while (ended.length > 0 && (ended.length >= MAX_ENDED || this.procs.size >= MAX_TRACKED)) {
+        this.procs.delete(ended.shift()!.pid);
+      }
+      if (this.procs.size >= MAX_TRACKED) return undefined;
       t = { pid, chunks: [], kept: 0, dropped: 0, truncated: false, followers: new Set() };
       this.procs.set(pid, t);
-      const ended = [...this.procs.values()].filter((p) => p.end);
-      if (ended.length > MAX_ENDED) this.procs.delete(ended[0]!.pid);
     }
     return t;
   }
@@ -93,6 +102,7 @@ export class Hub {
       return;
     }
     const t = this.track(e.pid);
+    if (!t) return;
     if (e.kind === 'truncated') {
       t.truncated = true;
     } else if (e.kind === 'output') {

@@ -96,12 +96,13 @@ export class SandboxProcesses {
       const hub = this.hubOf(record, s);
       const { pid } = await hub.control.start(options);
       const t = hub.track(pid);
-      t.info = {
-        pid,
-        ...(options.tag !== undefined ? { tag: options.tag } : {}),
-        config: configOf(options),
-        pty: options.pty !== undefined,
-      };
+      if (t)
+        t.info = {
+          pid,
+          ...(options.tag !== undefined ? { tag: options.tag } : {}),
+          config: configOf(options),
+          pty: options.pty !== undefined,
+        };
       return { pid, sandboxId: record.id };
     });
   }
@@ -182,8 +183,8 @@ export class SandboxProcesses {
   private async findRunning(hub: Hub, pid: number): Promise<Tracked> {
     // A process started before this service process took the sandbox over: the agent knows it.
     const found = (await hub.control.list()).find((p) => p.pid === pid);
-    if (!found) throw notFound(pid);
-    const t = hub.track(pid);
+    const t = found ? hub.track(pid) : undefined;
+    if (!t) throw notFound(pid);
     t.info = found;
     return t;
   }
