@@ -189,7 +189,10 @@ export class SandboxProcesses {
     return t;
   }
 
+  /** The running processes; a paused sandbox runs none (it is not woken to say so). */
   async list(owner: string, ref: SandboxRef): Promise<ProcessInfo[]> {
+    const record = await this.access.resolve(owner, ref, false);
+    if (!record.sandbox) return [];
     return this.live(owner, ref, (hub) => hub.control.list());
   }
 

@@ -116,6 +116,9 @@ describe('background processes', () => {
     const r = await waiting;
     expect(r.body.running).toBe(false);
     expect(r.body.error).toMatch(/paused/);
+    // A paused sandbox runs nothing, and is not woken to say so.
+    expect((await post('/list_processes', { sandbox_id: id })).body.processes).toEqual([]);
+    expect((await post('/get_sandbox_info', { sandbox_id: id })).body.status).toBe('paused');
   });
 });
 
