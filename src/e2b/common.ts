@@ -4,7 +4,7 @@
  * SDK uses (/home/user is the workspace), and E2B's error shapes.
  */
 import { createHash, createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { FastifyRequest } from 'fastify';
 import type { Config } from '../config.js';
@@ -91,18 +91,23 @@ function secretOf(config: Config): Buffer {
   if (config.URL_SIGNING_KEY) return createHash('sha256').update(`e2b\n${config.URL_SIGNING_KEY}`).digest();
   if (config.STATE_DIR === 'off') return randomBytes(32);
   const file = join(config.STATE_DIR, 'e2b-token-secret');
-  try {
-    return Buffer.from(readFileSync(file, 'utf8').trim(), 'hex');
-  } catch {
-    const secret = randomBytes(32);
+  const read = (): Buffer | null => {
     try {
-      mkdirSync(config.STATE_DIR, { recursive: true, mode: 0o700 });
-      writeFileSync(file, secret.toString('hex'), { mode: 0o600, flag: 'wx' });
+      const text = readFileSync(file, 'utf8').trim();
+      // Anything but 32 random bytes (an empty file a full disk left) would make every token guessable.
+      return /^[0-9a-f]{64}$/.test(text) ? Buffer.from(text, 'hex') : null;
     } catch {
-      return Buffer.from(readFileSync(file, 'utf8').trim(), 'hex'); // another process wrote it first
+      return null;
     }
-    return secret;
-  }
+  };
+  const existing = read();
+  if (existing) return existing;
+  const secret = randomBytes(32);
+  mkdirSync(config.STATE_DIR, { recursive: true, mode: 0o700 });
+  const partial = `${file}.${process.pid}.new`;
+  writeFileSync(partial, secret.toString('hex'), { mode: 0o600 });
+  renameSync(partial, file);
+  return read() ?? secret;
 }
 
 /** The sandbox a sandbox-plane request is for, and its owner, after checking its access token. */
