@@ -6,6 +6,7 @@
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { ProcessOutput, SandboxRef } from '../service/sandbox-service.js';
 import type { Caller } from './caller.js';
+import { isBase64 } from './file-input.js';
 
 export interface StartProcessInput {
   readonly command?: string;
@@ -46,6 +47,15 @@ export async function processOutput(caller: Caller, ref: SandboxRef, pid: number
 }
 
 export const listProcesses = (caller: Caller, ref: SandboxRef) => caller.service.processes.list(caller.owner, ref);
+
+/** The bytes a send_input carries: text (`data`) or base64 (`dataBase64`, checked), never both. */
+export function inputBytes(data: string | undefined, dataBase64: string | undefined): Buffer {
+  if (data !== undefined && dataBase64 !== undefined)
+    throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give data or data_base64, not both');
+  if (dataBase64 === undefined) return Buffer.from(data ?? '', 'utf8');
+  if (!isBase64(dataBase64)) throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'data_base64 is not valid base64');
+  return Buffer.from(dataBase64, 'base64');
+}
 
 export async function sendInput(caller: Caller, ref: SandboxRef, pid: number, data: Uint8Array, close: boolean): Promise<void> {
   if (data.length > 0) await caller.service.processes.input(caller.owner, ref, pid, data);

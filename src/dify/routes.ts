@@ -15,6 +15,7 @@ import { Type } from 'typebox';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode, describeError } from '../core/errors.js';
 import { CODE_NODE_OWNER, type SandboxService } from '../service/sandbox-service.js';
+import { FairQueue } from '../service/fair-queue.js';
 import type { Caller } from '../api/caller.js';
 import { createSandbox, runCode, runCommand, stopSandbox, type RunCodeResult, type RunCommandResult } from '../api/sandbox-operations.js';
 import { writeFile } from '../api/file-operations.js';
@@ -81,7 +82,9 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
     void reply.status(401).send('');
     return false;
   };
-  const workers = new Workers(config.DIFY_SANDBOX_WORKERS, config.DIFY_SANDBOX_MAX_QUEUED);
+  // dify-sandbox's worker pool: DIFY_SANDBOX_WORKERS runs at once, DIFY_SANDBOX_MAX_QUEUED waiting (all runs have
+  // one owner, the Code node); past that the queue refuses (429), answered as dify-sandbox's 503 below.
+  const workers = new FairQueue(config.DIFY_SANDBOX_WORKERS, config.DIFY_SANDBOX_MAX_QUEUED);
   // dify-sandbox answers a body it cannot bind with 200 {code: -400, message}: so does this route.
   app.setErrorHandler((err, req, reply) => {
     const e = describeError(err);
@@ -116,14 +119,7 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
         return reply.status(400).send({ code: -400, message: `unsupported language '${req.body.language}'; use python3 or nodejs` });
       // Every run is the Code node's, whoever's key it came with: its own owner, its own share of sandboxes.
       const caller: Caller = { service, config, owner: DIFY_OWNER, baseUrl: baseUrl(config, req) };
-      const release = workers.take();
-      if (!release) return reply.status(503).send({ code: -503, message: 'Too many requests' });
-      try {
-        await release.ready;
-        return await run(caller, runner, req.body.code, req.body.enable_network === true, reply, req);
-      } finally {
-        release.done();
-      }
+      return workers.run(DIFY_OWNER, () => run(caller, runner, req.body.code, req.body.enable_network === true, reply, req));
     },
   );
 
@@ -208,35 +204,3 @@ export const difySandboxRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServ
 
 /** Owner of the short-lived sandboxes of this API: no API key's listing ever shows them. */
 const DIFY_OWNER = CODE_NODE_OWNER;
-
-/**
- * dify-sandbox's worker pool: `size` runs at once; up to `maxQueued` more wait their turn (in order); past that
- * a run is refused. take() answers null when refused, else a slot to give back with done().
- */
-class Workers {
-  private running = 0;
-  private readonly waiting: Array<() => void> = [];
-
-  constructor(
-    private readonly size: number,
-    private readonly maxQueued: number,
-  ) {}
-
-  take(): { done(): void; ready: Promise<void> } | null {
-    if (this.running < this.size) {
-      this.running++;
-      return { done: () => this.give(), ready: Promise.resolve() };
-    }
-    if (this.waiting.length >= this.maxQueued) return null;
-    let go!: () => void;
-    const ready = new Promise<void>((resolve) => (go = resolve));
-    this.waiting.push(go);
-    return { done: () => this.give(), ready };
-  }
-
-  private give(): void {
-    const next = this.waiting.shift();
-    if (next) next();
-    else this.running--;
-  }
-}

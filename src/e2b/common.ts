@@ -233,3 +233,27 @@ export function connectCode(status: number): string {
       return 'internal';
   }
 }
+
+/** A request that must change: a 400 with what to change. */
+export function bad(message: string): ServiceError {
+  return new ServiceError(ErrorCode.VALIDATION_FAILED, message);
+}
+
+/** A JSON body's fields; no body (or an empty one) is no fields. */
+export function objectBody(body: unknown): Record<string, unknown> {
+  if (body === undefined || body === null || body === '') return {};
+  if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) throw bad('the body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+/** An object of strings (envVars, metadata, env_vars), or undefined when absent; anything else a 400 naming `field`. */
+export function stringMap(value: unknown, field: string): Record<string, string> | undefined {
+  if (value === undefined || value === null) return undefined;
+  if (typeof value !== 'object' || Array.isArray(value)) throw bad(`${field} must be an object of strings`);
+  const out: Record<string, string> = {};
+  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
+    if (typeof v !== 'string') throw bad(`${field}.${k.slice(0, 50)} must be a string`);
+    out[k] = v;
+  }
+  return out;
+}

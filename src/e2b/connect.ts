@@ -4,8 +4,8 @@
  * JSON), the stream ending with an envelope of flag 0x02 that carries {} or {"error": {code, message}}.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { describeError, ServiceError, ErrorCode } from '../core/errors.js';
-import { connectCode } from './common.js';
+import { describeError } from '../core/errors.js';
+import { connectCode, bad } from './common.js';
 
 export const STREAM_TYPE = 'application/connect+json';
 const END_STREAM = 0x02;
@@ -37,10 +37,6 @@ function parse(text: string): unknown {
 function objectOf(v: unknown): Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('the Connect message must be a JSON object');
   return v as Record<string, unknown>;
-}
-
-function bad(message: string): ServiceError {
-  return new ServiceError(ErrorCode.VALIDATION_FAILED, message);
 }
 
 /** Connect's error body for any error, and its HTTP status (unary calls). */

@@ -8,7 +8,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import type { Config } from '../config.js';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { SandboxService, SandboxInfo } from '../service/sandbox-service.js';
-import { AccessTokens, CONTROL_PREFIX, ENVD_VERSION, TEMPLATES, restError } from './common.js';
+import { AccessTokens, ENVD_VERSION, TEMPLATES, bad, objectBody, restError, stringMap } from './common.js';
 
 const CLIENT_ID = 'code-interpreter-wrapper';
 const DEFAULT_TIMEOUT_S = 300;
@@ -177,29 +177,6 @@ export async function controlRoutes(app: FastifyInstance, { service, config, tok
   };
   app.get('/v2/sandboxes', (req, reply) => list(req.owner, req.query as Record<string, unknown>, reply, ['running', 'paused']));
   app.get('/sandboxes', (req, reply) => list(req.owner, req.query as Record<string, unknown>, reply, ['running']));
-}
-
-export const E2B_CONTROL_PREFIX = CONTROL_PREFIX;
-
-function bad(message: string): ServiceError {
-  return new ServiceError(ErrorCode.VALIDATION_FAILED, message);
-}
-
-function objectBody(body: unknown): Body {
-  if (body === undefined || body === null || body === '') return {};
-  if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) throw bad('the body must be a JSON object');
-  return body as Body;
-}
-
-function stringMap(value: unknown, field: string): Record<string, string> | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'object' || Array.isArray(value)) throw bad(`${field} must be an object of strings`);
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    if (typeof v !== 'string') throw bad(`${field}.${k.slice(0, 50)} must be a string`);
-    out[k] = v;
-  }
-  return out;
 }
 
 function listOf(v: unknown): string[] {

@@ -7,7 +7,7 @@
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { describeError, ServiceError, ErrorCode } from '../core/errors.js';
 import type { RichResult, SandboxService } from '../service/sandbox-service.js';
-import { type AccessTokens, authenticator, fromSandboxPath, targetOf, toSandboxPath } from './common.js';
+import { type AccessTokens, authenticator, bad, fromSandboxPath, objectBody, stringMap, targetOf, toSandboxPath } from './common.js';
 
 const KEEPALIVE_MS = 5_000;
 /** Code and its variables: as much as /run_code takes. */
@@ -38,8 +38,6 @@ export interface InterpreterDeps {
   readonly tokens: AccessTokens;
 }
 
-type Body = Record<string, unknown>;
-
 export async function interpreterRoutes(app: FastifyInstance, { service, tokens }: InterpreterDeps): Promise<void> {
   const auth = authenticator(service, tokens);
   app.addHook('onRoute', (route) => {
@@ -58,7 +56,7 @@ export async function interpreterRoutes(app: FastifyInstance, { service, tokens 
     if (body.context_id !== undefined && body.context_id !== null && body.language !== undefined && body.language !== null) {
       throw bad('give either context_id or language, not both');
     }
-    const env = envOf(body.env_vars);
+    const env = stringMap(body.env_vars, 'env_vars');
     const ref = { sandboxId: target.id };
     let language = 'python';
     let context: string | undefined;
@@ -197,25 +195,4 @@ function parseJson(value: string): unknown {
   } catch {
     return value;
   }
-}
-
-function bad(message: string): ServiceError {
-  return new ServiceError(ErrorCode.VALIDATION_FAILED, message);
-}
-
-function objectBody(body: unknown): Body {
-  if (body === undefined || body === null || body === '') return {};
-  if (typeof body !== 'object' || Array.isArray(body) || Buffer.isBuffer(body)) throw bad('the body must be a JSON object');
-  return body as Body;
-}
-
-function envOf(value: unknown): Record<string, string> | undefined {
-  if (value === undefined || value === null) return undefined;
-  if (typeof value !== 'object' || Array.isArray(value)) throw bad('env_vars must be an object of strings');
-  const out: Record<string, string> = {};
-  for (const [k, v] of Object.entries(value as Record<string, unknown>)) {
-    if (typeof v !== 'string') throw bad(`env_vars.${k.slice(0, 50)} must be a string`);
-    out[k] = v;
-  }
-  return out;
 }

@@ -4,9 +4,8 @@
  * /home/user; everything is done inside the sandbox by its agent.
  */
 import type { FastifyReply, FastifyRequest } from 'fastify';
-import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { FileEntry, SandboxService, WatchEvent } from '../service/sandbox-service.js';
-import { fromSandboxPath, HOME, toSandboxPath, type SandboxTarget } from './common.js';
+import { fromSandboxPath, HOME, toSandboxPath, type SandboxTarget, bad } from './common.js';
 import { openStream, requestMessage } from './connect.js';
 
 type Msg = Record<string, unknown>;
@@ -113,8 +112,4 @@ export class AlreadyExists extends Error {
 function pathOf(v: unknown): string {
   if (typeof v !== 'string' || v === '') throw bad('path must be a non-empty string');
   return toSandboxPath(v.startsWith('~/') ? `${HOME}${v.slice(1)}` : v);
-}
-
-function bad(message: string): ServiceError {
-  return new ServiceError(ErrorCode.VALIDATION_FAILED, message);
 }

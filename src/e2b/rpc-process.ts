@@ -7,7 +7,7 @@
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { ServiceError, ErrorCode } from '../core/errors.js';
 import type { ProcessEnd, SandboxService } from '../service/sandbox-service.js';
-import { fromSandboxPath, HOME, type SandboxTarget } from './common.js';
+import { fromSandboxPath, HOME, type SandboxTarget, bad } from './common.js';
 import { openStream, requestMessage } from './connect.js';
 
 type Msg = Record<string, unknown>;
@@ -132,8 +132,4 @@ function obj(v: unknown): Msg {
 
 function stringMap(v: unknown): Record<string, string> {
   return Object.fromEntries(Object.entries(obj(v)).map(([k, val]) => [k, String(val)]));
-}
-
-function bad(message: string): ServiceError {
-  return new ServiceError(ErrorCode.VALIDATION_FAILED, message);
 }

@@ -49,7 +49,7 @@ const sendInput: Tool<typeof S.SendInputBody> = {
     'close_stdin true ends its input.',
   inputSchema: S.SendInputBody,
   async run(a, ctx) {
-    const data = a.data_base64 !== undefined ? Buffer.from(a.data_base64, 'base64') : Buffer.from(a.data ?? '', 'utf8');
+    const data = ops.inputBytes(a.data, a.data_base64);
     await ops.sendInput(caller(ctx), ref(a), a.pid, data, a.close_stdin === true);
     return { content: [text(`wrote ${data.length} bytes to pid ${a.pid}${a.close_stdin ? ' and closed its stdin' : ''}`)] };
   },

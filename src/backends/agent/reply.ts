@@ -58,7 +58,7 @@ export function toKernelState(language: 'python' | 'javascript', report: unknown
     language,
     names: names.map(String).slice(0, MAX_STATE_NAMES),
     skipped: skipped.slice(0, MAX_STATE_NAMES).map((s) => {
-      const o = (typeof s === 'object' && s !== null ? s : {}) as Record<string, unknown>;
+      const o = objectOf(s);
       return { name: String(o.name ?? '?').slice(0, 200), reason: String(o.reason ?? '').slice(0, 300) };
     }),
     ...(typeof r.error === 'string' ? { error: r.error.slice(0, 500) } : {}),
@@ -74,4 +74,9 @@ export function usageOf(u: unknown): { usage?: CallUsage } {
   const o = u as Record<string, unknown>;
   const n = (v: unknown) => (typeof v === 'number' && Number.isSafeInteger(v) && v >= 0 ? v : null);
   return { usage: { cpuMs: n(o.cpu_ms), memoryBytes: n(o.memory_bytes), memoryPeakBytes: n(o.memory_peak_bytes) } };
+}
+
+/** A field of a reply that should hold an object: that object, or an empty one (replies are untrusted). */
+export function objectOf(v: unknown): Record<string, unknown> {
+  return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
 }

@@ -5,6 +5,7 @@
 import { PassThrough } from 'node:stream';
 import type { AgentConnection } from './agent-connection.js';
 import { agentRequest } from '../agent/protocol.js';
+import { objectOf } from '../agent/reply.js';
 import type { DirectoryListing, FileEntry, OpenedFile, SandboxFiles } from '../types.js';
 
 /** Bound on a file operation's round trip; large files move at hundreds of MB/s, so this is generous. */
@@ -91,10 +92,6 @@ export function agentFiles(connection: AgentConnection, look: () => boolean): Sa
       await connection.request(agentRequest('remove', { path }), null, FILE_OP_DEADLINE_MS);
     },
   };
-}
-
-function objectOf(v: unknown): Record<string, unknown> {
-  return typeof v === 'object' && v !== null ? (v as Record<string, unknown>) : {};
 }
 
 function toEntry(h: Record<string, unknown>): FileEntry {

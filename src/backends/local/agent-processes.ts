@@ -6,6 +6,7 @@
  */
 import type { AgentConnection } from './agent-connection.js';
 import { agentRequest } from '../agent/protocol.js';
+import { objectOf } from '../agent/reply.js';
 import type {
   BackgroundEvent,
   ContextControl,
@@ -98,7 +99,7 @@ function toEvent(h: Record<string, unknown>): BackgroundEvent | null {
     if (typeof h.watch !== 'string' || !Array.isArray(h.events)) return null;
     const events: WatchEvent[] = [];
     for (const e of h.events.slice(0, 1000) as unknown[]) {
-      const o = (typeof e === 'object' && e !== null ? e : {}) as Record<string, unknown>;
+      const o = objectOf(e);
       const type = WATCH_TYPES.find((t) => t === o.type);
       if (!type || typeof o.name !== 'string' || typeof o.path !== 'string') return null;
       events.push({ name: o.name.slice(0, 4096), path: o.path.slice(0, 4096), type });
@@ -127,9 +128,9 @@ function toEvent(h: Record<string, unknown>): BackgroundEvent | null {
 }
 
 function toProcessInfo(p: unknown): ProcessInfo {
-  const o = (typeof p === 'object' && p !== null ? p : {}) as Record<string, unknown>;
-  const c = (typeof o.config === 'object' && o.config !== null ? o.config : {}) as Record<string, unknown>;
-  const envs = typeof c.envs === 'object' && c.envs !== null ? (c.envs as Record<string, unknown>) : {};
+  const o = objectOf(p);
+  const c = objectOf(o.config);
+  const envs = objectOf(c.envs);
   return {
     pid: Number(o.pid),
     ...(typeof o.tag === 'string' ? { tag: o.tag.slice(0, 256) } : {}),

@@ -13,7 +13,6 @@ import type { Config } from '../../config.js';
 import { refOf } from '../../api/wire.js';
 import * as ops from '../../api/process-operations.js';
 import { contextToWire, entryToWire, outputToWire, processToWire } from '../../api/process-presenters.js';
-import { ServiceError, ErrorCode } from '../../core/errors.js';
 import { callerOf } from '../caller.js';
 
 const errors = { 400: ErrorResponse, 401: ErrorResponse, 404: ErrorResponse, 409: ErrorResponse, 413: ErrorResponse, 429: ErrorResponse };
@@ -89,11 +88,7 @@ export const processRoutes: FastifyPluginAsyncTypebox<{ service: SandboxService;
     S.SendInputBody,
     S.OkResponse,
     async (req) => {
-      if (req.body.data !== undefined && req.body.data_base64 !== undefined) {
-        throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'give data or data_base64, not both');
-      }
-      const data =
-        req.body.data_base64 !== undefined ? Buffer.from(req.body.data_base64, 'base64') : Buffer.from(req.body.data ?? '', 'utf8');
+      const data = ops.inputBytes(req.body.data, req.body.data_base64);
       await ops.sendInput(caller(req), refOf(req.body), req.body.pid, data, req.body.close_stdin === true);
       return ok(req);
     },
