@@ -105,6 +105,12 @@ describe('background processes', () => {
       expect(r.status, JSON.stringify(body)).toBe(400);
     }
     expect((await post('/start_process', { sandbox_id: id, cmd: '/no/such/program' })).body.error.code).toBe('BAD_COMMAND');
+    const { pid } = (await post('/start_process', { sandbox_id: id, command: 'cat', stdin: true })).body;
+    for (const body of [{ data: 'x', data_base64: 'eA==' }, { data_base64: 'not base64!' }]) {
+      const r = await post('/send_input', { sandbox_id: id, pid, ...body });
+      expect(r.status, JSON.stringify(body)).toBe(400);
+    }
+    await post('/signal_process', { sandbox_id: id, pid, signal: 'SIGKILL' });
   });
 
   it('ends with a pause, and followers hear it', async () => {
@@ -154,13 +160,18 @@ describe('files, watches and contexts', () => {
     const id = await sandbox();
     await post('/make_dir', { sandbox_id: id, path: 'w' });
     const w = (await post('/watch_dir', { sandbox_id: id, path: 'w', recursive: true })).body;
-    await post('/run_code', { sandbox_id: id, code: 'import os\nos.makedirs("w/d/e")' });
-    await post('/run_code', { sandbox_id: id, code: 'import os\nopen("w/d/e/f","w").write("1")\nos.remove("w/d/e/f")' });
     let events: Array<{ name: string; type: string }> = [];
-    for (let i = 0; i < 20 && !events.some((e) => e.type === 'remove'); i++) {
-      events = events.concat((await post('/watch_events', { sandbox_id: id, watch_id: w.watch_id })).body.events);
-      await new Promise((r) => setTimeout(r, 50));
-    }
+    const until = async (seen: () => boolean) => {
+      for (let i = 0; i < 100 && !seen(); i++) {
+        events = events.concat((await post('/watch_events', { sandbox_id: id, watch_id: w.watch_id })).body.events);
+        if (!seen()) await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    await post('/run_code', { sandbox_id: id, code: 'import os\nos.makedirs("w/d/e")' });
+    // A new directory is watched once its creation was seen (the watch is added as its event is handled).
+    await until(() => events.some((e) => e.name === 'd/e' && e.type === 'create'));
+    await post('/run_code', { sandbox_id: id, code: 'import os\nopen("w/d/e/f","w").write("1")\nos.remove("w/d/e/f")' });
+    await until(() => events.some((e) => e.type === 'remove'));
     expect(events).toEqual(expect.arrayContaining([{ name: 'd', path: '/workspace/w/d', type: 'create' }]));
     expect(events.filter((e) => e.name === 'd/e/f').map((e) => e.type)).toContain('remove');
     expect((await post('/unwatch_dir', { sandbox_id: id, watch_id: w.watch_id })).status).toBe(200);
@@ -221,5 +232,8 @@ describe('MCP tools', () => {
     expect((await callTool('signal_process', { sandbox_id: id, pid: spid, signal: 'SIGKILL' }, ctx)).isError).toBeUndefined();
     const other = await callTool('process_output', { sandbox_id: id, pid: spid }, { ...ctx, owner: 'key:someone-else' });
     expect(other.isError).toBe(true);
+    // The same input rules as over HTTP: text or base64, not both.
+    const both = await callTool('send_input', { sandbox_id: id, pid: spid, data: 'x', data_base64: 'eA==' }, ctx);
+    expect(both.isError).toBe(true);
   });
 });
