@@ -205,8 +205,8 @@ function readBody(
 
 /** Turns whatever body came into one plain object of fields (see the top of this file). */
 function normalizeBody(req: FastifyRequest): void {
-  // JSON-RPC messages (MCP) are taken as they are.
-  if (req.method !== 'POST' || req.routeOptions.url === '/mcp' || req.routeOptions.config?.rawBody) return;
+  // Routes with a protocol of their own (MCP's JSON-RPC, E2B's) take their body as it came: config rawBody.
+  if (req.method !== 'POST' || req.routeOptions.config?.rawBody) return;
   const query = (req.query ?? {}) as Fields;
   let body: Fields;
   if (req.body === undefined || req.body === null) {
