@@ -4,6 +4,7 @@
  * output limits hold on /execute and process.Process/Start alike.
  */
 import { createHash } from 'node:crypto';
+import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { localEnv } from '../helpers/local.js';
@@ -194,6 +195,39 @@ describe('E2B routes', () => {
     });
     expect(start.rawPayload.length).toBeLessThan(400_000);
     expect(start.rawPayload.toString()).toMatch(/100000-byte limit/);
+  });
+
+  it('hold a client that never reads a Start stream to what its process may say, and keep answering others', async () => {
+    const base = await t.app.listen({ host: '127.0.0.1', port: 0 });
+    const body = envelope({ process: { cmd: '/bin/bash', args: ['-c', 'head -c 5000000 /dev/zero; echo done >&2'] } });
+    const socket = connect(Number(new URL(base).port), '127.0.0.1');
+    socket.pause(); // it never reads, until the end of the test
+    const head = Object.entries({ ...envd(), 'content-type': 'application/connect+json', 'content-length': String(body.length) })
+      .map(([k, v]) => `${k}: ${v}`)
+      .join('\r\n');
+    socket.write(`POST /process.Process/Start HTTP/1.1\r\nhost: 127.0.0.1\r\n${head}\r\n\r\n`);
+    socket.write(body);
+    // Meanwhile another key's sandbox is served as usual.
+    const other = await t.app.inject({
+      method: 'POST',
+      url: '/execute',
+      headers: { ...envd(other), 'content-type': 'application/json' },
+      payload: { code: 'print(7)' },
+    });
+    expect(other.body).toContain('"text":"7\\n"');
+    // What the stream holds is bounded by the process's output limit (100000 bytes, base64 in envelopes).
+    const received: Buffer[] = [];
+    socket.on('data', (d) => received.push(d));
+    socket.resume();
+    await new Promise<void>((resolve) => {
+      const done = () => resolve();
+      socket.on('data', () => Buffer.concat(received).includes('exitCode') && done());
+      setTimeout(done, 10_000);
+    });
+    socket.destroy();
+    const all = Buffer.concat(received);
+    expect(all.length).toBeLessThan(400_000);
+    expect(all.toString()).toMatch(/100000-byte limit/);
   });
 
   it('check signed file URLs: a wrong or expired signature is refused, a valid one serves the file', async () => {
