@@ -208,13 +208,13 @@ describe('E2B routes', () => {
     socket.write(`POST /process.Process/Start HTTP/1.1\r\nhost: 127.0.0.1\r\n${head}\r\n\r\n`);
     socket.write(body);
     // Meanwhile another key's sandbox is served as usual.
-    const other = await t.app.inject({
+    const served = await t.app.inject({
       method: 'POST',
       url: '/execute',
       headers: { ...envd(other), 'content-type': 'application/json' },
       payload: { code: 'print(7)' },
     });
-    expect(other.body).toContain('"text":"7\\n"');
+    expect(served.body).toContain('"text":"7\\n"');
     // What the stream holds is bounded by the process's output limit (100000 bytes, base64 in envelopes).
     const received: Buffer[] = [];
     socket.on('data', (d) => received.push(d));
