@@ -20,6 +20,7 @@ import { sandboxRoutes } from './http/routes/sandboxes.js';
 import { executionRoutes } from './http/routes/execution.js';
 import { fileRoutes } from './http/routes/files.js';
 import { processRoutes } from './http/routes/processes.js';
+import { checkpointRoutes } from './http/routes/checkpoints.js';
 import { healthRoutes } from './http/routes/health.js';
 import { difySandboxRoutes } from './dify/routes.js';
 import { registerToolDocument } from './http/routes/tool-openapi.js';
@@ -111,6 +112,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
         { name: 'execution', description: 'Run Python and shell commands' },
         { name: 'files', description: 'Move files in and out' },
         { name: 'processes', description: 'Background processes: start, follow, write to, signal' },
+        { name: 'checkpoints', description: 'Undo: roll a sandbox back to before recent calls, variables and files together' },
         { name: 'health', description: 'Liveness' },
         { name: 'dify-sandbox', description: "dify-sandbox compatible API for Dify's Code node (CODE_EXECUTION_ENDPOINT)" },
       ],
@@ -140,6 +142,7 @@ export async function buildApp({ config, service, logger = false }: AppDeps): Pr
   await app.register(executionRoutes, { service, config });
   await app.register(fileRoutes, { service, config });
   await app.register(processRoutes, { service, config });
+  await app.register(checkpointRoutes, { service, config });
   await app.register(difySandboxRoutes, { service, config });
   await app.register(e2bRoutes, { service, config });
   registerMcp(app, service, config);

@@ -5,6 +5,7 @@
 import { Type, type Static } from 'typebox';
 import { Value } from 'typebox/value';
 import { parsePolicy, type OutboundPolicy } from './core/network-policy.js';
+import { sandboxLimitSettings } from './config-limits.js';
 
 const MiB = 1024 * 1024;
 
@@ -249,36 +250,7 @@ export const ConfigSchema = Type.Object({
     description:
       "Text (stdout, stderr, output, as JSON) one run_code / execute_command answer carries, so that it stays under Dify's 1 MiB cap on text answers; past it the whole output is saved to outputs/ in the workspace (in `files`, with its signed URL) and the texts are cut. 0 for no budget.",
   }),
-  MAX_FILE_BYTES: Type.Integer({
-    default: 100 * MiB,
-    minimum: 1024,
-    description: 'Largest file that may be written, uploaded or downloaded.',
-  }),
-  SANDBOX_DISK_BYTES: Type.Integer({
-    default: 512 * MiB,
-    minimum: MiB,
-    description: "Size of each sandbox's workspace: a tmpfs, so a hard quota whose pages are memory.",
-  }),
-  SANDBOX_MEMORY_BYTES: Type.Integer({
-    default: 1024 * MiB,
-    minimum: 32 * MiB,
-    description: 'Memory of each sandbox, all its processes and its tmpfs files together (cgroup; per process RLIMIT_DATA as well).',
-  }),
-  SANDBOX_MAX_PROCESSES: Type.Integer({
-    default: 256,
-    minimum: 8,
-    description: 'Processes and threads a sandbox may have at once (cgroup pids; RLIMIT_NPROC without cgroups).',
-  }),
-  SANDBOX_CPUS: Type.Number({
-    default: 1,
-    minimum: 0,
-    description: 'CPU cores a sandbox may use at once (cgroup CPU quota); 0 for no cap.',
-  }),
-  EXEC_CPU_LIMIT_S: Type.Number({ default: 600, minimum: 0, description: 'CPU seconds one call may use (RLIMIT_CPU); 0 for no limit.' }),
-  SANDBOX_CGROUPS: Type.Boolean({
-    default: true,
-    description: 'Use cgroups (v2, or v1) for memory, process and CPU limits when the host allows; false to use rlimits only.',
-  }),
+  ...sandboxLimitSettings,
   UPLOAD_TIMEOUT_S: Type.Number({ default: 60, exclusiveMinimum: 0, description: 'Time limit for fetching a `file_url` in /upload_file.' }),
   SANDBOX_NETWORK_ALLOWED: Type.Boolean({
     default: true,

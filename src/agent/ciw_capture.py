@@ -71,6 +71,16 @@ class KernelCapture:
             os.dup2(w, stream)  # dup2 makes fds 1/2 inheritable, as they must be
             os.close(w)
 
+    def restart(self):
+        """In a checkpoint fork that became the kernel (a rollback): the pump thread did not survive fork();
+        a new one starts, and nothing of the call that was in flight in the fork's parent is kept."""
+        self.chunks = []
+        self.kept = 0
+        self.truncated = False
+        self.active = False
+        self.limit_announced = False
+        threading.Thread(target=self._pump, name="ciw-output", daemon=True).start()
+
     # -- per call --------------------------------------------------------------------------------------
 
     def begin(self, call_id, stream):

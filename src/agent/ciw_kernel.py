@@ -244,9 +244,10 @@ def _flush_std_streams():
             pass
 
 
-def _serve(reader, run):
-    """Calls `run(req, cell)` for each request line until the stream ends. An interrupt that arrives
-    between cells (a timeout that came just too late) is dropped."""
+def _serve(reader, run, control=None):
+    """Calls `run(req, cell)` for each request line until the stream ends; requests without code go to
+    `control` when it is given (they are not cells). An interrupt that arrives between cells (a timeout that
+    came just too late) is dropped."""
     cell_no = 0
     while True:
         try:
@@ -257,6 +258,9 @@ def _serve(reader, run):
                 req = json.loads(line)
             except ValueError:
                 continue  # the rest of a request a service that went away left half-written, ended by the next
+            if control is not None and "code" not in req and not req.get("state"):
+                control(req, cell_no)
+                continue
             cell_no += 1
             run(req, ciw_rich.Cell(cell_no, bool(req.get("inline_images"))))
         except KeyboardInterrupt:
@@ -328,10 +332,17 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
     sys.stdout = TextSink(capture, 1)
     sys.stderr = TextSink(capture, 2)
     os.register_at_fork(after_in_child=_forked_child)
+    from ciw_kernel_checkpoints import checkpoint_requests, kernel_checkpoints
+    checkpoints = kernel_checkpoints(capture)
     os.write(ready_fd, b'{"ready":true}\n')
     os.close(ready_fd)
     files = None
     watch = WorkspaceWatch()
+    if checkpoints is not None:
+        def restored():
+            nonlocal files
+            files = None  # the workspace was put back: looked at afresh by the next call
+        checkpoints.on_restore.append(restored)
 
     def look():
         watch.changed()  # what happened before this walk is in it: those events need no second walk
@@ -373,6 +384,11 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
                            ("files_truncated", changed_truncated)):
             if value:
                 reply[key] = value
+        if checkpoints is not None and checkpoints.warning:
+            reply["checkpoint_warning"] = checkpoints.warning
         capture.send(reply)
+        if checkpoints is not None:
+            checkpoints.after_call({"kind": "run_code", "execution_count": cell.number, "code": req["code"][:300]})
 
-    _serve(LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False)), run)
+    _serve(LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False)), run, checkpoint_requests(checkpoints, capture))
+

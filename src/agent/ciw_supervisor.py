@@ -11,6 +11,7 @@ from ciw_common import AGENT_DIR, WORKSPACE, AgentError, hung_up_fifo, write_all
 from ciw_files import OpenFile, changed_files, list_dir, open_file, snapshot, stat_path, write_file
 from ciw_process import Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site
 from ciw_shell import Capture, run_shell
+from ciw_checkpoint import kernel_env
 import ciw_contexts
 import ciw_ops
 import ciw_snapshot
@@ -47,10 +48,9 @@ class Supervisor:
         if preload:
             python_env["CIW_PRELOAD"] = preload
         warm = bool(os.environ.get("CIW_WARM")) and resume is None
-        # The direct channel (local backend, sandboxes without network): the service talks to the Python
-        # kernel itself on this fd; this process only starts, interrupts and restarts it.
-        # Requests come on CIW_KERNEL_FD and replies go out on CIW_KERNEL_OUT_FD: two FIFOs that outlive the
-        # service (so that a new service process can open them again), or one socket for both.
+        # The direct channel (local backend, sandboxes without network): the service talks to the Python kernel
+        # itself (requests on CIW_KERNEL_FD, replies on CIW_KERNEL_OUT_FD: two FIFOs that outlive the service, or
+        # one socket); this process only starts, interrupts and restarts it, and keeps its checkpoints' forks.
         self.channel_fd = int(os.environ.get("CIW_KERNEL_FD") or 0)
         self.channel_out_fd = int(os.environ.get("CIW_KERNEL_OUT_FD") or 0) or self.channel_fd
         if self.channel_fd and self.relay is not None:
@@ -63,7 +63,7 @@ class Supervisor:
             for fd in {self.channel_fd, self.channel_out_fd}:
                 os.set_inheritable(fd, False)
             self.direct = Kernel("Python", direct_kernel_spawner(self.channel_fd, self.channel_out_fd, self.max_output),
-                                 python_env, self.cpu_limit_s, start=warm)
+                                 kernel_env(python_env), self.cpu_limit_s, start=warm)
             if resume is not None:
                 if resume[0]:
                     self.direct.adopt(resume[0])  # still this pid's child: exec() kept the pid
@@ -392,9 +392,9 @@ OPS = {
     "state": ciw_snapshot.op_state,
     "snapshot": ciw_snapshot.op_snapshot,
     "restore": ciw_snapshot.op_restore,
-    "kernel_start": Supervisor.op_kernel,
-    "kernel_interrupt": Supervisor.op_kernel,
-    "kernel_restart": Supervisor.op_kernel,
+    **{op: Supervisor.op_kernel for op in ("kernel_start", "kernel_interrupt", "kernel_restart")},
+    **{op: lambda sup, req, blob, op=op: getattr(__import__("ciw_checkpoint"), "op_" + op)(sup, req, blob)
+       for op in ("checkpoints", "rollback")},
     **ciw_ops.OPS,
     **{op: ciw_contexts.op_context for op in ("context_create", "context_restart", "context_remove")},
 }

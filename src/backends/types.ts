@@ -5,6 +5,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { ContextControl, ProcessControl } from './processes.js';
+import type { CheckpointControl } from './checkpoints.js';
 
 /** Options for a new sandbox. */
 export interface CreateSandboxOptions {
@@ -251,6 +252,8 @@ export interface Sandbox {
   readonly processes?: ProcessControl;
   /** More interpreters in the sandbox, where the backend has them. */
   readonly contexts?: ContextControl;
+  /** Checkpoints (undo) of the Python interpreter and the files, where the sandbox keeps them (CHECKPOINTS_KEPT). */
+  readonly checkpoints?: CheckpointControl;
 }
 
 /** Health and isolation facts reported at start and on /health. */

@@ -14,6 +14,7 @@ import { FairQueue } from './fair-queue.js';
 import { SandboxRegistry, handleOf, infoOf } from './registry.js';
 import { SandboxFiles } from './sandbox-files.js';
 import { SandboxProcesses } from './sandbox-processes.js';
+import { SandboxCheckpoints } from './sandbox-checkpoints.js';
 import { checkEnv, checkMetadata, checkText, timeoutMsOf } from './input-checks.js';
 import { Quotas } from './quotas.js';
 import { Durability } from './durability.js';
@@ -71,6 +72,8 @@ export class SandboxService {
   readonly files: SandboxFiles;
   /** Background processes, file watches and code contexts. */
   readonly processes: SandboxProcesses;
+  /** Checkpoints (undo). */
+  readonly checkpoints: SandboxCheckpoints;
   private readonly config: Config;
   private readonly now: () => number;
   private readonly log: NonNullable<ServiceOptions['log']>;
@@ -131,6 +134,7 @@ export class SandboxService {
     };
     this.files = new SandboxFiles(access);
     this.processes = new SandboxProcesses(access);
+    this.checkpoints = new SandboxCheckpoints(access);
     this.keeper.onRetire = (record, sandbox, reason) => {
       record.contextsLost = this.processes.running(record, sandbox).contexts;
       this.processes.ended(record, sandbox, reason);

@@ -100,6 +100,17 @@ export interface AgentRequests {
   readonly snapshot: Readonly<Record<string, never>>;
   /** Unpacks the request's payload (a snapshot's tar) into the empty sandbox. Reply: files, skipped. */
   readonly restore: Readonly<Record<string, never>>;
+  /**
+   * The checkpoints the direct kernel kept (ciw_checkpoint.py), oldest first. Reply: entries [{id, pid, kernel,
+   * call, time, after, files {bytes, skipped, truncated}, threads, alive}], kernel (its pid now), calls.
+   */
+  readonly checkpoints: Readonly<Record<string, never>>;
+  /**
+   * Makes a checkpoint the kernel: later checkpoints and the kernel end, the files are put back, the fork is
+   * woken (the service then waits for its word on the kernel channel). Reply: checkpoint, pid, after, time,
+   * dropped [ids], files {restored, removed, not_restored, missing, truncated}, threads, not_rolled_back.
+   */
+  readonly rollback: { readonly checkpoint: string };
 }
 
 export type AgentOp = keyof AgentRequests;
@@ -136,6 +147,8 @@ export const AGENT_OPS = [
   'context_create',
   'context_restart',
   'context_remove',
+  'checkpoints',
+  'rollback',
 ] as const satisfies readonly AgentOp[];
 
 // The list names every op of AgentRequests: adding an op there without adding it here does not compile.

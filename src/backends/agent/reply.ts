@@ -31,6 +31,11 @@ export function toArtifacts(h: Record<string, unknown>): { files: ArtifactFile[]
 }
 
 export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
+  // The kernel says so when no checkpoint could be kept after the previous call (ciw_checkpoint.py).
+  const notice = [h.notice, h.checkpoint_warning]
+    .filter((n): n is string => typeof n === 'string' && n !== '')
+    .map((n) => n.slice(0, 500))
+    .join('; ');
   return {
     stdout: String(h.stdout ?? ''),
     stderr: String(h.stderr ?? ''),
@@ -41,7 +46,7 @@ export function toRunCodeResult(h: Record<string, unknown>): RunCodeResult {
     timedOut: h.timed_out === true,
     statePreserved: h.state_preserved !== false,
     durationMs: Number(h.duration_ms) || 0,
-    ...(typeof h.notice === 'string' && h.notice ? { notice: h.notice } : {}),
+    ...(notice ? { notice } : {}),
     ...(Number.isSafeInteger(h.execution_count) ? { executionCount: Number(h.execution_count) } : {}),
     ...usageOf(h.usage),
     ...toArtifacts(h),

@@ -29,6 +29,8 @@ export interface AgentSettings {
   readonly warm?: { readonly preload: readonly string[] };
   /** The egress proxy's socket inside the sandbox and the loopback port the agent relays it on. */
   readonly proxy?: { readonly socket: string; readonly port: number };
+  /** Checkpoints the direct kernel keeps (CHECKPOINTS_KEPT; 0: none), and the largest file they copy. */
+  readonly checkpoints?: { readonly kept: number; readonly maxFileBytes: number };
 }
 
 export function agentEnvironment(s: AgentSettings): Record<string, string> {
@@ -45,5 +47,8 @@ export function agentEnvironment(s: AgentSettings): Record<string, string> {
     ...(s.idleMs !== undefined ? { CIW_IDLE_MS: String(s.idleMs) } : {}),
     ...(s.warm ? { CIW_WARM: '1', CIW_PRELOAD: s.warm.preload.join(',') } : {}),
     ...(s.proxy ? { CIW_PROXY_SOCKET: s.proxy.socket, CIW_PROXY_PORT: String(s.proxy.port) } : {}),
+    ...(s.checkpoints && s.checkpoints.kept > 0
+      ? { CIW_CHECKPOINTS_KEPT: String(s.checkpoints.kept), CIW_CHECKPOINT_MAX_FILE_BYTES: String(s.checkpoints.maxFileBytes) }
+      : {}),
   };
 }

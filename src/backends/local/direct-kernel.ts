@@ -54,6 +54,8 @@ export class DirectKernel {
   private everStarted: boolean;
   /** Why the kernel is gone, if it ended between calls (said in the next result). */
   private lost: string | null = null;
+  /** A checkpoint asked for after a call the kernel did not see: what comes next on the channel waits for it. */
+  private settling: Promise<unknown> | null = null;
 
   constructor(parts: DirectKernelParts) {
     this.channel = parts.channel;
@@ -75,10 +77,63 @@ export class DirectKernel {
   }
 
   /**
+   * Asks the running kernel to keep a checkpoint after a call it did not see (a shell command): off the
+   * caller's path — the next use of the kernel or the supervisor waits for it (settle()).
+   */
+  checkpointAfter(after: Record<string, unknown>): void {
+    if (!this.running) return;
+    const previous = this.settling;
+    const done: Promise<unknown> = (async () => {
+      await previous;
+      await this.control({ checkpoint: after }, 'did not keep a checkpoint').catch(() => undefined);
+    })().finally(() => {
+      if (this.settling === done) this.settling = null;
+    });
+    this.settling = done;
+  }
+
+  /** Waits for a checkpoint asked for by checkpointAfter(). */
+  async settle(): Promise<void> {
+    while (this.settling) await this.settling;
+  }
+
+  /**
+   * Waits until the kernel has done what it does after a call (it keeps a checkpoint once the reply is out):
+   * it answers this request only after that.
+   */
+  async sync(): Promise<void> {
+    await this.settle();
+    if (this.running) await this.control({}, 'did not answer').catch(() => undefined);
+  }
+
+  /**
+   * After the supervisor made checkpoint `to` the kernel (a rollback): waits for the restored kernel's word,
+   * which keeps that state as a checkpoint again. Its cell count.
+   */
+  async restored(to: string): Promise<number | null> {
+    this.running = true;
+    this.everStarted = true;
+    this.lost = null;
+    const reply = await this.control({ checkpoint: { kind: 'rollback', to } }, 'did not answer after the rollback');
+    return typeof reply.execution_count === 'number' ? reply.execution_count : null;
+  }
+
+  /** A request to the kernel that is not a call, bounded by CONTROL_DEADLINE_MS. */
+  private async control(request: Record<string, unknown>, what: string): Promise<Record<string, unknown>> {
+    const timer = setTimeout(() => this.channel.abandon(new KernelGone('hung', what)), CONTROL_DEADLINE_MS);
+    try {
+      return await this.channel.send(request, () => undefined);
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /**
    * Saves the kernel's state to `path` inside the sandbox, or loads it from there (a new kernel is started
    * first): the kernel's report, or null when there is no kernel to save.
    */
   async state(action: 'save' | 'load', path: string): Promise<Record<string, unknown> | null> {
+    await this.settle();
     if (!this.running) {
       if (action === 'save') return null;
       await this.connection.request(agentRequest('kernel_start', {}), null, CONTROL_DEADLINE_MS);
@@ -105,6 +160,7 @@ export class DirectKernel {
 
   /** Runs Python code on the kernel, starting one first when there is none. */
   async run(options: RunCodeOptions): Promise<RunCodeResult> {
+    if (this.settling) await this.settle();
     const channel = this.channel;
     const lostBefore = this.lost;
     this.lost = null;

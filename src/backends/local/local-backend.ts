@@ -273,8 +273,7 @@ class LocalBackend implements SandboxBackend {
         // A sandbox with network needs the service's egress proxy, which ends with it: it ends too.
         outliveService: this.outlive && !opts.network,
       });
-      // fds 0/1: the agent's channel; 3 and 5: the Python kernel's (FIFOs that outlive the service); 4: the
-      // seccomp filter.
+      // fds 0/1: the agent's channel; 3 and 5: the Python kernel's (FIFOs that outlive the service); 4: seccomp.
       channelDir = join(this.options.rootDir, 'live', opts.id);
       await this.channels!.take(opts.id);
       const made = openSandboxEnds(channelDir);
@@ -351,6 +350,7 @@ class LocalBackend implements SandboxBackend {
       maxStateBytes: maxStateBytesOf(this.options),
       warm: held.warm,
       adopted: held.adopted,
+      checkpoints: !proxy && (this.options.checkpoints?.kept ?? 0) > 0, // kept by the direct kernel: none with network
       listPids: () => (uid !== undefined ? pidsInUidRange(uid, 1) : proc.pid ? [proc.pid] : []), // diagnostics, tests
       afterExit: async () => {
         if (uid !== undefined) await this.reapUid(uid);

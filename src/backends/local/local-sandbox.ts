@@ -9,6 +9,7 @@ import { CONTROL_DEADLINE_MS, DirectKernel } from './direct-kernel.js';
 import { agentFiles } from './agent-files.js';
 import { agentContexts, agentProcesses } from './agent-processes.js';
 import type { ContextControl, ProcessControl } from '../processes.js';
+import { localCheckpoints } from './checkpoints.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
 import type { LimitCounters, SandboxCgroup } from './cgroups.js';
 import { processTree, residentBytes } from './proc.js';
@@ -56,6 +57,8 @@ export interface LocalSandboxParts {
   readonly maxStateBytes: number;
   /** Taken over from an earlier service process: its agent and kernel already run (see adopt()). */
   readonly adopted?: boolean;
+  /** The agent keeps checkpoints (CHECKPOINTS_KEPT > 0). */
+  readonly checkpoints?: boolean;
 }
 
 export class LocalSandbox implements Sandbox {
@@ -64,6 +67,7 @@ export class LocalSandbox implements Sandbox {
   readonly files: SandboxFiles;
   readonly processes: ProcessControl;
   readonly contexts: ContextControl;
+  readonly checkpoints?: ReturnType<typeof localCheckpoints>;
   readonly connection: AgentConnection;
   readonly exited: Promise<void>;
   private readonly child: SandboxProcess;
@@ -132,6 +136,7 @@ export class LocalSandbox implements Sandbox {
       this.kill(`the sandbox's agent sent ${what} and the sandbox was stopped`),
     );
     this.contexts = agentContexts(this.connection);
+    if (parts.checkpoints) this.checkpoints = localCheckpoints(this.connection, () => this.kernel, parts.child.pid);
   }
 
   /** Waits for the agent to start; the direct kernel channel is used if it says it serves one. */
@@ -246,6 +251,7 @@ export class LocalSandbox implements Sandbox {
   }
 
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
+    await this.kernel?.settle();
     const { header: h } = await this.connection.request(
       agentRequest('shell', {
         command: options.command,
@@ -259,6 +265,8 @@ export class LocalSandbox implements Sandbox {
       options.timeoutMs + AGENT_SLACK_MS,
       streamTo(options.onOutput),
     );
+    // A command may change files: a checkpoint of now, taken by the kernel while the answer goes out.
+    if (this.checkpoints) this.kernel?.checkpointAfter({ kind: 'execute_command', code: options.command.slice(0, 300) });
     return {
       stdout: String(h.stdout),
       stderr: String(h.stderr),

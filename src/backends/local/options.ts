@@ -32,6 +32,8 @@ export interface LocalBackendOptions {
   readonly orphanTimeoutS?: number;
   /** Whether to use cgroups when the host allows. */
   readonly cgroups: boolean;
+  /** Checkpoints (undo) each sandbox without network keeps: CHECKPOINTS_KEPT (0: none), CHECKPOINT_MAX_FILE_BYTES. */
+  readonly checkpoints?: { readonly kept: number; readonly maxFileBytes: number };
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 
@@ -87,6 +89,7 @@ export function agentSettingsOf(
     kernelOutFd: sandbox.kernelFds[1],
     idleMs: sandbox.hibernate ? (options.supervisorIdleMs ?? 0) : undefined,
     warm: opts.warm,
+    ...(options.checkpoints && sandbox.kernelFds.length > 0 ? { checkpoints: options.checkpoints } : {}),
     ...(sandbox.lifelineFd !== undefined ? { lifelineFd: sandbox.lifelineFd, orphanMs: (options.orphanTimeoutS ?? 600) * 1000 } : {}),
   };
 }

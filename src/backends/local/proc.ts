@@ -141,3 +141,28 @@ export function residentBytes(pids: readonly number[]): number {
 }
 
 const PAGE_BYTES = 4096;
+
+/**
+ * Memory only each process holds — Private_Clean + Private_Dirty of its smaps_rollup: what ending it frees —
+ * for the processes among `hostPids` whose pid inside their own pid namespace (the last of NSpid) is in
+ * `inner`. The service may read these of a sandbox's processes (it owns their user namespace), dumpable or not.
+ */
+export async function privateBytesOf(hostPids: readonly number[], inner: ReadonlySet<number>): Promise<Map<number, number>> {
+  const found = new Map<number, number>();
+  await Promise.all(
+    hostPids.map(async (pid) => {
+      try {
+        const nspid = /^NSpid:\s*([\d\s]+)$/m.exec(await readFile(`/proc/${pid}/status`, 'utf8'));
+        const innerPid = Number(nspid?.[1]?.trim().split(/\s+/).pop());
+        if (!inner.has(innerPid)) return;
+        const rollup = await readFile(`/proc/${pid}/smaps_rollup`, 'utf8');
+        let kb = 0;
+        for (const m of rollup.matchAll(/^Private_(?:Clean|Dirty):\s+(\d+) kB$/gm)) kb += Number(m[1]);
+        found.set(innerPid, kb * 1024);
+      } catch {
+        // ended meanwhile, or not readable
+      }
+    }),
+  );
+  return found;
+}

@@ -30,6 +30,8 @@ const TOOL_OPERATIONS = new Set([
   'createContext',
   'moveFile',
   'removeFile',
+  'listCheckpoints',
+  'rollback',
 ]);
 const TOOL_TIMEOUT_NOTE = ' Dify custom tools give up after about 60 s: keep `timeout` under 55 seconds for calls made as a tool.';
 

@@ -1,0 +1,108 @@
+/**
+ * Checkpoints of a local sandbox (ciw_checkpoint.py inside): listed and rolled back through the supervisor,
+ * which adopts the chosen fork as the Python kernel; the restored kernel then answers on the direct channel.
+ * Everything the agent says about them comes from inside the sandbox and is re-typed here; the memory each
+ * holds is read from the host's /proc, not asked of the sandbox.
+ */
+import type { AgentConnection } from './agent-connection.js';
+import { CONTROL_DEADLINE_MS, type DirectKernel } from './direct-kernel.js';
+import { privateBytesOf, processTree } from './proc.js';
+import { agentRequest } from '../agent/protocol.js';
+import { objectOf } from '../agent/reply.js';
+import type { CheckpointCall, CheckpointControl, CheckpointInfo, RollbackResult } from '../checkpoints.js';
+
+/** Checkpoints a listing may hold (CHECKPOINTS_KEPT is at most 50; the index comes from inside the sandbox). */
+const MAX_LISTED = 64;
+/** Paths one list of a rollback's report may hold. */
+const MAX_PATHS = 1000;
+
+export function localCheckpoints(
+  connection: AgentConnection,
+  kernel: () => DirectKernel | null,
+  /** The sandbox's outer process (bubblewrap) on the host: the checkpoints are in its tree. */
+  rootPid: number | undefined,
+): CheckpointControl {
+  // What the kernel does after its last call (keep a checkpoint) is done before the checkpoints are looked at.
+  const direct = async () => {
+    const k = kernel();
+    await k?.sync();
+    return k;
+  };
+  return {
+    async list() {
+      await direct();
+      const { header } = await connection.request(agentRequest('checkpoints', {}), null, CONTROL_DEADLINE_MS);
+      return withMemory(entriesOf(header), rootPid ? await processTree(rootPid) : []);
+    },
+
+    async rollback(id) {
+      const k = await direct();
+      const { header: h } = await connection.request(agentRequest('rollback', { checkpoint: id }), null, CONTROL_DEADLINE_MS);
+      const executionCount = k ? await k.restored(id) : null;
+      const files = objectOf(h.files);
+      const target = entryOf({ ...objectOf(h), id: h.checkpoint, alive: true }, false);
+      return {
+        checkpoint: target,
+        dropped: strings(h.dropped),
+        files: {
+          restored: strings(files.restored),
+          removed: strings(files.removed),
+          notRestored: strings(files.not_restored),
+          missing: strings(files.missing),
+          truncated: files.truncated === true,
+        },
+        notRolledBack: strings(h.not_rolled_back),
+        executionCount,
+      } satisfies RollbackResult;
+    },
+  };
+}
+
+/** The agent's listing, re-typed; the newest is "current" when the kernel that runs took it after its last call. */
+function entriesOf(h: Record<string, unknown>): Array<CheckpointInfo & { pid: number }> {
+  const raw = (Array.isArray(h.entries) ? h.entries : []).slice(-MAX_LISTED).map(objectOf);
+  const kernelPid = Number(h.kernel);
+  const calls = Number(h.calls);
+  return raw.map((e, i) => {
+    const last = i === raw.length - 1;
+    return entryOf(e, last && Number(e.kernel) === kernelPid && kernelPid > 0 && Number(e.call) === calls);
+  });
+}
+
+function entryOf(e: Record<string, unknown>, current: boolean): CheckpointInfo & { pid: number } {
+  const files = objectOf(e.files);
+  const threads = Number(e.threads);
+  return {
+    id: String(e.id ?? '').slice(0, 40),
+    pid: Number(e.pid) || 0,
+    createdAtMs: Math.round(Number(e.time) * 1000) || 0,
+    after: callOf(e.after),
+    alive: e.alive === true,
+    current,
+    memoryBytes: null,
+    fileBytes: Number.isSafeInteger(files.bytes) && Number(files.bytes) >= 0 ? Number(files.bytes) : 0,
+    filesNotKept: strings(files.skipped).slice(0, 100),
+    filesTruncated: files.truncated === true,
+    threads: Number.isSafeInteger(threads) && threads > 0 ? threads : 0,
+  };
+}
+
+function callOf(v: unknown): CheckpointCall | null {
+  if (typeof v !== 'object' || v === null) return null;
+  const o = v as Record<string, unknown>;
+  return {
+    kind: String(o.kind ?? '').slice(0, 40),
+    ...(typeof o.code === 'string' ? { code: o.code.slice(0, 300) } : {}),
+    ...(Number.isSafeInteger(o.execution_count) ? { executionCount: Number(o.execution_count) } : {}),
+    ...(typeof o.to === 'string' ? { to: o.to.slice(0, 40) } : {}),
+  };
+}
+
+async function withMemory(entries: Array<CheckpointInfo & { pid: number }>, hostPids: readonly number[]): Promise<CheckpointInfo[]> {
+  const memory = await privateBytesOf(hostPids, new Set(entries.filter((e) => e.alive).map((e) => e.pid)));
+  return entries.map(({ pid, ...e }) => ({ ...e, memoryBytes: e.alive ? (memory.get(pid) ?? null) : 0 }));
+}
+
+function strings(v: unknown): string[] {
+  return Array.isArray(v) ? v.slice(0, MAX_PATHS).map((x) => String(x).slice(0, 4096)) : [];
+}

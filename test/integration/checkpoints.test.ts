@@ -1,0 +1,195 @@
+/**
+ * Checkpoints (undo) on real sandboxes: the interpreter comes back exactly (same objects, open files,
+ * generators, random state), the files byte for byte, across several steps and after a crash; limits and
+ * CHECKPOINTS_KEPT hold; another key sees nothing.
+ */
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startTestApp, type TestApp } from '../helpers/app.js';
+import { localEnv } from '../helpers/local.js';
+
+let t: TestApp;
+const ONE = { authorization: 'Bearer key-one' };
+const TWO = { authorization: 'Bearer key-two' };
+const post = (path: string, body: Record<string, unknown>, headers = ONE) => t.post(path, body, headers);
+
+beforeAll(async () => {
+  t = await startTestApp(localEnv({ API_KEYS: 'key-one,key-two', CHECKPOINTS_KEPT: '4', CHECKPOINT_MAX_FILE_BYTES: '1000000' }));
+});
+afterAll(async () => {
+  await t?.close();
+});
+
+async function sandbox(): Promise<string> {
+  return (await post('/create_sandbox', {})).body.sandbox_id;
+}
+
+async function run(id: string, code: string): Promise<Record<string, any>> {
+  const r = await post('/run_code', { sandbox_id: id, code });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+async function shell(id: string, command: string): Promise<Record<string, any>> {
+  const r = await post('/execute_command', { sandbox_id: id, command });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+async function rollback(id: string, body: Record<string, unknown> = {}): Promise<Record<string, any>> {
+  const r = await post('/rollback', { sandbox_id: id, ...body });
+  expect(r.status, JSON.stringify(r.body)).toBe(200);
+  return r.body;
+}
+
+describe('checkpoints', () => {
+  it('a broken DataFrame comes back intact, the same object', async () => {
+    const id = await sandbox();
+    await run(id, 'import pandas as pd\ndf = pd.DataFrame({"a": range(1000), "b": range(1000)})\nbefore = id(df)');
+    const broken = await run(id, 'df = df.merge(df, on="a")\ndf = df.iloc[:3]\nlen(df)');
+    expect(broken.stdout + JSON.stringify(broken.results)).toContain('3');
+    const r = await rollback(id, { steps_back: 1 });
+    expect(r.checkpoint.after.kind).toBe('run_code');
+    expect(r.notice).toContain('rolled back');
+    const after = await run(id, 'print(len(df), list(df.columns), id(df) == before)');
+    expect(after.stdout).toBe("1000 ['a', 'b'] True\n");
+  });
+
+  it('a generator, an open file and the random state survive a rollback', async () => {
+    const id = await sandbox();
+    await run(
+      id,
+      'import random\ng = (i * i for i in range(10))\nnext(g); next(g)\nf = open("notes.txt", "w+")\nf.write("hello")\nrandom.seed(7)\nrandom.random()',
+    );
+    await run(id, 'next(g); next(g); f.close(); random.random()');
+    await rollback(id);
+    const r = await run(
+      id,
+      'f.write(" world"); f.seek(0); print(next(g), f.read(), f.closed, random.random() == random.Random(7).random() or None)',
+    );
+    expect(r.stdout.split(' ')[0]).toBe('4');
+    expect(r.stdout).toContain('hello world False');
+    // The random state is the one after random.seed(7) and one draw: the next draw is the second of that sequence.
+    const second = await run(
+      id,
+      'import random as r2\nrr = r2.Random(7); rr.random(); x = rr.random(); random.seed(7); random.random(); print(x == random.random())',
+    );
+    expect(second.stdout).toBe('True\n');
+  });
+
+  it('rm -rf outputs is undone byte for byte, and files made later are removed', async () => {
+    const id = await sandbox();
+    const bytes = Buffer.from(Array.from({ length: 5000 }, (_, i) => i % 256));
+    const written = await post('/write_file', {
+      sandbox_id: id,
+      path: 'outputs/data.bin',
+      content: bytes.toString('base64'),
+      encoding: 'base64',
+    });
+    expect(written.status, JSON.stringify(written.body)).toBe(200);
+    await run(id, 'open("outputs/report.txt", "w").write("the report\\n" * 100)');
+    await shell(id, 'rm -rf outputs && echo later > new.txt && mkdir -p made/deep && echo x > made/deep/f');
+    const r = await rollback(id, { steps_back: 1 });
+    expect(r.files.removed).toEqual(expect.arrayContaining(['/workspace/new.txt', '/workspace/made']));
+    const report = await run(
+      id,
+      'import os, hashlib\nprint(hashlib.sha256(open("outputs/data.bin", "rb").read()).hexdigest(), open("outputs/report.txt").read() == "the report\\n" * 100, os.path.exists("new.txt"), os.path.exists("made"))',
+    );
+    expect(report.stdout).toBe(`${createHash('sha256').update(bytes).digest('hex')} True False False\n`);
+  });
+
+  it('rolls back three steps, and later checkpoints are dropped', async () => {
+    const id = await sandbox();
+    await run(id, 'x = 1');
+    await run(id, 'x = 2');
+    await run(id, 'x = 3');
+    await run(id, 'x = 4');
+    const before = await post('/checkpoints', { sandbox_id: id });
+    expect(before.status).toBe(200);
+    expect(before.body.checkpoints.length).toBe(4);
+    expect(before.body.checkpoints.at(-1).current).toBe(true);
+    const r = await rollback(id, { steps_back: 3 });
+    expect(r.dropped.length).toBe(3);
+    expect((await run(id, 'print(x)')).stdout).toBe('1\n');
+    const list = (await post('/checkpoints', { sandbox_id: id })).body.checkpoints;
+    // The state the rollback restored is kept again (after the print(x) call, one more).
+    expect(list.map((c: any) => c.after.kind)).toEqual(['rollback', 'run_code']);
+  });
+
+  it('a crash after a checkpoint can be rolled back from', async () => {
+    const id = await sandbox();
+    await run(id, 'secret = "zebra"');
+    const crash = await run(id, 'import os, signal\nos.kill(os.getpid(), signal.SIGKILL)');
+    expect(crash.error.name).toBe('KernelDied');
+    await rollback(id, { steps_back: 1 });
+    expect((await run(id, 'print(secret)')).stdout).toBe('zebra\n');
+  });
+
+  it('keeps CHECKPOINTS_KEPT at most, oldest dropped first, with memory and bytes held', async () => {
+    const id = await sandbox();
+    for (let i = 0; i < 7; i++) await run(id, `v${i} = ${i}`);
+    const list = (await post('/checkpoints', { sandbox_id: id })).body;
+    expect(list.kept).toBe(4);
+    expect(list.checkpoints.length).toBe(4);
+    expect(list.checkpoints.map((c: any) => c.after.code)).toEqual(['v3 = 3', 'v4 = 4', 'v5 = 5', 'v6 = 6']);
+    for (const c of list.checkpoints) {
+      expect(c.alive).toBe(true);
+      expect(typeof c.memory_bytes).toBe('number');
+    }
+    const too = await post('/rollback', { sandbox_id: id, steps_back: 5 });
+    expect(too.status).toBe(404);
+    expect(too.body.error.code).toBe('CHECKPOINT_NOT_FOUND');
+  });
+
+  it('a large file is not copied: listed, and left as it is by a rollback', async () => {
+    const id = await sandbox();
+    await run(id, 'open("big.bin", "wb").write(b"a" * 2_000_000)');
+    await run(id, 'open("big.bin", "wb").write(b"b" * 2_000_000)');
+    const list = (await post('/checkpoints', { sandbox_id: id })).body.checkpoints;
+    expect(list.at(-1).files_not_kept).toEqual(['/workspace/big.bin']);
+    const r = await rollback(id);
+    expect(r.files.not_restored).toEqual(['/workspace/big.bin']);
+  });
+
+  it('a checkpoint killed from inside is reported gone, never woken by user code', async () => {
+    const id = await sandbox();
+    await run(id, 'x = "kept"');
+    await run(id, 'x = "changed"');
+    // User code can see the forks and send them signals: all are blocked or ignored but SIGKILL.
+    const poke = await run(
+      id,
+      [
+        'import os, signal',
+        'pids = [int(p) for p in os.listdir("/proc") if p.isdigit() and open(f"/proc/{p}/comm").read().strip() == "ciw-checkpoint"]',
+        'for p in pids:',
+        '    for s in (signal.SIGUSR1, signal.SIGCONT, signal.SIGTERM, signal.SIGINT):',
+        '        os.kill(p, s)',
+        'print(len(pids))',
+      ].join('\n'),
+    );
+    expect(Number(poke.stdout)).toBeGreaterThanOrEqual(2);
+    expect((await run(id, 'print(x)')).stdout).toBe('changed\n');
+    const list = (await post('/checkpoints', { sandbox_id: id })).body.checkpoints;
+    expect(
+      list.every((c: any) => c.alive),
+      JSON.stringify(list) + JSON.stringify(poke),
+    ).toBe(true);
+    await shell(id, 'kill -9 -1 || true');
+    const after = (await post('/checkpoints', { sandbox_id: id })).body.checkpoints;
+    expect(after.some((c: any) => !c.alive)).toBe(true);
+    const lost = await post('/rollback', { sandbox_id: id, checkpoint_id: after[0].id });
+    expect(lost.status, JSON.stringify(lost.body)).toBe(409);
+    expect(lost.body.error.code).toBe('CHECKPOINT_LOST');
+  });
+
+  it('another key can neither list nor use the checkpoints', async () => {
+    const id = await sandbox();
+    await run(id, 'y = 1');
+    await run(id, 'y = 2');
+    const list = await post('/checkpoints', { sandbox_id: id }, TWO);
+    expect(list.status).toBe(404);
+    const r = await post('/rollback', { sandbox_id: id, steps_back: 1 }, TWO);
+    expect(r.status).toBe(404);
+    expect((await run(id, 'print(y)')).stdout).toBe('2\n');
+  });
+});
