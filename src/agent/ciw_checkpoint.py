@@ -14,11 +14,13 @@ adopts the fork as the kernel and wakes it.
 """
 import errno
 import os
+import select
 import signal
 import time
 
 from ciw_common import AgentError
-from ciw_checkpoint_files import INDEX, DiskFull, FileRecord, collect_garbage, load_index, restore_files, write_json
+from ciw_checkpoint_files import (INDEX, DiskFull, FileRecord, checked_manifest, collect_garbage, load_index, load_manifest,
+                                  restore_files, write_json)
 
 NAME = b"ciw-checkpoint"
 SI_USER = 0  # si_code of a signal sent by kill(): its si_pid is the sender's, not something the sender chose
@@ -26,15 +28,26 @@ SI_USER = 0  # si_code of a signal sent by kill(): its si_pid is the sender's, n
 _PR_SET_NAME = 15
 _PR_SET_DUMPABLE = 4
 _PR_SET_CHILD_SUBREAPER = 36
+READY_TIMEOUT_S = 5
+_prctl_fn = None
+
+
+def _libc_prctl():
+    """libc's prctl, looked up once, before any fork: a fork's child must not dlopen (another thread of the
+    kernel may have held the loader's lock when it forked)."""
+    global _prctl_fn
+    if _prctl_fn is None:
+        import ctypes  # here: the supervisor needs it once, at start
+        _prctl_fn = ctypes.CDLL(None, use_errno=True).prctl
+    return _prctl_fn
+
 
 def _prctl(option, arg):
-    import ctypes  # here: the supervisor needs it once, at start
-    ctypes.CDLL(None, use_errno=True).prctl(option, arg, 0, 0, 0)
+    _libc_prctl()(option, arg, 0, 0, 0)
 
 
 def _set_name(name):
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_NAME, ctypes.c_char_p(name), 0, 0, 0)
+    _libc_prctl()(_PR_SET_NAME, name, 0, 0, 0)
 
 
 def become_subreaper():
@@ -45,14 +58,17 @@ def become_subreaper():
 # -- the forks ---------------------------------------------------------------------------------------------
 
 def is_checkpoint(pid):
-    """Whether `pid` is a live checkpoint (by its name; a zombie is not)."""
+    """Whether `pid` is a live checkpoint: by its name, and not dying (a zombie, or on its way: its memory gone)."""
     try:
         with open("/proc/%d/comm" % pid, "rb") as f:
             if f.read().strip() != NAME:
                 return False
         with open("/proc/%d/stat" % pid, "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
-    except (OSError, IndexError):
+            if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
+                return False
+        with open("/proc/%d/statm" % pid, "rb") as f:
+            return int(f.read().split()[0]) > 0
+    except (OSError, IndexError, ValueError):
         return False
 
 
@@ -74,6 +90,7 @@ def _fork_checkpoint():
     """fork() with every signal blocked from the first instruction of the child on; the parent goes on once
     the child is a checkpoint (named, in its own session, not dumpable), so that user code never meets a
     half-made one. The pid (0 in the child, with the mask to put back when woken)."""
+    _libc_prctl()
     mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
     r, w = os.pipe()
     try:
@@ -95,9 +112,16 @@ def _fork_checkpoint():
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     os.close(w)
     try:
-        os.read(r, 1)
+        ready = select.select([r], [], [], READY_TIMEOUT_S)[0] and os.read(r, 1)
     finally:
         os.close(r)
+    if not ready:  # it died, or hangs: it is no checkpoint
+        try:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+        raise OSError(errno.ECHILD, "the checkpoint's process did not start")
     return pid, None
 
 
@@ -208,7 +232,7 @@ class Checkpoints:
             return
         gone, index["entries"] = index["entries"][:count], index["entries"][count:]
         for entry in gone:
-            end(entry.get("pid", 0))
+            end(entry["pid"])
         if {e.get("manifest") for e in gone} - {e.get("manifest") for e in index["entries"]}:
             collect_garbage(index)
 
@@ -261,9 +285,11 @@ def listing(kernel_pid):
     """The checkpoints, oldest first, each with whether its fork is still there."""
     index = load_index()
     entries = []
-    for e in index["entries"]:
+    for e in index["entries"][-64:]:  # CHECKPOINTS_KEPT is at most 50; more is code in the sandbox writing the index
+        if not isinstance(e, dict):
+            continue
         entry = {k: e.get(k) for k in ("id", "pid", "kernel", "call", "time", "after", "files", "threads") if e.get(k) is not None}
-        entry["alive"] = is_checkpoint(int(e.get("pid") or 0))
+        entry["alive"] = is_checkpoint(e["pid"])
         entries.append(entry)
     return {"entries": entries, "kernel": kernel_pid, "calls": index.get("calls", 0)}
 
@@ -277,13 +303,18 @@ def rollback(target_id, stop_kernel):
     if at is None:
         raise AgentError("CHECKPOINT_NOT_FOUND", "there is no checkpoint %r in this sandbox" % target_id)
     target = index["entries"][at]
-    pid = int(target.get("pid") or 0)
+    pid = target["pid"]
     if not is_checkpoint(pid):
         raise AgentError("CHECKPOINT_LOST", "checkpoint %s is gone (its process was killed, e.g. by kill -9 -1 "
                          "or the out-of-memory killer)" % target_id)
-    dropped = [e["id"] for e in index["entries"][at + 1:]]
+    try:
+        wanted, truncated = checked_manifest(load_manifest(target.get("manifest")))
+    except (OSError, ValueError, TypeError) as exc:
+        raise AgentError("CHECKPOINT_LOST", "the record of the files of checkpoint %s cannot be read (%s); it was "
+                         "removed or changed by code in the sandbox" % (target_id, type(exc).__name__))
+    dropped = [e.get("id") for e in index["entries"][at + 1:]]
     for e in index["entries"][at + 1:]:
-        end(int(e.get("pid") or 0))
+        end(e["pid"])
     stop_kernel()
     for _ in range(200):
         if _parent_of(pid) == os.getpid():
@@ -291,7 +322,10 @@ def rollback(target_id, stop_kernel):
         time.sleep(0.005)
     else:
         raise AgentError("CHECKPOINT_LOST", "checkpoint %s did not come to the supervisor" % target_id)
-    files = restore_files(target["manifest"])
+    if not is_checkpoint(pid):
+        raise AgentError("CHECKPOINT_LOST", "checkpoint %s ended as it was rolled back to; the interpreter is gone, "
+                         "and the next call starts a new one" % target_id)
+    files = restore_files(wanted, truncated)
     index["entries"] = index["entries"][:at]
     write_json(INDEX, index)
     collect_garbage(dict(index, entries=index["entries"] + [target]))

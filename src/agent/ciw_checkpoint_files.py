@@ -122,17 +122,24 @@ def write_json(path, value):
 
 
 def load_index():
+    """The index, with every entry a dict holding an int pid (code in the sandbox can write the file)."""
     try:
         with open(INDEX) as f:
             index = json.load(f)
-        if isinstance(index, dict) and isinstance(index.get("entries"), list):
-            return index
     except (OSError, ValueError):
-        pass
-    return {"next": 1, "entries": []}
+        index = None
+    if not isinstance(index, dict) or not isinstance(index.get("entries"), list):
+        return {"next": 1, "calls": 0, "entries": []}
+    index["entries"] = [e for e in index["entries"] if isinstance(e, dict) and isinstance(e.get("pid"), int)]
+    for key in ("next", "calls"):
+        if not isinstance(index.get(key), int):
+            index[key] = 1
+    return index
 
 
 def load_manifest(manifest_id):
+    if not (isinstance(manifest_id, str) and manifest_id[:1] == "m" and manifest_id[1:].replace("-", "").isdigit()):
+        raise ValueError("not a manifest id")
     with open(os.path.join(MANIFESTS, "%s.json" % manifest_id)) as f:
         return json.load(f)
 
@@ -223,17 +230,35 @@ def collect_garbage(index):
                 _unlink(os.path.join(directory, name))
 
 
-def restore_files(manifest_id):
-    """Puts the workspace back as the manifest has it: what is not in it is removed, what changed is copied
-    back from its blob (with its mode and mtime). Returns what it did."""
+def checked_manifest(manifest):
+    """A manifest's entries, each checked: it comes from the sandbox's /tmp, which code in the sandbox can write.
+    Entries outside the workspace or of the wrong shape are refused."""
+    entries = manifest.get("entries") if isinstance(manifest, dict) else None
+    if not isinstance(entries, dict):
+        raise ValueError("not a manifest")
+    top = WORKSPACE + os.sep
+    for path, e in entries.items():
+        if not (path.startswith(top) and os.path.normpath(path) == path and isinstance(e, list) and len(e) == 5
+                and e[0] in ("f", "d", "l") and all(isinstance(x, int) for x in e[1:4])
+                and (e[4] is None or isinstance(e[4], str)) and (e[0] != "l" or isinstance(e[4], str))
+                and (e[0] != "f" or e[4] is None or (len(e[4]) == 64 and all(c in "0123456789abcdef" for c in e[4])))):
+            raise ValueError("a damaged entry")
+    return entries, manifest.get("truncated") is True
+
+
+def restore_files(wanted, truncated=False):
+    """Puts the workspace back as a manifest's entries (checked_manifest) have it: what is not in it is removed,
+    what changed is copied back from its blob (with its mode and mtime). Returns what it did."""
     import shutil
-    manifest = load_manifest(manifest_id)
-    wanted = manifest["entries"]
     now, _, _ = walk()
     removed, restored, missing, skipped = [], [], [], []
     depth = lambda p: p.count("/")  # noqa: E731
-    for path in sorted(now, key=depth, reverse=True):
+    gone = set()  # directories removed whole: what was in them is not named again
+    for path in sorted(now, key=depth):
         have, want = now[path], wanted.get(path)
+        if os.path.dirname(path) in gone:
+            gone.add(path)
+            continue
         if want is not None and want[0] == have[0] and (have[0] != "l" or want[4] == have[4]):
             continue
         if want is not None and want[0] == "f" and have[0] == "f":
@@ -241,6 +266,7 @@ def restore_files(manifest_id):
         try:
             if have[0] == "d":
                 shutil.rmtree(path)
+                gone.add(path)
             else:
                 os.unlink(path)
             if want is None:
@@ -285,6 +311,6 @@ def restore_files(manifest_id):
         report["not_restored"] = skipped
     if missing:
         report["missing"] = missing
-    if manifest.get("truncated"):
+    if truncated:
         report["truncated"] = True
     return report

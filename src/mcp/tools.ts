@@ -20,6 +20,7 @@ import * as ops from '../api/sandbox-operations.js';
 import type { StoredFile } from '../api/file-operations.js';
 import { type Content, type Tool, type ToolContext, type ToolResult, caller, ref, text } from './tool.js';
 import { PROCESS_TOOLS } from './process-tools.js';
+import { CHECKPOINT_TOOLS } from './checkpoint-tools.js';
 
 export type { ToolContext, ToolResult } from './tool.js';
 import { listingToWire, storedToWire } from '../api/file-presenters.js';
@@ -310,6 +311,7 @@ export const TOOLS = [
   forkSandbox,
   stopSandbox,
   ...PROCESS_TOOLS,
+  ...CHECKPOINT_TOOLS,
 ] as Tool<TSchema>[];
 
 /** Calls a tool by name: arguments checked against its schema; failures come back as isError results with the service's codes. */

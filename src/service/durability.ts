@@ -158,6 +158,8 @@ export class Durability {
           : []),
       ];
       record.contextsLost = 0;
+      if (record.checkpointsDropped) lost.push('its checkpoints (undo points: a pause ends the processes that hold them)');
+      record.checkpointsDropped = false;
     } catch (err) {
       if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
       const problem = err instanceof Error ? err.message : String(err);

@@ -24,6 +24,9 @@ export interface CheckpointListing {
   readonly note?: string;
 }
 
+/** What the agent names checkpoints (ciw_checkpoint.py): "c" and a counter. */
+const CHECKPOINT_ID = /^c[0-9]{1,12}$/;
+
 const PAUSED_NOTE = 'the sandbox is paused: a pause ends the processes that hold checkpoints, so it has none';
 
 export class SandboxCheckpoints {
@@ -51,6 +54,9 @@ export class SandboxCheckpoints {
   async rollback(owner: string, ref: SandboxRef, target: RollbackTarget): Promise<{ sandbox: SandboxHandle; result: RollbackResult }> {
     if ('stepsBack' in target && (!Number.isInteger(target.stepsBack) || target.stepsBack < 1 || target.stepsBack > 50)) {
       throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'steps_back must be a whole number from 1 to 50');
+    }
+    if ('checkpointId' in target && !CHECKPOINT_ID.test(target.checkpointId)) {
+      throw new ServiceError(ErrorCode.VALIDATION_FAILED, 'checkpoint_id is an id from /checkpoints, like c12');
     }
     const record = await this.access.resolve(owner, ref, false);
     if (!record.sandbox) throw new ServiceError(ErrorCode.CHECKPOINT_NOT_FOUND, PAUSED_NOTE);

@@ -137,6 +137,7 @@ export class SandboxService {
     this.checkpoints = new SandboxCheckpoints(access);
     this.keeper.onRetire = (record, sandbox, reason) => {
       record.contextsLost = this.processes.running(record, sandbox).contexts;
+      record.checkpointsDropped = sandbox.checkpoints !== undefined;
       this.processes.ended(record, sandbox, reason);
     };
   }

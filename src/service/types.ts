@@ -117,4 +117,6 @@ export interface SandboxRecord {
   linkDownloads: number;
   /** Code contexts its last pause ended (their variables are not kept), for the resume's notice. */
   contextsLost?: number;
+  /** It kept checkpoints (undo) when it was paused: the pause dropped them (said once, on the resume). */
+  checkpointsDropped?: boolean;
 }

@@ -7,6 +7,7 @@ import { createHash } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startTestApp, type TestApp } from '../helpers/app.js';
 import { localEnv } from '../helpers/local.js';
+import { callTool } from '../../src/mcp/tools.js';
 
 let t: TestApp;
 const ONE = { authorization: 'Bearer key-one' };
@@ -176,9 +177,10 @@ describe('checkpoints', () => {
     ).toBe(true);
     await shell(id, 'kill -9 -1 || true');
     const after = (await post('/checkpoints', { sandbox_id: id })).body.checkpoints;
-    expect(after.some((c: any) => !c.alive)).toBe(true);
-    const lost = await post('/rollback', { sandbox_id: id, checkpoint_id: after[0].id });
-    expect(lost.status, JSON.stringify(lost.body)).toBe(409);
+    const dead = after.find((c: any) => !c.alive);
+    expect(dead).toBeDefined();
+    const lost = await post('/rollback', { sandbox_id: id, checkpoint_id: dead.id });
+    expect(lost.status, JSON.stringify(lost.body) + JSON.stringify(after) + JSON.stringify(list)).toBe(409);
     expect(lost.body.error.code).toBe('CHECKPOINT_LOST');
   });
 
@@ -191,5 +193,22 @@ describe('checkpoints', () => {
     const r = await post('/rollback', { sandbox_id: id, steps_back: 1 }, TWO);
     expect(r.status).toBe(404);
     expect((await run(id, 'print(y)')).stdout).toBe('2\n');
+  });
+
+  it('MCP: an agent lists the checkpoints and undoes its last cell', async () => {
+    const id = await sandbox();
+    const ctx = { service: t.service, owner: t.service.ownerOf(id)!, baseUrl: 'http://127.0.0.1', config: t.config };
+    await run(id, 'rows = [1, 2, 3]');
+    await run(id, 'rows.clear()');
+    const list = await callTool('list_checkpoints', { sandbox_id: id }, ctx);
+    expect(list.isError).toBeFalsy();
+    expect(list.content[0]!.text).toMatch(/steps_back 1\) after run_code: rows = \[1, 2, 3\]/);
+    const undo = await callTool('rollback', { sandbox_id: id }, ctx);
+    expect(undo.isError, undo.content[0]!.text).toBeFalsy();
+    expect(undo.content[0]!.text).toMatch(/^rolled back to checkpoint c\d+ \(taken after run_code #1 "rows = \[1, 2, 3\]"\)/);
+    expect((await run(id, 'print(rows)')).stdout).toBe('[1, 2, 3]\n');
+    const bad = await callTool('rollback', { sandbox_id: id, checkpoint_id: 'c1', steps_back: 1 }, ctx);
+    expect(bad.isError).toBe(true);
+    expect(bad.content[0]!.text).toMatch(/^VALIDATION_FAILED/);
   });
 });

@@ -55,6 +55,8 @@ describe('MCP server', () => {
       'create_context',
       'move_file',
       'remove_file',
+      'list_checkpoints',
+      'rollback',
     ]);
     const run = tools.find((x) => x.name === 'run_code')!;
     expect(run.description).toMatch(/keep variables/);

@@ -8,6 +8,7 @@ import type { AgentConnection } from './agent-connection.js';
 import { CONTROL_DEADLINE_MS, type DirectKernel } from './direct-kernel.js';
 import { privateBytesOf, processTree } from './proc.js';
 import { agentRequest } from '../agent/protocol.js';
+import { ServiceError, ErrorCode } from '../../core/errors.js';
 import { objectOf } from '../agent/reply.js';
 import type { CheckpointCall, CheckpointControl, CheckpointInfo, RollbackResult } from '../checkpoints.js';
 
@@ -38,7 +39,17 @@ export function localCheckpoints(
     async rollback(id) {
       const k = await direct();
       const { header: h } = await connection.request(agentRequest('rollback', { checkpoint: id }), null, CONTROL_DEADLINE_MS);
-      const executionCount = k ? await k.restored(id) : null;
+      let executionCount: number | null = null;
+      try {
+        executionCount = k ? await k.restored(id) : null;
+      } catch (err) {
+        if (err instanceof ServiceError) throw err;
+        // The fork died as it was woken (killed from inside meanwhile): there is no interpreter, and no state.
+        throw new ServiceError(
+          ErrorCode.CHECKPOINT_LOST,
+          `checkpoint ${id} ended as it was restored (${(err as Error).message}); the files are as they were at the checkpoint, but the interpreter is gone and the next call starts a new one`,
+        );
+      }
       const files = objectOf(h.files);
       const target = entryOf({ ...objectOf(h), id: h.checkpoint, alive: true }, false);
       return {
