@@ -13,20 +13,23 @@ supervisor lists them and rolls back (op_checkpoints, op_rollback): it kills the
 adopts the fork as the kernel and wakes it.
 """
 import errno
+import json
 import os
 import select
 import signal
 import time
 
-from ciw_common import AgentError
+from ciw_common import AGENT_DIR, AgentError
+from ciw_shell import kill_session
 from ciw_checkpoint_files import (INDEX, DiskFull, FileRecord, checked_manifest, collect_garbage, load_index, load_manifest,
-                                  restore_files, write_json)
+                                  restore_files, write_bytes, write_json)
 
 NAME = b"ciw-checkpoint"
 SI_USER = 0  # si_code of a signal sent by kill(): its si_pid is the sender's, not something the sender chose
 
 _PR_SET_NAME = 15
 _PR_SET_DUMPABLE = 4
+_PR_GET_DUMPABLE = 3
 _PR_SET_CHILD_SUBREAPER = 36
 READY_TIMEOUT_S = 5
 _prctl_fn = None
@@ -86,6 +89,41 @@ def end(pid):
         pass  # its kernel ended: the supervisor collects it
 
 
+_c_fork = None
+_kernel_dumpable = 1  # what the kernel's dumpability was (Checkpoints reads it): a woken fork puts it back
+
+
+def fork_checkpoint(supervisor):
+    """A checkpoint of this process: its pid here; 0 in the checkpoint, once `supervisor` woke it (it is then
+    the kernel). With ciw-fork.so (ciw_fork.c) the child runs no Python until woken — Python's own after-fork
+    work runs then — so it copies almost no page; without it, os.fork() and the same steps in Python."""
+    global _c_fork
+    if _c_fork is None:
+        try:
+            import ctypes
+            lib = ctypes.PyDLL(os.path.join(AGENT_DIR, "ciw-fork.so"))  # PyDLL: the call keeps the GIL
+            lib.ciw_checkpoint_fork.restype = ctypes.c_long
+            lib.ciw_checkpoint_fork.argtypes = [ctypes.c_int]
+            _c_fork = (lib.ciw_checkpoint_fork, ctypes.pythonapi)
+        except (OSError, AttributeError):
+            _c_fork = False
+    if not _c_fork:
+        pid, mask = _fork_checkpoint()
+        if pid == 0:
+            _sleep_until_woken(supervisor, mask)
+        return pid
+    fork, api = _c_fork
+    api.PyOS_BeforeFork()
+    pid = fork(supervisor)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(-pid, os.strerror(-pid))
+    return pid
+
+
 def _fork_checkpoint():
     """fork() with every signal blocked from the first instruction of the child on; the parent goes on once
     the child is a checkpoint (named, in its own session, not dumpable), so that user code never meets a
@@ -104,8 +142,8 @@ def _fork_checkpoint():
         os.close(r)
         os.setsid()
         _set_name(NAME)
+        _oom_score_adj(1000)  # first: once not dumpable, /proc/self belongs to root
         _prctl(_PR_SET_DUMPABLE, 0)
-        _oom_score_adj(1000)
         os.write(w, b"1")
         os.close(w)
         return 0, mask
@@ -140,12 +178,15 @@ def _sleep_until_woken(supervisor, mask):
         if not pending or signal.sigtimedwait(pending, 0) is None:
             break
     signal.pthread_sigmask(signal.SIG_SETMASK, mask)
-    _prctl(_PR_SET_DUMPABLE, 1)
     _oom_score_adj(0)
+    _prctl(_PR_SET_DUMPABLE, _kernel_dumpable)
     _set_name(b"python3")
 
 
 def _oom_score_adj(value):
+    """/proc/self belongs to root while the process is not dumpable (a sandbox a root service started, after
+    its setuid): dumpable for the moment of the write (the caller sets it as it must be after)."""
+    _prctl(_PR_SET_DUMPABLE, 1)
     try:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(value))
@@ -162,6 +203,11 @@ class Checkpoints:
         self.on_restore = on_restore
         self.files = FileRecord(max_file_bytes)
         self.warning = None  # why the last checkpoint could not be kept, for the next reply
+        # Who may wake a checkpoint: the supervisor, this kernel's parent now. Not getppid() at each fork: a
+        # kernel made of a checkpoint keeps its dying predecessor as parent for a moment.
+        self.supervisor = os.getppid()
+        global _kernel_dumpable
+        _kernel_dumpable = _libc_prctl()(_PR_GET_DUMPABLE, 0, 0, 0, 0)
 
     def take(self, after, force_files=False):
         """Keeps a checkpoint of now. Returns True in the fork once it was woken (a rollback made it the
@@ -194,16 +240,23 @@ class Checkpoints:
             return "its files could not be copied (%s)" % exc.strerror
         self._drop(index, len(index["entries"]) + 1 - self.kept)
         import threading
-        supervisor = os.getppid()
+        supervisor = self.supervisor
         threads = sum(1 for t in threading.enumerate() if not t.name.startswith("ciw-") and t is not threading.main_thread())
+        # The index is written before the fork, its pid left to fill in: every page written after the fork is
+        # a page copied, held by the checkpoint.
+        entry = {"pid": -1, "id": "c%d" % index["next"], "kernel": os.getpid(), "call": index["calls"], "time": time.time(),
+                 "after": after, "manifest": manifest_id, "files": files}
+        if threads:
+            entry["threads"] = threads
+        index["next"] += 1
+        pending = json.dumps(dict(index, entries=index["entries"] + [entry]), separators=(",", ":")).encode()
+        at = pending.rfind(b'{"pid":-1,')
         for attempt in range(2):
             with self.lock:
                 try:
-                    pid, mask = _fork_checkpoint()
+                    pid = fork_checkpoint(supervisor)
                 except OSError as exc:
                     pid, error = -1, exc
-                if pid == 0:
-                    _sleep_until_woken(supervisor, mask)
             if pid == 0:
                 self.on_restore()
                 return True
@@ -213,17 +266,10 @@ class Checkpoints:
                 self._drop(index, 1)  # at the process or memory limit: the oldest goes first
                 continue
             return "the sandbox's process limit is reached" if error.errno == errno.EAGAIN else error.strerror
-        entry = {"id": "c%d" % index["next"], "pid": pid, "kernel": os.getpid(), "call": index["calls"], "time": time.time(),
-                 "after": after, "manifest": manifest_id, "files": files}
-        if threads:
-            entry["threads"] = threads
-        index["next"] += 1
-        index["entries"].append(entry)
         try:
-            write_json(INDEX, index)
-        except (OSError, DiskFull):
+            write_bytes(INDEX, b"%s{\"pid\":%d,%s" % (pending[:at], pid, pending[at + len(b'{"pid":-1,'):]))
+        except OSError:
             end(pid)
-            index["entries"].pop()
             return "the sandbox's /tmp is full"
         return None
 
@@ -262,7 +308,16 @@ def op_rollback(sup, req, _blob):
     if sup.direct is None:
         raise AgentError("NOT_SUPPORTED", "checkpoints are kept in sandboxes without network only")
     kernel = sup.direct
-    target, dropped, files = rollback(str(req["checkpoint"]), kernel.stop)
+
+    def stop_kernel():
+        # The old kernel is killed and not waited for (freeing a large heap takes tens of milliseconds): it is
+        # collected once the answer is out, with whatever its session still had.
+        old = kernel.stop(wait=False)
+        if old is not None:
+            _until_exiting(old.pid)
+            sup.after_reply.append(lambda: (kill_session(old.pid), old.wait()))
+
+    target, dropped, files = rollback(str(req["checkpoint"]), stop_kernel)
     sup._drain_channel()
     pid = int(target["pid"])
     kernel.adopt(pid)
@@ -286,8 +341,6 @@ def listing(kernel_pid):
     index = load_index()
     entries = []
     for e in index["entries"][-64:]:  # CHECKPOINTS_KEPT is at most 50; more is code in the sandbox writing the index
-        if not isinstance(e, dict):
-            continue
         entry = {k: e.get(k) for k in ("id", "pid", "kernel", "call", "time", "after", "files", "threads") if e.get(k) is not None}
         entry["alive"] = is_checkpoint(e["pid"])
         entries.append(entry)
@@ -316,12 +369,6 @@ def rollback(target_id, stop_kernel):
     for e in index["entries"][at + 1:]:
         end(e["pid"])
     stop_kernel()
-    for _ in range(200):
-        if _parent_of(pid) == os.getpid():
-            break
-        time.sleep(0.005)
-    else:
-        raise AgentError("CHECKPOINT_LOST", "checkpoint %s did not come to the supervisor" % target_id)
     if not is_checkpoint(pid):
         raise AgentError("CHECKPOINT_LOST", "checkpoint %s ended as it was rolled back to; the interpreter is gone, "
                          "and the next call starts a new one" % target_id)
@@ -332,12 +379,19 @@ def rollback(target_id, stop_kernel):
     return target, dropped, files
 
 
-def _parent_of(pid):
-    try:
-        with open("/proc/%d/stat" % pid, "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[1])
-    except (OSError, IndexError, ValueError):
-        return None
+def _until_exiting(pid, limit_s=5):
+    """Waits until a killed process has begun to exit (PF_EXITING). Before that it may still take a request
+    off the kernel channel: a reader woken by SIGKILL first checks whether the pipe has data, and reads it."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        try:
+            with open("/proc/%d/stat" % pid, "rb") as f:
+                fields = f.read().rsplit(b")", 1)[1].split()
+            if fields[0] in (b"Z", b"X") or int(fields[6]) & 0x4:  # PF_EXITING
+                return
+        except (OSError, IndexError, ValueError):
+            return
+        time.sleep(0.0002)
 
 
 def wake(pid):

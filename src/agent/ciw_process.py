@@ -21,6 +21,8 @@ class ForkedProcess:
         try:
             pid, status = os.waitpid(self.pid, flags)
         except ChildProcessError:
+            if self.returncode is None and _running(self.pid):
+                return  # a checkpoint made the kernel while its old parent dies: this process's child soon
             self.returncode = self.returncode if self.returncode is not None else -signal.SIGKILL
             return
         if pid:
@@ -38,6 +40,14 @@ class ForkedProcess:
 
     def kill(self):
         os.kill(self.pid, signal.SIGKILL)
+
+
+def _running(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X")
+    except (OSError, IndexError):
+        return False
 
 
 _site_ready = False
@@ -173,15 +183,19 @@ class Kernel:
         if self.proc is None:
             self.start()
 
-    def stop(self):
+    def stop(self, wait=True):
+        """Kills the kernel and its session. With wait=False what was found is killed and not waited for: the
+        old process, to wait for later (a rollback must not wait for a large process's memory to be freed)."""
         if self.proc is None:
-            return
-        kill_session(self.proc.pid)
+            return None
+        old = self.proc
+        kill_session(old.pid, repeat=wait)
         try:
-            self.proc.kill()
+            old.kill()
         except OSError:
             pass
-        self.proc.wait()
+        if wait:
+            old.wait()
         for fd in (self.req_w, self.rep_r, self.out_r, self.err_r):
             try:
                 if fd is not None:
@@ -189,6 +203,7 @@ class Kernel:
             except OSError:
                 pass
         self.proc = None
+        return old
 
     def _wait_reply(self, deadline, capture, stop_on_overflow=False):
         """Wait for one reply line until `deadline`, collecting output. Returns the line, None on timeout

@@ -55,8 +55,8 @@ export interface RollbackResult {
 }
 
 export interface CheckpointControl {
-  /** The checkpoints, oldest first. */
-  list(): Promise<CheckpointInfo[]>;
+  /** The checkpoints, oldest first; without `memory`, memoryBytes is null (reading it takes milliseconds). */
+  list(options?: { memory?: boolean }): Promise<CheckpointInfo[]>;
   /** Makes checkpoint `id` the state of the sandbox; later ones are dropped. */
   rollback(id: string): Promise<RollbackResult>;
 }

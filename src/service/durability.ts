@@ -158,8 +158,6 @@ export class Durability {
           : []),
       ];
       record.contextsLost = 0;
-      if (record.checkpointsDropped) lost.push('its checkpoints (undo points: a pause ends the processes that hold them)');
-      record.checkpointsDropped = false;
     } catch (err) {
       if (err instanceof ServiceError && err.code === ErrorCode.SANDBOX_LOST) throw err;
       const problem = err instanceof Error ? err.message : String(err);
@@ -169,12 +167,16 @@ export class Durability {
         statePreserved: false,
       };
     }
+    // Undo points are not state: the files and variables are back all the same.
+    const checkpoints = record.checkpointsDropped ? ' Its checkpoints (undo points) were dropped by the pause.' : '';
+    record.checkpointsDropped = false;
     const shown = lost.slice(0, NOTICE_NAMES).join('; ') + (lost.length > NOTICE_NAMES ? `; and ${lost.length - NOTICE_NAMES} more` : '');
     return {
       notice:
         `sandbox ${record.id} was resumed from its pause at ${when} ${why}: its files and saved variables are back` +
         (lost.length > 0 ? `; not restored: ${shown}` : '') +
-        '. Processes it ran (background jobs, servers) do not survive a pause and were not restarted.',
+        '. Processes it ran (background jobs, servers) do not survive a pause and were not restarted.' +
+        checkpoints,
       statePreserved: lost.length === 0 && reason !== 'crash',
     };
   }

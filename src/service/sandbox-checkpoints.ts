@@ -62,7 +62,7 @@ export class SandboxCheckpoints {
     if (!record.sandbox) throw new ServiceError(ErrorCode.CHECKPOINT_NOT_FOUND, PAUSED_NOTE);
     const result = await this.access.exclusive(record, async (s) => {
       const control = this.control(s);
-      const id = 'checkpointId' in target ? target.checkpointId : chooseSteps(await control.list(), target.stepsBack);
+      const id = 'checkpointId' in target ? target.checkpointId : chooseSteps(await control.list({ memory: false }), target.stepsBack);
       return control.rollback(id);
     });
     return { sandbox: handleOf(record), result };

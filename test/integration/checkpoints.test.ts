@@ -211,4 +211,70 @@ describe('checkpoints', () => {
     expect(bad.isError).toBe(true);
     expect(bad.content[0]!.text).toMatch(/^VALIDATION_FAILED/);
   });
+
+  it('a pause drops the checkpoints, and the resume says so; the next calls keep new ones', async () => {
+    const id = await sandbox();
+    await run(id, 'a = 1');
+    await run(id, 'a = 2');
+    expect((await post('/pause_sandbox', { sandbox_id: id })).status).toBe(200);
+    const paused = (await post('/checkpoints', { sandbox_id: id })).body;
+    expect(paused.checkpoints).toEqual([]);
+    expect(paused.note).toMatch(/paused/);
+    const refused = await post('/rollback', { sandbox_id: id });
+    expect(refused.status).toBe(404);
+    expect(refused.body.error.message).toMatch(/paused/);
+    const resumed = await run(id, 'print(a)');
+    expect(resumed.stdout).toBe('2\n');
+    expect(resumed.notice).toMatch(/checkpoints \(undo points\) were dropped by the pause/);
+    await run(id, 'a = 3');
+    await rollback(id);
+    expect((await run(id, 'print(a)')).stdout).toBe('2\n');
+  });
+});
+
+describe('checkpoints at the sandbox limits', () => {
+  it("says in the next answer when /tmp is too full to keep one, and the call's result is intact", async () => {
+    const small = await startTestApp(localEnv({ SANDBOX_DISK_BYTES: String(8 * 1024 * 1024) }));
+    try {
+      const id = (await small.post('/create_sandbox', {})).body.sandbox_id;
+      // Code in the sandbox fills its own /tmp; the next file change cannot be copied.
+      await small.post('/run_code', { sandbox_id: id, code: 'open("/tmp/junk", "wb").write(b"j" * 7_500_000)' });
+      const big = await small.post('/run_code', {
+        sandbox_id: id,
+        code: 'open("data.bin", "wb").write(b"d" * 3_000_000)\nprint("written")',
+      });
+      expect(big.body.stdout).toBe('written\n');
+      const next = await small.post('/run_code', { sandbox_id: id, code: 'print("next")' });
+      expect(next.body.stdout).toBe('next\n');
+      expect(next.body.notice).toMatch(/no checkpoint .*\/tmp is full/);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('under the memory limit, the out-of-memory killer takes checkpoints before the interpreter', async () => {
+    const tight = await startTestApp(localEnv({ SANDBOX_MEMORY_BYTES: String(320 * 1024 * 1024) }));
+    try {
+      const health = JSON.parse((await tight.app.inject({ method: 'GET', url: '/health' })).body);
+      if (!/limits: cgroup/.test(health.isolation)) return; // rlimits only: a checkpoint has its own per-process limit
+      const id = (await tight.post('/create_sandbox', {})).body.sandbox_id;
+      const call = (code: string) => tight.post('/run_code', { sandbox_id: id, code });
+      await call('buf = bytearray(100 * 1024 * 1024)\nfor i in range(0, len(buf), 4096): buf[i] = 97\nkept = "yes"');
+      // Each rewrite copies the 100 MiB the last checkpoint shares with the interpreter: three would pass the limit.
+      for (const fill of [98, 99, 100]) {
+        const r = await call(`for i in range(0, len(buf), 4096): buf[i] = ${fill}`);
+        expect(r.status).toBe(200);
+        expect(
+          r.body.error,
+          JSON.stringify(r.body.error) + JSON.stringify((await tight.post('/checkpoints', { sandbox_id: id })).body),
+        ).toBeNull();
+      }
+      const r = await call('print(kept, bytes(buf[:1]))');
+      expect(r.body.stdout).toBe("yes b'd'\n");
+      const list = (await tight.post('/checkpoints', { sandbox_id: id })).body.checkpoints;
+      expect(list.some((c: any) => !c.alive)).toBe(true);
+    } finally {
+      await tight.close();
+    }
+  }, 60_000);
 });

@@ -30,10 +30,12 @@ export function localCheckpoints(
     return k;
   };
   return {
-    async list() {
+    async list(options = { memory: true }) {
       await direct();
       const { header } = await connection.request(agentRequest('checkpoints', {}), null, CONTROL_DEADLINE_MS);
-      return withMemory(entriesOf(header), rootPid ? await processTree(rootPid) : []);
+      const entries = entriesOf(header);
+      if (options.memory === false) return entries.map(({ pid: _pid, ...e }) => e);
+      return withMemory(entries, rootPid ? await processTree(rootPid) : []);
     },
 
     async rollback(id) {
