@@ -265,6 +265,87 @@ const DATAFRAME =
   "open('blob.bin', 'wb').write(os.urandom(10 * 1024 * 1024))\nprint(len(df))";
 
 /**
+ * Checkpoints (undo), with a service that keeps them (the default, CHECKPOINTS_KEPT=10) beside one that does
+ * not, in the same run: print(1) p50 paced as an agent's calls come (a pause before each) and back to back
+ * (the next request waits for the fork after the previous answer), alternating blocks between the two;
+ * a one-step rollback of a kernel holding a 1e6-row DataFrame; the memory a checkpoint holds after a cell
+ * that changed one variable.
+ */
+async function checkpointFigures(): Promise<Record<string, unknown>> {
+  const on = await startService('ckpt-on', { POOL_SIZE: '0' });
+  const off = await startService('ckpt-off', { POOL_SIZE: '0', CHECKPOINTS_KEPT: '0' });
+  const pause = (ms: number) => new Promise((r) => setTimeout(r, ms));
+  try {
+    const sides = await Promise.all(
+      [on, off].map(async (svc) => ({
+        id: (await call(svc, '/create_sandbox', {})).sandbox_id as string,
+        raw: await RawClient.open(svc.url),
+      })),
+    );
+    for (const s of sides) for (let i = 0; i < 300; i++) await rawRunCode(s.raw, s.id);
+    const paced: number[][] = [[], []];
+    const backToBack: number[][] = [[], []];
+    for (let block = 0; block < 8; block++) {
+      for (const [k, s] of sides.entries()) {
+        for (let i = 0; i < 60; i++) {
+          await pause(5);
+          const t = performance.now();
+          await rawRunCode(s.raw, s.id);
+          paced[k]!.push(performance.now() - t);
+        }
+        for (let i = 0; i < 250; i++) {
+          const t = performance.now();
+          await rawRunCode(s.raw, s.id);
+          backToBack[k]!.push(performance.now() - t);
+        }
+      }
+    }
+    for (const s of sides) s.raw.close();
+    if (process.env.BENCH_ONLY === 'paced') {
+      return {
+        pacedOn: stats(paced[0]!),
+        pacedOff: stats(paced[1]!),
+        backToBackOn: stats(backToBack[0]!),
+        backToBackOff: stats(backToBack[1]!),
+      };
+    }
+    const { sandbox_id: df } = await call(on, '/create_sandbox', {});
+    await call(on, '/run_code', { sandbox_id: df, code: DATAFRAME });
+    const rollback: number[] = [];
+    for (let i = 0; i < 20; i++) {
+      await call(on, '/run_code', { sandbox_id: df, code: `v = ${i}` });
+      await pause(50);
+      const t = performance.now();
+      const r = await call(on, '/rollback', { sandbox_id: df, steps_back: 1 });
+      rollback.push(performance.now() - t);
+      if (!r.checkpoint) throw new Error(`rollback: ${JSON.stringify(r)}`);
+    }
+    const check = await call(on, '/run_code', { sandbox_id: df, code: 'print(len(df))' });
+    if (check.stdout !== '1000000\n') throw new Error(`after the rollbacks: ${JSON.stringify(check)}`);
+    for (let i = 0; i < 10; i++) {
+      await call(on, '/run_code', { sandbox_id: df, code: `x${i} = ${i}` });
+      await pause(20);
+    }
+    const list = (await call(on, '/checkpoints', { sandbox_id: df })).checkpoints as Array<{
+      current: boolean;
+      memory_bytes: number | null;
+    }>;
+    const held = list.filter((c) => !c.current && c.memory_bytes !== null).map((c) => c.memory_bytes! / 1048576);
+    return {
+      pacedOn: stats(paced[0]!),
+      pacedOff: stats(paced[1]!),
+      backToBackOn: stats(backToBack[0]!),
+      backToBackOff: stats(backToBack[1]!),
+      rollbackDataFrame: stats(rollback),
+      memoryPerCheckpointMiB: held.length ? stats(held) : null,
+    };
+  } finally {
+    await on.close();
+    await off.close();
+  }
+}
+
+/**
  * Pause and resume: `n` times, the sandbox set up by `setup` is paused (timed) and then resumed by a call
  * of `probe` (timed to its first result). Also the stored bytes.
  */
@@ -509,6 +590,12 @@ const f = (x: number | undefined, d = 2) => (x === undefined ? 'n/a' : x.toFixed
 
 async function main(): Promise<void> {
   const results: Record<string, unknown> = { date: new Date().toISOString(), cpus: execFileSync('nproc').toString().trim() };
+  console.log('checkpoints: a service that keeps them and one that does not …');
+  results.checkpoints = await checkpointFigures();
+  if (process.env.BENCH_ONLY === 'checkpoints' || process.env.BENCH_ONLY === 'paced') {
+    console.log(JSON.stringify(results.checkpoints, null, 2));
+    return;
+  }
   console.log('baselines: Jupyter kernel and a new Python process per request …');
   const jup = jupyter();
   const ppr = processPerRequest(40);
@@ -791,6 +878,32 @@ async function main(): Promise<void> {
       `${f(r.takeOver.allAnsweredMs / 1000, 2)} (listening after ${f(r.takeOver.listeningMs / 1000, 2)})`,
       '≤ 3',
       'every sandbox with its own variable',
+    ],
+    [
+      'checkpoints on: run_code print(1), calls 5 ms apart as an agent makes them, Node raw client (ms)',
+      `p50 ${f(r.checkpoints.pacedOn.p50, 3)} p95 ${f(r.checkpoints.pacedOn.p95, 3)}`,
+      'within 10 % of off',
+      `off p50 ${f(r.checkpoints.pacedOff.p50, 3)} → ${f((r.checkpoints.pacedOn.p50 / r.checkpoints.pacedOff.p50 - 1) * 100, 1)} %`,
+    ],
+    [
+      '… back to back: the next call waits for the fork (ms)',
+      `p50 ${f(r.checkpoints.backToBackOn.p50, 3)} p95 ${f(r.checkpoints.backToBackOn.p95, 3)}`,
+      '',
+      `off p50 ${f(r.checkpoints.backToBackOff.p50, 3)} → ${f((r.checkpoints.backToBackOn.p50 / r.checkpoints.backToBackOff.p50 - 1) * 100, 1)} %`,
+    ],
+    [
+      'rollback one step, kernel holding a 1e6-row DataFrame (ms)',
+      `p50 ${f(r.checkpoints.rollbackDataFrame.p50, 1)} p95 ${f(r.checkpoints.rollbackDataFrame.p95, 1)} max ${f(r.checkpoints.rollbackDataFrame.max, 1)}`,
+      '≤ 50',
+      `pause of the same sandbox ${f(r.pauseResumeDataFrame.pause.p50, 0)}`,
+    ],
+    [
+      'memory per kept checkpoint after a cell that changed 1 variable (MiB)',
+      r.checkpoints.memoryPerCheckpointMiB
+        ? `p50 ${f(r.checkpoints.memoryPerCheckpointMiB.p50, 2)} max ${f(r.checkpoints.memoryPerCheckpointMiB.max, 2)}`
+        : 'not readable',
+      '≤ 1',
+      'copy-on-write: the heap (1e6-row DataFrame) is shared',
     ],
     [
       'processes of paused sandboxes',

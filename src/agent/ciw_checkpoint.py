@@ -9,7 +9,7 @@ What is where:
 - the files: copies in the sandbox's /tmp, and the index of the checkpoints (ciw_checkpoint_files.py).
 
 The kernel takes checkpoints (take(), after a reply is sent, before it reads the next request); the
-supervisor lists them and rolls back (op_checkpoints, op_rollback): it kills the kernel, puts the files back,
+supervisor lists them and rolls back (ciw_rollback.py): it kills the kernel, puts the files back,
 adopts the fork as the kernel and wakes it.
 """
 import errno
@@ -19,10 +19,8 @@ import select
 import signal
 import time
 
-from ciw_common import AGENT_DIR, AgentError
-from ciw_shell import kill_session
-from ciw_checkpoint_files import (INDEX, DiskFull, FileRecord, checked_manifest, collect_garbage, load_index, load_manifest,
-                                  restore_files, write_bytes, write_json)
+from ciw_common import AGENT_DIR
+from ciw_checkpoint_files import INDEX, DiskFull, FileRecord, collect_garbage, load_index, write_bytes, write_json
 
 NAME = b"ciw-checkpoint"
 SI_USER = 0  # si_code of a signal sent by kill(): its si_pid is the sender's, not something the sender chose
@@ -60,12 +58,19 @@ def become_subreaper():
 
 # -- the forks ---------------------------------------------------------------------------------------------
 
+def _named(pid):
+    try:
+        with open("/proc/%d/comm" % pid, "rb") as f:
+            return f.read().strip() == NAME
+    except OSError:
+        return False
+
+
 def is_checkpoint(pid):
     """Whether `pid` is a live checkpoint: by its name, and not dying (a zombie, or on its way: its memory gone)."""
     try:
-        with open("/proc/%d/comm" % pid, "rb") as f:
-            if f.read().strip() != NAME:
-                return False
+        if not _named(pid):
+            return False
         with open("/proc/%d/stat" % pid, "rb") as f:
             if f.read().rsplit(b")", 1)[1].split()[0] in (b"Z", b"X"):
                 return False
@@ -75,18 +80,36 @@ def is_checkpoint(pid):
         return False
 
 
+_ended = []  # checkpoints this process killed and has not collected yet (its children)
+
+
 def end(pid):
-    """SIGKILLs a checkpoint, and collects it when it is this process's child."""
-    if not is_checkpoint(pid):
+    """SIGKILLs a checkpoint. It is not waited for (freeing its page tables takes a while): a checkpoint
+    that is this process's child is collected by a later call (collect_ended), else by the supervisor."""
+    collect_ended()
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0]:
+            return  # it had ended, and is collected now
+        ours = True  # this process's child, running: its name says whether it is a checkpoint
+    except ChildProcessError:
+        ours = False
+    if not (_named(pid) if ours else is_checkpoint(pid)):
         return
     try:
         os.kill(pid, signal.SIGKILL)
     except OSError:
         return
-    try:
-        os.waitpid(pid, 0)
-    except ChildProcessError:
-        pass  # its kernel ended: the supervisor collects it
+    _ended.append(pid)
+
+
+def collect_ended():
+    for pid in list(_ended):
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0] == 0:
+                continue  # still on its way out
+        except ChildProcessError:
+            pass  # not this process's child (its kernel ended): the supervisor collects it
+        _ended.remove(pid)
 
 
 _c_fork = None
@@ -206,13 +229,15 @@ class Checkpoints:
         # Who may wake a checkpoint: the supervisor, this kernel's parent now. Not getppid() at each fork: a
         # kernel made of a checkpoint keeps its dying predecessor as parent for a moment.
         self.supervisor = os.getppid()
+        self._index = None  # (the file's identity, its content) as this kernel last read or wrote it
+        self._json = {}  # entry id -> its JSON: an entry never changes once written
         global _kernel_dumpable
         _kernel_dumpable = _libc_prctl()(_PR_GET_DUMPABLE, 0, 0, 0, 0)
 
     def take(self, after, force_files=False):
         """Keeps a checkpoint of now. Returns True in the fork once it was woken (a rollback made it the
         kernel), False in the kernel."""
-        index = load_index()
+        index = self._load_index()
         index["calls"] = index.get("calls", 0) + 1  # the newest checkpoint is "now" only if it is the last call's
         outcome = self._take(index, after, force_files)
         self.warning = None if outcome is True else outcome
@@ -223,7 +248,28 @@ class Checkpoints:
                 write_json(INDEX, index)
             except (OSError, DiskFull):
                 pass
+        self._remember_index(index)
         return False
+
+    def _load_index(self):
+        """The index as this kernel last wrote it, unless the file changed since (a rollback rewrote it, code
+        in the sandbox did): parsing it each call would cost a tenth of a millisecond."""
+        try:
+            st = os.stat(INDEX)
+            key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        except OSError:
+            key = None
+        if key is None or self._index is None or self._index[0] != key:
+            self._index = (key, load_index())
+        cached = self._index[1]
+        return dict(cached, entries=list(cached["entries"]))
+
+    def _remember_index(self, index):
+        try:
+            st = os.stat(INDEX)
+            self._index = ((st.st_ino, st.st_mtime_ns, st.st_size), index)
+        except OSError:
+            self._index = None
 
     def _take(self, index, after, force_files):
         """None when a checkpoint was kept; True in the woken fork; else why none could be kept."""
@@ -249,9 +295,9 @@ class Checkpoints:
         if threads:
             entry["threads"] = threads
         index["next"] += 1
-        pending = json.dumps(dict(index, entries=index["entries"] + [entry]), separators=(",", ":")).encode()
-        at = pending.rfind(b'{"pid":-1,')
         for attempt in range(2):
+            pending = self._serialized(dict(index, entries=index["entries"] + [entry]))
+            at = pending.rfind(b'{"pid":-1,')
             with self.lock:
                 try:
                     pid = fork_checkpoint(supervisor)
@@ -266,12 +312,30 @@ class Checkpoints:
                 self._drop(index, 1)  # at the process or memory limit: the oldest goes first
                 continue
             return "the sandbox's process limit is reached" if error.errno == errno.EAGAIN else error.strerror
+        entry["pid"] = pid
+        index["entries"].append(entry)
         try:
             write_bytes(INDEX, b"%s{\"pid\":%d,%s" % (pending[:at], pid, pending[at + len(b'{"pid":-1,'):]))
         except OSError:
             end(pid)
+            index["entries"].pop()
             return "the sandbox's /tmp is full"
         return None
+
+    def _serialized(self, index):
+        """The index as JSON, each entry's text made once (most of them are the same from call to call)."""
+        parts = []
+        for e in index["entries"]:
+            text = self._json.get(e.get("id")) if e.get("pid") != -1 else None  # -1: the one being taken
+            if text is None:
+                text = json.dumps(e, separators=(",", ":"))
+                if e.get("pid") != -1:
+                    self._json[e.get("id")] = text
+            parts.append(text)
+        live = {e.get("id") for e in index["entries"]}
+        for key in [k for k in self._json if k not in live]:
+            del self._json[key]
+        return ('{"next":%d,"calls":%d,"entries":[%s]}' % (index["next"], index["calls"], ",".join(parts))).encode()
 
     def _drop(self, index, count):
         if count <= 0:
@@ -281,119 +345,3 @@ class Checkpoints:
             end(entry["pid"])
         if {e.get("manifest") for e in gone} - {e.get("manifest") for e in index["entries"]}:
             collect_garbage(index)
-
-
-# -- the supervisor's side -------------------------------------------------------------------------------------
-
-def kernel_env(python_env):
-    """The direct kernel's environment: with the checkpoint settings, which make this process a subreaper (the
-    forks of a kernel that ended come to it, pid 1 or not)."""
-    env = dict(python_env, **{k: os.environ[k] for k in ("CIW_CHECKPOINTS_KEPT", "CIW_CHECKPOINT_MAX_FILE_BYTES")
-                              if os.environ.get(k)})
-    if env.get("CIW_CHECKPOINTS_KEPT", "0") != "0":
-        become_subreaper()
-    return env
-
-
-def op_checkpoints(sup, _req, _blob):
-    """The checkpoints the direct kernel kept (ciw_checkpoint), oldest first, and the kernel's pid."""
-    if sup.direct is None:
-        raise AgentError("NOT_SUPPORTED", "checkpoints are kept in sandboxes without network only")
-    return listing(sup.direct.proc.pid if sup.direct.proc is not None else 0), b""
-
-def op_rollback(sup, req, _blob):
-    """Makes checkpoint req["checkpoint"] the kernel: later checkpoints and the kernel end, the files are
-    put back, and the fork is adopted and woken. The service then waits for the kernel's word on the
-    channel (it answers a checkpoint request)."""
-    if sup.direct is None:
-        raise AgentError("NOT_SUPPORTED", "checkpoints are kept in sandboxes without network only")
-    kernel = sup.direct
-
-    def stop_kernel():
-        # The old kernel is killed and not waited for (freeing a large heap takes tens of milliseconds): it is
-        # collected once the answer is out, with whatever its session still had.
-        old = kernel.stop(wait=False)
-        if old is not None:
-            _until_exiting(old.pid)
-            sup.after_reply.append(lambda: (kill_session(old.pid), old.wait()))
-
-    target, dropped, files = rollback(str(req["checkpoint"]), stop_kernel)
-    sup._drain_channel()
-    pid = int(target["pid"])
-    kernel.adopt(pid)
-    wake(pid)
-    from ciw_files import snapshot
-    sup.files = snapshot()  # what was put back is no call's artifact
-    kept_going = []
-    js = sup.kernels.get("javascript")
-    if js is not None and js.proc is not None and js.proc.poll() is None:
-        kept_going.append("the JavaScript interpreter (Node.js cannot fork its state)")
-    if sup.contexts:
-        kept_going.append("%d extra context(s)" % len(sup.contexts))
-    if sup.procs is not None and sup.procs.busy():
-        kept_going.append("background processes")
-    return {"checkpoint": target.get("id"), "pid": pid, "after": target.get("after"), "time": target.get("time"),
-            "dropped": dropped, "files": files, "threads": target.get("threads", 0), "not_rolled_back": kept_going}, b""
-
-
-def listing(kernel_pid):
-    """The checkpoints, oldest first, each with whether its fork is still there."""
-    index = load_index()
-    entries = []
-    for e in index["entries"][-64:]:  # CHECKPOINTS_KEPT is at most 50; more is code in the sandbox writing the index
-        entry = {k: e.get(k) for k in ("id", "pid", "kernel", "call", "time", "after", "files", "threads") if e.get(k) is not None}
-        entry["alive"] = is_checkpoint(e["pid"])
-        entries.append(entry)
-    return {"entries": entries, "kernel": kernel_pid, "calls": index.get("calls", 0)}
-
-
-def rollback(target_id, stop_kernel):
-    """Steps 1–3 of a rollback (the supervisor adopts and wakes the fork): the checkpoints after the target
-    end, the kernel ends (the fork is then the supervisor's child), the files are put back. Returns the
-    target's entry and what was done."""
-    index = load_index()
-    at = next((i for i, e in enumerate(index["entries"]) if e.get("id") == target_id), None)
-    if at is None:
-        raise AgentError("CHECKPOINT_NOT_FOUND", "there is no checkpoint %r in this sandbox" % target_id)
-    target = index["entries"][at]
-    pid = target["pid"]
-    if not is_checkpoint(pid):
-        raise AgentError("CHECKPOINT_LOST", "checkpoint %s is gone (its process was killed, e.g. by kill -9 -1 "
-                         "or the out-of-memory killer)" % target_id)
-    try:
-        wanted, truncated = checked_manifest(load_manifest(target.get("manifest")))
-    except (OSError, ValueError, TypeError) as exc:
-        raise AgentError("CHECKPOINT_LOST", "the record of the files of checkpoint %s cannot be read (%s); it was "
-                         "removed or changed by code in the sandbox" % (target_id, type(exc).__name__))
-    dropped = [e.get("id") for e in index["entries"][at + 1:]]
-    for e in index["entries"][at + 1:]:
-        end(e["pid"])
-    stop_kernel()
-    if not is_checkpoint(pid):
-        raise AgentError("CHECKPOINT_LOST", "checkpoint %s ended as it was rolled back to; the interpreter is gone, "
-                         "and the next call starts a new one" % target_id)
-    files = restore_files(wanted, truncated)
-    index["entries"] = index["entries"][:at]
-    write_json(INDEX, index)
-    collect_garbage(dict(index, entries=index["entries"] + [target]))
-    return target, dropped, files
-
-
-def _until_exiting(pid, limit_s=5):
-    """Waits until a killed process has begun to exit (PF_EXITING). Before that it may still take a request
-    off the kernel channel: a reader woken by SIGKILL first checks whether the pipe has data, and reads it."""
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        try:
-            with open("/proc/%d/stat" % pid, "rb") as f:
-                fields = f.read().rsplit(b")", 1)[1].split()
-            if fields[0] in (b"Z", b"X") or int(fields[6]) & 0x4:  # PF_EXITING
-                return
-        except (OSError, IndexError, ValueError):
-            return
-        time.sleep(0.0002)
-
-
-def wake(pid):
-    os.kill(pid, signal.SIGCONT)  # a fork stopped with SIGSTOP would not see the wake-up
-    os.kill(pid, signal.SIGUSR1)

@@ -11,7 +11,7 @@ from ciw_common import AGENT_DIR, WORKSPACE, AgentError, hung_up_fifo, write_all
 from ciw_files import OpenFile, changed_files, list_dir, open_file, snapshot, stat_path, write_file
 from ciw_process import Kernel, direct_kernel_spawner, exec_js_kernel, fork_python_kernel, prepare_site
 from ciw_shell import Capture, run_shell
-from ciw_checkpoint import kernel_env
+from ciw_rollback import kernel_env
 import ciw_contexts
 import ciw_ops
 import ciw_snapshot
@@ -393,7 +393,7 @@ OPS = {
     "snapshot": ciw_snapshot.op_snapshot,
     "restore": ciw_snapshot.op_restore,
     **{op: Supervisor.op_kernel for op in ("kernel_start", "kernel_interrupt", "kernel_restart")},
-    **{op: lambda sup, req, blob, op=op: getattr(__import__("ciw_checkpoint"), "op_" + op)(sup, req, blob)
+    **{op: lambda sup, req, blob, op=op: getattr(__import__("ciw_rollback"), "op_" + op)(sup, req, blob)
        for op in ("checkpoints", "rollback")},
     **ciw_ops.OPS,
     **{op: ciw_contexts.op_context for op in ("context_create", "context_restart", "context_remove")},
