@@ -226,6 +226,7 @@ class Checkpoints:
         self.on_restore = on_restore
         self.files = FileRecord(max_file_bytes)
         self.warning = None  # why the last checkpoint could not be kept, for the next reply
+        self.skipped = 0  # calls before this one that left no checkpoint (set by the caller)
         # Who may wake a checkpoint: the supervisor, this kernel's parent now. Not getppid() at each fork: a
         # kernel made of a checkpoint keeps its dying predecessor as parent for a moment.
         self.supervisor = os.getppid()
@@ -238,7 +239,9 @@ class Checkpoints:
         """Keeps a checkpoint of now. Returns True in the fork once it was woken (a rollback made it the
         kernel), False in the kernel."""
         index = self._load_index()
-        index["calls"] = index.get("calls", 0) + 1  # the newest checkpoint is "now" only if it is the last call's
+        # The newest checkpoint is "now" only if it is the last call's; calls that left none count too.
+        # A rollback's checkpoint keeps the state it restored: no call of its own.
+        index["calls"] = index.get("calls", 0) + (0 if after.get("kind") == "rollback" else 1 + self.skipped)
         outcome = self._take(index, after, force_files)
         self.warning = None if outcome is True else outcome
         if outcome is True:
@@ -292,6 +295,8 @@ class Checkpoints:
         # a page copied, held by the checkpoint.
         entry = {"pid": -1, "id": "c%d" % index["next"], "kernel": os.getpid(), "call": index["calls"], "time": time.time(),
                  "after": after, "manifest": manifest_id, "files": files}
+        if self.skipped:
+            entry["skipped"] = self.skipped  # calls before the one it follows that left no checkpoint
         if threads:
             entry["threads"] = threads
         index["next"] += 1

@@ -333,7 +333,8 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
     sys.stderr = TextSink(capture, 2)
     os.register_at_fork(after_in_child=_forked_child)
     from ciw_kernel_checkpoints import checkpoint_requests, kernel_checkpoints
-    checkpoints = kernel_checkpoints(capture)
+    reader = LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False))
+    checkpoints = kernel_checkpoints(capture, reader, channel_fd)
     os.write(ready_fd, b'{"ready":true}\n')
     os.close(ready_fd)
     files = None
@@ -390,5 +391,5 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
         if checkpoints is not None:
             checkpoints.after_call({"kind": "run_code", "execution_count": cell.number, "code": req["code"][:300]})
 
-    _serve(LineReader(os.fdopen(channel_fd, "rb", buffering=0, closefd=False)), run, checkpoint_requests(checkpoints, capture))
+    _serve(reader, run, checkpoint_requests(checkpoints, capture))
 

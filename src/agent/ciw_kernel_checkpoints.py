@@ -9,10 +9,11 @@ import ciw_rich
 from ciw_kernel import _Interrupts, _usage
 
 
-def kernel_checkpoints(capture):
+def kernel_checkpoints(capture, reader, channel_fd):
     """The kernel's checkpoints (ciw_checkpoint), when the sandbox keeps any: CIW_CHECKPOINTS_KEPT."""
     kept = int(os.environ.pop("CIW_CHECKPOINTS_KEPT", "0") or 0)
     max_file = int(os.environ.pop("CIW_CHECKPOINT_MAX_FILE_BYTES", "0") or 0)
+    wait_s = float(os.environ.pop("CIW_CHECKPOINT_WAIT_MS", "0") or 0) / 1000
     if kept <= 0:
         return None
     from ciw_capture import TextSink
@@ -26,7 +27,12 @@ def kernel_checkpoints(capture):
         sys.stderr = TextSink(capture, 2)
         _Interrupts.on_interrupt = capture.flush_for_interrupt
 
-    return KernelCheckpoints(Checkpoints(kept, max_file, capture.lock, None), [restored])
+    def next_request(timeout):
+        """Whether the next request is there, or comes within `timeout` seconds."""
+        import select
+        return b"\n" in reader.buf or bool(select.select([channel_fd], [], [], timeout)[0])
+
+    return KernelCheckpoints(Checkpoints(kept, max_file, capture.lock, None), [restored], next_request, wait_s)
 
 
 def checkpoint_requests(checkpoints, capture):
@@ -41,9 +47,10 @@ def checkpoint_requests(checkpoints, capture):
         if after is not None and not first and checkpoints.after_call(after, force_files=True):
             return  # the fork, woken by a rollback: this request was answered long ago
         if req.get("id") is not None:
-            capture.send({"id": req["id"], "ok": True, "execution_count": cell_no, "checkpoints": checkpoints is not None})
+            capture.send({"id": req["id"], "ok": True, "execution_count": cell_no, "checkpoints": checkpoints is not None,
+                          "skipped": checkpoints.skipped if checkpoints is not None else 0})
         if first:
-            checkpoints.after_call(after, force_files=True)
+            checkpoints.after_call(after, force_files=True, wait=False)
 
     return control
 
@@ -52,9 +59,12 @@ class KernelCheckpoints:
     """Checkpoints as the direct kernel takes them: after the reply, then a warm-up so that the next call does
     not pay for the copy-on-write faults of the pages every call touches."""
 
-    def __init__(self, checkpoints, on_restore):
+    def __init__(self, checkpoints, on_restore, next_request, wait_s):
         self.checkpoints = checkpoints
         self.on_restore = on_restore
+        self.next_request = next_request
+        self.wait_s = wait_s
+        self.skipped = 0  # calls since the last checkpoint that left none (the next came within wait_s)
         checkpoints.on_restore = self._restored
         self._random = None
 
@@ -69,8 +79,13 @@ class KernelCheckpoints:
         for fn in self.on_restore:
             fn()
 
-    def after_call(self, after, force_files=False):
-        """Keeps a checkpoint; True in the fork, once a rollback woke it."""
+    def after_call(self, after, force_files=False, wait=True):
+        """Keeps a checkpoint; True in the fork, once a rollback woke it. Calls that come back to back (the next
+        within CHECKPOINT_WAIT_MS) share one: a fork per call would cost each a millisecond."""
+        if wait and self.wait_s > 0 and self.next_request(self.wait_s):
+            self.skipped += 1
+            return False
+        self.checkpoints.skipped, self.skipped = self.skipped, 0
         random = sys.modules.get("random")
         self._random = random.getstate() if random is not None else None
         if self.checkpoints.take(after, force_files):

@@ -13,7 +13,7 @@ from ciw_shell import kill_session
 def kernel_env(python_env):
     """The direct kernel's environment: with the checkpoint settings, which make this process a subreaper (the
     forks of a kernel that ended come to it, pid 1 or not)."""
-    env = dict(python_env, **{k: os.environ[k] for k in ("CIW_CHECKPOINTS_KEPT", "CIW_CHECKPOINT_MAX_FILE_BYTES")
+    env = dict(python_env, **{k: os.environ[k] for k in ("CIW_CHECKPOINTS_KEPT", "CIW_CHECKPOINT_MAX_FILE_BYTES", "CIW_CHECKPOINT_WAIT_MS")
                               if os.environ.get(k)})
     if env.get("CIW_CHECKPOINTS_KEPT", "0") != "0":
         become_subreaper()
@@ -58,7 +58,8 @@ def op_rollback(sup, req, _blob):
     if sup.procs is not None and sup.procs.busy():
         kept_going.append("background processes")
     return {"checkpoint": target.get("id"), "pid": pid, "after": target.get("after"), "time": target.get("time"),
-            "dropped": dropped, "files": files, "threads": target.get("threads", 0), "not_rolled_back": kept_going}, b""
+            "dropped": dropped, "files": files, "threads": target.get("threads", 0), "not_rolled_back": kept_going,
+            "calls_after": target.get("calls_after")}, b""
 
 
 def listing(kernel_pid):
@@ -66,7 +67,8 @@ def listing(kernel_pid):
     index = load_index()
     entries = []
     for e in index["entries"][-64:]:  # CHECKPOINTS_KEPT is at most 50; more is code in the sandbox writing the index
-        entry = {k: e.get(k) for k in ("id", "pid", "kernel", "call", "time", "after", "files", "threads") if e.get(k) is not None}
+        entry = {k: e.get(k) for k in ("id", "pid", "kernel", "call", "time", "after", "files", "threads", "skipped")
+                 if e.get(k) is not None}
         entry["alive"] = is_checkpoint(e["pid"])
         entries.append(entry)
     return {"entries": entries, "kernel": kernel_pid, "calls": index.get("calls", 0)}
@@ -80,7 +82,9 @@ def rollback(target_id, stop_kernel):
     at = next((i for i, e in enumerate(index["entries"]) if e.get("id") == target_id), None)
     if at is None:
         raise AgentError("CHECKPOINT_NOT_FOUND", "there is no checkpoint %r in this sandbox" % target_id)
-    target = index["entries"][at]
+    target = dict(index["entries"][at])
+    calls = index.get("calls", 0) - target.get("call", 0) if isinstance(target.get("call"), int) else None
+    target["calls_after"] = calls if calls is not None and calls >= 0 else None  # the kernel adds its own since
     pid = target["pid"]
     if not is_checkpoint(pid):
         raise AgentError("CHECKPOINT_LOST", "checkpoint %s is gone (its process was killed, e.g. by kill -9 -1 "
@@ -99,6 +103,8 @@ def rollback(target_id, stop_kernel):
                          "and the next call starts a new one" % target_id)
     files = restore_files(wanted, truncated)
     index["entries"] = index["entries"][:at]
+    if isinstance(target.get("call"), int):
+        index["calls"] = target["call"]  # the calls after it are undone: counting goes on from there
     write_json(INDEX, index)
     collect_garbage(dict(index, entries=index["entries"] + [target]))
     return target, dropped, files

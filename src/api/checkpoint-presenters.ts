@@ -20,13 +20,15 @@ export function checkpointToWire(c: CheckpointInfo) {
     files_not_kept: [...c.filesNotKept],
     files_truncated: c.filesTruncated,
     threads: c.threads,
+    covers_calls: c.coversCalls,
   };
 }
 
 export function rollbackToWire(sandboxId: string, r: RollbackResult) {
   const f = r.files;
   const said = [
-    `rolled back to checkpoint ${r.checkpoint.id}${r.checkpoint.after ? ` (taken after ${describe(r.checkpoint.after)})` : ''}: the interpreter is as it was then`,
+    `rolled back to checkpoint ${r.checkpoint.id}${r.checkpoint.after ? ` (taken after ${describe(r.checkpoint.after)})` : ''}: the interpreter is as it was then` +
+      (r.callsUndone !== null ? `; ${r.callsUndone} call(s) undone` : ''),
     `${f.restored.length} file(s) put back, ${f.removed.length} removed`,
     ...(f.notRestored.length ? [`${f.notRestored.length} large file(s) not restored (over CHECKPOINT_MAX_FILE_BYTES)`] : []),
     ...(f.missing.length ? [`${f.missing.length} file(s) could not be put back (their copies were gone)`] : []),
@@ -47,6 +49,7 @@ export function rollbackToWire(sandboxId: string, r: RollbackResult) {
     },
     not_rolled_back: [...r.notRolledBack],
     execution_count: r.executionCount,
+    calls_undone: r.callsUndone,
     notice: `${said.join('; ')}.`,
   };
 }

@@ -33,6 +33,17 @@ export interface CheckpointInfo {
   readonly filesTruncated: boolean;
   /** Threads of user code that ran when it was taken: they do not run again after a rollback to it. */
   readonly threads: number;
+  /**
+   * The calls between the checkpoint before it and this one: 1, or more when calls came back to back (within
+   * CHECKPOINT_WAIT_MS) and shared it.
+   */
+  readonly coversCalls: number;
+}
+
+export interface CheckpointList {
+  readonly checkpoints: CheckpointInfo[];
+  /** Calls after the newest checkpoint that left none (the last came back to back with another). */
+  readonly callsSinceNewest: number;
 }
 
 export interface RollbackResult {
@@ -52,11 +63,13 @@ export interface RollbackResult {
   readonly notRolledBack: readonly string[];
   /** The interpreter's cell count after the rollback. */
   readonly executionCount: number | null;
+  /** How many calls the rollback undid, where the sandbox can tell. */
+  readonly callsUndone: number | null;
 }
 
 export interface CheckpointControl {
   /** The checkpoints, oldest first; without `memory`, memoryBytes is null (reading it takes milliseconds). */
-  list(options?: { memory?: boolean }): Promise<CheckpointInfo[]>;
+  list(options?: { memory?: boolean }): Promise<CheckpointList>;
   /** Makes checkpoint `id` the state of the sandbox; later ones are dropped. */
   rollback(id: string): Promise<RollbackResult>;
 }

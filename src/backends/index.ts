@@ -41,7 +41,7 @@ export function createBackend(config: Config, log?: (level: 'info' | 'warn' | 'e
         uidCount: config.SANDBOX_UID_COUNT,
         allowUnsandboxed: config.ALLOW_UNSANDBOXED,
         cgroups: config.SANDBOX_CGROUPS,
-        checkpoints: { kept: config.CHECKPOINTS_KEPT, maxFileBytes: config.CHECKPOINT_MAX_FILE_BYTES },
+        checkpoints: { kept: config.CHECKPOINTS_KEPT, maxFileBytes: config.CHECKPOINT_MAX_FILE_BYTES, waitMs: config.CHECKPOINT_WAIT_MS },
         outbound: config.outbound,
         // Paused and running sandboxes are what STATE_DIR keeps: with it, they outlive a crash of the service.
         outliveService: config.STATE_DIR !== 'off',

@@ -31,6 +31,7 @@ const listTool: Tool<typeof SandboxRefBody> = {
         sandbox_id: listing.sandbox.id,
         kept: listing.kept,
         checkpoints,
+        calls_since_newest: listing.callsSinceNewest,
         ...(listing.note ? { note: listing.note } : {}),
       },
     };

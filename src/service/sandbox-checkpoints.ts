@@ -20,6 +20,8 @@ export interface CheckpointListing {
   /** CHECKPOINTS_KEPT: how many the sandbox keeps at most. */
   readonly kept: number;
   readonly checkpoints: readonly CheckpointInfo[];
+  /** Calls after the newest checkpoint that left none (they came back to back, within CHECKPOINT_WAIT_MS). */
+  readonly callsSinceNewest: number;
   /** Why there are none, when that is not just "no call yet". */
   readonly note?: string;
 }
@@ -46,9 +48,9 @@ export class SandboxCheckpoints {
   async list(owner: string, ref: SandboxRef): Promise<CheckpointListing> {
     const record = await this.access.resolve(owner, ref, false);
     const kept = this.access.config.CHECKPOINTS_KEPT;
-    if (!record.sandbox) return { sandbox: handleOf(record), kept, checkpoints: [], note: PAUSED_NOTE };
-    const checkpoints = await this.access.exclusive(record, (s) => this.control(s).list());
-    return { sandbox: handleOf(record), kept, checkpoints };
+    if (!record.sandbox) return { sandbox: handleOf(record), kept, checkpoints: [], callsSinceNewest: 0, note: PAUSED_NOTE };
+    const { checkpoints, callsSinceNewest } = await this.access.exclusive(record, (s) => this.control(s).list());
+    return { sandbox: handleOf(record), kept, checkpoints, callsSinceNewest };
   }
 
   async rollback(owner: string, ref: SandboxRef, target: RollbackTarget): Promise<{ sandbox: SandboxHandle; result: RollbackResult }> {
@@ -62,7 +64,8 @@ export class SandboxCheckpoints {
     if (!record.sandbox) throw new ServiceError(ErrorCode.CHECKPOINT_NOT_FOUND, PAUSED_NOTE);
     const result = await this.access.exclusive(record, async (s) => {
       const control = this.control(s);
-      const id = 'checkpointId' in target ? target.checkpointId : chooseSteps(await control.list({ memory: false }), target.stepsBack);
+      const id =
+        'checkpointId' in target ? target.checkpointId : chooseSteps((await control.list({ memory: false })).checkpoints, target.stepsBack);
       return control.rollback(id);
     });
     return { sandbox: handleOf(record), result };

@@ -15,11 +15,15 @@ const TWO = { authorization: 'Bearer key-two' };
 const post = (path: string, body: Record<string, unknown>, headers = ONE) => t.post(path, body, headers);
 
 beforeAll(async () => {
-  t = await startTestApp(localEnv({ API_KEYS: 'key-one,key-two', CHECKPOINTS_KEPT: '4', CHECKPOINT_MAX_FILE_BYTES: '1000000' }));
+  t = await startTestApp(
+    localEnv({ API_KEYS: 'key-one,key-two', CHECKPOINTS_KEPT: '4', CHECKPOINT_MAX_FILE_BYTES: '1000000', CHECKPOINT_WAIT_MS: '0' }),
+  );
 });
 afterAll(async () => {
   await t?.close();
 });
+
+const textOf = (r: { content: unknown[] }) => (r.content[0] as { text: string }).text;
 
 async function sandbox(): Promise<string> {
   return (await post('/create_sandbox', {})).body.sandbox_id;
@@ -202,14 +206,14 @@ describe('checkpoints', () => {
     await run(id, 'rows.clear()');
     const list = await callTool('list_checkpoints', { sandbox_id: id }, ctx);
     expect(list.isError).toBeFalsy();
-    expect(list.content[0]!.text).toMatch(/steps_back 1\) after run_code: rows = \[1, 2, 3\]/);
+    expect(textOf(list)).toMatch(/steps_back 1\) after run_code: rows = \[1, 2, 3\]/);
     const undo = await callTool('rollback', { sandbox_id: id }, ctx);
-    expect(undo.isError, undo.content[0]!.text).toBeFalsy();
-    expect(undo.content[0]!.text).toMatch(/^rolled back to checkpoint c\d+ \(taken after run_code #1 "rows = \[1, 2, 3\]"\)/);
+    expect(undo.isError, textOf(undo)).toBeFalsy();
+    expect(textOf(undo)).toMatch(/^rolled back to checkpoint c\d+ \(taken after run_code #1 "rows = \[1, 2, 3\]"\)/);
     expect((await run(id, 'print(rows)')).stdout).toBe('[1, 2, 3]\n');
     const bad = await callTool('rollback', { sandbox_id: id, checkpoint_id: 'c1', steps_back: 1 }, ctx);
     expect(bad.isError).toBe(true);
-    expect(bad.content[0]!.text).toMatch(/^VALIDATION_FAILED/);
+    expect(textOf(bad)).toMatch(/^VALIDATION_FAILED/);
   });
 
   it('a pause drops the checkpoints, and the resume says so; the next calls keep new ones', async () => {
@@ -234,7 +238,7 @@ describe('checkpoints', () => {
 
 describe('checkpoints at the sandbox limits', () => {
   it("says in the next answer when /tmp is too full to keep one, and the call's result is intact", async () => {
-    const small = await startTestApp(localEnv({ SANDBOX_DISK_BYTES: String(8 * 1024 * 1024) }));
+    const small = await startTestApp(localEnv({ SANDBOX_DISK_BYTES: String(8 * 1024 * 1024), CHECKPOINT_WAIT_MS: '0' }));
     try {
       const id = (await small.post('/create_sandbox', {})).body.sandbox_id;
       // Code in the sandbox fills its own /tmp; the next file change cannot be copied.
@@ -253,7 +257,7 @@ describe('checkpoints at the sandbox limits', () => {
   });
 
   it('under the memory limit, the out-of-memory killer takes checkpoints before the interpreter', async () => {
-    const tight = await startTestApp(localEnv({ SANDBOX_MEMORY_BYTES: String(320 * 1024 * 1024) }));
+    const tight = await startTestApp(localEnv({ SANDBOX_MEMORY_BYTES: String(320 * 1024 * 1024), CHECKPOINT_WAIT_MS: '0' }));
     try {
       const health = JSON.parse((await tight.app.inject({ method: 'GET', url: '/health' })).body);
       if (!/limits: cgroup/.test(health.isolation)) return; // rlimits only: a checkpoint has its own per-process limit
@@ -277,4 +281,34 @@ describe('checkpoints at the sandbox limits', () => {
       await tight.close();
     }
   }, 60_000);
+
+  it('calls back to back share a checkpoint: undoing the last undoes them all, and the answer says how many', async () => {
+    const paced = await startTestApp(localEnv({ CHECKPOINT_WAIT_MS: '300' }));
+    try {
+      const id = (await paced.post('/create_sandbox', {})).body.sandbox_id;
+      const call = (code: string) => paced.post('/run_code', { sandbox_id: id, code });
+      await call('n = 1');
+      await new Promise((r) => setTimeout(r, 600)); // idle: the checkpoint after n = 1 is kept
+      await call('n = 2');
+      await call('n = 3'); // within 300 ms of the previous answer: no checkpoint between them
+      await new Promise((r) => setTimeout(r, 600));
+      const list = (await paced.post('/checkpoints', { sandbox_id: id })).body;
+      expect(list.checkpoints.map((c: any) => [c.after.code, c.covers_calls])).toEqual([
+        ['n = 1', 1],
+        ['n = 3', 2],
+      ]);
+      expect(list.calls_since_newest).toBe(0);
+      await call('n = 4');
+      await call('n = 5'); // the last two left none yet: 5 is followed within the window by the listing below
+      const now = (await paced.post('/checkpoints', { sandbox_id: id })).body;
+      expect(now.calls_since_newest).toBeGreaterThanOrEqual(1);
+      const r = await paced.post('/rollback', { sandbox_id: id, steps_back: 1 });
+      expect(r.status, JSON.stringify(r.body)).toBe(200);
+      expect(r.body.calls_undone).toBe(2);
+      expect(r.body.notice).toMatch(/2 call\(s\) undone/);
+      expect((await call('print(n)')).body.stdout).toBe('3\n');
+    } finally {
+      await paced.close();
+    }
+  });
 });

@@ -14,7 +14,7 @@ const B = { authorization: 'Bearer key-b' };
 let t: TestApp;
 
 beforeAll(async () => {
-  t = await startTestApp(localEnv({ API_KEYS: 'key-a,key-b', MAX_BODY_BYTES_PER_KEY: String(8 * 1024 ** 3) }));
+  t = await startTestApp(localEnv({ API_KEYS: 'key-a,key-b', MAX_BODY_BYTES_PER_KEY: String(8 * 1024 ** 3), CHECKPOINT_WAIT_MS: '0' }));
 });
 afterAll(async () => {
   await t?.close();

@@ -15,6 +15,7 @@ const cp = (id: string, extra: Partial<CheckpointInfo> = {}): CheckpointInfo => 
   filesNotKept: [],
   filesTruncated: false,
   threads: 0,
+  coversCalls: 1,
   ...extra,
 });
 

@@ -32,12 +32,19 @@ export const CheckpointSchema = Type.Object({
   files_not_kept: Paths('Files over CHECKPOINT_MAX_FILE_BYTES it holds no copy of: a rollback to it leaves them as they are.'),
   files_truncated: Type.Boolean({ description: 'The workspace had more than 20,000 entries: the rest is not kept.' }),
   threads: Type.Integer({ description: 'Threads of user code that ran when it was taken: they do not run again after a rollback to it.' }),
+  covers_calls: Type.Integer({
+    description:
+      'The calls between the checkpoint before it and this one: 1, or more when calls came back to back (within CHECKPOINT_WAIT_MS) and shared it — going back past it undoes them all.',
+  }),
 });
 
 export const ListCheckpointsResponse = Type.Object({
   sandbox_id: Type.String(),
   kept: Type.Integer({ description: 'How many checkpoints the sandbox keeps at most (CHECKPOINTS_KEPT); the oldest go first.' }),
   checkpoints: Type.Array(CheckpointSchema, { description: 'Oldest first.' }),
+  calls_since_newest: Type.Integer({
+    description: 'Calls after the newest checkpoint that left none (they came back to back): steps_back 1 undoes them all.',
+  }),
   note: Type.Optional(Type.String()),
 });
 
@@ -50,7 +57,8 @@ export const RollbackBody = Type.Object({
     Type.Integer({
       minimum: 1,
       maximum: 50,
-      description: 'How many of the last calls to undo (1: the last call). The default when no checkpoint_id is given.',
+      description:
+        'How many checkpoints to go back: 1 undoes the last call (or the last few, when they came back to back and shared a checkpoint; the answer says how many). The default when no checkpoint_id is given.',
     }),
   ),
 });
@@ -70,5 +78,6 @@ export const RollbackResponse = Type.Object({
     description: 'What kept running as it was: the JavaScript interpreter, extra contexts, background processes.',
   }),
   execution_count: Type.Union([Type.Integer(), Type.Null()]),
+  calls_undone: Type.Union([Type.Integer(), Type.Null()], { description: 'How many calls the rollback undid.' }),
   notice: Type.String({ description: 'What the rollback did, in a sentence an agent can act on.' }),
 });

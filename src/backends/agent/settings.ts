@@ -30,7 +30,7 @@ export interface AgentSettings {
   /** The egress proxy's socket inside the sandbox and the loopback port the agent relays it on. */
   readonly proxy?: { readonly socket: string; readonly port: number };
   /** Checkpoints the direct kernel keeps (CHECKPOINTS_KEPT; 0: none), and the largest file they copy. */
-  readonly checkpoints?: { readonly kept: number; readonly maxFileBytes: number };
+  readonly checkpoints?: { readonly kept: number; readonly maxFileBytes: number; readonly waitMs: number };
 }
 
 export function agentEnvironment(s: AgentSettings): Record<string, string> {
@@ -48,7 +48,11 @@ export function agentEnvironment(s: AgentSettings): Record<string, string> {
     ...(s.warm ? { CIW_WARM: '1', CIW_PRELOAD: s.warm.preload.join(',') } : {}),
     ...(s.proxy ? { CIW_PROXY_SOCKET: s.proxy.socket, CIW_PROXY_PORT: String(s.proxy.port) } : {}),
     ...(s.checkpoints && s.checkpoints.kept > 0
-      ? { CIW_CHECKPOINTS_KEPT: String(s.checkpoints.kept), CIW_CHECKPOINT_MAX_FILE_BYTES: String(s.checkpoints.maxFileBytes) }
+      ? {
+          CIW_CHECKPOINTS_KEPT: String(s.checkpoints.kept),
+          CIW_CHECKPOINT_MAX_FILE_BYTES: String(s.checkpoints.maxFileBytes),
+          CIW_CHECKPOINT_WAIT_MS: String(s.checkpoints.waitMs),
+        }
       : {}),
   };
 }

@@ -23,23 +23,26 @@ export function localCheckpoints(
   /** The sandbox's outer process (bubblewrap) on the host: the checkpoints are in its tree. */
   rootPid: number | undefined,
 ): CheckpointControl {
-  // What the kernel does after its last call (keep a checkpoint) is done before the checkpoints are looked at.
+  // What the kernel does after its last call (keep a checkpoint) is done before the checkpoints are looked at;
+  // it says how many calls since its newest checkpoint left none.
   const direct = async () => {
     const k = kernel();
-    await k?.sync();
-    return k;
+    return { k, since: (await k?.sync()) ?? 0 };
   };
   return {
     async list(options = { memory: true }) {
-      await direct();
+      const { since } = await direct();
       const { header } = await connection.request(agentRequest('checkpoints', {}), null, CONTROL_DEADLINE_MS);
-      const entries = entriesOf(header);
-      if (options.memory === false) return entries.map(({ pid: _pid, ...e }) => e);
-      return withMemory(entries, rootPid ? await processTree(rootPid) : []);
+      const entries = entriesOf(header, since);
+      const checkpoints =
+        options.memory === false
+          ? entries.map(({ pid: _pid, ...e }) => e)
+          : await withMemory(entries, rootPid ? await processTree(rootPid) : []);
+      return { checkpoints, callsSinceNewest: since };
     },
 
     async rollback(id) {
-      const k = await direct();
+      const { k, since } = await direct();
       const { header: h } = await connection.request(agentRequest('rollback', { checkpoint: id }), null, CONTROL_DEADLINE_MS);
       let executionCount: number | null = null;
       try {
@@ -53,7 +56,8 @@ export function localCheckpoints(
         );
       }
       const files = objectOf(h.files);
-      const target = entryOf({ ...objectOf(h), id: h.checkpoint, alive: true }, false);
+      const { pid: _pid, ...target } = entryOf({ ...objectOf(h), id: h.checkpoint, alive: true }, false);
+      const after = Number(h.calls_after);
       return {
         checkpoint: target,
         dropped: strings(h.dropped),
@@ -66,25 +70,27 @@ export function localCheckpoints(
         },
         notRolledBack: strings(h.not_rolled_back),
         executionCount,
+        callsUndone: Number.isSafeInteger(after) && after >= 0 && after < 1e9 ? after + since : null,
       } satisfies RollbackResult;
     },
   };
 }
 
 /** The agent's listing, re-typed; the newest is "current" when the kernel that runs took it after its last call. */
-function entriesOf(h: Record<string, unknown>): Array<CheckpointInfo & { pid: number }> {
+function entriesOf(h: Record<string, unknown>, since: number): Array<CheckpointInfo & { pid: number }> {
   const raw = (Array.isArray(h.entries) ? h.entries : []).slice(-MAX_LISTED).map(objectOf);
   const kernelPid = Number(h.kernel);
   const calls = Number(h.calls);
   return raw.map((e, i) => {
     const last = i === raw.length - 1;
-    return entryOf(e, last && Number(e.kernel) === kernelPid && kernelPid > 0 && Number(e.call) === calls);
+    return entryOf(e, last && since === 0 && Number(e.kernel) === kernelPid && kernelPid > 0 && Number(e.call) === calls);
   });
 }
 
 function entryOf(e: Record<string, unknown>, current: boolean): CheckpointInfo & { pid: number } {
   const files = objectOf(e.files);
   const threads = Number(e.threads);
+  const skipped = Number(e.skipped);
   return {
     id: String(e.id ?? '').slice(0, 40),
     pid: Number(e.pid) || 0,
@@ -97,6 +103,7 @@ function entryOf(e: Record<string, unknown>, current: boolean): CheckpointInfo &
     filesNotKept: strings(files.skipped).slice(0, 100),
     filesTruncated: files.truncated === true,
     threads: Number.isSafeInteger(threads) && threads > 0 ? threads : 0,
+    coversCalls: 1 + (Number.isSafeInteger(skipped) && skipped > 0 && skipped < 1e9 ? skipped : 0),
   };
 }
 

@@ -99,11 +99,14 @@ export class DirectKernel {
 
   /**
    * Waits until the kernel has done what it does after a call (it keeps a checkpoint once the reply is out):
-   * it answers this request only after that.
+   * it answers this request only after that. The calls since its newest checkpoint that left none (they came
+   * back to back, within CHECKPOINT_WAIT_MS).
    */
-  async sync(): Promise<void> {
+  async sync(): Promise<number> {
     await this.settle();
-    if (this.running) await this.control({}, 'did not answer').catch(() => undefined);
+    if (!this.running) return 0;
+    const reply = await this.control({}, 'did not answer').catch(() => null);
+    return typeof reply?.skipped === 'number' && Number.isSafeInteger(reply.skipped) && reply.skipped >= 0 ? reply.skipped : 0;
   }
 
   /**

@@ -32,8 +32,8 @@ export interface LocalBackendOptions {
   readonly orphanTimeoutS?: number;
   /** Whether to use cgroups when the host allows. */
   readonly cgroups: boolean;
-  /** Checkpoints (undo) each sandbox without network keeps: CHECKPOINTS_KEPT (0: none), CHECKPOINT_MAX_FILE_BYTES. */
-  readonly checkpoints?: { readonly kept: number; readonly maxFileBytes: number };
+  /** Checkpoints (undo) each sandbox without network keeps: CHECKPOINTS_KEPT (0: none), CHECKPOINT_MAX_FILE_BYTES, CHECKPOINT_WAIT_MS. */
+  readonly checkpoints?: { readonly kept: number; readonly maxFileBytes: number; readonly waitMs: number };
   readonly log?: (level: 'info' | 'warn' | 'error', message: string) => void;
 }
 

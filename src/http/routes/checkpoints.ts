@@ -38,6 +38,7 @@ export const checkpointRoutes: FastifyPluginAsyncTypebox<{ service: SandboxServi
         sandbox_id: listing.sandbox.id,
         kept: listing.kept,
         checkpoints: listing.checkpoints.map(checkpointToWire),
+        calls_since_newest: listing.callsSinceNewest,
         ...(listing.note ? { note: listing.note } : {}),
       };
     },
