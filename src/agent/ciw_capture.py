@@ -79,6 +79,12 @@ class KernelCapture:
         self.truncated = False
         self.active = False
         self.limit_announced = False
+        # The pump was inside poll() when the fork was made: that poll object still says it is in use.
+        self.poller = select.poll()
+        self.drain_poller = select.poll()
+        for r in self.pipes:
+            self.poller.register(r, select.POLLIN)
+            self.drain_poller.register(r, select.POLLIN)
         threading.Thread(target=self._pump, name="ciw-output", daemon=True).start()
 
     # -- per call --------------------------------------------------------------------------------------

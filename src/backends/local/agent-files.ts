@@ -13,13 +13,26 @@ const FILE_OP_DEADLINE_MS = 120_000;
 /** What a download may hold in memory for a reader that has not taken it yet. */
 const SEND_BUFFER_BYTES = 256 * 1024;
 
+/** Around operations that change files, for checkpoints: wait for one being kept, and ask for one after. */
+export interface FileChangeHooks {
+  before(): Promise<void>;
+  after(kind: string, path: string): void;
+}
+
 /** `look()`: whether the agent must look at the workspace afresh before this operation (see LocalSandbox). */
-export function agentFiles(connection: AgentConnection, look: () => boolean): SandboxFiles {
+export function agentFiles(connection: AgentConnection, look: () => boolean, hooks?: FileChangeHooks): SandboxFiles {
+  const changing = async <T>(kind: string, path: string, op: () => Promise<T>): Promise<T> => {
+    await hooks?.before();
+    const result = await op();
+    hooks?.after(kind, path);
+    return result;
+  };
   return {
-    write: async (path, data) => {
-      const { header } = await connection.request(agentRequest('write', { path, rebase: look() }), data, FILE_OP_DEADLINE_MS);
-      return { path: String(header.path), size: Number(header.size) };
-    },
+    write: (path, data) =>
+      changing('write_file', path, async () => {
+        const { header } = await connection.request(agentRequest('write', { path, rebase: look() }), data, FILE_OP_DEADLINE_MS);
+        return { path: String(header.path), size: Number(header.size) };
+      }),
     read: async (path, maxBytes) => {
       const { header, blob } = await connection.request(agentRequest('read', { path, max_bytes: maxBytes }), null, FILE_OP_DEADLINE_MS);
       return { path: String(header.path), data: blob };
@@ -80,17 +93,20 @@ export function agentFiles(connection: AgentConnection, look: () => boolean): Sa
         truncated: header.truncated === true,
       };
     },
-    mkdir: async (path) => {
-      const { header } = await connection.request(agentRequest('mkdir', { path }), null, FILE_OP_DEADLINE_MS);
-      return { entry: toEntry(objectOf(header.entry)), created: header.created === true };
-    },
-    move: async (source, destination) => {
-      const { header } = await connection.request(agentRequest('move', { source, destination }), null, FILE_OP_DEADLINE_MS);
-      return toEntry(objectOf(header.entry));
-    },
-    remove: async (path) => {
-      await connection.request(agentRequest('remove', { path }), null, FILE_OP_DEADLINE_MS);
-    },
+    mkdir: (path) =>
+      changing('make_dir', path, async () => {
+        const { header } = await connection.request(agentRequest('mkdir', { path }), null, FILE_OP_DEADLINE_MS);
+        return { entry: toEntry(objectOf(header.entry)), created: header.created === true };
+      }),
+    move: (source, destination) =>
+      changing('move_file', `${source} -> ${destination}`, async () => {
+        const { header } = await connection.request(agentRequest('move', { source, destination }), null, FILE_OP_DEADLINE_MS);
+        return toEntry(objectOf(header.entry));
+      }),
+    remove: (path) =>
+      changing('remove_file', path, async () => {
+        await connection.request(agentRequest('remove', { path }), null, FILE_OP_DEADLINE_MS);
+      }),
   };
 }
 

@@ -131,7 +131,8 @@ export class LocalSandbox implements Sandbox {
         resolve();
       });
     });
-    this.files = agentFiles(this.connection, () => this.look('agent'));
+    const hooks = { before: async () => this.kernel?.settle(), after: (kind: string, path: string) => this.checkpointAfter(kind, path) }; // uploads, moves: calls too
+    this.files = agentFiles(this.connection, () => this.look('agent'), parts.checkpoints ? hooks : undefined);
     this.processes = agentProcesses(this.connection, parts.maxOutputBytes, (what) =>
       this.kill(`the sandbox's agent sent ${what} and the sandbox was stopped`),
     );
@@ -265,8 +266,7 @@ export class LocalSandbox implements Sandbox {
       options.timeoutMs + AGENT_SLACK_MS,
       streamTo(options.onOutput),
     );
-    // A command may change files: a checkpoint of now, taken by the kernel while the answer goes out.
-    if (this.checkpoints) this.kernel?.checkpointAfter({ kind: 'execute_command', code: options.command.slice(0, 300) });
+    this.checkpointAfter('execute_command', options.command);
     return {
       stdout: String(h.stdout),
       stderr: String(h.stderr),
@@ -279,6 +279,11 @@ export class LocalSandbox implements Sandbox {
       ...usageOf(h.usage),
       ...toArtifacts(h),
     };
+  }
+
+  /** After a call that may have changed files: a checkpoint of now, kept by the kernel while the answer goes out. */
+  private checkpointAfter(kind: string, what: string): void {
+    if (this.checkpoints) this.kernel?.checkpointAfter({ kind, code: what.slice(0, 300) });
   }
 
   pids(): readonly number[] {
