@@ -41,11 +41,11 @@ export const sandboxLimitSettings = {
       'Checkpoints (undo) each sandbox without network keeps: one after every run_code / execute_command — a stopped copy-on-write fork of the Python interpreter and copies of the files that changed — so /rollback can undo recent calls. Each holds one process of the sandbox and the memory and /tmp space its changes took; 0 turns the feature off.',
   }),
   CHECKPOINT_WAIT_MS: Type.Integer({
-    default: 2,
+    default: 50,
     minimum: 0,
     maximum: 1000,
     description:
-      "How long after a call the interpreter waits for the next one before it keeps a checkpoint: calls that come back to back share one (a checkpoint per call would cost each about a millisecond), and undoing the last of them undoes them all (the answer says how many). An agent's calls, seconds apart, each get their own. 0: one after every call.",
+      "How long after a call the sandbox waits for the next one before it keeps a checkpoint: calls that come back to back share one (a checkpoint per call costs about a millisecond of CPU: a script or a benchmark firing calls would pay it on every call), and undoing the last of them undoes them all (the answer says how many). An agent's calls, seconds apart, each get their own. 0: one after every call.",
   }),
   CHECKPOINT_MAX_FILE_BYTES: Type.Integer({
     default: 32 * MiB,

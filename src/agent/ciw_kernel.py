@@ -389,6 +389,7 @@ def direct_kernel_main(channel_fd, channel_out_fd, ready_fd, max_output):
             reply["checkpoint_warning"] = checkpoints.warning
         capture.send(reply)
         if checkpoints is not None:
+            checkpoints.count_skipped(req.get("skipped"))  # calls through the supervisor that left none
             checkpoints.after_call({"kind": "run_code", "execution_count": cell.number, "code": req["code"][:300]})
 
     _serve(reader, run, checkpoint_requests(checkpoints, capture))

@@ -55,7 +55,9 @@ describe('README examples', () => {
 
   beforeAll(async () => {
     // The defaults a user gets from ./scripts/start.sh, warm pool included.
-    t = await startTestApp(localEnv({ POOL_SIZE: '2' }));
+    // A checkpoint after every call, as a person typing the commands gets (the script runs them within
+    // CHECKPOINT_WAIT_MS of each other, which would make the checkpoints it shows depend on timing).
+    t = await startTestApp(localEnv({ POOL_SIZE: '2', CHECKPOINT_WAIT_MS: '0' }));
     await t.app.listen({ port: 0, host: '127.0.0.1' });
     port = (t.app.server.address() as AddressInfo).port;
     const marker = '@@README-EXAMPLE-END@@';

@@ -7,6 +7,7 @@
  */
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import type { CodeError } from '../types.js';
 
 export interface CgroupLimits {
   readonly memoryBytes: number;
@@ -18,6 +19,21 @@ export interface CgroupLimits {
 export interface LimitCounters {
   readonly oomKills: number;
   readonly pidsRefused: number;
+}
+
+/** The limit the counters say a call ran into (the OOM killer, a refused fork), as the call's error. */
+export function limitErrorOf(before: LimitCounters, now: LimitCounters): CodeError | null {
+  if (now.oomKills > before.oomKills) {
+    return {
+      name: 'MemoryLimitExceeded',
+      value: 'the sandbox ran out of memory and the kernel killed a process (memory limit reached)',
+      traceback: '',
+    };
+  }
+  if (now.pidsRefused > before.pidsRefused) {
+    return { name: 'ProcessLimitExceeded', value: 'the sandbox tried to start more processes than its limit allows', traceback: '' };
+  }
+  return null;
 }
 
 export interface SandboxCgroup {

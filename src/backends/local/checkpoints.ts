@@ -17,17 +17,76 @@ const MAX_LISTED = 64;
 /** Paths one list of a rollback's report may hold. */
 const MAX_PATHS = 1000;
 
+/**
+ * Checkpoints after calls that go through the supervisor (commands, file changes): asked of the kernel
+ * CHECKPOINT_WAIT_MS after the call, unless another call comes first — then the two share the next one, and
+ * the kernel is told how many calls left none (it counts them with its own). The Python kernel decides alone
+ * for its own calls (ciw_kernel_checkpoints.py).
+ */
+export class CheckpointTimer {
+  private timer: NodeJS.Timeout | null = null;
+  private pending: { kind: string; what: string } | null = null;
+  /** Calls through the supervisor since the kernel was last told that left no checkpoint. */
+  private skipped = 0;
+
+  constructor(
+    private readonly kernel: () => DirectKernel | null,
+    private readonly waitMs: number,
+  ) {}
+
+  /** A call that may have changed files ended. */
+  after(kind: string, what: string): void {
+    this.coalesce();
+    this.pending = { kind, what: what.slice(0, 300) };
+    if (this.waitMs <= 0) return this.flush();
+    this.timer = setTimeout(() => this.flush(), this.waitMs);
+    this.timer.unref();
+  }
+
+  /** Another call starts before the checkpoint was asked for: the ended call leaves none. */
+  coalesce(): void {
+    if (!this.pending) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    this.pending = null;
+    this.skipped++;
+  }
+
+  /** The calls that left none, handed to the kernel with its next call (it counts them). */
+  take(): number {
+    const n = this.skipped;
+    this.skipped = 0;
+    return n;
+  }
+
+  /** Asks for the pending checkpoint now (the checkpoints are about to be looked at). */
+  flush(): void {
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const p = this.pending;
+    this.pending = null;
+    if (p) this.kernel()?.checkpointAfter({ kind: p.kind, code: p.what, skipped: this.take() });
+  }
+
+  /** Calls that left no checkpoint and the kernel has not been told of. */
+  get untold(): number {
+    return this.skipped;
+  }
+}
+
 export function localCheckpoints(
   connection: AgentConnection,
   kernel: () => DirectKernel | null,
+  timer: CheckpointTimer,
   /** The sandbox's outer process (bubblewrap) on the host: the checkpoints are in its tree. */
   rootPid: number | undefined,
 ): CheckpointControl {
-  // What the kernel does after its last call (keep a checkpoint) is done before the checkpoints are looked at;
-  // it says how many calls since its newest checkpoint left none.
+  // The last call's checkpoint is asked for now, and what the kernel does after a call (keep one) is done
+  // before the checkpoints are looked at; calls since the newest that left none are counted.
   const direct = async () => {
+    timer.flush();
     const k = kernel();
-    return { k, since: (await k?.sync()) ?? 0 };
+    return { k, since: ((await k?.sync()) ?? 0) + timer.untold };
   };
   return {
     async list(options = { memory: true }) {
@@ -43,6 +102,7 @@ export function localCheckpoints(
 
     async rollback(id) {
       const { k, since } = await direct();
+      timer.take(); // undone with the rest
       const { header: h } = await connection.request(agentRequest('rollback', { checkpoint: id }), null, CONTROL_DEADLINE_MS);
       let executionCount: number | null = null;
       try {

@@ -162,7 +162,7 @@ export class DirectKernel {
   }
 
   /** Runs Python code on the kernel, starting one first when there is none. */
-  async run(options: RunCodeOptions): Promise<RunCodeResult> {
+  async run(options: RunCodeOptions, skipped = 0): Promise<RunCodeResult> {
     if (this.settling) await this.settle();
     const channel = this.channel;
     const lostBefore = this.lost;
@@ -202,6 +202,7 @@ export class DirectKernel {
         inline_images: options.inlineImages === true,
         stream: options.onOutput !== undefined,
         rebase: this.look(),
+        ...(skipped > 0 ? { skipped } : {}),
         ...(options.env && Object.keys(options.env).length > 0 ? { env: options.env } : {}),
       },
       (event, data) => {

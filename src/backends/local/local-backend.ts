@@ -350,7 +350,7 @@ class LocalBackend implements SandboxBackend {
       maxStateBytes: maxStateBytesOf(this.options),
       warm: held.warm,
       adopted: held.adopted,
-      checkpoints: !proxy && (this.options.checkpoints?.kept ?? 0) > 0, // kept by the direct kernel: none with network
+      ...(!proxy && (this.options.checkpoints?.kept ?? 0) > 0 ? { checkpoints: { waitMs: this.options.checkpoints!.waitMs } } : {}),
       listPids: () => (uid !== undefined ? pidsInUidRange(uid, 1) : proc.pid ? [proc.pid] : []), // diagnostics, tests
       afterExit: async () => {
         if (uid !== undefined) await this.reapUid(uid);

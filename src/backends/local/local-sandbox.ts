@@ -9,9 +9,9 @@ import { CONTROL_DEADLINE_MS, DirectKernel } from './direct-kernel.js';
 import { agentFiles } from './agent-files.js';
 import { agentContexts, agentProcesses } from './agent-processes.js';
 import type { ContextControl, ProcessControl } from '../processes.js';
-import { localCheckpoints } from './checkpoints.js';
+import { CheckpointTimer, localCheckpoints } from './checkpoints.js';
 import { ServiceError, ErrorCode } from '../../core/errors.js';
-import type { LimitCounters, SandboxCgroup } from './cgroups.js';
+import { limitErrorOf, type LimitCounters, type SandboxCgroup } from './cgroups.js';
 import { processTree, residentBytes } from './proc.js';
 import { toArtifacts, toCodeError, toKernelState, toRunCodeResult, usageOf } from '../agent/reply.js';
 import { AGENT_STATE_DIR, agentRequest } from '../agent/protocol.js';
@@ -57,8 +57,8 @@ export interface LocalSandboxParts {
   readonly maxStateBytes: number;
   /** Taken over from an earlier service process: its agent and kernel already run (see adopt()). */
   readonly adopted?: boolean;
-  /** The agent keeps checkpoints (CHECKPOINTS_KEPT > 0). */
-  readonly checkpoints?: boolean;
+  /** The agent keeps checkpoints (CHECKPOINTS_KEPT > 0): after how long without a next call (CHECKPOINT_WAIT_MS). */
+  readonly checkpoints?: { readonly waitMs: number };
 }
 
 export class LocalSandbox implements Sandbox {
@@ -68,6 +68,7 @@ export class LocalSandbox implements Sandbox {
   readonly processes: ProcessControl;
   readonly contexts: ContextControl;
   readonly checkpoints?: ReturnType<typeof localCheckpoints>;
+  private checkpointTimer: CheckpointTimer | undefined;
   readonly connection: AgentConnection;
   readonly exited: Promise<void>;
   private readonly child: SandboxProcess;
@@ -131,13 +132,17 @@ export class LocalSandbox implements Sandbox {
         resolve();
       });
     });
-    const hooks = { before: async () => this.kernel?.settle(), after: (kind: string, path: string) => this.checkpointAfter(kind, path) }; // uploads, moves: calls too
+    const timer = new CheckpointTimer(() => this.kernel, parts.checkpoints?.waitMs ?? 0);
+    const hooks = { before: () => this.beforeChange(), after: (kind: string, path: string) => timer.after(kind, path) }; // uploads, moves: calls too
     this.files = agentFiles(this.connection, () => this.look('agent'), parts.checkpoints ? hooks : undefined);
     this.processes = agentProcesses(this.connection, parts.maxOutputBytes, (what) =>
       this.kill(`the sandbox's agent sent ${what} and the sandbox was stopped`),
     );
     this.contexts = agentContexts(this.connection);
-    if (parts.checkpoints) this.checkpoints = localCheckpoints(this.connection, () => this.kernel, parts.child.pid);
+    if (parts.checkpoints) {
+      this.checkpointTimer = timer;
+      this.checkpoints = localCheckpoints(this.connection, () => this.kernel, timer, parts.child.pid);
+    }
   }
 
   /** Waits for the agent to start; the direct kernel channel is used if it says it serves one. */
@@ -190,20 +195,9 @@ export class LocalSandbox implements Sandbox {
    */
   private limitHit(): CodeError | null {
     if (!this.cgroup) return null;
-    const now = this.cgroup.counters();
-    const before = this.lastCounters;
+    const [before, now] = [this.lastCounters, this.cgroup.counters()];
     this.lastCounters = now;
-    if (now.oomKills > before.oomKills) {
-      return {
-        name: 'MemoryLimitExceeded',
-        value: 'the sandbox ran out of memory and the kernel killed a process (memory limit reached)',
-        traceback: '',
-      };
-    }
-    if (now.pidsRefused > before.pidsRefused) {
-      return { name: 'ProcessLimitExceeded', value: 'the sandbox tried to start more processes than its limit allows', traceback: '' };
-    }
-    return null;
+    return limitErrorOf(before, now);
   }
 
   get stderr(): string {
@@ -222,7 +216,9 @@ export class LocalSandbox implements Sandbox {
   async runCode(options: RunCodeOptions): Promise<RunCodeResult> {
     const language = options.language ?? 'python';
     const direct = language === 'python' && this.kernel && options.context === undefined;
-    const result = direct ? await this.kernel!.run(options) : await this.runRelayed(options);
+    // A call through the supervisor just before leaves no checkpoint: the kernel counts it with its own.
+    this.checkpointTimer?.coalesce();
+    const result = direct ? await this.kernel!.run(options, this.checkpointTimer?.take() ?? 0) : await this.runRelayed(options);
     const { error } = result;
     // Only a failed call needs explaining (two cgroup file reads are a tenth of the hot path). Commands,
     // below, always check: a shell's child can be OOM-killed while the command itself exits 0.
@@ -252,7 +248,7 @@ export class LocalSandbox implements Sandbox {
   }
 
   async runCommand(options: RunCommandOptions): Promise<RunCommandResult> {
-    await this.kernel?.settle();
+    await this.beforeChange();
     const { header: h } = await this.connection.request(
       agentRequest('shell', {
         command: options.command,
@@ -266,7 +262,7 @@ export class LocalSandbox implements Sandbox {
       options.timeoutMs + AGENT_SLACK_MS,
       streamTo(options.onOutput),
     );
-    this.checkpointAfter('execute_command', options.command);
+    this.checkpointTimer?.after('execute_command', options.command);
     return {
       stdout: String(h.stdout),
       stderr: String(h.stderr),
@@ -281,9 +277,10 @@ export class LocalSandbox implements Sandbox {
     };
   }
 
-  /** After a call that may have changed files: a checkpoint of now, kept by the kernel while the answer goes out. */
-  private checkpointAfter(kind: string, what: string): void {
-    if (this.checkpoints) this.kernel?.checkpointAfter({ kind, code: what.slice(0, 300) });
+  /** Before a call through the supervisor: the last call's checkpoint is not asked for now, one being kept is awaited. */
+  private async beforeChange(): Promise<void> {
+    this.checkpointTimer?.coalesce();
+    await this.kernel?.settle();
   }
 
   pids(): readonly number[] {
