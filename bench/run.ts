@@ -311,6 +311,7 @@ async function checkpointFigures(): Promise<Record<string, unknown>> {
     }
     const { sandbox_id: df } = await call(on, '/create_sandbox', {});
     await call(on, '/run_code', { sandbox_id: df, code: DATAFRAME });
+    await pause(100); // its own checkpoint: the one each rollback below goes back to, or the one after it
     const rollback: number[] = [];
     for (let i = 0; i < 20; i++) {
       await call(on, '/run_code', { sandbox_id: df, code: `v = ${i}` });

@@ -74,12 +74,15 @@ class KernelCapture:
     def restart(self):
         """In a checkpoint fork that became the kernel (a rollback): the pump thread did not survive fork();
         a new one starts, and nothing of the call that was in flight in the fork's parent is kept."""
+        # The pump may have held the lock when the fork was made (it is not held around fork(): a before-fork
+        # handler of user code that prints would wait for it forever), and was inside poll(), whose object
+        # still says it is in use.
+        self.lock = threading.Lock()
         self.chunks = []
         self.kept = 0
         self.truncated = False
         self.active = False
         self.limit_announced = False
-        # The pump was inside poll() when the fork was made: that poll object still says it is in use.
         self.poller = select.poll()
         self.drain_poller = select.poll()
         for r in self.pipes:

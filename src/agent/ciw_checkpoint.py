@@ -220,10 +220,9 @@ def _oom_score_adj(value):
 class Checkpoints:
     """The kernel's side: take() after each call keeps a checkpoint and drops the oldest past `kept`."""
 
-    def __init__(self, kept, max_file_bytes, lock, on_restore):
+    def __init__(self, kept, max_file_bytes, on_restore):
         self.kept = kept
-        self.lock = lock  # held around fork(): no helper thread of the kernel is inside it then
-        self.on_restore = on_restore
+        self.on_restore = on_restore  # puts back in the woken fork what fork() did not carry (helper threads)
         self.files = FileRecord(max_file_bytes)
         self.warning = None  # why the last checkpoint could not be kept, for the next reply
         self.skipped = 0  # calls before this one that left no checkpoint (set by the caller)
@@ -303,11 +302,10 @@ class Checkpoints:
         for attempt in range(2):
             pending = self._serialized(dict(index, entries=index["entries"] + [entry]))
             at = pending.rfind(b'{"pid":-1,')
-            with self.lock:
-                try:
-                    pid = fork_checkpoint(supervisor)
-                except OSError as exc:
-                    pid, error = -1, exc
+            try:
+                pid = fork_checkpoint(supervisor)
+            except OSError as exc:
+                pid, error = -1, exc
             if pid == 0:
                 self.on_restore()
                 return True

@@ -32,7 +32,7 @@ def kernel_checkpoints(capture, reader, channel_fd):
         import select
         return b"\n" in reader.buf or bool(select.select([channel_fd], [], [], timeout)[0])
 
-    return KernelCheckpoints(Checkpoints(kept, max_file, capture.lock, None), [restored], next_request, wait_s)
+    return KernelCheckpoints(Checkpoints(kept, max_file, None), [restored], next_request, wait_s)
 
 
 def checkpoint_requests(checkpoints, capture):

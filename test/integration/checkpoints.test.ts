@@ -121,6 +121,16 @@ describe('checkpoints', () => {
     expect(list.map((c: any) => c.after.kind)).toEqual(['rollback', 'run_code']);
   });
 
+  it("at-fork handlers of the user's code that print neither hang the interpreter nor break a rollback", async () => {
+    const id = await sandbox();
+    await run(id, 'import os\nos.register_at_fork(before=lambda: print("before fork"), after_in_child=lambda: print("in child"))\nk = 1');
+    await run(id, 'k = 2');
+    expect((await run(id, 'print(k)')).stdout).toContain('2\n');
+    await rollback(id, { steps_back: 2 });
+    const r = await run(id, 'print("k is", k)');
+    expect(r.stdout).toContain('k is 1\n');
+  });
+
   it('a crash after a checkpoint can be rolled back from', async () => {
     const id = await sandbox();
     await run(id, 'secret = "zebra"');
