@@ -168,6 +168,19 @@ class FileRecord:
         self.entries = None
         self.manifest_id = None
         self.truncated = False
+        self._not_kept = (None, [])
+
+    def _info(self, written):
+        """What keeping the manifest cost, and what it holds no content of (said by every checkpoint using it)."""
+        info = {"bytes": written}
+        if self._not_kept[0] is not self.entries:  # worked out once per manifest, not per call
+            self._not_kept = (self.entries, sorted(p for p, e in (self.entries or {}).items() if e[0] == "f" and not e[4]))
+        skipped = self._not_kept[1]
+        if skipped:
+            info["skipped"] = skipped[:100]
+        if self.truncated:
+            info["truncated"] = True
+        return info
 
     def record(self, index, force=False):
         """The manifest id of the workspace now (a new one when it changed), and what keeping it cost:
@@ -177,36 +190,29 @@ class FileRecord:
             force = True  # this kernel's watch has seen nothing yet
         path_of = lambda m: os.path.join(MANIFESTS, m + ".json")  # noqa: E731
         if self.manifest_id is not None and not force and not self.watch.changed() and os.path.exists(path_of(self.manifest_id)):
-            return self.manifest_id, {"bytes": 0}
+            return self.manifest_id, self._info(0)
         self.watch.changed()
         now, dirs, truncated = walk()
         self.watch.watch(dirs)
         os.makedirs(BLOBS, exist_ok=True)
         os.makedirs(MANIFESTS, exist_ok=True)
         old = self.entries or {}
-        written, skipped = 0, []
+        written = 0
         for path, entry in now.items():
             if entry[0] != "f":
                 continue
             before = old.get(path)
             if _same_file(before, entry) and before[4] and os.path.exists(os.path.join(BLOBS, before[4])):
                 entry[4] = before[4]
-            elif entry[2] > self.max_file_bytes:
-                skipped.append(path)
-            else:
+            elif entry[2] <= self.max_file_bytes:
                 entry[4], n = _store_blob(path)
                 written += n
         if now == old and truncated == self.truncated and self.manifest_id is not None and os.path.exists(path_of(self.manifest_id)):
-            return self.manifest_id, {"bytes": written}
+            return self.manifest_id, self._info(written)
         manifest_id = "m%d-%d" % (os.getpid(), index["next"])
         write_json(path_of(manifest_id), {"entries": now, "truncated": truncated})
         self.entries, self.manifest_id, self.truncated = now, manifest_id, truncated
-        info = {"bytes": written}
-        if skipped:
-            info["skipped"] = sorted(skipped)[:100]
-        if truncated:
-            info["truncated"] = True
-        return manifest_id, info
+        return manifest_id, self._info(written)
 
     def _seed(self, index):
         """A kernel that starts beside earlier checkpoints (a restart) begins from the newest manifest: files

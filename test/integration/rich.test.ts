@@ -170,10 +170,12 @@ describe('JavaScript', () => {
   it('says so when the JavaScript process ended between calls, and runs the next call in a new one', async () => {
     const id = await sandbox();
     await post('/run_code', { sandbox_id: id, language: 'js', code: 'globalThis.kept = 1' });
-    // [l]: the pattern must not match this shell's own command line. Waits until the kernel is gone.
+    // [l]: the pattern must not match this shell's own command line. Waits until the kernel is gone: a process
+    // on its way out no longer shows its command line to pgrep, so also until no node is left but a zombie.
     await post('/execute_command', {
       sandbox_id: id,
-      command: "pkill -f 'ciw_js_kerne[l]'; while pgrep -f 'ciw_js_kerne[l]' >/dev/null; do sleep 0.05; done",
+      command:
+        "pkill -f 'ciw_js_kerne[l]'; while pgrep -f 'ciw_js_kerne[l]' >/dev/null || ps -C node -o stat= | grep -qv Z; do sleep 0.05; done",
     });
     const r = await post('/run_code', { sandbox_id: id, language: 'js', code: 'typeof kept' });
     expect(r.body.error, JSON.stringify(r.body.error)).toBeNull();
