@@ -10,6 +10,7 @@ from ciw_checkpoint_files import INDEX, checked_manifest, collect_garbage, load_
 from ciw_common import AgentError
 from ciw_shell import kill_session
 
+
 def kernel_env(python_env):
     """The direct kernel's environment: with the checkpoint settings, which make this process a subreaper (the
     forks of a kernel that ended come to it, pid 1 or not)."""
@@ -25,6 +26,7 @@ def op_checkpoints(sup, _req, _blob):
     if sup.direct is None:
         raise AgentError("NOT_SUPPORTED", "checkpoints are kept in sandboxes without network only")
     return listing(sup.direct.proc.pid if sup.direct.proc is not None else 0), b""
+
 
 def op_rollback(sup, req, _blob):
     """Makes checkpoint req["checkpoint"] the kernel: later checkpoints and the kernel end, the files are

@@ -10,8 +10,11 @@ export const CheckpointSchema = Type.Object({
   after: Type.Union([
     Type.Object(
       {
-        kind: Type.String({ description: 'run_code, execute_command, or rollback (the state a rollback restored, kept again).' }),
-        code: Type.Optional(Type.String({ description: 'The code or command line (first 300 characters).' })),
+        kind: Type.String({
+          description:
+            'run_code, execute_command, write_file, make_dir, move_file, remove_file, or rollback (the state a rollback restored, kept again).',
+        }),
+        code: Type.Optional(Type.String({ description: 'The code, command line or path (first 300 characters).' })),
         execution_count: Type.Optional(Type.Integer()),
         to: Type.Optional(Type.String({ description: 'For a rollback: the checkpoint it went back to.' })),
       },

@@ -219,6 +219,8 @@ export class DirectKernel {
         }
       },
     );
+    // Handled below; a kernel that dies while its start is awaited must not leave the rejection unhandled meanwhile.
+    call.catch(() => undefined);
     if (starting && pipelined) {
       try {
         await starting;
