@@ -73,6 +73,28 @@ describe('restarts', () => {
     },
   );
 
+  it.runIf(asRoot)('kill -9 of the service: the next service process lists the checkpoints and rolls back to one', async () => {
+    const env = localEnv({ PORT: '0', API_KEY: 'k', HOST: '127.0.0.1', SUPERVISOR_IDLE_MS: '300', CHECKPOINT_WAIT_MS: '0' });
+    const first = await serve(env);
+    const id = (await first.post('/run_code', { conversation_id: 'undo', code: 'rows = [1, 2, 3]' })).body.sandbox_id;
+    await first.post('/run_code', { sandbox_id: id, code: 'rows.clear()' });
+    await first.post('/checkpoints', { sandbox_id: id }); // both kept before the service dies
+    await new Promise((r) => setTimeout(r, 800)); // the supervisor hibernates meanwhile
+    first.child.kill('SIGKILL');
+    await once(first.child, 'exit');
+
+    const second = await serve(env);
+    const list = await second.post('/checkpoints', { sandbox_id: id });
+    expect(list.status, JSON.stringify(list.body)).toBe(200);
+    expect(list.body.checkpoints.map((c: any) => [c.after.code, c.alive])).toEqual([
+      ['rows = [1, 2, 3]', true],
+      ['rows.clear()', true],
+    ]);
+    const undo = await second.post('/rollback', { sandbox_id: id });
+    expect(undo.status, JSON.stringify(undo.body)).toBe(200);
+    expect(text(await second.post('/run_code', { sandbox_id: id, code: 'print(rows)' }))).toBe('[1, 2, 3]\n');
+  });
+
   it.runIf(asRoot)(
     'sandboxes whose service process died and was not started again end after SANDBOX_ORPHAN_TIMEOUT_S, awake or hibernated',
     async () => {
