@@ -59,14 +59,9 @@ class KernelCapture:
             ends[stream] = w
             self.decoders[stream] = codecs.getincrementaldecoder("utf-8")("replace")
         self.closed_pipes = set()
-        self.poller = select.poll()
-        self.drain_poller = select.poll()
-        for r in self.pipes:
-            self.poller.register(r, select.POLLIN)
-            self.drain_poller.register(r, select.POLLIN)
         # The thread first (at the process limit it cannot start): until fds 1/2 are moved, the reason still
         # reaches the supervisor.
-        threading.Thread(target=self._pump, name="ciw-output", daemon=True).start()
+        self._start_pump()
         for stream, w in ends.items():
             os.dup2(w, stream)  # dup2 makes fds 1/2 inheritable, as they must be
             os.close(w)
@@ -83,6 +78,10 @@ class KernelCapture:
         self.truncated = False
         self.active = False
         self.limit_announced = False
+        self._start_pump()
+
+    def _start_pump(self):
+        """New poll objects on the pipes, and the thread that drains them."""
         self.poller = select.poll()
         self.drain_poller = select.poll()
         for r in self.pipes:

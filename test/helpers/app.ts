@@ -2,6 +2,7 @@
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { loadConfig, type Config } from '../../src/config.js';
 import { buildApp } from '../../src/app.js';
@@ -52,4 +53,17 @@ export async function startTestApp(env: Record<string, string> = {}, now?: () =>
       await service.close();
     },
   };
+}
+
+/** A body as it arrives over a socket: 64 KiB chunks past that size (app.inject would hand it over in one piece). */
+const CHUNK = 64 * 1024;
+
+/** POSTs raw bytes with their Content-Length, a large body in 64 KiB chunks. */
+export function postChunked(app: FastifyInstance, url: string, payload: string | Buffer, headers: Record<string, string>) {
+  const bytes = Buffer.from(payload);
+  const body =
+    bytes.length <= CHUNK
+      ? bytes
+      : Readable.from(Array.from({ length: Math.ceil(bytes.length / CHUNK) }, (_, i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)));
+  return app.inject({ method: 'POST', url, payload: body, headers: { 'content-length': String(bytes.length), ...headers } });
 }

@@ -4,9 +4,8 @@
  * are the sandbox's own files) gets 4xx answers and never makes the supervisor signal another process, write
  * outside the workspace or lose the running interpreter; the forks of one sandbox are invisible to another.
  */
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, type TestApp } from '../helpers/app.js';
+import { postChunked, startTestApp, type TestApp } from '../helpers/app.js';
 import { localEnv } from '../helpers/local.js';
 
 const A = { authorization: 'Bearer key-a' };
@@ -35,16 +34,7 @@ const ROUTES: Array<[string, Record<string, unknown>, string[]]> = [
   ['/rollback', { checkpoint_id: 'c1' }, ['checkpoint_id']],
 ];
 
-const send = (url: string, payload: Buffer | string) => {
-  const bytes = Buffer.from(payload);
-  const chunks = Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536));
-  return t.app.inject({
-    method: 'POST',
-    url,
-    payload: bytes.length > 65536 ? Readable.from(chunks) : bytes,
-    headers: { ...A, 'content-type': 'application/json', 'content-length': String(bytes.length) },
-  });
-};
+const send = (url: string, payload: Buffer | string) => postChunked(t.app, url, payload, { ...A, 'content-type': 'application/json' });
 
 describe('checkpoint routes', () => {
   it("answer another key's sandbox with a 404 and no key with a 401, and leave its checkpoints alone", async () => {

@@ -3,9 +3,8 @@
  * (memory backend: none of these reach a sandbox): another key's sandbox is a 404, NUL and lone surrogates
  * in any string field a 4xx, a 100 MB body a 413 at the route's limit, deep JSON a 400.
  */
-import { Readable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, type TestApp } from '../helpers/app.js';
+import { postChunked, startTestApp, type TestApp } from '../helpers/app.js';
 
 const KEY_A = 'tenant-a-key';
 const KEY_B = 'tenant-b-key';
@@ -44,16 +43,8 @@ const ROUTES: Array<[string, Record<string, unknown>, string[]]> = [
   ['/remove_context', { context_id: 'ctx_1' }, ['context_id']],
 ];
 
-const send = (url: string, payload: Buffer | string, key = KEY_A) => {
-  const bytes = Buffer.from(payload);
-  const chunks = Array.from({ length: Math.ceil(bytes.length / 65536) }, (_, i) => bytes.subarray(i * 65536, (i + 1) * 65536));
-  return t.app.inject({
-    method: 'POST',
-    url,
-    payload: bytes.length > 65536 ? Readable.from(chunks) : bytes,
-    headers: { ...as(key), 'content-type': 'application/json', 'content-length': String(bytes.length) },
-  });
-};
+const send = (url: string, payload: Buffer | string, key = KEY_A) =>
+  postChunked(t.app, url, payload, { ...as(key), 'content-type': 'application/json' });
 
 describe('process, watch, context and file-move routes', () => {
   it("answer another key's sandbox with the 404 of one that does not exist", async () => {

@@ -4,12 +4,11 @@
  * once, and no tenant may spend another's share of anything.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTestApp, type TestApp } from '../helpers/app.js';
+import { postChunked, startTestApp, type TestApp } from '../helpers/app.js';
 import { watchStalls, type StallWatch } from '../helpers/stalls.js';
 import { FairQueue } from '../../src/service/fair-queue.js';
 import { CODE_NODE_OWNER } from '../../src/service/sandbox-service.js';
 import { connect, type Socket } from 'node:net';
-import { Readable } from 'node:stream';
 import { createServer } from 'node:http';
 
 const KEY_A = 'tenant-a-key';
@@ -31,17 +30,8 @@ afterAll(async () => {
  * A request the service must refuse (or answer at once), sent with the event-loop watch on. A large body
  * arrives in 64 KiB chunks, as it does over a socket (app.inject would hand it over in one piece).
  */
-const send = (url: string, payload: string | Buffer, headers: Record<string, string>) => {
-  const bytes = Buffer.from(payload);
-  const body =
-    bytes.length <= CHUNK
-      ? bytes
-      : Readable.from(Array.from({ length: Math.ceil(bytes.length / CHUNK) }, (_, i) => bytes.subarray(i * CHUNK, (i + 1) * CHUNK)));
-  return stalls.refusing(() =>
-    t.app.inject({ method: 'POST', url, payload: body, headers: { ...as(KEY_A), 'content-length': String(bytes.length), ...headers } }),
-  );
-};
-const CHUNK = 64 * 1024;
+const send = (url: string, payload: string | Buffer, headers: Record<string, string>) =>
+  stalls.refusing(() => postChunked(t.app, url, payload, { ...as(KEY_A), ...headers }));
 const json = (url: string, body: unknown, headers: Record<string, string> = {}) => {
   const payload = JSON.stringify(body);
   return send(url, payload, { 'content-type': 'application/json', ...headers });
